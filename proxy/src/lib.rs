@@ -1,0 +1,1 @@
+//! faultline-proxy: the fault-injection data plane.

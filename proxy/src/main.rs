@@ -1,0 +1,26 @@
+//! `faultline-proxy`: `run` starts the proxy (sidecar or standalone), `init`
+//! installs the traffic redirection (the `faultline-init` container).
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "faultline-proxy", version, about = "faultline fault-injection proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (sidecar capture mode, or standalone with --listen/--upstream).
+    Run,
+    /// Install the iptables redirection that sends the pod's traffic through the proxy.
+    Init,
+}
+
+fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Run | Command::Init => ExitCode::from(70),
+    }
+}

@@ -1,0 +1,1 @@
+//! Test harness for faultline's end-to-end tests.

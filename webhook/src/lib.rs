@@ -1,0 +1,1 @@
+//! faultline-webhook: injection webhook, certificates and policy controller.
