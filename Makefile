@@ -1,0 +1,62 @@
+# faultline — common tasks. `make help` lists them.
+SHELL := /bin/bash
+CARGO ?= cargo
+VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+REGISTRY ?= ghcr.io/faultline-dev
+PROXY_IMAGE ?= $(REGISTRY)/faultline-proxy:$(VERSION)
+WEBHOOK_IMAGE ?= $(REGISTRY)/faultline-webhook:$(VERSION)
+KIND_CLUSTER ?= faultline
+
+.PHONY: help build release test unit lint fmt kustomize certs demo bench fuzz image deploy undeploy e2e clean
+
+help: ## list targets
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+build: ## debug build of every binary
+	$(CARGO) build --workspace --bins
+
+release: ## optimized binaries in target/release
+	$(CARGO) build --workspace --release --bins
+
+test: lint kustomize unit ## everything CI runs: format, clippy, manifests, all tests
+
+unit: ## all tests (unit, integration, netns, real kube-apiserver when KUBEBUILDER_ASSETS is set)
+	$(CARGO) test --workspace --no-fail-fast
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+kustomize: ## the manifests render
+	kubectl kustomize manifests/ > /dev/null
+
+certs: build ## development CA + serving certificate in certs/ (keys are git-ignored)
+	target/debug/faultline-webhook certs --out-dir certs
+
+demo: build ## the proxy in front of a demo upstream: delays, aborts and clean traffic, no cluster
+	bash scripts/demo.sh
+
+bench: release ## benchmarks: ratios against direct connections and nginx, measured in one run
+	@set -e; for s in bench/*.sh; do echo "== $$s"; bash "$$s"; done
+
+fuzz: ## fuzz the policy parser (needs cargo-fuzz and a nightly toolchain)
+	cd proxy/fuzz && cargo +nightly fuzz run parse -- -max_total_time=120
+
+image: ## container images (needs a container engine)
+	docker build -f Dockerfile.proxy -t $(PROXY_IMAGE) .
+	docker build -f Dockerfile.webhook -t $(WEBHOOK_IMAGE) .
+
+deploy: ## install into the current kubectl context
+	kubectl apply -k manifests/
+
+undeploy: ## remove from the current kubectl context
+	kubectl delete -k manifests/ --ignore-not-found
+
+e2e: image ## end to end on a kind cluster (needs kind and a container engine)
+	bash scripts/kind-e2e.sh $(KIND_CLUSTER) $(PROXY_IMAGE) $(WEBHOOK_IMAGE)
+
+clean: ## remove build output
+	$(CARGO) clean
