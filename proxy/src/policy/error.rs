@@ -6,8 +6,9 @@ use std::fmt;
 /// Why a policy document was rejected.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
-    /// The text is not YAML/JSON at all (or not a mapping).
-    #[error("failed to parse policy: {message}{location}")]
+    /// The text is not YAML/JSON at all (or not a mapping). `message`
+    /// already mentions the position; `location` has it as numbers.
+    #[error("failed to parse policy: {message}")]
     Syntax { message: String, location: Location },
     /// The document is well-formed but a field is wrong.
     #[error("{0}")]

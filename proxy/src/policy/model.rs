@@ -20,7 +20,11 @@ pub struct Policy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<HumanDuration>,
     /// The instant the policy stops being in force.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_until"
+    )]
     pub until: Option<jiff::Timestamp>,
     /// Evaluated in order; the first rule that matches and fires applies.
     #[serde(default)]
@@ -63,8 +67,12 @@ pub struct Rule {
     pub name: Option<String>,
     #[serde(default, rename = "match", skip_serializing_if = "Match::is_empty")]
     pub r#match: Match,
-    /// 0-100, fractions allowed; absent means 100.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// 0-100, fractions allowed; absent means 100. `"20%"` is accepted too.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_percent"
+    )]
     pub percent: Option<f64>,
     /// Only the first N matching requests (or connections) per client IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -365,7 +373,11 @@ pub enum DelaySide {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Abort {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_status"
+    )]
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
@@ -385,7 +397,11 @@ pub struct Abort {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Respond {
     /// Defaults to 200.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_status"
+    )]
     pub status: Option<u16>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
@@ -426,7 +442,7 @@ impl<'de> Deserialize<'de> for Hang {
                 match map.next_key::<String>()? {
                     None => Ok(Hang),
                     Some(k) => Err(de::Error::custom(format!(
-                        "unknown field `{k}` (hang takes no settings)"
+                        "takes no settings (found `{k}`)"
                     ))),
                 }
             }
@@ -596,4 +612,67 @@ impl<'de> Deserialize<'de> for GrpcCode {
 
 fn is_default<T: Default + PartialEq>(v: &T) -> bool {
     *v == T::default()
+}
+
+fn de_until<'de, D: Deserializer<'de>>(d: D) -> Result<Option<jiff::Timestamp>, D::Error> {
+    let text = String::deserialize(d)?;
+    text.parse().map(Some).map_err(|e| {
+        de::Error::custom(format!(
+            "{} is not an RFC 3339 timestamp like 2026-01-31T12:00:00Z ({e})",
+            super::units::quoted(&text)
+        ))
+    })
+}
+
+/// A number, or a string like `"20%"`.
+fn de_percent<'de, D: Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    struct V;
+    impl de::Visitor<'_> for V {
+        type Value = f64;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a percentage such as 20 or 0.5")
+        }
+        fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+            v.trim()
+                .strip_suffix('%')
+                .unwrap_or(v)
+                .trim()
+                .parse()
+                .map_err(|_| {
+                    E::custom(format!(
+                        "{} is not a percentage such as 20 or 0.5",
+                        super::units::quoted(v)
+                    ))
+                })
+        }
+    }
+    d.deserialize_any(V).map(Some)
+}
+
+/// An integer status; out-of-range numbers get the same message as
+/// validation gives for 600-999.
+fn de_status<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+    struct V;
+    impl de::Visitor<'_> for V {
+        type Value = u16;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("an HTTP status such as 503")
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<u16, E> {
+            u16::try_from(v).map_err(|_| E::custom(format!("{v} is not an HTTP status (100-599)")))
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<u16, E> {
+            u16::try_from(v).map_err(|_| E::custom(format!("{v} is not an HTTP status (100-599)")))
+        }
+    }
+    d.deserialize_any(V).map(Some)
 }
