@@ -1,1 +1,2 @@
 //! faultline-proxy: the fault-injection data plane.
+pub mod init;
