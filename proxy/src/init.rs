@@ -33,16 +33,9 @@ use rules::{Family, NatState};
 /// Flags of `faultline-proxy init` (the webhook builds exactly this command line).
 #[derive(Debug, Clone, Args)]
 #[command(
-    about = "Install the iptables redirection that sends the pod's TCP traffic through the proxy",
-    long_about = "Install the iptables redirection that sends the pod's TCP traffic through the proxy.\n\n\
-Run once per pod by the faultline-init container (root, capabilities NET_ADMIN and NET_RAW). \
-Inbound TCP is redirected to --inbound-capture-port, outbound TCP to --outbound-capture-port; \
-traffic of --proxy-uid/--proxy-gid, the --admin-port, loopback and the excluded ports and CIDRs \
-are left alone. Rules live in FAULTLINE_* chains of the nat table; running init again replaces \
-them, --clean removes them.",
     after_help = "Examples:\n  \
 faultline-proxy init --dry-run                          # print the iptables-restore input\n  \
-faultline-proxy init --exclude-inbound-ports 8081,9000-9010 --exclude-outbound-cidrs 169.254.169.254/32\n  \
+faultline-proxy init --exclude-inbound-ports 8081,9000-9010  # let these bypass the proxy\n  \
 faultline-proxy init --include-inbound-ports 8080       # capture only inbound port 8080\n  \
 faultline-proxy init --clean                            # remove every faultline rule"
 )]
