@@ -32,13 +32,11 @@ use rules::{Family, NatState};
 
 /// Flags of `faultline-proxy init` (the webhook builds exactly this command line).
 #[derive(Debug, Clone, Args)]
-#[command(
-    after_help = "Examples:\n  \
+#[command(after_help = "Examples:\n  \
 faultline-proxy init --dry-run                          # print the iptables-restore input\n  \
 faultline-proxy init --exclude-inbound-ports 8081,9000-9010  # let these bypass the proxy\n  \
 faultline-proxy init --include-inbound-ports 8080       # capture only inbound port 8080\n  \
-faultline-proxy init --clean                            # remove every faultline rule"
-)]
+faultline-proxy init --clean                            # remove every faultline rule")]
 pub struct InitArgs {
     /// Port the proxy accepts redirected inbound connections on.
     #[arg(long, value_name = "PORT", default_value_t = 15406)]
