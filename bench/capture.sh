@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench/capture.sh — what the traffic capture costs an app, measured in one run.
+#
+# Two network namespaces joined by a veth pair: "pod" runs nginx (the app, on
+# :8080) and the real faultline-proxy as UID 15400; "peer" runs wrk. First wrk
+# hits the app with no rules installed, then `faultline-proxy init` installs the
+# redirection and the same wrk command goes through iptables + the proxy (with
+# a policy whose rule matches nothing, so rules are evaluated but no fault
+# fires). Prints throughput and p99 for both and the captured/direct ratios.
+#
+# Needs root, iproute2, iptables, wrk, nginx, curl and a built proxy
+# (`make release`, or FAULTLINE_PROXY_BIN=path). Knobs: BENCH_DURATION (10s),
+# BENCH_CONNECTIONS (32), BENCH_THREADS (2).
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+BIN="${FAULTLINE_PROXY_BIN:-$root/target/release/faultline-proxy}"
+DURATION="${BENCH_DURATION:-10s}"
+CONNS="${BENCH_CONNECTIONS:-32}"
+THREADS="${BENCH_THREADS:-2}"
+POD_IP=10.241.0.2
+PEER_IP=10.241.0.1
+
+die() { echo "bench/capture.sh: $*" >&2; exit 1; }
+[ "$(id -u)" = 0 ] || die "needs root (network namespaces and iptables)"
+for tool in ip iptables wrk nginx curl setpriv; do
+  command -v "$tool" >/dev/null || die "missing $tool (apt-get install iproute2 iptables wrk nginx curl util-linux)"
+done
+[ -x "$BIN" ] || die "no proxy binary at $BIN (run 'make release' or set FAULTLINE_PROXY_BIN)"
+
+ns="flbench-$$"
+pod="$ns-pod"
+peer="$ns-peer"
+tmp="$(mktemp -d)"
+chmod 755 "$tmp"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  ip netns del "$pod" 2>/dev/null || true
+  ip netns del "$peer" 2>/dev/null || true
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+
+ip netns add "$pod"
+ip netns add "$peer"
+ip -n "$pod" link add eth0 type veth peer name eth0 netns "$peer"
+ip -n "$pod" addr add "$POD_IP/30" dev eth0
+ip -n "$peer" addr add "$PEER_IP/30" dev eth0
+for n in "$pod" "$peer"; do
+  ip -n "$n" link set eth0 up
+  ip -n "$n" link set lo up
+done
+
+cat >"$tmp/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $tmp/nginx.pid;
+error_log $tmp/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $tmp/body;
+  proxy_temp_path $tmp/proxy;
+  fastcgi_temp_path $tmp/fastcgi;
+  uwsgi_temp_path $tmp/uwsgi;
+  scgi_temp_path $tmp/scgi;
+  server {
+    listen 8080;
+    location / { return 200 "ok\n"; }
+  }
+}
+EOF
+ip netns exec "$pod" nginx -c "$tmp/nginx.conf" &
+pids+=($!)
+
+cat >"$tmp/faults.yaml" <<'EOF'
+rules:
+- name: never-matches
+  match: {direction: inbound, path: /faultline-bench-never}
+  delay: {fixed: 1s}
+EOF
+chmod 644 "$tmp/faults.yaml"
+ip netns exec "$pod" env FAULTLINE_FAULTS_FILE="$tmp/faults.yaml" FAULTLINE_LOG=warn \
+  setpriv --reuid 15400 --regid 15400 --clear-groups "$BIN" run >"$tmp/proxy.log" 2>&1 &
+pids+=($!)
+
+# Wait for readiness by polling, with a deadline.
+ready() { ip netns exec "$peer" curl -fsS -o /dev/null --max-time 1 "$1"; }
+deadline=$((SECONDS + 20))
+until ready "http://$POD_IP:8080/" && ready "http://$POD_IP:15400/readyz"; do
+  [ $SECONDS -lt $deadline ] || { cat "$tmp/proxy.log" >&2; die "app or proxy not ready after 20s"; }
+  sleep 0.1
+done
+
+# Prints "<requests/s> <p99 in ms>" for one wrk run from the peer namespace.
+measure() {
+  local out
+  ip netns exec "$peer" wrk -t"$THREADS" -c"$CONNS" -d2s "http://$POD_IP:8080/" >/dev/null # warm-up
+  out="$(ip netns exec "$peer" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://$POD_IP:8080/")"
+  if echo "$out" | grep -q "Non-2xx"; then echo "$out" >&2; die "wrk saw non-2xx responses"; fi
+  echo "$out" | awk '
+    /Requests\/sec:/ { rps = $2 }
+    $1 == "99%" {
+      v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
+      p99 = (unit == "us") ? v / 1000 : (unit == "s") ? v * 1000 : v
+    }
+    END { printf "%.0f %.3f\n", rps, p99 }'
+}
+
+direct="$(measure)"
+read -r direct_rps direct_p99 <<<"$direct"
+ip netns exec "$pod" "$BIN" init >/dev/null 2>"$tmp/init.log" || { cat "$tmp/init.log" >&2; die "init failed"; }
+ip netns exec "$pod" iptables-save -t nat | grep -q FAULTLINE_IN_REDIRECT || die "capture rules not installed"
+captured="$(measure)"
+read -r captured_rps captured_p99 <<<"$captured"
+# The captured run must really have gone through the redirect.
+redirected="$(ip netns exec "$pod" iptables-save -c -t nat | awk -F'[][:]' '/-A FAULTLINE_INBOUND .*-j FAULTLINE_IN_REDIRECT/ { print $2 }')"
+[ "${redirected:-0}" -gt 0 ] || die "no connection was redirected to the proxy"
+
+echo "capture: wrk -t$THREADS -c$CONNS -d$DURATION, nginx app in a pod netns, client in a peer netns"
+printf "%-34s %12s %10s\n" "path" "req/s" "p99 ms"
+printf "%-34s %12s %10s\n" "direct (no rules)" "$direct_rps" "$direct_p99"
+printf "%-34s %12s %10s\n" "captured (iptables + proxy)" "$captured_rps" "$captured_p99"
+awk -v dr="$direct_rps" -v cr="$captured_rps" -v dp="$direct_p99" -v cp="$captured_p99" 'BEGIN {
+  printf "%-34s %12.2f %10.2f\n", "ratio captured/direct", cr / dr, (dp > 0 ? cp / dp : 0)
+}'
+echo "connections redirected to the proxy: $redirected"
