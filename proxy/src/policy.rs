@@ -29,6 +29,10 @@ mod validate;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_decide;
+#[cfg(test)]
+mod tests_store;
 
 pub use compile::{CompiledPolicy, compile};
 pub use decide::{
