@@ -187,7 +187,7 @@ fn empty_rule_list_means_no_faults() {
 fn json_round_trip_keeps_every_value() {
     for doc in [
         DESIGN_EXAMPLE,
-        "rules:\n- {bandwidth: {rate: 1MB}, match: {port: [80, \"90-99\"]}}\n- {reset: {after: 1500ms, afterBytes: 7}}\n- {hang: true}\n",
+        "until: 2030-01-31T12:00:00.5+01:00\nrules:\n- {bandwidth: {rate: 1MB}, match: {port: [80, \"90-99\"]}}\n- {reset: {after: 1500ms, afterBytes: 7}}\n- {hang: true}\n",
     ] {
         let policy = parse(doc).unwrap();
         let json = serde_json::to_string(&policy).unwrap();
@@ -641,4 +641,99 @@ fn error_wrong_types_and_enums() {
         err(&rule("hang: false")),
         r#"rules[0] "r": hang: false is not allowed (remove the field instead) (line 3, column 9)"#
     );
+}
+
+/// Property test (the fuzz target in `proxy/fuzz` explores further): random
+/// text and random mutations of a valid policy never make `parse` panic,
+/// and whatever parses survives a JSON round trip and compiles.
+#[test]
+fn parse_never_panics_and_accepted_policies_round_trip() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    const TOKENS: &[&str] = &[
+        "rules:",
+        "\n- ",
+        "{",
+        "}",
+        "[",
+        "]",
+        ": ",
+        ", ",
+        "\"",
+        "'",
+        "*",
+        "/",
+        "-",
+        "&a",
+        "*a",
+        "!!",
+        "\t",
+        "\n  ",
+        "match",
+        "delay",
+        "fixed",
+        "200ms",
+        "abort",
+        "status",
+        "503",
+        "grpc",
+        "reset",
+        "true",
+        "percent",
+        "1e309",
+        "first",
+        "port",
+        "8000-8010",
+        "cidrs",
+        "10.0.0.0/8",
+        "podSelector",
+        "host",
+        "headers",
+        "path",
+        "é",
+        "\u{0}",
+        "duration",
+        "until",
+        "~",
+        "null",
+        "-1",
+        "99999999999999999999",
+        "hang",
+        "partition",
+        "bandwidth",
+        "rate",
+    ];
+    let mut rng = StdRng::seed_from_u64(0xfa17);
+    let check = |text: &str| {
+        if let Ok(policy) = parse(text) {
+            let json = serde_json::to_string(&policy).unwrap();
+            assert_eq!(parse(&json).as_ref(), Ok(&policy), "{text:?} -> {json}");
+            let _ = compile(&policy, &PeerIps::new());
+        }
+    };
+    for _ in 0..1500 {
+        let len = rng.random_range(0..40);
+        let text: String = (0..len)
+            .map(|_| TOKENS[rng.random_range(0..TOKENS.len())])
+            .collect();
+        check(&text);
+        let bytes: Vec<u8> = (0..rng.random_range(0..64)).map(|_| rng.random()).collect();
+        check(&String::from_utf8_lossy(&bytes));
+    }
+    let base = DESIGN_EXAMPLE.as_bytes();
+    for _ in 0..1500 {
+        let mut doc = base.to_vec();
+        for _ in 0..rng.random_range(1..4) {
+            let at = rng.random_range(0..doc.len());
+            match rng.random_range(0..3) {
+                0 => doc[at] = rng.random_range(0x20..0x7f),
+                1 => drop(doc.remove(at)),
+                _ => doc
+                    .splice(at..at, TOKENS[rng.random_range(0..TOKENS.len())].bytes())
+                    .for_each(drop),
+            }
+        }
+        check(&String::from_utf8_lossy(&doc));
+    }
 }
