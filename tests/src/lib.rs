@@ -1,1 +1,26 @@
-//! Test harness for faultline's end-to-end tests.
+//! Test harness for faultline's end-to-end tests: a real Kubernetes control
+//! plane (etcd + kube-apiserver + kube-controller-manager from
+//! `KUBEBUILDER_ASSETS`) and the helpers tests need around it.
+//!
+//! ```ignore
+//! let Some(cp) = ControlPlane::shared_or_skip().await else { return };
+//! let client = cp.client();
+//! let ns = unique_name("my-test");
+//! cp.create_namespace(&ns, &[("faultline.dev/injection", "enabled")]).await?;
+//! let token = cp.pod_token(&ns, "web-0", "default", "faultline").await?;
+//! wait_for("2 pods", Duration::from_secs(30), || async { ... }).await?;
+//! ```
+//!
+//! Layout: `control_plane` (start, stop, clients; submodules for assets,
+//! keys, flags, processes, object helpers), `wait` (polling with a
+//! deadline), `error`. Tests live in `tests/tests/*.rs`.
+
+pub mod control_plane;
+mod error;
+pub mod wait;
+
+pub use control_plane::{
+    Assets, ControlPlane, KUBECTL_ENV, SERVICE_ACCOUNT_ISSUER, error_chain, unique_name,
+};
+pub use error::HarnessError;
+pub use wait::{Backoff, WaitError, wait_for};
