@@ -1,3 +1,4 @@
 //! faultline-proxy: the fault-injection data plane.
 
+pub mod client;
 pub mod policy;
