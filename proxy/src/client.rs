@@ -17,24 +17,13 @@ pub mod connect;
 mod session;
 pub mod wire;
 
-pub use session::{apply_message, run};
+pub use session::{apply_message, run, spawn};
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use connect::Endpoint;
 
-/// Env var: base URL of the controller, e.g. `https://faultline-webhook.faultline-system.svc:443`.
-pub const ENV_CONTROLLER_URL: &str = "FAULTLINE_CONTROLLER_URL";
-/// Env var: PEM text of the CA that signed the controller's serving cert.
-pub const ENV_CA_PEM: &str = "FAULTLINE_CA_PEM";
-/// Env var: path of a PEM file with that CA (used when `FAULTLINE_CA_PEM` is unset).
-pub const ENV_CA_FILE: &str = "FAULTLINE_CA_FILE";
-/// Env var: path of the projected service account token (audience `faultline`).
-pub const ENV_TOKEN_FILE: &str = "FAULTLINE_TOKEN_FILE";
-/// Env vars: this pod's identity, sent so the controller can refuse a mismatch.
-pub const ENV_POD_NAME: &str = "FAULTLINE_POD_NAME";
-pub const ENV_POD_NAMESPACE: &str = "FAULTLINE_POD_NAMESPACE";
 /// Where the injected pod spec mounts the token.
 pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/faultline/token";
 /// The controller sends a heartbeat every 10 s; three missed ones mean the
@@ -58,7 +47,7 @@ pub enum ClientError {
     CaPem(#[source] std::io::Error),
     #[error("failed to use the controller CA certificate")]
     CaCert(#[source] rustls::Error),
-    #[error("no certificate found in the controller CA PEM ({ENV_CA_PEM} / {ENV_CA_FILE})")]
+    #[error("no certificate found in the controller CA PEM (FAULTLINE_CA_PEM / FAULTLINE_CA_FILE)")]
     NoCa,
     #[error("failed to read the controller CA file {path}")]
     CaFile {
@@ -66,7 +55,9 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{ENV_CONTROLLER_URL} is set but neither {ENV_CA_PEM} nor {ENV_CA_FILE} is")]
+    #[error(
+        "FAULTLINE_CONTROLLER_URL is set but neither FAULTLINE_CA_PEM nor FAULTLINE_CA_FILE is"
+    )]
     MissingCa,
     #[error("failed to read the service account token {path}")]
     Token {
@@ -117,61 +108,37 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Build from environment pairs; `Ok(None)` when no controller URL is set
-    /// (standalone proxy). Reads `FAULTLINE_CA_FILE` now so that a bad path is
-    /// reported before any socket is bound.
-    pub fn from_env<I, K, V>(vars: I) -> Result<Option<Self>, ClientError>
-    where
-        I: IntoIterator<Item = (K, V)>,
-        K: AsRef<str>,
-        V: Into<String>,
-    {
-        let mut env = std::collections::HashMap::new();
-        for (k, v) in vars {
-            env.insert(k.as_ref().to_string(), v.into());
-        }
-        let Some(url) = env
-            .get(ENV_CONTROLLER_URL)
-            .filter(|u| !u.is_empty())
-            .cloned()
-        else {
-            return Ok(None);
+    /// From the proxy's parsed `run` configuration. The CA file is read now;
+    /// the token file is read on every connect.
+    pub fn from_proxy_config(c: &crate::config::ControllerConfig) -> Result<Self, ClientError> {
+        use crate::config::CaSource;
+        let ca_pem = match &c.ca {
+            CaSource::Pem(pem) => pem.as_bytes().to_vec(),
+            CaSource::File(path) => std::fs::read(path).map_err(|source| ClientError::CaFile {
+                path: path.clone(),
+                source,
+            })?,
+            // No platform root store is bundled: the injected pod always
+            // carries the controller CA.
+            CaSource::System => return Err(ClientError::MissingCa),
         };
-        let ca_pem = match (
-            env.get(ENV_CA_PEM).filter(|v| !v.is_empty()),
-            env.get(ENV_CA_FILE),
-        ) {
-            (Some(pem), _) => pem.as_bytes().to_vec(),
-            (None, Some(path)) if !path.is_empty() => {
-                std::fs::read(path).map_err(|source| ClientError::CaFile {
-                    path: PathBuf::from(path),
-                    source,
-                })?
-            }
-            _ => return Err(ClientError::MissingCa),
-        };
-        let token_file = PathBuf::from(
-            env.get(ENV_TOKEN_FILE)
-                .filter(|v| !v.is_empty())
-                .map_or(DEFAULT_TOKEN_FILE, |v| v),
-        );
-        let pod = match (env.get(ENV_POD_NAMESPACE), env.get(ENV_POD_NAME)) {
+        let pod = match (&c.pod_namespace, &c.pod_name) {
             (Some(ns), Some(name)) if !ns.is_empty() && !name.is_empty() => {
                 Some((ns.clone(), name.clone()))
             }
             _ => None,
         };
         let config = Self {
-            url,
+            url: c.url.clone(),
             ca_pem,
-            token_file,
+            token_file: c.token_file.clone(),
             pod,
             heartbeat_timeout: DEFAULT_HEARTBEAT_TIMEOUT,
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(30),
         };
         config.validate()?;
-        Ok(Some(config))
+        Ok(config)
     }
 
     /// Check URL and CA without connecting.

@@ -9,6 +9,29 @@ use super::wire::{LineBuffer, StreamMessage};
 use super::{ClientConfig, ClientError};
 use crate::policy::{self, PolicySource, PolicyStore, PolicyUpdate};
 
+/// Start the client for a proxy's `run` configuration (the data plane's
+/// hook). A configuration error is logged and leaves the proxy without
+/// faults, which is the safe side: it never blocks traffic.
+pub fn spawn(
+    controller: &crate::config::ControllerConfig,
+    store: &PolicyStore,
+    shutdown: &CancellationToken,
+) {
+    match ClientConfig::from_proxy_config(controller) {
+        Ok(config) => {
+            let (store, shutdown) = (store.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                if let Err(error) = run(config, store, shutdown).await {
+                    tracing::error!(error = %crate::error_chain(&error), "policy stream client stopped");
+                }
+            });
+        }
+        Err(error) => {
+            tracing::error!(url = %controller.url, error = %crate::error_chain(&error), "cannot start the policy stream client; running without faults");
+        }
+    }
+}
+
 /// Run the client until `shutdown` is cancelled. Only configuration errors
 /// return early; every network error leads to a jittered reconnect.
 pub async fn run(

@@ -322,38 +322,46 @@ async fn a_controller_with_an_untrusted_certificate_is_never_believed() {
 }
 
 #[test]
-fn config_from_env_validates_before_connecting() {
-    assert!(
-        ClientConfig::from_env([("FAULTLINE_LOG", "info")])
-            .unwrap()
-            .is_none()
-    );
-    let err = ClientConfig::from_env([(ENV_CONTROLLER_URL, "https://c:443")]).unwrap_err();
-    assert!(matches!(err, ClientError::MissingCa));
+fn the_proxy_config_is_validated_before_connecting() {
+    use crate::config::{CaSource, ControllerConfig};
     let (ca, _) = certs();
-    let err = ClientConfig::from_env([(ENV_CONTROLLER_URL, "http://c"), (ENV_CA_PEM, ca.as_str())])
-        .unwrap_err();
-    assert!(matches!(err, ClientError::Scheme(_)), "{err}");
-    let err = ClientConfig::from_env([(ENV_CONTROLLER_URL, "https://c"), (ENV_CA_PEM, "junk")])
-        .unwrap_err();
-    assert!(matches!(err, ClientError::NoCa), "{err}");
-    let err = ClientConfig::from_env([
-        (ENV_CONTROLLER_URL, "https://c"),
-        (ENV_CA_FILE, "/nonexistent/ca.pem"),
-    ])
-    .unwrap_err();
-    assert!(matches!(err, ClientError::CaFile { .. }), "{err}");
-    let config = ClientConfig::from_env([
-        (
-            ENV_CONTROLLER_URL,
-            "https://faultline-webhook.faultline-system.svc:443",
-        ),
-        (ENV_CA_PEM, ca.as_str()),
-        (ENV_POD_NAME, "p"),
-        (ENV_POD_NAMESPACE, "ns"),
-    ])
-    .unwrap()
-    .unwrap();
-    assert_eq!(config.token_file, PathBuf::from(DEFAULT_TOKEN_FILE));
+    let base = ControllerConfig {
+        url: "https://faultline-webhook.faultline-system.svc:443".into(),
+        token_file: PathBuf::from(DEFAULT_TOKEN_FILE),
+        ca: CaSource::Pem(ca.clone()),
+        pod_name: Some("p".into()),
+        pod_namespace: Some("ns".into()),
+        pod_ip: None,
+        service_account: None,
+    };
+    let config = ClientConfig::from_proxy_config(&base).unwrap();
     assert_eq!(config.pod, Some(("ns".into(), "p".into())));
+    assert_eq!(config.ca_pem, ca.as_bytes());
+    let err = |c: ControllerConfig| ClientConfig::from_proxy_config(&c).unwrap_err();
+    assert!(matches!(
+        err(ControllerConfig {
+            ca: CaSource::System,
+            ..base.clone()
+        }),
+        ClientError::MissingCa
+    ));
+    assert!(matches!(
+        err(ControllerConfig {
+            url: "http://c".into(),
+            ..base.clone()
+        }),
+        ClientError::Scheme(_)
+    ));
+    assert!(matches!(
+        err(ControllerConfig {
+            ca: CaSource::Pem("junk".into()),
+            ..base.clone()
+        }),
+        ClientError::NoCa
+    ));
+    let missing = ControllerConfig {
+        ca: CaSource::File("/nonexistent/ca.pem".into()),
+        ..base.clone()
+    };
+    assert!(matches!(err(missing), ClientError::CaFile { .. }));
 }
