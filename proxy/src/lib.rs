@@ -10,7 +10,7 @@
 //! - `faults`: the effects the data plane applies, from policy decisions;
 //!   `io` (RST, byte-level faults), `throttle` (bandwidth),
 //!   `upstream` (pooled upstream connections).
-//! - `faults_file`: the watched policy file; `admin`: /healthz /readyz
+//! - `client`: the controller's policy stream; `faults_file`: the watched policy file; `admin`: /healthz /readyz
 //!   /metrics /policy; `metrics`; `telemetry` (logs).
 //! - `init`: `faultline-proxy init`, the iptables capture rules installed
 //!   by the `faultline-init` container.
@@ -18,6 +18,7 @@
 //! Tests and the e2e crate run the proxy in-process:
 //! `Proxy::bind(Config::from_env(env)?)` then `.run(store, shutdown)`.
 pub mod admin;
+pub mod client;
 pub mod config;
 pub mod detect;
 pub mod faults;

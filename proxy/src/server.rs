@@ -218,15 +218,13 @@ pub async fn run(
 
 /// The controller policy stream client hook: it keeps `store` up to date
 /// (`store.apply`, `store.set_connected`) until `shutdown`. Implemented in
-/// `crate::client` (the controller's stream); without it the proxy runs
-/// with no faults and says so.
+/// `crate::client` (the controller's stream).
 fn spawn_controller_client(
     controller: &ControllerConfig,
     store: &PolicyStore,
     shutdown: &CancellationToken,
 ) {
-    let _ = (store, shutdown);
-    tracing::warn!(url = %controller.url, "this build has no controller client; running without faults");
+    crate::client::spawn(controller, store, shutdown);
 }
 
 fn bind_one(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
