@@ -1,0 +1,253 @@
+//! The objects `mutate` adds to a pod: the `faultline-init` container, the
+//! `faultline-proxy` sidecar and their volumes. Built as JSON in the API's own
+//! field names so they read like the YAML a user would see in `kubectl get -o yaml`
+//! (a golden-file test round-trips them through the typed `Pod` to catch typos).
+
+use serde_json::{Value, json};
+
+use super::overrides::{Overrides, PortRange, join};
+use crate::config::{
+    ADMIN_PORT, Config, INBOUND_CAPTURE_PORT, INIT_CONTAINER_NAME, OUTBOUND_CAPTURE_PORT,
+    PROXY_CONTAINER_NAME, PROXY_GID, PROXY_UID, TOKEN_AUDIENCE, TOKEN_EXPIRATION_SECONDS,
+    TOKEN_FILE, TOKEN_MOUNT_PATH, TOKEN_VOLUME_NAME, XTABLES_VOLUME_NAME,
+};
+
+/// Which inbound ports the init container redirects to the proxy.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InboundPorts {
+    /// The pod declares no TCP ports: capture every inbound port.
+    All,
+    /// The declared container ports, minus the excluded ones (may be empty).
+    Only(Vec<u16>),
+}
+
+/// `faultline-proxy init ...` with exactly the flags of the capture contract.
+pub fn init_command(inbound: &InboundPorts, overrides: &Overrides) -> Vec<String> {
+    let mut cmd: Vec<String> = [
+        "faultline-proxy",
+        "init",
+        "--inbound-capture-port",
+        &INBOUND_CAPTURE_PORT.to_string(),
+        "--outbound-capture-port",
+        &OUTBOUND_CAPTURE_PORT.to_string(),
+        "--proxy-uid",
+        &PROXY_UID.to_string(),
+        "--proxy-gid",
+        &PROXY_GID.to_string(),
+        "--admin-port",
+        &ADMIN_PORT.to_string(),
+    ]
+    .iter()
+    .map(ToString::to_string)
+    .collect();
+    let mut flag = |name: &str, value: String| {
+        cmd.push(name.to_string());
+        cmd.push(value);
+    };
+    match inbound {
+        InboundPorts::All => flag("--include-inbound-ports", "*".into()),
+        InboundPorts::Only(ports) => {
+            let ranges: Vec<PortRange> = ports.iter().copied().map(PortRange::single).collect();
+            flag("--include-inbound-ports", join(&ranges));
+        }
+    }
+    if !overrides.exclude_inbound_ports.is_empty() {
+        flag(
+            "--exclude-inbound-ports",
+            join(&overrides.exclude_inbound_ports),
+        );
+    }
+    if !overrides.exclude_outbound_ports.is_empty() {
+        flag(
+            "--exclude-outbound-ports",
+            join(&overrides.exclude_outbound_ports),
+        );
+    }
+    if !overrides.exclude_outbound_cidrs.is_empty() {
+        flag(
+            "--exclude-outbound-cidrs",
+            overrides.exclude_outbound_cidrs.join(","),
+        );
+    }
+    cmd
+}
+
+pub fn init_container(config: &Config, command: Vec<String>) -> Value {
+    let mut c = json!({
+        "name": INIT_CONTAINER_NAME,
+        "image": config.proxy_image,
+        "command": command,
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "16Mi"},
+            "limits": {"memory": "64Mi"},
+        },
+        // Root is needed to write netfilter rules; NET_ADMIN + NET_RAW are the
+        // only capabilities, and nothing else about it is privileged.
+        "securityContext": {
+            "runAsUser": 0,
+            "runAsGroup": 0,
+            "runAsNonRoot": false,
+            "privileged": false,
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": {"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]},
+        },
+        "volumeMounts": [{"name": XTABLES_VOLUME_NAME, "mountPath": "/run"}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    });
+    if let Some(policy) = &config.image_pull_policy {
+        c["imagePullPolicy"] = json!(policy);
+    }
+    c
+}
+
+/// The proxy sidecar. `native` makes it an init container that keeps running
+/// (`restartPolicy: Always`); otherwise a postStart hook holds the app
+/// containers back until the proxy is ready.
+pub fn proxy_container(config: &Config, overrides: &Overrides, native: bool) -> Value {
+    let field =
+        |path: &str| json!({"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}});
+    let mut env = vec![
+        env_from("FAULTLINE_POD_NAME", field("metadata.name")),
+        env_from("FAULTLINE_POD_NAMESPACE", field("metadata.namespace")),
+        env_from("FAULTLINE_POD_IP", field("status.podIP")),
+        env_from(
+            "FAULTLINE_SERVICE_ACCOUNT",
+            field("spec.serviceAccountName"),
+        ),
+        env_value("FAULTLINE_ADMIN_ADDR", &format!("0.0.0.0:{ADMIN_PORT}")),
+        env_value(
+            "FAULTLINE_INBOUND_ADDR",
+            &format!("0.0.0.0:{INBOUND_CAPTURE_PORT}"),
+        ),
+        env_value(
+            "FAULTLINE_OUTBOUND_ADDR",
+            &format!("0.0.0.0:{OUTBOUND_CAPTURE_PORT}"),
+        ),
+        env_value("FAULTLINE_CONTROLLER_URL", &config.controller_url),
+        env_value("FAULTLINE_TOKEN_FILE", TOKEN_FILE),
+        env_value("FAULTLINE_LOG_FORMAT", "json"),
+    ];
+    if let Some(pem) = &config.ca_pem {
+        env.push(env_value("FAULTLINE_CA_PEM", pem));
+    }
+    if let Some(filter) = &config.proxy_log {
+        env.push(env_value("FAULTLINE_LOG", filter));
+    }
+    let probe = |path: &str, period: u32, failures: u32| {
+        json!({
+            "httpGet": {"path": path, "port": ADMIN_PORT, "scheme": "HTTP"},
+            "periodSeconds": period,
+            "failureThreshold": failures,
+            "timeoutSeconds": 1,
+        })
+    };
+    let mut c = json!({
+        "name": PROXY_CONTAINER_NAME,
+        "image": config.proxy_image,
+        "command": ["faultline-proxy", "run"],
+        "ports": [{"name": "faultline-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}],
+        "env": env,
+        "resources": resources(config, overrides),
+        "securityContext": {
+            "runAsUser": PROXY_UID,
+            "runAsGroup": PROXY_GID,
+            "runAsNonRoot": true,
+            "privileged": false,
+            "allowPrivilegeEscalation": false,
+            "readOnlyRootFilesystem": true,
+            "capabilities": {"drop": ["ALL"]},
+        },
+        // The startup probe gates liveness during start and, for a native
+        // sidecar, keeps the following containers waiting until it passes.
+        "startupProbe": probe("/readyz", 1, 120),
+        "readinessProbe": probe("/readyz", 2, 3),
+        "livenessProbe": probe("/healthz", 10, 3),
+        "volumeMounts": [{"name": TOKEN_VOLUME_NAME, "mountPath": TOKEN_MOUNT_PATH, "readOnly": true}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    });
+    if let Some(policy) = &config.image_pull_policy {
+        c["imagePullPolicy"] = json!(policy);
+    }
+    if native {
+        c["restartPolicy"] = json!("Always");
+    } else {
+        // The kubelet starts containers in order and runs each postStart hook
+        // to completion first, so the app starts only once the proxy is ready.
+        c["lifecycle"] = json!({"postStart": {"exec": {"command": [
+            "faultline-proxy", "wait-ready",
+            "--admin-port", ADMIN_PORT.to_string(),
+            "--timeout-seconds", config.wait_ready_timeout_seconds.to_string(),
+        ]}}});
+    }
+    c
+}
+
+fn env_value(name: &str, value: &str) -> Value {
+    json!({"name": name, "value": value})
+}
+
+fn env_from(name: &str, source: Value) -> Value {
+    let mut v = source;
+    v["name"] = json!(name);
+    v
+}
+
+/// Requests/limits from the config; a pod annotation replaces the request
+/// and, when the config sets a limit for that resource, the limit too (so a
+/// request above the default limit still yields a valid pod).
+fn resources(config: &Config, overrides: &Overrides) -> Value {
+    let r = &config.resources;
+    let pick = |over: &Option<String>, base: &Option<String>| over.clone().or_else(|| base.clone());
+    let cpu_limit = r
+        .cpu_limit
+        .as_ref()
+        .map(|l| overrides.proxy_cpu.clone().unwrap_or(l.clone()));
+    let memory_limit = r
+        .memory_limit
+        .as_ref()
+        .map(|l| overrides.proxy_memory.clone().unwrap_or(l.clone()));
+    let mut requests = serde_json::Map::new();
+    let mut limits = serde_json::Map::new();
+    let put = |map: &mut serde_json::Map<String, Value>, key: &str, v: Option<String>| {
+        if let Some(v) = v {
+            map.insert(key.into(), json!(v));
+        }
+    };
+    put(
+        &mut requests,
+        "cpu",
+        pick(&overrides.proxy_cpu, &r.cpu_request),
+    );
+    put(
+        &mut requests,
+        "memory",
+        pick(&overrides.proxy_memory, &r.memory_request),
+    );
+    put(&mut limits, "cpu", cpu_limit);
+    put(&mut limits, "memory", memory_limit);
+    let mut out = serde_json::Map::new();
+    if !requests.is_empty() {
+        out.insert("requests".into(), Value::Object(requests));
+    }
+    if !limits.is_empty() {
+        out.insert("limits".into(), Value::Object(limits));
+    }
+    Value::Object(out)
+}
+
+/// The projected token (audience `faultline`) the proxy presents to the
+/// controller, and the init container's scratch `/run`.
+pub fn volumes() -> Vec<Value> {
+    vec![
+        json!({
+            "name": TOKEN_VOLUME_NAME,
+            "projected": {"sources": [{"serviceAccountToken": {
+                "audience": TOKEN_AUDIENCE,
+                "expirationSeconds": TOKEN_EXPIRATION_SECONDS,
+                "path": "token",
+            }}]},
+        }),
+        json!({"name": XTABLES_VOLUME_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}),
+    ]
+}

@@ -1,0 +1,278 @@
+//! Per-pod overrides read from `faultline.dev/*` annotations: port and CIDR
+//! exclusions for traffic capture, proxy resources and the sidecar mode.
+//! Every value is checked here so a typo is refused with the annotation's name
+//! instead of producing an init container that fails at pod start.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use thiserror::Error;
+
+use super::quantity;
+use crate::config::{
+    EXCLUDE_INBOUND_PORTS_ANNOTATION, EXCLUDE_OUTBOUND_CIDRS_ANNOTATION,
+    EXCLUDE_OUTBOUND_PORTS_ANNOTATION, NATIVE_SIDECAR_ANNOTATION, PROXY_CPU_ANNOTATION,
+    PROXY_MEMORY_ANNOTATION,
+};
+
+/// An annotation whose value cannot be used.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+#[error("failed to read annotation {annotation}={value:?}: {reason}")]
+pub struct OverrideError {
+    pub annotation: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// An inclusive port range; a single port has `first == last`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl PortRange {
+    pub fn single(port: u16) -> Self {
+        Self {
+            first: port,
+            last: port,
+        }
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.first..=self.last).contains(&port)
+    }
+}
+
+impl fmt::Display for PortRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}-{}", self.first, self.last)
+        }
+    }
+}
+
+/// Comma-joined, as `faultline-proxy init` expects LIST arguments.
+pub fn join<T: fmt::Display>(items: &[T]) -> String {
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The pod's overrides, validated.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Overrides {
+    pub exclude_inbound_ports: Vec<PortRange>,
+    pub exclude_outbound_ports: Vec<PortRange>,
+    pub exclude_outbound_cidrs: Vec<String>,
+    pub proxy_cpu: Option<String>,
+    pub proxy_memory: Option<String>,
+    pub native_sidecar: Option<bool>,
+}
+
+impl Overrides {
+    /// Read the overrides; `named_ports` resolves container port names used in
+    /// `exclude-inbound-ports` (e.g. `metrics`) to numbers.
+    pub fn read(
+        annotations: &BTreeMap<String, String>,
+        named_ports: &BTreeMap<String, u16>,
+    ) -> Result<Self, OverrideError> {
+        let get = |key: &str| {
+            annotations
+                .get(key)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+        };
+        let mut overrides = Self::default();
+        if let Some(v) = get(EXCLUDE_INBOUND_PORTS_ANNOTATION) {
+            overrides.exclude_inbound_ports = ports(v, named_ports)
+                .map_err(|reason| error(EXCLUDE_INBOUND_PORTS_ANNOTATION, v, reason))?;
+        }
+        if let Some(v) = get(EXCLUDE_OUTBOUND_PORTS_ANNOTATION) {
+            overrides.exclude_outbound_ports = ports(v, &BTreeMap::new())
+                .map_err(|reason| error(EXCLUDE_OUTBOUND_PORTS_ANNOTATION, v, reason))?;
+        }
+        if let Some(v) = get(EXCLUDE_OUTBOUND_CIDRS_ANNOTATION) {
+            overrides.exclude_outbound_cidrs =
+                cidrs(v).map_err(|reason| error(EXCLUDE_OUTBOUND_CIDRS_ANNOTATION, v, reason))?;
+        }
+        for (key, slot) in [
+            (PROXY_CPU_ANNOTATION, &mut overrides.proxy_cpu),
+            (PROXY_MEMORY_ANNOTATION, &mut overrides.proxy_memory),
+        ] {
+            if let Some(v) = get(key) {
+                quantity::check(v).map_err(|reason| error(key, v, reason))?;
+                *slot = Some(v.to_string());
+            }
+        }
+        if let Some(v) = get(NATIVE_SIDECAR_ANNOTATION) {
+            overrides.native_sidecar = Some(match v {
+                "true" => true,
+                "false" => false,
+                _ => {
+                    return Err(error(
+                        NATIVE_SIDECAR_ANNOTATION,
+                        v,
+                        "expected \"true\" or \"false\"".into(),
+                    ));
+                }
+            });
+        }
+        Ok(overrides)
+    }
+}
+
+fn error(annotation: &'static str, value: &str, reason: String) -> OverrideError {
+    OverrideError {
+        annotation,
+        value: value.to_string(),
+        reason,
+    }
+}
+
+fn ports(list: &str, named_ports: &BTreeMap<String, u16>) -> Result<Vec<PortRange>, String> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let range = match item.split_once('-') {
+            Some((a, b)) if a.chars().all(|c| c.is_ascii_digit()) => {
+                let (first, last) = (port(a)?, port(b)?);
+                if first > last {
+                    return Err(format!("range {item:?} is reversed"));
+                }
+                PortRange { first, last }
+            }
+            _ if item.chars().all(|c| c.is_ascii_digit()) => PortRange::single(port(item)?),
+            _ => match named_ports.get(item) {
+                Some(p) => PortRange::single(*p),
+                None => {
+                    return Err(format!(
+                        "{item:?} is not a port, a port range (8000-8010) or the name of a container port"
+                    ));
+                }
+            },
+        };
+        out.push(range);
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn port(text: &str) -> Result<u16, String> {
+    match text.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => Err(format!("{text:?} is not a port (1-65535)")),
+    }
+}
+
+/// CIDRs normalised for `--exclude-outbound-cidrs`; a bare address becomes /32 or /128.
+fn cidrs(list: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (addr, prefix) = item.split_once('/').unwrap_or((item, ""));
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{item:?} is not an IP address or CIDR"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let prefix = if prefix.is_empty() {
+            max
+        } else {
+            match prefix.parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => return Err(format!("{item:?} has an invalid prefix length (0-{max})")),
+            }
+        };
+        out.push(format!("{ip}/{prefix}"));
+    }
+    out.dedup();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<Overrides, OverrideError> {
+        let annotations = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let named = BTreeMap::from([("metrics".to_string(), 9090u16)]);
+        Overrides::read(&annotations, &named)
+    }
+
+    #[test]
+    fn parses_ports_ranges_and_names() {
+        let o = read(&[(EXCLUDE_INBOUND_PORTS_ANNOTATION, "9000-9010, 80,metrics,80")]).unwrap();
+        assert_eq!(join(&o.exclude_inbound_ports), "80,9000-9010,9090");
+        let o = read(&[(EXCLUDE_OUTBOUND_PORTS_ANNOTATION, "5432")]).unwrap();
+        assert_eq!(o.exclude_outbound_ports, vec![PortRange::single(5432)]);
+    }
+
+    #[test]
+    fn outbound_ports_do_not_resolve_names() {
+        let e = read(&[(EXCLUDE_OUTBOUND_PORTS_ANNOTATION, "metrics")]).unwrap_err();
+        assert_eq!(e.annotation, EXCLUDE_OUTBOUND_PORTS_ANNOTATION);
+    }
+
+    #[test]
+    fn rejects_bad_ports_naming_the_annotation() {
+        for bad in ["0", "70000", "90-80", "http", "1-x"] {
+            let e = read(&[(EXCLUDE_INBOUND_PORTS_ANNOTATION, bad)]).unwrap_err();
+            assert!(
+                e.to_string()
+                    .contains("faultline.dev/exclude-inbound-ports"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn normalises_cidrs() {
+        let o = read(&[(
+            EXCLUDE_OUTBOUND_CIDRS_ANNOTATION,
+            "10.0.0.0/8, 169.254.169.254,fd00::/8",
+        )])
+        .unwrap();
+        assert_eq!(
+            o.exclude_outbound_cidrs,
+            ["10.0.0.0/8", "169.254.169.254/32", "fd00::/8"]
+        );
+        for bad in ["10.0.0.0/33", "nope", "fd00::/129", "10.0.0.0/x"] {
+            assert!(
+                read(&[(EXCLUDE_OUTBOUND_CIDRS_ANNOTATION, bad)]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn resources_and_sidecar_mode() {
+        let o = read(&[
+            (PROXY_CPU_ANNOTATION, "50m"),
+            (PROXY_MEMORY_ANNOTATION, "64Mi"),
+            (NATIVE_SIDECAR_ANNOTATION, "false"),
+        ])
+        .unwrap();
+        assert_eq!(
+            (o.proxy_cpu.as_deref(), o.proxy_memory.as_deref()),
+            (Some("50m"), Some("64Mi"))
+        );
+        assert_eq!(o.native_sidecar, Some(false));
+        assert!(read(&[(PROXY_CPU_ANNOTATION, "fast")]).is_err());
+        assert!(read(&[(NATIVE_SIDECAR_ANNOTATION, "yes")]).is_err());
+    }
+
+    #[test]
+    fn empty_values_mean_unset() {
+        assert_eq!(
+            read(&[(EXCLUDE_INBOUND_PORTS_ANNOTATION, " ")]).unwrap(),
+            Overrides::default()
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! Golden-file tests of `mutate`: each `tests/golden/mutate/NAME.input.yaml`
+//! pod is mutated, the JSON patch applied with the json-patch crate, and the
+//! result (pod, warnings, skip reason) compared with `NAME.golden.yaml`.
+//! `UPDATE_GOLDEN=1 cargo test -p faultline-webhook --lib admission::` rewrites
+//! the golden files; review the diff by eye before committing.
+
+use std::path::PathBuf;
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+
+use super::*;
+
+const CA_PEM: &str = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n";
+
+/// (fixture, server supports native sidecars)
+const FIXTURES: &[(&str, bool)] = &[
+    ("plain", false),
+    ("bare", false),
+    ("multi-container", false),
+    ("init-containers", false),
+    ("native-init-containers", true),
+    ("named-ports", false),
+    ("existing-volumes", false),
+    ("host-network", false),
+    ("opted-out", false),
+    ("already-injected", false),
+    ("native-override-classic", true),
+];
+
+fn config(native: bool) -> Config {
+    Config {
+        native_sidecars: native,
+        ca_pem: Some(CA_PEM.into()),
+        version: "0.0.0-test".into(),
+        ..Config::default()
+    }
+}
+
+fn golden_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/mutate")
+}
+
+fn load(name: &str) -> Value {
+    let text = std::fs::read_to_string(golden_dir().join(format!("{name}.input.yaml"))).unwrap();
+    serde_yaml::from_str(&text).unwrap()
+}
+
+/// Mutate `pod` and apply the patch the way the API server would.
+fn apply(pod: &Value, native: bool) -> (Value, Mutation) {
+    let typed: Pod = serde_json::from_value(pod.clone()).unwrap();
+    let mutation = mutate(&typed, &config(native)).unwrap();
+    let mut patched = pod.clone();
+    json_patch::patch(&mut patched, &mutation.patch).unwrap();
+    (patched, mutation)
+}
+
+#[test]
+fn golden_files() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut failures = Vec::new();
+    for (name, native) in FIXTURES {
+        let (patched, mutation) = apply(&load(name), *native);
+        let actual = json!({
+            "skipped": mutation.skipped.map(SkipReason::as_str),
+            "warnings": mutation.warnings,
+            "pod": patched,
+        });
+        let path = golden_dir().join(format!("{name}.golden.yaml"));
+        if update {
+            std::fs::write(&path, serde_yaml::to_string(&actual).unwrap()).unwrap();
+            continue;
+        }
+        let expected: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        if expected != actual {
+            failures.push(format!(
+                "{name}: got\n{}",
+                serde_yaml::to_string(&actual).unwrap()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "golden mismatch (UPDATE_GOLDEN=1 to rewrite):\n{}",
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn injected_pods_use_only_real_pod_fields() {
+    // Typed round trip drops unknown fields: a typo in a field name would show here.
+    for (name, native) in FIXTURES {
+        let (patched, _) = apply(&load(name), *native);
+        let typed: Pod = serde_json::from_value(patched.clone()).unwrap();
+        let mut round_trip = serde_json::to_value(&typed).unwrap();
+        // The fixtures carry apiVersion/kind; the typed Pod re-adds them the same way.
+        round_trip
+            .as_object_mut()
+            .unwrap()
+            .retain(|k, _| patched.get(k).is_some());
+        assert_eq!(round_trip, patched, "{name}");
+    }
+}
+
+#[test]
+fn reinvocation_is_idempotent() {
+    for (name, native) in FIXTURES {
+        let (patched, _) = apply(&load(name), *native);
+        let (again, mutation) = apply(&patched, *native);
+        assert_eq!(again, patched, "{name}");
+        assert!(mutation.patch.0.is_empty(), "{name}");
+    }
+}
+
+#[test]
+fn sidecar_layout_classic_vs_native() {
+    let names = |v: &Value, list: &str| -> Vec<String> {
+        v["spec"][list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (classic, m) = apply(&load("init-containers"), false);
+    assert_eq!(m.skipped, None);
+    assert_eq!(
+        names(&classic, "initContainers"),
+        ["migrate", "faultline-init"]
+    );
+    assert_eq!(names(&classic, "containers"), ["faultline-proxy", "app"]);
+    assert!(classic["spec"]["containers"][0]["lifecycle"]["postStart"].is_object());
+    assert!(
+        classic["spec"]["containers"][0]
+            .get("restartPolicy")
+            .is_none()
+    );
+
+    let (native, _) = apply(&load("init-containers"), true);
+    assert_eq!(
+        names(&native, "initContainers"),
+        ["faultline-init", "faultline-proxy", "migrate"]
+    );
+    assert_eq!(names(&native, "containers"), ["app"]);
+    assert_eq!(
+        native["spec"]["initContainers"][1]["restartPolicy"],
+        "Always"
+    );
+    assert!(
+        native["spec"]["initContainers"][1]
+            .get("lifecycle")
+            .is_none()
+    );
+}
+
+#[test]
+fn annotation_overrides_server_default() {
+    let (pod, _) = apply(&load("native-override-classic"), true);
+    assert_eq!(pod["spec"]["containers"][0]["name"], "faultline-proxy");
+    let (pod, _) = apply(&load("existing-volumes"), false);
+    assert_eq!(pod["spec"]["initContainers"][1]["restartPolicy"], "Always");
+}
+
+#[test]
+fn init_command_carries_ports_and_exclusions() {
+    let (pod, _) = apply(&load("named-ports"), false);
+    let init = pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "faultline-init")
+        .unwrap();
+    let command: Vec<&str> = init["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        command.join(" "),
+        "faultline-proxy init --inbound-capture-port 15406 --outbound-capture-port 15401 \
+         --proxy-uid 15400 --proxy-gid 15400 --admin-port 15400 --include-inbound-ports 8080 \
+         --exclude-inbound-ports 9000-9010,9102 --exclude-outbound-ports 5432 \
+         --exclude-outbound-cidrs 169.254.169.254/32,10.96.0.0/12"
+    );
+    let (bare, _) = apply(&load("bare"), false);
+    let cmd = bare["spec"]["initContainers"][0]["command"]
+        .as_array()
+        .unwrap();
+    let at = cmd
+        .iter()
+        .position(|v| v == "--include-inbound-ports")
+        .unwrap();
+    assert_eq!(cmd[at + 1], "*");
+}
+
+#[test]
+fn patch_paths_are_escaped() {
+    let typed: Pod = serde_json::from_value(load("plain")).unwrap();
+    let patch = serde_json::to_string(&mutate(&typed, &config(false)).unwrap().patch).unwrap();
+    assert!(
+        patch.contains("/metadata/labels/faultline.dev~1injected"),
+        "{patch}"
+    );
+    assert!(
+        patch.contains("/metadata/annotations/faultline.dev~1status"),
+        "{patch}"
+    );
+}
+
+#[test]
+fn security_contexts() {
+    let (pod, _) = apply(&load("plain"), false);
+    let proxy = &pod["spec"]["containers"][0]["securityContext"];
+    assert_eq!(proxy["runAsUser"], 15400);
+    assert_eq!(proxy["runAsGroup"], 15400);
+    assert_eq!(proxy["runAsNonRoot"], true);
+    assert_eq!(proxy["readOnlyRootFilesystem"], true);
+    assert_eq!(proxy["allowPrivilegeEscalation"], false);
+    assert_eq!(proxy["capabilities"], json!({"drop": ["ALL"]}));
+    let init = &pod["spec"]["initContainers"][0]["securityContext"];
+    assert_eq!(
+        init["capabilities"],
+        json!({"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]})
+    );
+    assert_eq!(init["runAsUser"], 0);
+    assert_eq!(init["privileged"], false);
+    assert_eq!(pod["spec"]["securityContext"]["fsGroup"], 15400);
+}
+
+#[test]
+fn bad_override_is_refused_with_the_annotation_name() {
+    let mut pod = load("plain");
+    pod["metadata"]["annotations"]["faultline.dev/exclude-inbound-ports"] = json!("http");
+    let typed: Pod = serde_json::from_value(pod).unwrap();
+    let error = mutate(&typed, &config(false)).unwrap_err().to_string();
+    assert!(
+        error.contains("faultline.dev/exclude-inbound-ports") && error.contains("\"http\""),
+        "{error}"
+    );
+}
+
+#[test]
+fn pod_without_spec_is_an_error() {
+    let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
+    assert!(matches!(
+        mutate(&pod, &config(false)),
+        Err(MutateError::MissingSpec)
+    ));
+}

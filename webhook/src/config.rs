@@ -1,0 +1,264 @@
+//! Injection configuration: what `mutate` puts into a pod, plus the names and
+//! ports that are part of faultline's contract with users (DESIGN.md "Names").
+//!
+//! Every server-side knob is a field of [`Config`]; the `serve` and `inject`
+//! commands fill it from flags/env and call [`Config::validate`] before any
+//! socket is bound, so `mutate` can trust it.
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::admission::quantity;
+
+/// Namespace label that opts every pod of the namespace in.
+pub const NAMESPACE_INJECTION_LABEL: &str = "faultline.dev/injection";
+/// Pod label: `true` opts a pod in (outside labelled namespaces), `false` opts out.
+pub const INJECT_LABEL: &str = "faultline.dev/inject";
+/// Label put on injected pods so the controller can watch only those.
+pub const INJECTED_LABEL: &str = "faultline.dev/injected";
+/// Annotation recording what was injected (JSON, see [`InjectionStatus`]).
+pub const STATUS_ANNOTATION: &str = "faultline.dev/status";
+/// Fault policy annotation (workload, pod template or pod).
+pub const FAULTS_ANNOTATION: &str = "faultline.dev/faults";
+/// Per-pod overrides.
+pub const EXCLUDE_INBOUND_PORTS_ANNOTATION: &str = "faultline.dev/exclude-inbound-ports";
+pub const EXCLUDE_OUTBOUND_PORTS_ANNOTATION: &str = "faultline.dev/exclude-outbound-ports";
+pub const EXCLUDE_OUTBOUND_CIDRS_ANNOTATION: &str = "faultline.dev/exclude-outbound-cidrs";
+pub const PROXY_CPU_ANNOTATION: &str = "faultline.dev/proxy-cpu";
+pub const PROXY_MEMORY_ANNOTATION: &str = "faultline.dev/proxy-memory";
+pub const NATIVE_SIDECAR_ANNOTATION: &str = "faultline.dev/native-sidecar";
+/// Standard annotation read by `kubectl logs/exec`; we point it at the app so
+/// the sidecar placed first (classic mode) does not become the default.
+pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
+
+pub const INIT_CONTAINER_NAME: &str = "faultline-init";
+pub const PROXY_CONTAINER_NAME: &str = "faultline-proxy";
+pub const TOKEN_VOLUME_NAME: &str = "faultline-token";
+/// Scratch `/run` for the init container: iptables-legacy takes a lock file
+/// there and the init container's root filesystem is read-only.
+pub const XTABLES_VOLUME_NAME: &str = "faultline-xtables";
+pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/faultline";
+pub const TOKEN_FILE: &str = "/var/run/secrets/faultline/token";
+/// Audience of the projected token the proxy presents to the controller.
+pub const TOKEN_AUDIENCE: &str = "faultline";
+pub const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
+
+pub const ADMIN_PORT: u16 = 15400;
+pub const OUTBOUND_CAPTURE_PORT: u16 = 15401;
+pub const INBOUND_CAPTURE_PORT: u16 = 15406;
+pub const PROXY_UID: i64 = 15400;
+pub const PROXY_GID: i64 = 15400;
+
+/// Kubernetes names of our own objects.
+pub const SYSTEM_NAMESPACE: &str = "faultline-system";
+pub const WEBHOOK_SERVICE: &str = "faultline-webhook";
+pub const WEBHOOK_CONFIG_NAME: &str = "faultline-webhook";
+pub const TLS_SECRET_NAME: &str = "faultline-webhook-tls";
+pub const DEFAULT_CONTROLLER_URL: &str = "https://faultline-webhook.faultline-system.svc:443";
+pub const DEFAULT_PROXY_IMAGE: &str = "ghcr.io/faultline-dev/faultline-proxy:latest";
+
+/// What [`crate::admission::mutate`] injects.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Image of both `faultline-init` and `faultline-proxy`.
+    pub proxy_image: String,
+    pub image_pull_policy: Option<String>,
+    pub resources: ProxyResources,
+    /// Whether the API server supports native sidecars (1.29+); a pod's
+    /// `faultline.dev/native-sidecar` annotation overrides it.
+    pub native_sidecars: bool,
+    /// Where proxies fetch their policy stream (`FAULTLINE_CONTROLLER_URL`).
+    pub controller_url: String,
+    /// PEM of the CA that signed the controller's certificate (`FAULTLINE_CA_PEM`).
+    pub ca_pem: Option<String>,
+    /// `FAULTLINE_LOG` filter for injected proxies.
+    pub proxy_log: Option<String>,
+    /// How long the classic-mode postStart hook waits for the proxy.
+    pub wait_ready_timeout_seconds: u32,
+    /// Recorded in `faultline.dev/status`.
+    pub version: String,
+}
+
+/// Requests and limits of the proxy sidecar, as Kubernetes quantities.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProxyResources {
+    pub cpu_request: Option<String>,
+    pub memory_request: Option<String>,
+    pub cpu_limit: Option<String>,
+    pub memory_limit: Option<String>,
+}
+
+impl Default for ProxyResources {
+    fn default() -> Self {
+        Self {
+            cpu_request: Some("10m".into()),
+            memory_request: Some("32Mi".into()),
+            cpu_limit: None,
+            memory_limit: Some("256Mi".into()),
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            proxy_image: DEFAULT_PROXY_IMAGE.into(),
+            image_pull_policy: None,
+            resources: ProxyResources::default(),
+            native_sidecars: false,
+            controller_url: DEFAULT_CONTROLLER_URL.into(),
+            ca_pem: None,
+            proxy_log: None,
+            wait_ready_timeout_seconds: 120,
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("invalid proxy image: must not be empty")]
+    EmptyImage,
+    #[error("invalid image pull policy {0:?}: expected Always, IfNotPresent or Never")]
+    PullPolicy(String),
+    #[error("invalid proxy {field} {value:?}: {reason}")]
+    Quantity {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid controller URL {0:?}: expected https://host[:port]")]
+    ControllerUrl(String),
+    #[error("invalid CA PEM: expected a PEM \"CERTIFICATE\" block")]
+    CaPem,
+    #[error("invalid wait-ready timeout: must be between 1 and 3600 seconds")]
+    WaitReadyTimeout,
+}
+
+impl Config {
+    /// Check every field `mutate` copies into pods, so a bad flag is reported
+    /// at startup instead of as pods the API server rejects.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.proxy_image.trim().is_empty() {
+            return Err(ConfigError::EmptyImage);
+        }
+        if let Some(policy) = &self.image_pull_policy
+            && !matches!(policy.as_str(), "Always" | "IfNotPresent" | "Never")
+        {
+            return Err(ConfigError::PullPolicy(policy.clone()));
+        }
+        let r = &self.resources;
+        for (field, value) in [
+            ("cpu request", &r.cpu_request),
+            ("memory request", &r.memory_request),
+            ("cpu limit", &r.cpu_limit),
+            ("memory limit", &r.memory_limit),
+        ] {
+            if let Some(value) = value {
+                quantity::check(value).map_err(|reason| ConfigError::Quantity {
+                    field,
+                    value: value.clone(),
+                    reason,
+                })?;
+            }
+        }
+        let url = self.controller_url.as_str();
+        let host = url.strip_prefix("https://").unwrap_or_default();
+        if host.is_empty() || host.starts_with('/') || host.contains(char::is_whitespace) {
+            return Err(ConfigError::ControllerUrl(self.controller_url.clone()));
+        }
+        if let Some(pem) = &self.ca_pem
+            && !pem.contains("-----BEGIN CERTIFICATE-----")
+        {
+            return Err(ConfigError::CaPem);
+        }
+        if !(1..=3600).contains(&self.wait_ready_timeout_seconds) {
+            return Err(ConfigError::WaitReadyTimeout);
+        }
+        Ok(())
+    }
+}
+
+/// The `faultline.dev/status` annotation: what was injected, so reinvocations
+/// and the controller can tell an injected pod from a plain one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectionStatus {
+    pub version: String,
+    pub containers: Vec<String>,
+    pub volumes: Vec<String>,
+    pub native_sidecar: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_config_is_valid() {
+        assert_eq!(Config::default().validate(), Ok(()));
+    }
+
+    #[test]
+    fn rejects_bad_fields() {
+        let bad = |f: fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().unwrap_err()
+        };
+        assert_eq!(bad(|c| c.proxy_image = " ".into()), ConfigError::EmptyImage);
+        assert!(matches!(
+            bad(|c| c.image_pull_policy = Some("Sometimes".into())),
+            ConfigError::PullPolicy(_)
+        ));
+        assert!(matches!(
+            bad(|c| c.resources.cpu_request = Some("lots".into())),
+            ConfigError::Quantity {
+                field: "cpu request",
+                ..
+            }
+        ));
+        assert!(matches!(
+            bad(|c| c.controller_url = "http://x".into()),
+            ConfigError::ControllerUrl(_)
+        ));
+        assert!(matches!(
+            bad(|c| c.controller_url = "https://".into()),
+            ConfigError::ControllerUrl(_)
+        ));
+        assert_eq!(bad(|c| c.ca_pem = Some("nope".into())), ConfigError::CaPem);
+        assert_eq!(
+            bad(|c| c.wait_ready_timeout_seconds = 0),
+            ConfigError::WaitReadyTimeout
+        );
+    }
+}
+
+/// Native sidecars (`restartPolicy: Always` init containers) are on by
+/// default from Kubernetes 1.29. `minor` may carry a suffix (`"29+"` on GKE/EKS).
+pub fn native_sidecars_supported(major: &str, minor: &str) -> bool {
+    let number = |s: &str| {
+        s.trim_end_matches(|c: char| !c.is_ascii_digit())
+            .parse::<u32>()
+            .ok()
+    };
+    match (number(major), number(minor)) {
+        (Some(major), Some(minor)) => major > 1 || (major == 1 && minor >= 29),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::native_sidecars_supported as supported;
+
+    #[test]
+    fn native_sidecars_from_1_29() {
+        assert!(!supported("1", "20"));
+        assert!(!supported("1", "28"));
+        assert!(supported("1", "29"));
+        assert!(supported("1", "33+"));
+        assert!(supported("2", "0"));
+        assert!(!supported("", "x"));
+    }
+}
