@@ -78,6 +78,12 @@ pub enum HarnessError {
     #[error(transparent)]
     Wait(#[from] WaitError),
 
+    #[error("{0}")]
+    Webhook(String),
+
+    #[error("unexpected answer from the API server: {0}")]
+    Unexpected(String),
+
     #[error("the shared control plane failed to start: {0}")]
     Shared(String),
 }
