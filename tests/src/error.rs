@@ -46,6 +46,13 @@ pub enum HarnessError {
         source: std::io::Error,
     },
 
+    #[error("failed to check whether {name} is running")]
+    Status {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{name} exited ({status}); log {log}:\n{tail}")]
     Exited {
         name: &'static str,

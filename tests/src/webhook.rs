@@ -10,8 +10,11 @@
 //!   namespace selector narrowed by one more requirement,
 //!   `e2e.faultline.dev/scope=<scope>`: tests sharing a control plane each
 //!   run their own webhook and only see their own namespaces.
+//! - `checks.rs`: [`check_injected`] and [`check_untouched`] on pods as stored.
 //! - [`wait_until_injecting`]: polls a server-side dry-run pod creation until
 //!   the API server's webhook configuration cache sends pods to the webhook.
+
+mod checks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,6 +39,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::HarnessError;
 use crate::wait::wait_for;
+
+pub use checks::{check_injected, check_untouched};
 
 /// Namespace label that confines a test's webhook registration to the
 /// test's own namespaces.

@@ -13,15 +13,12 @@ use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use faultline_e2e::webhook::{
-    Registration, RunningWebhook, SCOPE_LABEL, is_injected, plain_pod, register_scoped,
-    wait_until_injecting,
+    Registration, RunningWebhook, SCOPE_LABEL, check_injected, check_untouched, plain_pod,
+    register_scoped, wait_until_injecting,
 };
 use faultline_e2e::{ControlPlane, unique_name, wait_for};
 use faultline_webhook::Config;
-use faultline_webhook::config::{
-    FAULTS_ANNOTATION, INIT_CONTAINER_NAME, INJECT_LABEL, NAMESPACE_INJECTION_LABEL,
-    PROXY_CONTAINER_NAME, PROXY_UID, STATUS_ANNOTATION, TOKEN_AUDIENCE, TOKEN_VOLUME_NAME,
-};
+use faultline_webhook::config::{FAULTS_ANNOTATION, INJECT_LABEL, NAMESPACE_INJECTION_LABEL};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -95,96 +92,6 @@ fn labelled(mut pod: Pod, key: &str, value: &str) -> Pod {
     pod
 }
 
-fn names<'a>(
-    containers: impl IntoIterator<Item = &'a k8s_openapi::api::core::v1::Container>,
-) -> Vec<String> {
-    containers.into_iter().map(|c| c.name.clone()).collect()
-}
-
-/// Everything the webhook promises to add, checked on the pod as the API
-/// server stored it.
-fn assert_fully_injected(pod: &Pod) -> anyhow::Result<()> {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    assert!(is_injected(pod), "pod {name} lacks the injected label");
-    let status = pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(STATUS_ANNOTATION))
-        .with_context(|| format!("pod {name} has no {STATUS_ANNOTATION}"))?;
-    let status: serde_json::Value = serde_json::from_str(status)?;
-    assert!(
-        status["containers"]
-            .to_string()
-            .contains(PROXY_CONTAINER_NAME),
-        "status annotation {status}"
-    );
-    let spec = pod.spec.as_ref().context("no spec")?;
-    let init = spec
-        .init_containers
-        .iter()
-        .flatten()
-        .find(|c| c.name == INIT_CONTAINER_NAME)
-        .with_context(|| format!("pod {name} has no {INIT_CONTAINER_NAME}"))?;
-    let caps = init
-        .security_context
-        .as_ref()
-        .and_then(|s| s.capabilities.as_ref())
-        .context("init container without capabilities")?;
-    let mut added = caps.add.clone().unwrap_or_default();
-    added.sort();
-    assert_eq!(added, ["NET_ADMIN", "NET_RAW"]);
-    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_owned()][..]));
-
-    // Classic mode on 1.20 (no native sidecars): a regular container.
-    let proxy = spec
-        .containers
-        .iter()
-        .find(|c| c.name == PROXY_CONTAINER_NAME)
-        .with_context(|| format!("pod {name} has no {PROXY_CONTAINER_NAME} container"))?;
-    let sc = proxy
-        .security_context
-        .as_ref()
-        .context("proxy without securityContext")?;
-    assert_eq!(sc.run_as_user, Some(PROXY_UID));
-    assert_eq!(sc.run_as_non_root, Some(true));
-    assert_eq!(sc.read_only_root_filesystem, Some(true));
-    assert!(names(&spec.containers).contains(&"app".to_owned()));
-
-    let token = spec
-        .volumes
-        .iter()
-        .flatten()
-        .find(|v| v.name == TOKEN_VOLUME_NAME)
-        .with_context(|| format!("pod {name} has no {TOKEN_VOLUME_NAME} volume"))?;
-    let audience = token
-        .projected
-        .as_ref()
-        .and_then(|p| p.sources.as_ref())
-        .and_then(|s| s.iter().find_map(|s| s.service_account_token.as_ref()))
-        .and_then(|t| t.audience.clone());
-    assert_eq!(audience.as_deref(), Some(TOKEN_AUDIENCE));
-    Ok(())
-}
-
-fn assert_untouched(pod: &Pod) {
-    let name = pod.metadata.name.clone().unwrap_or_default();
-    assert!(!is_injected(pod), "pod {name} was injected");
-    let spec = pod.spec.as_ref().expect("pod spec");
-    assert_eq!(names(&spec.containers), ["app"], "pod {name}");
-    assert!(
-        spec.init_containers.is_none(),
-        "pod {name} got init containers"
-    );
-    assert!(
-        pod.metadata
-            .annotations
-            .as_ref()
-            .is_none_or(|a| !a.contains_key(STATUS_ANNOTATION)),
-        "pod {name} has a status annotation"
-    );
-}
-
 #[tokio::test]
 async fn pods_in_an_opted_in_namespace_are_injected_and_stored() -> anyhow::Result<()> {
     let Some(scene) = Scene::start("wh-pod").await? else {
@@ -195,10 +102,10 @@ async fn pods_in_an_opted_in_namespace_are_injected_and_stored() -> anyhow::Resu
     let created = pods
         .create(&PostParams::default(), &plain_pod("app-0"))
         .await?;
-    assert_fully_injected(&created)?;
+    check_injected(&created)?;
     // What the API server persisted after its own validation, not just the
     // create response.
-    assert_fully_injected(&pods.get("app-0").await?)?;
+    check_injected(&pods.get("app-0").await?)?;
 
     // Pods of controllers arrive with generateName and no name.
     let mut unnamed = plain_pod("");
@@ -212,7 +119,7 @@ async fn pods_in_an_opted_in_namespace_are_injected_and_stored() -> anyhow::Resu
             .as_deref()
             .is_some_and(|n| n.starts_with("gen-"))
     );
-    assert_fully_injected(&created)?;
+    check_injected(&created)?;
     scene.finish().await
 }
 
@@ -228,18 +135,18 @@ async fn unlabelled_namespaces_and_opted_out_pods_are_untouched() -> anyhow::Res
     let pp = PostParams::default();
 
     let out = labelled(plain_pod("opted-out"), INJECT_LABEL, "false");
-    assert_untouched(&scene.pods(&opted_in).create(&pp, &out).await?);
+    check_untouched(&scene.pods(&opted_in).create(&pp, &out).await?)?;
 
-    assert_untouched(
+    check_untouched(
         &scene
             .pods(&plain_ns)
             .create(&pp, &plain_pod("plain"))
             .await?,
-    );
+    )?;
 
     // A pod can opt in on its own in a namespace that did not.
     let opt_in = labelled(plain_pod("opted-in"), INJECT_LABEL, "true");
-    assert_fully_injected(&scene.pods(&plain_ns).create(&pp, &opt_in).await?)?;
+    check_injected(&scene.pods(&plain_ns).create(&pp, &opt_in).await?)?;
     scene.finish().await
 }
 
@@ -299,7 +206,7 @@ async fn deployment_pods_are_injected_also_after_rollout_restart() -> anyhow::Re
     })
     .await?;
     for pod in &first {
-        assert_fully_injected(pod)?;
+        check_injected(pod)?;
     }
 
     let out = scene
@@ -330,7 +237,7 @@ async fn deployment_pods_are_injected_also_after_rollout_restart() -> anyhow::Re
     })
     .await?;
     for pod in &new {
-        assert_fully_injected(pod)?;
+        check_injected(pod)?;
     }
     scene.finish().await
 }
@@ -445,7 +352,7 @@ async fn pods_are_created_uninjected_while_the_webhook_is_down() -> anyhow::Resu
     let pod = pods
         .create(&PostParams::default(), &plain_pod("during-outage"))
         .await?;
-    assert_untouched(&pod);
+    check_untouched(&pod)?;
     registration.delete(&client).await?;
     cp.check_running()?;
     Ok(())
