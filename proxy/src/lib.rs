@@ -1,1 +1,3 @@
 //! faultline-proxy: the fault-injection data plane.
+
+pub mod policy;

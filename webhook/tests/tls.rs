@@ -307,13 +307,18 @@ async fn validate_denies_unparsable_fault_annotations() {
     )
     .await;
     assert_eq!(good["response"]["allowed"], true, "{good}");
-    let bad = post(&client, &url, &review("rules: [\n")).await;
+    let invalid = "rules:\n- name: payments-down\n  match: {direction: outbound, port: 80}\n  abort: {status: 700}\n";
+    let bad = post(&client, &url, &review(invalid)).await;
     assert_eq!(bad["response"]["allowed"], false);
     let message = bad["response"]["status"]["message"].as_str().unwrap();
     assert!(
         message.starts_with(
             "invalid faultline.dev/faults annotation in spec.template.metadata.annotations: "
         ),
+        "{message}"
+    );
+    assert!(
+        message.contains("payments-down") && message.contains("abort.status"),
         "{message}"
     );
 }

@@ -75,8 +75,7 @@ fn faults_at<'a>(object: &'a Value, path: &[&str]) -> Option<&'a str> {
 
 /// The policy check used by the server: the fault language's own parser.
 pub fn check_policy(text: &str) -> Result<(), String> {
-    // Until `faultline_proxy::policy::parse` is merged, only YAML syntax is checked.
-    serde_yaml::from_str::<serde_yaml::Value>(text)
+    faultline_proxy::policy::parse(text)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }
@@ -135,5 +134,58 @@ mod tests {
             Ok(())
         );
         assert!(validate(&deployment("bad"), Some(&deployment("good")), strict).is_err());
+    }
+}
+
+/// The real parser, through `check_policy`: messages name rule and field.
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn real_policy_errors_name_rule_and_field() {
+        let bad = "rules:\n- name: payments-down\n  match: {direction: outbound, port: 80}\n  abort: {status: 700}\n";
+        let pod = json!({"metadata": {"annotations": {FAULTS_ANNOTATION: bad}}});
+        let denial = validate(&pod, None, check_policy).unwrap_err().to_string();
+        assert!(
+            denial.contains("payments-down") && denial.contains("abort.status"),
+            "{denial}"
+        );
+        let good = "rules:\n- name: slow\n  match: {direction: inbound}\n  delay: {fixed: 100ms}\n";
+        let pod = json!({"metadata": {"annotations": {FAULTS_ANNOTATION: good}}});
+        assert_eq!(validate(&pod, None, check_policy), Ok(()));
+    }
+}
+
+/// The example policies shipped in `manifests/examples/policies/` stay valid
+/// (and the one meant to be refused stays refused).
+#[cfg(test)]
+mod example_tests {
+    use super::check_policy;
+
+    #[test]
+    fn example_policies_parse() {
+        let dir = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../manifests/examples/policies"
+        );
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let result = check_policy(&text);
+            if path.ends_with("invalid.yaml") {
+                let error = result.unwrap_err();
+                assert!(
+                    error.contains("payments-down") && error.contains("abort.status"),
+                    "{error}"
+                );
+            } else {
+                assert_eq!(result, Ok(()), "{}", path.display());
+            }
+            seen += 1;
+        }
+        assert!(seen >= 4);
     }
 }
