@@ -172,6 +172,21 @@ rules:
 }
 
 #[test]
+fn faults_without_settings_get_their_defaults() {
+    let policy = parse("rules:\n- hang:\n- partition:\n- respond: ~\n").unwrap();
+    assert_eq!(policy.rules[0].hang, Some(Hang));
+    assert_eq!(
+        policy.rules[1].partition.as_ref().map(|p| p.mode),
+        Some(PartitionMode::Reject)
+    );
+    assert_eq!(policy.rules[2].respond, Some(Respond::default()));
+    assert_eq!(
+        parse("rules:\n- delay:\n").unwrap_err().to_string(),
+        "rules[0]: delay: set fixed (e.g. fixed: 200ms) or normal: {mean, stddev}"
+    );
+}
+
+#[test]
 fn json_is_accepted() {
     let doc = r#"{"duration": "60s", "rules": [{"name": "j", "match": {"port": 80}, "abort": {"status": 500}}]}"#;
     let policy = parse(doc).unwrap();
