@@ -140,14 +140,13 @@ impl PolicyStore {
         if same {
             compiled.adopt_counters(&previous.compiled);
         }
+        let resent = same && previous.policy.is_some() && previous.policy == update.policy;
         let expires_at = match &update.policy {
-            Some(policy) if same && previous.policy.is_some() => {
-                previous.expires_at.or(expiry(policy, now))
-            }
+            Some(_) if resent => previous.expires_at,
             Some(policy) => expiry(policy, now),
             None => None,
         };
-        compiled.set_expires(if same && expires_at == previous.expires_at {
+        compiled.set_expires(if resent {
             previous.compiled.expires()
         } else {
             expires_at.and_then(|at| instant_at(at, now))
