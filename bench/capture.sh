@@ -87,7 +87,7 @@ ip netns exec "$pod" env FAULTLINE_FAULTS_FILE="$tmp/faults.yaml" FAULTLINE_LOG=
 pids+=($!)
 
 # Wait for readiness by polling, with a deadline.
-ready() { ip netns exec "$peer" curl -fsS -o /dev/null --max-time 1 "$1"; }
+ready() { ip netns exec "$peer" curl -fs -o /dev/null --max-time 1 "$1"; }
 deadline=$((SECONDS + 20))
 until ready "http://$POD_IP:8080/" && ready "http://$POD_IP:15400/readyz"; do
   [ $SECONDS -lt $deadline ] || { cat "$tmp/proxy.log" >&2; die "app or proxy not ready after 20s"; }
@@ -116,7 +116,8 @@ ip netns exec "$pod" iptables-save -t nat | grep -q FAULTLINE_IN_REDIRECT || die
 captured="$(measure)"
 read -r captured_rps captured_p99 <<<"$captured"
 # The captured run must really have gone through the redirect.
-redirected="$(ip netns exec "$pod" iptables-save -c -t nat | awk -F'[][:]' '/-A FAULTLINE_INBOUND .*-j FAULTLINE_IN_REDIRECT/ { print $2 }')"
+redirected="$(ip netns exec "$pod" iptables-save -c -t nat |
+  sed -n 's/^\[\([0-9]*\):.*-A FAULTLINE_INBOUND .*-j FAULTLINE_IN_REDIRECT$/\1/p')"
 [ "${redirected:-0}" -gt 0 ] || die "no connection was redirected to the proxy"
 
 echo "capture: wrk -t$THREADS -c$CONNS -d$DURATION, nginx app in a pod netns, client in a peer netns"
