@@ -6,18 +6,20 @@
 # hits the app with no rules installed, then `faultline-proxy init` installs the
 # redirection and the same wrk command goes through iptables + the proxy (with
 # a policy whose rule matches nothing, so rules are evaluated but no fault
-# fires). Prints throughput and p99 for both and the captured/direct ratios.
+# fires); `init --clean` removes it again, and the pair of runs is repeated.
+# Prints median throughput and p99 for both and the captured/direct ratios.
 #
 # Needs root, iproute2, iptables, wrk, nginx, curl and a built proxy
-# (`make release`, or FAULTLINE_PROXY_BIN=path). Knobs: BENCH_DURATION (10s),
-# BENCH_CONNECTIONS (32), BENCH_THREADS (2).
+# (`make release`, or FAULTLINE_PROXY_BIN=path). Knobs: BENCH_DURATION (5s per
+# run), BENCH_ROUNDS (3), BENCH_CONNECTIONS (32), BENCH_THREADS (2).
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
 BIN="${FAULTLINE_PROXY_BIN:-$root/target/release/faultline-proxy}"
-DURATION="${BENCH_DURATION:-10s}"
+DURATION="${BENCH_DURATION:-5s}"
 CONNS="${BENCH_CONNECTIONS:-32}"
 THREADS="${BENCH_THREADS:-2}"
+ROUNDS="${BENCH_ROUNDS:-3}"
 POD_IP=10.241.0.2
 PEER_IP=10.241.0.1
 
@@ -109,22 +111,36 @@ measure() {
     END { printf "%.0f %.3f\n", rps, p99 }'
 }
 
-direct="$(measure)"
-read -r direct_rps direct_p99 <<<"$direct"
-ip netns exec "$pod" "$BIN" init >/dev/null 2>"$tmp/init.log" || { cat "$tmp/init.log" >&2; die "init failed"; }
-ip netns exec "$pod" iptables-save -t nat | grep -q FAULTLINE_IN_REDIRECT || die "capture rules not installed"
-captured="$(measure)"
-read -r captured_rps captured_p99 <<<"$captured"
-# The captured run must really have gone through the redirect.
-redirected="$(ip netns exec "$pod" iptables-save -c -t nat |
-  sed -n 's/^\[\([0-9]*\):.*-A FAULTLINE_INBOUND .*-j FAULTLINE_IN_REDIRECT$/\1/p')"
-[ "${redirected:-0}" -gt 0 ] || die "no connection was redirected to the proxy"
+# Alternate direct and captured rounds (init, measure, --clean) so load from
+# other work on the machine hits both alike; report medians.
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+: >"$tmp/direct"
+: >"$tmp/captured"
+redirected=0
+for round in $(seq 1 "$ROUNDS"); do
+  direct="$(measure)"
+  echo "$direct" >>"$tmp/direct"
+  ip netns exec "$pod" "$BIN" init >/dev/null 2>"$tmp/init.log" || { cat "$tmp/init.log" >&2; die "init failed"; }
+  captured="$(measure)"
+  echo "$captured" >>"$tmp/captured"
+  # The captured run must really have gone through the redirect.
+  count="$(ip netns exec "$pod" iptables-save -c -t nat |
+    sed -n 's/^\[\([0-9]*\):.*-A FAULTLINE_INBOUND .*-j FAULTLINE_IN_REDIRECT$/\1/p')"
+  [ "${count:-0}" -gt 0 ] || die "round $round: no connection was redirected to the proxy"
+  redirected=$((redirected + count))
+  ip netns exec "$pod" "$BIN" init --clean >/dev/null 2>"$tmp/init.log" || { cat "$tmp/init.log" >&2; die "init --clean failed"; }
+  echo "round $round: direct $direct | captured $captured (req/s p99ms)" >&2
+done
+direct_rps="$(cut -d' ' -f1 "$tmp/direct" | median)"
+direct_p99="$(cut -d' ' -f2 "$tmp/direct" | median)"
+captured_rps="$(cut -d' ' -f1 "$tmp/captured" | median)"
+captured_p99="$(cut -d' ' -f2 "$tmp/captured" | median)"
 
-echo "capture: wrk -t$THREADS -c$CONNS -d$DURATION, nginx app in a pod netns, client in a peer netns"
+echo "capture: wrk -t$THREADS -c$CONNS -d$DURATION, median of $ROUNDS alternating rounds; nginx app in a pod netns, wrk in a peer netns"
 printf "%-34s %12s %10s\n" "path" "req/s" "p99 ms"
-printf "%-34s %12s %10s\n" "direct (no rules)" "$direct_rps" "$direct_p99"
-printf "%-34s %12s %10s\n" "captured (iptables + proxy)" "$captured_rps" "$captured_p99"
+printf "%-34s %12.0f %10.2f\n" "direct (no rules)" "$direct_rps" "$direct_p99"
+printf "%-34s %12.0f %10.2f\n" "captured (iptables + proxy)" "$captured_rps" "$captured_p99"
 awk -v dr="$direct_rps" -v cr="$captured_rps" -v dp="$direct_p99" -v cp="$captured_p99" 'BEGIN {
   printf "%-34s %12.2f %10.2f\n", "ratio captured/direct", cr / dr, (dp > 0 ? cp / dp : 0)
 }'
-echo "connections redirected to the proxy: $redirected"
+echo "connections redirected to the proxy: $redirected; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
