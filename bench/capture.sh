@@ -96,19 +96,30 @@ until ready "http://$POD_IP:8080/" && ready "http://$POD_IP:15400/readyz"; do
   sleep 0.1
 done
 
-# Prints "<requests/s> <p99 in ms>" for one wrk run from the peer namespace.
-measure() {
-  local out
-  ip netns exec "$peer" wrk -t"$THREADS" -c"$CONNS" -d2s "http://$POD_IP:8080/" >/dev/null # warm-up
-  out="$(ip netns exec "$peer" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "http://$POD_IP:8080/")"
+# One wrk run from the peer namespace with $1 connections; prints
+# "<requests/s> <p50 ms> <p99 ms>".
+wrk_run() {
+  local conns="$1" threads out
+  threads=$((conns < THREADS ? conns : THREADS))
+  ip netns exec "$peer" wrk -t"$threads" -c"$conns" -d2s "http://$POD_IP:8080/" >/dev/null # warm-up
+  out="$(ip netns exec "$peer" wrk -t"$threads" -c"$conns" -d"$DURATION" --latency "http://$POD_IP:8080/")"
   if echo "$out" | grep -q "Non-2xx"; then echo "$out" >&2; die "wrk saw non-2xx responses"; fi
   echo "$out" | awk '
+    function ms(v,   unit) { unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
+      return (unit == "us") ? v / 1000 : (unit == "s") ? v * 1000 : v }
     /Requests\/sec:/ { rps = $2 }
-    $1 == "99%" {
-      v = $2; unit = v; sub(/[0-9.]+/, "", unit); sub(/[a-z]+$/, "", v)
-      p99 = (unit == "us") ? v / 1000 : (unit == "s") ? v * 1000 : v
-    }
-    END { printf "%.0f %.3f\n", rps, p99 }'
+    $1 == "50%" { p50 = ms($2) }
+    $1 == "99%" { p99 = ms($2) }
+    END { printf "%.0f %.3f %.3f\n", rps, p50, p99 }'
+}
+
+# Throughput and tail under load ($CONNS connections), then the latency one
+# request adds (a single connection, no queueing): "<req/s> <p99> <p50 c1> <p99 c1>".
+measure() {
+  local loaded single
+  loaded="$(wrk_run "$CONNS")"
+  single="$(wrk_run 1)"
+  echo "$(echo "$loaded" | cut -d' ' -f1,3) $(echo "$single" | cut -d' ' -f2,3)"
 }
 
 # Alternate direct and captured rounds (init, measure, --clean) so load from
@@ -123,24 +134,25 @@ for round in $(seq 1 "$ROUNDS"); do
   ip netns exec "$pod" "$BIN" init >/dev/null 2>"$tmp/init.log" || { cat "$tmp/init.log" >&2; die "init failed"; }
   captured="$(measure)"
   echo "$captured" >>"$tmp/captured"
-  # The captured run must really have gone through the redirect.
+  # The captured runs must really have gone through the redirect.
   count="$(ip netns exec "$pod" iptables-save -c -t nat |
     sed -n 's/^\[\([0-9]*\):.*-A FAULTLINE_INBOUND .*-j FAULTLINE_IN_REDIRECT$/\1/p')"
   [ "${count:-0}" -gt 0 ] || die "round $round: no connection was redirected to the proxy"
   redirected=$((redirected + count))
   ip netns exec "$pod" "$BIN" init --clean >/dev/null 2>"$tmp/init.log" || { cat "$tmp/init.log" >&2; die "init --clean failed"; }
-  echo "round $round: direct $direct | captured $captured (req/s p99ms)" >&2
+  echo "round $round (req/s p99 p50@1 p99@1): direct $direct | captured $captured" >&2
 done
-direct_rps="$(cut -d' ' -f1 "$tmp/direct" | median)"
-direct_p99="$(cut -d' ' -f2 "$tmp/direct" | median)"
-captured_rps="$(cut -d' ' -f1 "$tmp/captured" | median)"
-captured_p99="$(cut -d' ' -f2 "$tmp/captured" | median)"
+col() { cut -d' ' -f"$1" "$tmp/$2" | median; }
 
-echo "capture: wrk -t$THREADS -c$CONNS -d$DURATION, median of $ROUNDS alternating rounds; nginx app in a pod netns, wrk in a peer netns"
-printf "%-34s %12s %10s\n" "path" "req/s" "p99 ms"
-printf "%-34s %12.0f %10.2f\n" "direct (no rules)" "$direct_rps" "$direct_p99"
-printf "%-34s %12.0f %10.2f\n" "captured (iptables + proxy)" "$captured_rps" "$captured_p99"
-awk -v dr="$direct_rps" -v cr="$captured_rps" -v dp="$direct_p99" -v cp="$captured_p99" 'BEGIN {
-  printf "%-34s %12.2f %10.2f\n", "ratio captured/direct", cr / dr, (dp > 0 ? cp / dp : 0)
+echo "capture: wrk -c$CONNS and -c1, -d$DURATION each, median of $ROUNDS alternating rounds;"
+echo "nginx app in a pod netns, wrk in a peer netns; captured = iptables REDIRECT + faultline-proxy"
+printf "%-30s %10s %12s %14s %14s\n" "path" "req/s" "p99 ms" "p50 ms (c1)" "p99 ms (c1)"
+for path in direct captured; do
+  label="direct (no rules)"; [ "$path" = captured ] && label="captured (iptables + proxy)"
+  printf "%-30s %10.0f %12.2f %14.3f %14.3f\n" "$label" "$(col 1 $path)" "$(col 2 $path)" "$(col 3 $path)" "$(col 4 $path)"
+done
+awk -v a="$(col 1 direct)" -v b="$(col 1 captured)" -v c="$(col 2 direct)" -v d="$(col 2 captured)" \
+    -v e="$(col 3 direct)" -v f="$(col 3 captured)" -v g="$(col 4 direct)" -v h="$(col 4 captured)" 'BEGIN {
+  printf "%-30s %10.2f %12.2f %14.2f %14.2f\n", "ratio captured/direct", b / a, d / c, f / e, h / g
 }'
 echo "connections redirected to the proxy: $redirected; load average: $(cut -d' ' -f1-3 /proc/loadavg)"
