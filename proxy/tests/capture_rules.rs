@@ -444,3 +444,41 @@ fn errors_name_the_bad_flag_missing_binary_and_missing_capability() {
         "nothing was written"
     );
 }
+
+/// The exact argv the webhook's `mutate` builds, including an empty include
+/// list (a pod that declares no ports): accepted, no inbound capture, outbound still captured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_command_line_is_accepted() {
+    let Some(pair) = setup("webhook", false) else {
+        return;
+    };
+    pair.init_ok(&[
+        "--inbound-capture-port",
+        "15406",
+        "--outbound-capture-port",
+        "15401",
+        "--proxy-uid",
+        "15400",
+        "--proxy-gid",
+        "15400",
+        "--admin-port",
+        "15400",
+        "--include-inbound-ports",
+        "",
+        "--exclude-outbound-ports",
+        "5432",
+        "--exclude-outbound-cidrs",
+        "169.254.169.254/32,10.96.0.0/12",
+    ]);
+    original_dst_server(&pair.pod, v4([0, 0, 0, 0].into(), 15401));
+    original_dst_server(&pair.pod, v4([0, 0, 0, 0].into(), 15406));
+    banner_server(&pair.pod, v4([0, 0, 0, 0].into(), 8080), "app");
+    assert_eq!(
+        read_from(&pair.peer, v4(POD_IP, 8080)).await,
+        "app from 10.240.0.1"
+    );
+    assert_eq!(
+        read_from(&pair.pod, v4(PEER_IP, 9000)).await,
+        "orig=10.240.0.1:9000"
+    );
+}
