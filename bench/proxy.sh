@@ -76,7 +76,9 @@ http {
   fastcgi_temp_path $work/fastcgi;
   uwsgi_temp_path $work/uwsgi;
   scgi_temp_path $work/scgi;
-  upstream app { server 127.0.0.1:$up; keepalive 256; }
+  upstream app { server 127.0.0.1:$up; keepalive 256; keepalive_requests 10000000; }
+  keepalive_requests 10000000;
+  keepalive_timeout 300s;
   server {
     listen 127.0.0.1:$p_nginx;
     listen 127.0.0.1:$p_nginx_h2 http2;

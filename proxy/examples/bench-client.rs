@@ -82,6 +82,10 @@ async fn latency(
                 let ok = request(&mut sender).await.is_ok();
                 if !ok {
                     errors += 1;
+                    // The server closed the connection: open another.
+                    if let Ok(fresh) = connect(addr).await {
+                        sender = fresh;
+                    }
                 }
                 if next >= record_from && ok {
                     samples.push(next.elapsed().as_micros() as u64);

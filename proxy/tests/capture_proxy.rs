@@ -9,7 +9,9 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use capture::{NetnsPair, PEER_IP, POD_IP, connect, eventually, listen, setup, v4};
+use capture::{
+    NetnsPair, PEER_IP, PEER_IP6, POD_IP, POD_IP6, connect, eventually, listen, setup, v4, v6,
+};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -29,8 +31,9 @@ rules:
 "#;
 
 /// An HTTP app answering `app:<port> saw <client ip>` on every path.
-fn app_server(ns: &str, port: u16) {
-    let listener = listen(ns, v4([0, 0, 0, 0].into(), port));
+fn app_server(ns: &str, addr: SocketAddr) {
+    let port = addr.port();
+    let listener = listen(ns, addr);
     tokio::spawn(async move {
         while let Ok((stream, peer)) = listener.accept().await {
             let service = service_fn(move |_req| async move {
@@ -125,7 +128,8 @@ fn rule_packets(pair: &NetnsPair, needle: &str) -> u64 {
         .expect("packet counter")
 }
 
-fn start_proxy(pair: &mut NetnsPair, dir: &tempfile::TempDir) {
+/// Starts `faultline-proxy run` as 15400:15400 in the pod with [`POLICY`] and `env`.
+fn start_proxy(pair: &mut NetnsPair, dir: &tempfile::TempDir, env: &[(&str, &str)]) {
     let policy = dir.path().join("faults.yaml");
     std::fs::write(&policy, POLICY).expect("write policy");
     // The proxy runs as 15400 and must read the file.
@@ -148,7 +152,27 @@ fn start_proxy(pair: &mut NetnsPair, dir: &tempfile::TempDir) {
         &[
             ("FAULTLINE_FAULTS_FILE", policy.display().to_string()),
             ("FAULTLINE_LOG", "info".to_string()),
-        ],
+        ]
+        .into_iter()
+        .chain(env.iter().map(|(k, v)| (*k, v.to_string())))
+        .collect::<Vec<_>>(),
+    );
+}
+
+/// Polls the proxy's `/readyz` from the peer namespace; fails fast if it exited.
+async fn wait_ready(pair: &mut NetnsPair, admin: SocketAddr) {
+    let peer = pair.peer.clone();
+    let ready = eventually(Duration::from_secs(15), async || {
+        pair.assert_children_running();
+        get(&peer, admin, "/readyz")
+            .await
+            .ok()
+            .filter(|(status, _, _)| *status == 200)
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "proxy admin port {admin} never became ready"
     );
 }
 
@@ -158,26 +182,14 @@ async fn real_proxy_faults_captured_inbound_and_outbound_traffic() {
         return;
     };
     let (pod, peer) = (pair.pod.clone(), pair.peer.clone());
-    app_server(&pod, 8080);
-    app_server(&pod, 8081);
+    app_server(&pod, v4([0, 0, 0, 0].into(), 8080));
+    app_server(&pod, v4([0, 0, 0, 0].into(), 8081));
     pair.init_ok(&["--exclude-inbound-ports", "8081"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    start_proxy(&mut pair, &dir);
+    start_proxy(&mut pair, &dir, &[]);
 
     let admin = v4(POD_IP, 15400);
-    let ready = eventually(Duration::from_secs(15), async || {
-        pair.assert_children_running();
-        get(&peer, admin, "/readyz")
-            .await
-            .ok()
-            .filter(|(status, _, _)| *status == 200)
-    })
-    .await;
-    pair.assert_children_running();
-    assert!(
-        ready.is_some(),
-        "proxy admin port {admin} never became ready"
-    );
+    wait_ready(&mut pair, admin).await;
 
     // Inbound, captured: a clean request passes through the proxy to 127.0.0.1.
     let (status, body, _) = get(&peer, v4(POD_IP, 8080), "/catalog")
@@ -259,4 +271,82 @@ async fn real_proxy_faults_captured_inbound_and_outbound_traffic() {
         );
         assert_eq!(count, 1.0, "{rule} counted {count} times in:\n{metrics}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_proxy_captures_ipv6_with_ipv6_listeners() {
+    let Some(mut pair) = setup("e2e6", true) else {
+        return;
+    };
+    let (pod, peer) = (pair.pod.clone(), pair.peer.clone());
+    // Dual-stack app: the proxy delivers inbound traffic to 127.0.0.1.
+    app_server(&pod, v6(0.into(), 8080));
+    // IPv4 stays redirected too, but to a port nobody listens on: no IPv4
+    // checks here, see docs/capture.md ("IPv6").
+    pair.init_ok(&[]);
+    let rules6 = pair.nat_rules("ip6tables-nft-save");
+    assert!(
+        rules6.contains("-j FAULTLINE_IN_REDIRECT"),
+        "auto mirrors IPv6: {rules6}"
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    start_proxy(
+        &mut pair,
+        &dir,
+        &[
+            ("FAULTLINE_INBOUND_ADDR", "[::]:15406"),
+            ("FAULTLINE_OUTBOUND_ADDR", "[::]:15401"),
+        ],
+    );
+    wait_ready(&mut pair, v4(POD_IP, 15400)).await;
+
+    // The proxy binds its IPv6 listeners IPv6-only, so this pod captures IPv6 only.
+    let target = v6(POD_IP6, 8080);
+    let (status, body, _) = get(&peer, target, "/checkout")
+        .await
+        .expect("aborted request");
+    assert_eq!(
+        (status, body.as_str()),
+        (503, "injected by faultline"),
+        "{target}"
+    );
+    let (status, body, _) = get(&peer, target, "/catalog").await.expect("clean request");
+    assert_eq!(status, 200, "{target}");
+    assert!(
+        body.starts_with("app:8080 saw ") && body.contains("127.0.0.1"),
+        "{target}: {body}"
+    );
+
+    let echo = echo_server(&peer, v6(PEER_IP6, 9000));
+    let ledger = echo_server(&peer, v6(PEER_IP6, 9001));
+    let mut stream = connect(&pod, v6(PEER_IP6, 9000))
+        .await
+        .expect("outbound connect");
+    stream.write_all(b"ping6").await.expect("write");
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut reply))
+        .await
+        .expect("reply in time")
+        .expect("read");
+    assert_eq!(reply, "echo:9000 ping6");
+    assert_eq!(echo.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let partitioned = async {
+        let mut stream = connect(&pod, v6(PEER_IP6, 9001)).await?;
+        stream.write_all(b"ping6").await?;
+        let mut reply = Vec::new();
+        stream.read_to_end(&mut reply).await?;
+        Ok::<_, std::io::Error>(reply)
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(5), partitioned)
+        .await
+        .expect("partition answers quickly");
+    assert!(
+        outcome.is_err() || outcome.is_ok_and(|r| r.is_empty()),
+        "partitioned IPv6 connection got data"
+    );
+    assert_eq!(
+        ledger.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "partitioned server was reached"
+    );
 }

@@ -1,8 +1,9 @@
 //! `faultline-proxy init` in real network namespaces, with stand-in capture
 //! listeners that answer with the connection's SO_ORIGINAL_DST: proves which
 //! connections the rules redirect and which they leave alone, idempotence,
-//! `--clean`, backend and IPv6 detection, and the error messages. The
-//! end-to-end tests with the real proxy are in `capture_proxy.rs`.
+//! `--clean`, backend and IPv6 detection. `--dry-run` and the error messages
+//! are in `capture_cli.rs`, the end-to-end tests with the real proxy in
+//! `capture_proxy.rs`.
 mod capture;
 
 use std::net::SocketAddr;
@@ -350,97 +351,40 @@ fn auto_backend_uses_the_one_that_already_has_rules() {
     );
 }
 
-#[test]
-fn dry_run_prints_the_rules_and_changes_nothing() {
-    let Some(pair) = setup("dry", false) else {
+/// The exact argv the webhook's `mutate` builds, including an empty include
+/// list (a pod that declares no ports): accepted, no inbound capture, outbound still captured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_webhook_command_line_is_accepted() {
+    let Some(pair) = setup("webhook", false) else {
         return;
     };
-    let before = pair.nat_rules("iptables-nft-save");
-    let out = pair.init(&["--dry-run", "--exclude-outbound-ports", "5432"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.starts_with("# faultline capture rules (IPv4)"),
-        "{text}"
-    );
-    assert!(text.contains(
-        "--dport 5432 -m comment --comment \"faultline: excluded outbound port\" -j RETURN"
-    ));
-    assert_eq!(pair.nat_rules("iptables-nft-save"), before);
-    let out = pair.init(&["--dry-run", "--clean"]);
-    // --clean looks at IPv6 too (leftovers may exist even when the address is gone).
+    pair.init_ok(&[
+        "--inbound-capture-port",
+        "15406",
+        "--outbound-capture-port",
+        "15401",
+        "--proxy-uid",
+        "15400",
+        "--proxy-gid",
+        "15400",
+        "--admin-port",
+        "15400",
+        "--include-inbound-ports",
+        "",
+        "--exclude-outbound-ports",
+        "5432",
+        "--exclude-outbound-cidrs",
+        "169.254.169.254/32,10.96.0.0/12",
+    ]);
+    original_dst_server(&pair.pod, v4([0, 0, 0, 0].into(), 15401));
+    original_dst_server(&pair.pod, v4([0, 0, 0, 0].into(), 15406));
+    banner_server(&pair.pod, v4([0, 0, 0, 0].into(), 8080), "app");
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "# nothing of faultline's to clean (IPv4)\n# nothing of faultline's to clean (IPv6)\n"
+        read_from(&pair.peer, v4(POD_IP, 8080)).await,
+        "app from 10.240.0.1"
     );
-}
-
-#[test]
-fn errors_name_the_bad_flag_missing_binary_and_missing_capability() {
-    let Some(pair) = setup("err", false) else {
-        return;
-    };
-    let stderr = |out: &std::process::Output| String::from_utf8_lossy(&out.stderr).into_owned();
-
-    let out = pair.init(&["--exclude-inbound-ports", "80,9000-8000"]);
-    assert_eq!(out.status.code(), Some(64));
-    assert!(stderr(&out).contains(
-        "failed to parse --exclude-inbound-ports: range \"9000-8000\" ends before it starts"
-    ));
-
-    let out = pair.exec(
-        &pair.pod,
-        "env",
-        &["PATH=/nonexistent", capture::BIN, "init"],
-    );
-    assert_eq!(out.status.code(), Some(69), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("failed to run iptables-nft-save: not found in PATH"),
-        "{}",
-        stderr(&out)
-    );
-
-    let out = pair.exec(
-        &pair.pod,
-        "setpriv",
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            capture::BIN,
-            "init",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("lacks capability NET_ADMIN"),
-        "{}",
-        stderr(&out)
-    );
-    let out = pair.exec(
-        &pair.pod,
-        "setpriv",
-        &[
-            "--inh-caps=-all",
-            "--bounding-set=-net_raw",
-            capture::BIN,
-            "init",
-            "--backend",
-            "legacy",
-        ],
-    );
-    assert_eq!(out.status.code(), Some(77), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("lacks capability NET_RAW"),
-        "{}",
-        stderr(&out)
-    );
-    assert!(
-        !pair.nat_rules("iptables-nft-save").contains("FAULTLINE"),
-        "nothing was written"
+    assert_eq!(
+        read_from(&pair.pod, v4(PEER_IP, 9000)).await,
+        "orig=10.240.0.1:9000"
     );
 }

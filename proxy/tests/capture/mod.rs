@@ -51,7 +51,12 @@ pub fn setup(tag: &str, ipv6: bool) -> Option<NetnsPair> {
         if std::env::var_os("CI").is_some() {
             panic!("{message}");
         }
-        eprintln!("\n!!! SKIPPING capture test {tag}: {message}\n");
+        // Written to stderr directly: the test harness captures eprintln!.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "\n!!! SKIPPING capture test {tag}: {message}\n"
+        );
         return None;
     }
     ip(&["netns", "add", &pair.peer]).expect("add peer netns");
