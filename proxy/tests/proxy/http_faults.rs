@@ -333,12 +333,18 @@ async fn malformed_and_oversized_requests_get_400_and_431() {
         String::from_utf8_lossy(&bytes)
     );
     assert_eq!(upstream.hits(), 0);
-    assert_eq!(
-        proxy
-            .metric("faultline_bad_requests_total{direction=\"inbound\"}")
-            .await,
-        2.0
-    );
+    // Counted when the connection task finishes, just after the close.
+    eventually(
+        "both bad requests to be counted",
+        Duration::from_secs(5),
+        || async {
+            proxy
+                .metric("faultline_bad_requests_total{direction=\"inbound\"}")
+                .await
+                == 2.0
+        },
+    )
+    .await;
     // And the proxy keeps serving.
     assert_eq!(
         reqwest::get(proxy.url("/hello")).await.unwrap().status(),
