@@ -74,11 +74,11 @@ async fn request_delay_is_within_tolerance() {
     let elapsed = started.elapsed();
     assert_eq!(response.text().await.unwrap(), "hello");
     assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(450), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(750), "{elapsed:?}");
     // Other paths are not delayed.
     let started = Instant::now();
     client.get(proxy.url("/bytes/3")).send().await.unwrap();
-    assert!(started.elapsed() < Duration::from_millis(200));
+    assert!(started.elapsed() < Duration::from_millis(250));
     assert_eq!(
         proxy
             .metric("faultline_faults_injected_total{rule=\"slow\",kind=\"delay\"}")
@@ -100,11 +100,9 @@ async fn response_delay_happens_after_the_upstream_answered() {
     let request =
         tokio::spawn(async move { reqwest::get(url).await.unwrap().text().await.unwrap() });
     // The upstream sees the request long before the client gets an answer.
-    eventually(
-        "the upstream to be hit",
-        Duration::from_millis(300),
-        || async { upstream.hits() == 1 },
-    )
+    eventually("the upstream to be hit", Duration::from_secs(5), || async {
+        upstream.hits() == 1
+    })
     .await;
     assert!(!request.is_finished());
     assert_eq!(request.await.unwrap(), "hello");
