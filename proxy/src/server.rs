@@ -163,6 +163,9 @@ impl Proxy {
                 .as_ref()
                 .map(|_| self.config.ready_grace),
         ));
+        if let Ok(addr) = self.admin.local_addr() {
+            tracing::info!(%addr, "admin server listening");
+        }
         let admin_stop = CancellationToken::new();
         let admin = tokio::spawn(crate::admin::serve(
             self.admin,
