@@ -9,7 +9,8 @@
 //!   (`detect`); then `http` (hyper, HTTP/1.1 + h2c + gRPC) or `tcp`.
 //! - `faults`: the effects the data plane applies, from policy decisions;
 //!   `io` (RST, byte-level faults), `throttle` (bandwidth),
-//!   `upstream` (pooled upstream connections).
+//!   `upstream` (pooled upstream connections), `workers` (the
+//!   thread-per-core runtimes connections run on).
 //! - `client`: the controller's policy stream; `faults_file`: the watched policy file; `admin`: /healthz /readyz
 //!   /metrics /policy; `metrics`; `telemetry` (logs).
 //! - `init`: `faultline-proxy init`, the iptables capture rules installed
@@ -34,6 +35,7 @@ pub mod tcp;
 pub mod telemetry;
 pub mod throttle;
 pub mod upstream;
+pub mod workers;
 
 pub use config::Config;
 pub use server::{Proxy, RunError, run};
