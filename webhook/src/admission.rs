@@ -26,11 +26,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
+use base64::Engine;
 use bytes::Bytes;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
+use kube::core::TypeMeta;
+use kube::core::admission::{
+    AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
+};
 use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 pub use mutate::{MutateError, Mutation, SkipReason, mutate};
 pub use validate::{Denial, check_policy, validate};
@@ -64,57 +69,125 @@ async fn mutate_endpoint(State(state): State<AdmissionState>, body: Bytes) -> Re
     let started = Instant::now();
     let request = match read_review::<Pod>(&body) {
         Ok(request) => request,
-        Err(response) => {
-            state.metrics.observe(ReviewKind::Mutate, Outcome::Error, started.elapsed().as_secs_f64());
-            return response;
+        Err(message) => {
+            state.metrics.observe(
+                ReviewKind::Mutate,
+                Outcome::Error,
+                started.elapsed().as_secs_f64(),
+            );
+            return (StatusCode::BAD_REQUEST, message).into_response();
         }
     };
     let (response, outcome) = review_pod(&request, &state.config);
     if let Some(reason) = outcome.1 {
         state.metrics.skipped(reason);
     }
-    state.metrics.observe(ReviewKind::Mutate, outcome.0, started.elapsed().as_secs_f64());
-    Json(response.into_review()).into_response()
+    let body = review_json(response);
+    state.metrics.observe(
+        ReviewKind::Mutate,
+        outcome.0,
+        started.elapsed().as_secs_f64(),
+    );
+    body
 }
 
 async fn validate_endpoint(State(state): State<AdmissionState>, body: Bytes) -> Response {
     let started = Instant::now();
     let request = match read_review::<DynamicObject>(&body) {
         Ok(request) => request,
-        Err(response) => {
-            state.metrics.observe(ReviewKind::Validate, Outcome::Error, started.elapsed().as_secs_f64());
-            return response;
+        Err(message) => {
+            state.metrics.observe(
+                ReviewKind::Validate,
+                Outcome::Error,
+                started.elapsed().as_secs_f64(),
+            );
+            return (StatusCode::BAD_REQUEST, message).into_response();
         }
     };
     let (response, outcome) = review_object(&request, check_policy);
-    state.metrics.observe(ReviewKind::Validate, outcome, started.elapsed().as_secs_f64());
-    Json(response.into_review()).into_response()
+    let body = review_json(response);
+    state.metrics.observe(
+        ReviewKind::Validate,
+        outcome,
+        started.elapsed().as_secs_f64(),
+    );
+    body
 }
 
-/// Parse an AdmissionReview body, or the 400 response that explains why not.
-fn read_review<T>(body: &[u8]) -> Result<AdmissionRequest<T>, Response>
+/// The review as JSON, with `response.patch` base64-encoded as Kubernetes'
+/// `[]byte` fields are (kube-core serializes it as an array of numbers).
+fn review_json(response: AdmissionResponse) -> Response {
+    let patch = response
+        .patch
+        .as_deref()
+        .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
+    let mut review = match serde_json::to_value(response.into_review()) {
+        Ok(v) => v,
+        Err(e) => {
+            return (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("failed to encode the response: {e}\n"),
+            )
+                .into_response();
+        }
+    };
+    if let (Some(patch), Some(slot)) = (patch, review.pointer_mut("/response/patch")) {
+        *slot = Value::String(patch);
+    }
+    Json(review).into_response()
+}
+
+/// Parse an AdmissionReview body, or say why not (answered with 400).
+fn read_review<T>(body: &[u8]) -> Result<AdmissionRequest<T>, String>
 where
     T: kube::Resource + DeserializeOwned,
 {
-    let bad = |message: String| (StatusCode::BAD_REQUEST, message).into_response();
-    let review: AdmissionReview<T> =
-        serde_json::from_slice(body).map_err(|e| bad(format!("failed to read AdmissionReview: {e}\n")))?;
-    review.request.ok_or_else(|| bad("failed to read AdmissionReview: it has no request\n".into()))
+    let review: AdmissionReview<T> = serde_json::from_slice(body)
+        .map_err(|e| format!("failed to read AdmissionReview: {e}\n"))?;
+    let mut request = review
+        .request
+        .ok_or_else(|| "failed to read AdmissionReview: it has no request\n".to_string())?;
+    // The response must carry the review's apiVersion/kind (the API server
+    // rejects it otherwise); they live on the review, not on its request.
+    request.types = review.types;
+    if request.types.api_version.is_empty() {
+        request.types = TypeMeta {
+            api_version: META_API_VERSION_V1.into(),
+            kind: META_KIND.into(),
+        };
+    }
+    Ok(request)
 }
 
 /// Answer a pod review. Pure apart from logging.
-pub fn review_pod(request: &AdmissionRequest<Pod>, config: &Config) -> (AdmissionResponse, (Outcome, Option<SkipReason>)) {
+pub fn review_pod(
+    request: &AdmissionRequest<Pod>,
+    config: &Config,
+) -> (AdmissionResponse, (Outcome, Option<SkipReason>)) {
     let response = AdmissionResponse::from(request);
-    let Some(pod) = request.object.as_ref().filter(|_| request.operation == Operation::Create) else {
+    let Some(pod) = request
+        .object
+        .as_ref()
+        .filter(|_| request.operation == Operation::Create)
+    else {
         return (response, (Outcome::Allowed, None));
     };
     let who = pod_ident(request, pod);
     match mutate(pod, config) {
-        Ok(Mutation { skipped: Some(reason), warnings, .. }) => {
+        Ok(Mutation {
+            skipped: Some(reason),
+            warnings,
+            ..
+        }) => {
             tracing::debug!(pod = %who, reason = reason.as_str(), "pod not injected");
-            (with_warnings(response, warnings), (Outcome::Skipped, Some(reason)))
+            (
+                with_warnings(response, warnings),
+                (Outcome::Skipped, Some(reason)),
+            )
         }
-        Ok(Mutation { patch, warnings, .. }) => match response.clone().with_patch(patch) {
+        Ok(Mutation {
+            patch, warnings, ..
+        }) => match response.clone().with_patch(patch) {
             Ok(patched) => {
                 tracing::debug!(pod = %who, "pod injected");
                 (with_warnings(patched, warnings), (Outcome::Injected, None))
@@ -161,7 +234,11 @@ fn with_warnings(mut response: AdmissionResponse, warnings: Vec<String>) -> Admi
 
 /// `namespace/name`, or `namespace/generateName*` for pods not yet named.
 fn pod_ident(request: &AdmissionRequest<Pod>, pod: &Pod) -> String {
-    let ns = request.namespace.as_deref().or(pod.metadata.namespace.as_deref()).unwrap_or("");
+    let ns = request
+        .namespace
+        .as_deref()
+        .or(pod.metadata.namespace.as_deref())
+        .unwrap_or("");
     match (&pod.metadata.name, &pod.metadata.generate_name) {
         (Some(name), _) if !name.is_empty() => format!("{ns}/{name}"),
         (_, Some(prefix)) => format!("{ns}/{prefix}*"),

@@ -13,8 +13,8 @@ mod secret;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use thiserror::Error;
 use time::OffsetDateTime;
@@ -69,38 +69,67 @@ pub fn generate(names: &[String], now: OffsetDateTime) -> Result<CertBundle, Cer
     dn.push(DnType::OrganizationName, "faultline");
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
     validity(&mut params, now, CA_VALIDITY);
     let ca_key = KeyPair::generate().map_err(CertError::Generate)?;
     let ca_cert = params.self_signed(&ca_key).map_err(CertError::Generate)?;
     let (ca_cert_pem, ca_key_pem) = (ca_cert.pem(), ca_key.serialize_pem());
     let (cert_pem, key_pem) = issue(&ca_cert_pem, &ca_key_pem, names, now)?;
-    Ok(CertBundle { ca_cert_pem, ca_key_pem, cert_pem, key_pem })
+    Ok(CertBundle {
+        ca_cert_pem,
+        ca_key_pem,
+        cert_pem,
+        key_pem,
+    })
 }
 
 /// A serving certificate for `names`, signed by the given CA. Returns (cert, key) PEM.
-pub fn issue(ca_cert_pem: &str, ca_key_pem: &str, names: &[String], now: OffsetDateTime) -> Result<(String, String), CertError> {
+pub fn issue(
+    ca_cert_pem: &str,
+    ca_key_pem: &str,
+    names: &[String],
+    now: OffsetDateTime,
+) -> Result<(String, String), CertError> {
     let ca_key = KeyPair::from_pem(ca_key_pem).map_err(CertError::Parse)?;
     let issuer = Issuer::from_ca_cert_pem(ca_cert_pem, ca_key).map_err(CertError::Parse)?;
     let mut params = CertificateParams::new(names.to_vec()).map_err(CertError::Generate)?;
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, names.first().map(String::as_str).unwrap_or("faultline-webhook"));
+    dn.push(
+        DnType::CommonName,
+        names
+            .first()
+            .map(String::as_str)
+            .unwrap_or("faultline-webhook"),
+    );
     params.distinguished_name = dn;
     params.is_ca = IsCa::ExplicitNoCa;
-    params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     params.use_authority_key_identifier_extension = true;
     validity(&mut params, now, SERVING_VALIDITY);
     let key = KeyPair::generate().map_err(CertError::Generate)?;
-    let cert = params.signed_by(&key, &issuer).map_err(CertError::Generate)?;
+    let cert = params
+        .signed_by(&key, &issuer)
+        .map_err(CertError::Generate)?;
     Ok((cert.pem(), key.serialize_pem()))
 }
 
 /// Expiry of a PEM certificate.
 pub fn not_after(cert_pem: &str) -> Result<OffsetDateTime, CertError> {
-    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).map_err(|e| CertError::X509(e.to_string()))?;
-    let cert = pem.parse_x509().map_err(|e| CertError::X509(e.to_string()))?;
-    OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp()).map_err(|e| CertError::X509(e.to_string()))
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| CertError::X509(e.to_string()))?;
+    let cert = pem
+        .parse_x509()
+        .map_err(|e| CertError::X509(e.to_string()))?;
+    OffsetDateTime::from_unix_timestamp(cert.validity().not_after.timestamp())
+        .map_err(|e| CertError::X509(e.to_string()))
 }
 
 /// What to do with the certificates found in the Secret.
@@ -116,9 +145,12 @@ pub enum Renewal {
 
 /// Pure renewal decision.
 pub fn renewal(bundle: &CertBundle, now: OffsetDateTime) -> Renewal {
-    let due = |pem: &str, margin: Duration| not_after(pem).map(|t| t - margin <= now).unwrap_or(true);
+    let due =
+        |pem: &str, margin: Duration| not_after(pem).map(|t| t - margin <= now).unwrap_or(true);
     // The CA must outlive any serving certificate it would sign.
-    if due(&bundle.ca_cert_pem, SERVING_VALIDITY + RENEW_BEFORE) || KeyPair::from_pem(&bundle.ca_key_pem).is_err() {
+    if due(&bundle.ca_cert_pem, SERVING_VALIDITY + RENEW_BEFORE)
+        || KeyPair::from_pem(&bundle.ca_key_pem).is_err()
+    {
         Renewal::Everything
     } else if due(&bundle.cert_pem, RENEW_BEFORE) {
         Renewal::ServingCert
@@ -168,9 +200,15 @@ mod tests {
         assert_eq!(renewal(&bundle, later), Renewal::ServingCert);
         let much_later = now + CA_VALIDITY - SERVING_VALIDITY;
         assert_eq!(renewal(&bundle, much_later), Renewal::Everything);
-        let broken = CertBundle { cert_pem: "garbage".into(), ..bundle.clone() };
+        let broken = CertBundle {
+            cert_pem: "garbage".into(),
+            ..bundle.clone()
+        };
         assert_eq!(renewal(&broken, now), Renewal::ServingCert);
-        let no_ca_key = CertBundle { ca_key_pem: "garbage".into(), ..bundle };
+        let no_ca_key = CertBundle {
+            ca_key_pem: "garbage".into(),
+            ..bundle
+        };
         assert_eq!(renewal(&no_ca_key, now), Renewal::Everything);
     }
 }

@@ -122,7 +122,11 @@ pub enum ConfigError {
     #[error("invalid image pull policy {0:?}: expected Always, IfNotPresent or Never")]
     PullPolicy(String),
     #[error("invalid proxy {field} {value:?}: {reason}")]
-    Quantity { field: &'static str, value: String, reason: String },
+    Quantity {
+        field: &'static str,
+        value: String,
+        reason: String,
+    },
     #[error("invalid controller URL {0:?}: expected https://host[:port]")]
     ControllerUrl(String),
     #[error("invalid CA PEM: expected a PEM \"CERTIFICATE\" block")]
@@ -203,14 +207,58 @@ mod tests {
             c.validate().unwrap_err()
         };
         assert_eq!(bad(|c| c.proxy_image = " ".into()), ConfigError::EmptyImage);
-        assert!(matches!(bad(|c| c.image_pull_policy = Some("Sometimes".into())), ConfigError::PullPolicy(_)));
+        assert!(matches!(
+            bad(|c| c.image_pull_policy = Some("Sometimes".into())),
+            ConfigError::PullPolicy(_)
+        ));
         assert!(matches!(
             bad(|c| c.resources.cpu_request = Some("lots".into())),
-            ConfigError::Quantity { field: "cpu request", .. }
+            ConfigError::Quantity {
+                field: "cpu request",
+                ..
+            }
         ));
-        assert!(matches!(bad(|c| c.controller_url = "http://x".into()), ConfigError::ControllerUrl(_)));
-        assert!(matches!(bad(|c| c.controller_url = "https://".into()), ConfigError::ControllerUrl(_)));
+        assert!(matches!(
+            bad(|c| c.controller_url = "http://x".into()),
+            ConfigError::ControllerUrl(_)
+        ));
+        assert!(matches!(
+            bad(|c| c.controller_url = "https://".into()),
+            ConfigError::ControllerUrl(_)
+        ));
         assert_eq!(bad(|c| c.ca_pem = Some("nope".into())), ConfigError::CaPem);
-        assert_eq!(bad(|c| c.wait_ready_timeout_seconds = 0), ConfigError::WaitReadyTimeout);
+        assert_eq!(
+            bad(|c| c.wait_ready_timeout_seconds = 0),
+            ConfigError::WaitReadyTimeout
+        );
+    }
+}
+
+/// Native sidecars (`restartPolicy: Always` init containers) are on by
+/// default from Kubernetes 1.29. `minor` may carry a suffix (`"29+"` on GKE/EKS).
+pub fn native_sidecars_supported(major: &str, minor: &str) -> bool {
+    let number = |s: &str| {
+        s.trim_end_matches(|c: char| !c.is_ascii_digit())
+            .parse::<u32>()
+            .ok()
+    };
+    match (number(major), number(minor)) {
+        (Some(major), Some(minor)) => major > 1 || (major == 1 && minor >= 29),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod version_tests {
+    use super::native_sidecars_supported as supported;
+
+    #[test]
+    fn native_sidecars_from_1_29() {
+        assert!(!supported("1", "20"));
+        assert!(!supported("1", "28"));
+        assert!(supported("1", "29"));
+        assert!(supported("1", "33+"));
+        assert!(supported("2", "0"));
+        assert!(!supported("", "x"));
     }
 }

@@ -61,11 +61,16 @@ pub fn inject_yaml(input: &str, config: &Config) -> Result<(String, InjectReport
     let mut out = Vec::new();
     for (i, document) in serde_yaml::Deserializer::from_str(input).enumerate() {
         let doc = i + 1;
-        let value = serde_yaml::Value::deserialize(document).map_err(|source| InjectError::Yaml { doc, source })?;
+        let value = serde_yaml::Value::deserialize(document)
+            .map_err(|source| InjectError::Yaml { doc, source })?;
         if value.is_null() {
             continue;
         }
-        let mut json = serde_json::to_value(value).map_err(|source| InjectError::Pod { doc, what: "document".into(), source })?;
+        let mut json = serde_json::to_value(value).map_err(|source| InjectError::Pod {
+            doc,
+            what: "document".into(),
+            source,
+        })?;
         inject_object(&mut json, config, doc, &mut report)?;
         out.push(serde_yaml::to_string(&json).map_err(InjectError::Write)?);
     }
@@ -73,28 +78,52 @@ pub fn inject_yaml(input: &str, config: &Config) -> Result<(String, InjectReport
 }
 
 /// Inject one object (recursing into `List` items).
-pub fn inject_object(object: &mut Value, config: &Config, doc: usize, report: &mut InjectReport) -> Result<(), InjectError> {
-    let kind = object.get("kind").and_then(Value::as_str).unwrap_or_default().to_string();
-    let name = object.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("<unnamed>").to_string();
+pub fn inject_object(
+    object: &mut Value,
+    config: &Config,
+    doc: usize,
+    report: &mut InjectReport,
+) -> Result<(), InjectError> {
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("<unnamed>")
+        .to_string();
     let what = format!("{kind}/{name}");
     let template_path = match kind.as_str() {
         "Pod" => Some(""),
         "Deployment" | "StatefulSet" | "DaemonSet" | "ReplicaSet" | "Job" => Some("/spec/template"),
         "CronJob" => Some("/spec/jobTemplate/spec/template"),
         _ if kind.ends_with("List") => {
-            for item in object.get_mut("items").and_then(Value::as_array_mut).into_iter().flatten() {
+            for item in object
+                .get_mut("items")
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
+            {
                 inject_object(item, config, doc, report)?;
             }
             None
         }
         _ => None,
     };
-    let Some(path) = template_path else { return Ok(()) };
-    let Some(target) = object.pointer_mut(path) else { return Ok(()) };
-    inject_pod_like(target, config).map_err(|e| e.into_error(doc, what.clone()))?.map_or_else(
-        || report.injected.push(what.clone()),
-        |reason| report.skipped.push(format!("{what}: {reason}")),
-    );
+    let Some(path) = template_path else {
+        return Ok(());
+    };
+    let Some(target) = object.pointer_mut(path) else {
+        return Ok(());
+    };
+    inject_pod_like(target, config)
+        .map_err(|e| e.into_error(doc, what.clone()))?
+        .map_or_else(
+            || report.injected.push(what.clone()),
+            |reason| report.skipped.push(format!("{what}: {reason}")),
+        );
     Ok(())
 }
 

@@ -67,35 +67,59 @@ impl Metrics {
         let metrics = Self {
             requests: Family::default(),
             // 50µs .. ~0.8s: the p99 target is 1 ms, so resolution matters at the low end.
-            duration: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.000_05, 2.0, 15))),
+            duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
+            }),
             skipped: Family::default(),
             tls_reloads: Family::default(),
         };
         let sub = registry.sub_registry_with_prefix("faultline_webhook");
-        sub.register("admission_requests", "Admission reviews by endpoint and outcome", metrics.requests.clone());
+        sub.register(
+            "admission_requests",
+            "Admission reviews by endpoint and outcome",
+            metrics.requests.clone(),
+        );
         sub.register(
             "admission_duration_seconds",
             "Server-side time to answer an admission review",
             metrics.duration.clone(),
         );
-        sub.register("skipped_pods", "Pods that reached the webhook but were not injected, by reason", metrics.skipped.clone());
-        sub.register("tls_reloads", "Serving certificate reloads by outcome", metrics.tls_reloads.clone());
+        sub.register(
+            "skipped_pods",
+            "Pods that reached the webhook but were not injected, by reason",
+            metrics.skipped.clone(),
+        );
+        sub.register(
+            "tls_reloads",
+            "Serving certificate reloads by outcome",
+            metrics.tls_reloads.clone(),
+        );
         for reason in SkipReason::ALL {
-            let _ = metrics.skipped.get_or_create(&[("reason", reason.as_str())]);
+            let _ = metrics
+                .skipped
+                .get_or_create(&[("reason", reason.as_str())]);
         }
         metrics
     }
 
     pub fn observe(&self, kind: ReviewKind, outcome: Outcome, seconds: f64) {
-        self.requests.get_or_create(&[("kind", kind.as_str()), ("outcome", outcome.as_str())]).inc();
-        self.duration.get_or_create(&[("kind", kind.as_str())]).observe(seconds);
+        self.requests
+            .get_or_create(&[("kind", kind.as_str()), ("outcome", outcome.as_str())])
+            .inc();
+        self.duration
+            .get_or_create(&[("kind", kind.as_str())])
+            .observe(seconds);
     }
 
     pub fn skipped(&self, reason: SkipReason) {
-        self.skipped.get_or_create(&[("reason", reason.as_str())]).inc();
+        self.skipped
+            .get_or_create(&[("reason", reason.as_str())])
+            .inc();
     }
 
     pub fn tls_reload(&self, ok: bool) {
-        self.tls_reloads.get_or_create(&[("outcome", if ok { "ok" } else { "error" })]).inc();
+        self.tls_reloads
+            .get_or_create(&[("outcome", if ok { "ok" } else { "error" })])
+            .inc();
     }
 }

@@ -55,7 +55,12 @@ impl Default for ServeOptions {
 }
 
 /// Serve `app` over TLS on `listener` until `shutdown`, then drain.
-pub async fn serve(listener: TcpListener, tls: TlsReloader, app: Router, shutdown: CancellationToken) -> Result<(), ServeError> {
+pub async fn serve(
+    listener: TcpListener,
+    tls: TlsReloader,
+    app: Router,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
     serve_with(listener, tls, app, shutdown, ServeOptions::default()).await
 }
 
@@ -68,7 +73,10 @@ pub async fn serve_with(
 ) -> Result<(), ServeError> {
     let acceptor = TlsAcceptor::from(tls.server_config()?);
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(options.header_read_timeout);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout);
     builder
         .http2()
         .timer(TokioTimer::new())
@@ -111,7 +119,9 @@ pub async fn serve_with(
                     return;
                 }
             };
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned();
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
             if let Err(error) = watcher.watch(conn).await {
                 tracing::debug!(%peer, %error, "connection ended with an error");
             }
@@ -120,7 +130,10 @@ pub async fn serve_with(
 
     drop(listener);
     tracing::info!(timeout = ?options.drain_timeout, "draining connections");
-    if tokio::time::timeout(options.drain_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timeout: closing the remaining connections");
     }
     Ok(())
@@ -153,7 +166,10 @@ pub fn ops_router(registry: Arc<Registry>, readiness: Readiness) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .with_state(OpsState { registry, readiness })
+        .with_state(OpsState {
+            registry,
+            readiness,
+        })
 }
 
 async fn readyz(State(state): State<OpsState>) -> Response {
@@ -168,10 +184,17 @@ async fn metrics(State(state): State<OpsState>) -> Response {
     let mut body = String::new();
     match prometheus_client::encoding::text::encode(&mut body, &state.registry) {
         Ok(()) => (
-            [(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                header::CONTENT_TYPE,
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             body,
         )
             .into_response(),
-        Err(error) => (StatusCode::INTERNAL_SERVER_ERROR, format!("failed to encode metrics: {error}\n")).into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to encode metrics: {error}\n"),
+        )
+            .into_response(),
     }
 }

@@ -18,11 +18,17 @@ pub enum TelemetryError {
 /// `inject`/`certs` output).
 pub fn init() -> Result<(), TelemetryError> {
     let filter = match std::env::var(LOG_ENV) {
-        Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(spec).map_err(TelemetryError::Filter)?,
+        Ok(spec) if !spec.trim().is_empty() => {
+            EnvFilter::try_new(spec).map_err(TelemetryError::Filter)?
+        }
         _ => EnvFilter::new("info"),
     };
     let format = std::env::var(LOG_FORMAT_ENV).unwrap_or_else(|_| "plain".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     match format.as_str() {
         "json" => {
             let _ = builder.json().flatten_event(true).try_init();

@@ -53,7 +53,9 @@ pub struct TlsReloader {
 
 impl std::fmt::Debug for TlsReloader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TlsReloader").field("files", &self.files).finish_non_exhaustive()
+        f.debug_struct("TlsReloader")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,7 +71,9 @@ pub fn certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, Tl
     if chain.is_empty() {
         return Err(TlsError::NoCertificate);
     }
-    let key = rustls_pemfile::private_key(&mut &key_pem[..]).map_err(TlsError::KeyPem)?.ok_or(TlsError::NoKey)?;
+    let key = rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(TlsError::KeyPem)?
+        .ok_or(TlsError::NoKey)?;
     CertifiedKey::from_der(chain, key, &provider()).map_err(TlsError::Key)
 }
 
@@ -105,9 +109,15 @@ impl TlsReloader {
 
     /// Re-read the files; `Ok(true)` when a new certificate was installed.
     pub fn reload_files(&self) -> Result<bool, TlsError> {
-        let Some((cert, key)) = &self.files else { return Ok(false) };
+        let Some((cert, key)) = &self.files else {
+            return Ok(false);
+        };
         let (cert_pem, key_pem) = (read(cert)?, read(key)?);
-        let unchanged = self.loaded.lock().map(|l| l.0 == cert_pem && l.1 == key_pem).unwrap_or(false);
+        let unchanged = self
+            .loaded
+            .lock()
+            .map(|l| l.0 == cert_pem && l.1 == key_pem)
+            .unwrap_or(false);
         if unchanged {
             return Ok(false);
         }
@@ -173,12 +183,20 @@ impl TlsReloader {
 
     /// The end-entity certificate currently served (DER).
     pub fn current_cert_der(&self) -> Vec<u8> {
-        self.current.load().cert.first().map(|c| c.to_vec()).unwrap_or_default()
+        self.current
+            .load()
+            .cert
+            .first()
+            .map(|c| c.to_vec())
+            .unwrap_or_default()
     }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read { path: path.to_path_buf(), source })
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 #[derive(Debug)]

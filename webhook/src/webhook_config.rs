@@ -12,26 +12,36 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference, ValidatingWebhook,
-    ValidatingWebhookConfiguration, WebhookClientConfig,
+    MutatingWebhook, MutatingWebhookConfiguration, RuleWithOperations, ServiceReference,
+    ValidatingWebhook, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
 use kube::api::ObjectMeta;
 
-use crate::config::{INJECT_LABEL, NAMESPACE_INJECTION_LABEL, SYSTEM_NAMESPACE, WEBHOOK_CONFIG_NAME, WEBHOOK_SERVICE};
+use crate::config::{
+    INJECT_LABEL, NAMESPACE_INJECTION_LABEL, SYSTEM_NAMESPACE, WEBHOOK_CONFIG_NAME, WEBHOOK_SERVICE,
+};
 
 /// Where the API server reaches the webhook.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     /// In-cluster Service (port 443 -> container 8443).
-    Service { namespace: String, name: String, port: i32 },
+    Service {
+        namespace: String,
+        name: String,
+        port: i32,
+    },
     /// A base URL such as `https://127.0.0.1:34567` (tests, out-of-cluster dev).
     Url(String),
 }
 
 impl Default for Endpoint {
     fn default() -> Self {
-        Self::Service { namespace: SYSTEM_NAMESPACE.into(), name: WEBHOOK_SERVICE.into(), port: 443 }
+        Self::Service {
+            namespace: SYSTEM_NAMESPACE.into(),
+            name: WEBHOOK_SERVICE.into(),
+            port: 443,
+        }
     }
 }
 
@@ -39,7 +49,11 @@ impl Endpoint {
     fn client_config(&self, path: &str, ca_bundle: Option<&[u8]>) -> WebhookClientConfig {
         let ca_bundle = ca_bundle.map(|pem| ByteString(pem.to_vec()));
         match self {
-            Self::Service { namespace, name, port } => WebhookClientConfig {
+            Self::Service {
+                namespace,
+                name,
+                port,
+            } => WebhookClientConfig {
                 ca_bundle,
                 service: Some(ServiceReference {
                     namespace: namespace.clone(),
@@ -67,14 +81,26 @@ fn requirement(key: &str, operator: &str, values: &[&str]) -> LabelSelectorRequi
 }
 
 fn selector(requirements: Vec<LabelSelectorRequirement>) -> LabelSelector {
-    LabelSelector { match_expressions: Some(requirements), match_labels: None }
+    LabelSelector {
+        match_expressions: Some(requirements),
+        match_labels: None,
+    }
 }
 
 fn not_system() -> LabelSelectorRequirement {
-    requirement("kubernetes.io/metadata.name", "NotIn", &["kube-system", SYSTEM_NAMESPACE])
+    requirement(
+        "kubernetes.io/metadata.name",
+        "NotIn",
+        &["kube-system", SYSTEM_NAMESPACE],
+    )
 }
 
-fn rule(groups: &[&str], versions: &[&str], resources: &[&str], operations: &[&str]) -> RuleWithOperations {
+fn rule(
+    groups: &[&str],
+    versions: &[&str],
+    resources: &[&str],
+    operations: &[&str],
+) -> RuleWithOperations {
     let strings = |v: &[&str]| Some(v.iter().map(ToString::to_string).collect());
     RuleWithOperations {
         api_groups: strings(groups),
@@ -88,7 +114,10 @@ fn rule(groups: &[&str], versions: &[&str], resources: &[&str], operations: &[&s
 fn metadata() -> ObjectMeta {
     ObjectMeta {
         name: Some(WEBHOOK_CONFIG_NAME.into()),
-        labels: Some(BTreeMap::from([("app.kubernetes.io/name".into(), "faultline".into())])),
+        labels: Some(BTreeMap::from([(
+            "app.kubernetes.io/name".into(),
+            "faultline".into(),
+        )])),
         ..ObjectMeta::default()
     }
 }
@@ -96,7 +125,9 @@ fn metadata() -> ObjectMeta {
 /// Two entries: namespace opt-in and pod opt-in (disjoint, so a pod is never
 /// sent twice).
 pub fn mutating(endpoint: &Endpoint, ca_bundle: Option<&[u8]>) -> MutatingWebhookConfiguration {
-    let entry = |name: &str, namespaces: Vec<LabelSelectorRequirement>, objects: Vec<LabelSelectorRequirement>| {
+    let entry = |name: &str,
+                 namespaces: Vec<LabelSelectorRequirement>,
+                 objects: Vec<LabelSelectorRequirement>| {
         MutatingWebhook {
             name: name.into(),
             admission_review_versions: vec!["v1".into()],
@@ -117,12 +148,18 @@ pub fn mutating(endpoint: &Endpoint, ca_bundle: Option<&[u8]>) -> MutatingWebhoo
         webhooks: Some(vec![
             entry(
                 "namespace.inject.faultline.dev",
-                vec![requirement(NAMESPACE_INJECTION_LABEL, "In", &["enabled"]), not_system()],
+                vec![
+                    requirement(NAMESPACE_INJECTION_LABEL, "In", &["enabled"]),
+                    not_system(),
+                ],
                 vec![requirement(INJECT_LABEL, "NotIn", &["false"])],
             ),
             entry(
                 "pod.inject.faultline.dev",
-                vec![requirement(NAMESPACE_INJECTION_LABEL, "NotIn", &["enabled"]), not_system()],
+                vec![
+                    requirement(NAMESPACE_INJECTION_LABEL, "NotIn", &["enabled"]),
+                    not_system(),
+                ],
                 vec![requirement(INJECT_LABEL, "In", &["true"])],
             ),
         ]),
@@ -143,7 +180,12 @@ pub fn validating(endpoint: &Endpoint, ca_bundle: Option<&[u8]>) -> ValidatingWe
             namespace_selector: Some(selector(vec![not_system()])),
             rules: Some(vec![
                 rule(&[""], &["v1"], &["pods"], &ops),
-                rule(&["apps"], &["v1"], &["deployments", "statefulsets", "daemonsets", "replicasets"], &ops),
+                rule(
+                    &["apps"],
+                    &["v1"],
+                    &["deployments", "statefulsets", "daemonsets", "replicasets"],
+                    &ops,
+                ),
                 rule(&["batch"], &["v1", "v1beta1"], &["jobs", "cronjobs"], &ops),
             ]),
             side_effects: "None".into(),
@@ -180,7 +222,10 @@ mod tests {
 
     #[test]
     fn url_endpoint_appends_path_and_bundle() {
-        let m = mutating(&Endpoint::Url("https://127.0.0.1:9443/".into()), Some(b"PEM"));
+        let m = mutating(
+            &Endpoint::Url("https://127.0.0.1:9443/".into()),
+            Some(b"PEM"),
+        );
         let cc = &m.webhooks.unwrap()[0].client_config;
         assert_eq!(cc.url.as_deref(), Some("https://127.0.0.1:9443/mutate"));
         assert_eq!(cc.ca_bundle.as_ref().unwrap().0, b"PEM");

@@ -106,8 +106,10 @@ impl HostMatcher {
         }
     }
 
-    /// `authority` may carry a port (`host:8080`, `[::1]:80`) and any case.
+    /// `authority` may carry user info (`user@`), a port (`host:8080`,
+    /// `[::1]:80`) and any case.
     pub fn matches(&self, authority: &str) -> bool {
+        let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         let host = strip_port(authority).trim_end_matches('.');
         if let Some(suffix) = &self.suffix {
             return host.len() > suffix.len()

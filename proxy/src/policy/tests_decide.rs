@@ -224,6 +224,7 @@ fn matches_hosts_with_short_forms_ports_and_wildcards() {
         (Some("PAYMENTS.shop.svc.cluster.local:80"), true),
         (Some("payments.shop.svc"), true),
         (Some("payments.shop:8080"), true),
+        (Some("user@payments.shop.svc:80"), true),
         (Some("payments"), true),
         (Some("payments.other"), false),
         (Some("checkout"), false),

@@ -52,13 +52,22 @@ pub fn init_command(inbound: &InboundPorts, overrides: &Overrides) -> Vec<String
         }
     }
     if !overrides.exclude_inbound_ports.is_empty() {
-        flag("--exclude-inbound-ports", join(&overrides.exclude_inbound_ports));
+        flag(
+            "--exclude-inbound-ports",
+            join(&overrides.exclude_inbound_ports),
+        );
     }
     if !overrides.exclude_outbound_ports.is_empty() {
-        flag("--exclude-outbound-ports", join(&overrides.exclude_outbound_ports));
+        flag(
+            "--exclude-outbound-ports",
+            join(&overrides.exclude_outbound_ports),
+        );
     }
     if !overrides.exclude_outbound_cidrs.is_empty() {
-        flag("--exclude-outbound-cidrs", overrides.exclude_outbound_cidrs.join(","));
+        flag(
+            "--exclude-outbound-cidrs",
+            overrides.exclude_outbound_cidrs.join(","),
+        );
     }
     cmd
 }
@@ -96,15 +105,25 @@ pub fn init_container(config: &Config, command: Vec<String>) -> Value {
 /// (`restartPolicy: Always`); otherwise a postStart hook holds the app
 /// containers back until the proxy is ready.
 pub fn proxy_container(config: &Config, overrides: &Overrides, native: bool) -> Value {
-    let field = |path: &str| json!({"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}});
+    let field =
+        |path: &str| json!({"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}});
     let mut env = vec![
         env_from("FAULTLINE_POD_NAME", field("metadata.name")),
         env_from("FAULTLINE_POD_NAMESPACE", field("metadata.namespace")),
         env_from("FAULTLINE_POD_IP", field("status.podIP")),
-        env_from("FAULTLINE_SERVICE_ACCOUNT", field("spec.serviceAccountName")),
+        env_from(
+            "FAULTLINE_SERVICE_ACCOUNT",
+            field("spec.serviceAccountName"),
+        ),
         env_value("FAULTLINE_ADMIN_ADDR", &format!("0.0.0.0:{ADMIN_PORT}")),
-        env_value("FAULTLINE_INBOUND_ADDR", &format!("0.0.0.0:{INBOUND_CAPTURE_PORT}")),
-        env_value("FAULTLINE_OUTBOUND_ADDR", &format!("0.0.0.0:{OUTBOUND_CAPTURE_PORT}")),
+        env_value(
+            "FAULTLINE_INBOUND_ADDR",
+            &format!("0.0.0.0:{INBOUND_CAPTURE_PORT}"),
+        ),
+        env_value(
+            "FAULTLINE_OUTBOUND_ADDR",
+            &format!("0.0.0.0:{OUTBOUND_CAPTURE_PORT}"),
+        ),
         env_value("FAULTLINE_CONTROLLER_URL", &config.controller_url),
         env_value("FAULTLINE_TOKEN_FILE", TOKEN_FILE),
         env_value("FAULTLINE_LOG_FORMAT", "json"),
@@ -180,8 +199,14 @@ fn env_from(name: &str, source: Value) -> Value {
 fn resources(config: &Config, overrides: &Overrides) -> Value {
     let r = &config.resources;
     let pick = |over: &Option<String>, base: &Option<String>| over.clone().or_else(|| base.clone());
-    let cpu_limit = r.cpu_limit.as_ref().map(|l| overrides.proxy_cpu.clone().unwrap_or(l.clone()));
-    let memory_limit = r.memory_limit.as_ref().map(|l| overrides.proxy_memory.clone().unwrap_or(l.clone()));
+    let cpu_limit = r
+        .cpu_limit
+        .as_ref()
+        .map(|l| overrides.proxy_cpu.clone().unwrap_or(l.clone()));
+    let memory_limit = r
+        .memory_limit
+        .as_ref()
+        .map(|l| overrides.proxy_memory.clone().unwrap_or(l.clone()));
     let mut requests = serde_json::Map::new();
     let mut limits = serde_json::Map::new();
     let put = |map: &mut serde_json::Map<String, Value>, key: &str, v: Option<String>| {
@@ -189,8 +214,16 @@ fn resources(config: &Config, overrides: &Overrides) -> Value {
             map.insert(key.into(), json!(v));
         }
     };
-    put(&mut requests, "cpu", pick(&overrides.proxy_cpu, &r.cpu_request));
-    put(&mut requests, "memory", pick(&overrides.proxy_memory, &r.memory_request));
+    put(
+        &mut requests,
+        "cpu",
+        pick(&overrides.proxy_cpu, &r.cpu_request),
+    );
+    put(
+        &mut requests,
+        "memory",
+        pick(&overrides.proxy_memory, &r.memory_request),
+    );
     put(&mut limits, "cpu", cpu_limit);
     put(&mut limits, "memory", memory_limit);
     let mut out = serde_json::Map::new();

@@ -23,8 +23,8 @@ use thiserror::Error;
 use super::containers::{self, InboundPorts};
 use super::overrides::{OverrideError, Overrides};
 use crate::config::{
-    ADMIN_PORT, Config, DEFAULT_CONTAINER_ANNOTATION, INBOUND_CAPTURE_PORT, INJECT_LABEL,
-    INJECTED_LABEL, INIT_CONTAINER_NAME, InjectionStatus, OUTBOUND_CAPTURE_PORT, PROXY_CONTAINER_NAME,
+    ADMIN_PORT, Config, DEFAULT_CONTAINER_ANNOTATION, INBOUND_CAPTURE_PORT, INIT_CONTAINER_NAME,
+    INJECT_LABEL, INJECTED_LABEL, InjectionStatus, OUTBOUND_CAPTURE_PORT, PROXY_CONTAINER_NAME,
     PROXY_GID, STATUS_ANNOTATION, TOKEN_VOLUME_NAME, XTABLES_VOLUME_NAME,
 };
 
@@ -81,7 +81,11 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref().ok_or(MutateError::MissingSpec)?;
     if let Some(reason) = skip_reason(pod, spec) {
-        return Ok(Mutation { patch: Patch(Vec::new()), warnings: vec![reason.warning()], skipped: Some(reason) });
+        return Ok(Mutation {
+            patch: Patch(Vec::new()),
+            warnings: vec![reason.warning()],
+            skipped: Some(reason),
+        });
     }
 
     let empty = BTreeMap::new();
@@ -92,6 +96,14 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
     let native = overrides.native_sidecar.unwrap_or(config.native_sidecars);
 
     let mut warnings = Vec::new();
+    let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
+    if !native && restart_policy != "Always" {
+        // A regular sidecar container never exits, so such a pod never completes.
+        warnings.push(format!(
+            "faultline: restartPolicy {restart_policy} with a classic sidecar: the pod will not complete \
+             while the proxy runs; native sidecars (Kubernetes 1.29+) do not have this problem"
+        ));
+    }
     let inbound = inbound_ports(&serving, &overrides, &mut warnings);
     let init = containers::init_container(config, containers::init_command(&inbound, &overrides));
     let proxy = containers::proxy_container(config, &overrides, native);
@@ -104,23 +116,48 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
         native_sidecar: native,
     };
     let status = serde_json::to_string(&status).unwrap_or_default();
-    add_map_entries(&mut ops, &["metadata", "labels"], meta.labels.is_some(), [(INJECTED_LABEL, "true".into())]);
+    add_map_entries(
+        &mut ops,
+        &["metadata", "labels"],
+        meta.labels.is_some(),
+        [(INJECTED_LABEL, "true".into())],
+    );
     let mut new_annotations = vec![(STATUS_ANNOTATION, status)];
     if !annotations.contains_key(DEFAULT_CONTAINER_ANNOTATION)
         && let Some(app) = spec.containers.first()
     {
         new_annotations.push((DEFAULT_CONTAINER_ANNOTATION, app.name.clone()));
     }
-    add_map_entries(&mut ops, &["metadata", "annotations"], meta.annotations.is_some(), new_annotations);
+    add_map_entries(
+        &mut ops,
+        &["metadata", "annotations"],
+        meta.annotations.is_some(),
+        new_annotations,
+    );
 
     let init_containers = spec.init_containers.as_ref();
     if native {
-        insert_front(&mut ops, &["spec", "initContainers"], init_containers.is_some(), vec![init, proxy]);
+        insert_front(
+            &mut ops,
+            &["spec", "initContainers"],
+            init_containers.is_some(),
+            vec![init, proxy],
+        );
     } else {
-        append(&mut ops, &["spec", "initContainers"], init_containers.is_some(), vec![init]);
+        append(
+            &mut ops,
+            &["spec", "initContainers"],
+            init_containers.is_some(),
+            vec![init],
+        );
         insert_front(&mut ops, &["spec", "containers"], true, vec![proxy]);
     }
-    append(&mut ops, &["spec", "volumes"], spec.volumes.is_some(), containers::volumes());
+    append(
+        &mut ops,
+        &["spec", "volumes"],
+        spec.volumes.is_some(),
+        containers::volumes(),
+    );
 
     // The projected token is 0600 root unless the pod has an fsGroup; the
     // fsGroup makes it 0640 with that group, which every container gets as
@@ -131,15 +168,25 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
         if security.is_some() {
             ops.push(add(&["spec", "securityContext", "fsGroup"], fs_group));
         } else {
-            ops.push(add(&["spec", "securityContext"], json!({"fsGroup": fs_group})));
+            ops.push(add(
+                &["spec", "securityContext"],
+                json!({"fsGroup": fs_group}),
+            ));
         }
     }
-    Ok(Mutation { patch: Patch(ops), warnings, skipped: None })
+    Ok(Mutation {
+        patch: Patch(ops),
+        warnings,
+        skipped: None,
+    })
 }
 
 fn skip_reason(pod: &Pod, spec: &PodSpec) -> Option<SkipReason> {
     let labels = pod.metadata.labels.as_ref();
-    if labels.and_then(|l| l.get(INJECT_LABEL)).is_some_and(|v| v == "false") {
+    if labels
+        .and_then(|l| l.get(INJECT_LABEL))
+        .is_some_and(|v| v == "false")
+    {
         return Some(SkipReason::OptedOut);
     }
     if is_injected(pod, spec) {
@@ -154,17 +201,28 @@ fn skip_reason(pod: &Pod, spec: &PodSpec) -> Option<SkipReason> {
 /// Any trace of a previous injection counts, so a reinvocation (or a pod
 /// copied from an injected one) never gets a second sidecar.
 fn is_injected(pod: &Pod, spec: &PodSpec) -> bool {
-    let annotated = pod.metadata.annotations.as_ref().is_some_and(|a| a.contains_key(STATUS_ANNOTATION));
+    let annotated = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(STATUS_ANNOTATION));
     let ours = |c: &Container| c.name == PROXY_CONTAINER_NAME || c.name == INIT_CONTAINER_NAME;
     annotated
         || spec.containers.iter().any(ours)
-        || spec.init_containers.as_ref().is_some_and(|cs| cs.iter().any(ours))
+        || spec
+            .init_containers
+            .as_ref()
+            .is_some_and(|cs| cs.iter().any(ours))
 }
 
 /// Containers that can accept connections: app containers and restartable
 /// (sidecar) init containers.
 fn serving_containers(spec: &PodSpec) -> Vec<&Container> {
-    let sidecars = spec.init_containers.iter().flatten().filter(|c| c.restart_policy.as_deref() == Some("Always"));
+    let sidecars = spec
+        .init_containers
+        .iter()
+        .flatten()
+        .filter(|c| c.restart_policy.as_deref() == Some("Always"));
     spec.containers.iter().chain(sidecars).collect()
 }
 
@@ -173,14 +231,24 @@ fn tcp_ports<'a>(containers: &[&'a Container]) -> impl Iterator<Item = (&'a Opti
         .iter()
         .flat_map(|c| c.ports.iter().flatten())
         .filter(|p| p.protocol.as_deref().is_none_or(|proto| proto == "TCP"))
-        .filter_map(|p| u16::try_from(p.container_port).ok().map(|port| (&p.name, port)))
+        .filter_map(|p| {
+            u16::try_from(p.container_port)
+                .ok()
+                .map(|port| (&p.name, port))
+        })
 }
 
 fn named_tcp_ports(containers: &[&Container]) -> BTreeMap<String, u16> {
-    tcp_ports(containers).filter_map(|(name, port)| name.clone().map(|n| (n, port))).collect()
+    tcp_ports(containers)
+        .filter_map(|(name, port)| name.clone().map(|n| (n, port)))
+        .collect()
 }
 
-fn inbound_ports(containers: &[&Container], overrides: &Overrides, warnings: &mut Vec<String>) -> InboundPorts {
+fn inbound_ports(
+    containers: &[&Container],
+    overrides: &Overrides,
+    warnings: &mut Vec<String>,
+) -> InboundPorts {
     let proxy_ports = [ADMIN_PORT, OUTBOUND_CAPTURE_PORT, INBOUND_CAPTURE_PORT];
     let mut declared: Vec<u16> = tcp_ports(containers).map(|(_, port)| port).collect();
     declared.sort_unstable();
@@ -191,8 +259,18 @@ fn inbound_ports(containers: &[&Container], overrides: &Overrides, warnings: &mu
     for port in declared.iter().filter(|p| proxy_ports.contains(p)) {
         warnings.push(format!("faultline: container port {port} is reserved for the proxy; its traffic is not captured"));
     }
-    let excluded = |p: &u16| overrides.exclude_inbound_ports.iter().any(|r| r.contains(*p));
-    InboundPorts::Only(declared.into_iter().filter(|p| !proxy_ports.contains(p) && !excluded(p)).collect())
+    let excluded = |p: &u16| {
+        overrides
+            .exclude_inbound_ports
+            .iter()
+            .any(|r| r.contains(*p))
+    };
+    InboundPorts::Only(
+        declared
+            .into_iter()
+            .filter(|p| !proxy_ports.contains(p) && !excluded(p))
+            .collect(),
+    )
 }
 
 fn pointer(tokens: &[&str]) -> PointerBuf {
@@ -200,7 +278,10 @@ fn pointer(tokens: &[&str]) -> PointerBuf {
 }
 
 fn add(path: &[&str], value: Value) -> PatchOperation {
-    PatchOperation::Add(AddOperation { path: pointer(path), value })
+    PatchOperation::Add(AddOperation {
+        path: pointer(path),
+        value,
+    })
 }
 
 /// Add entries to a string map; the whole map when the pod has none.
@@ -217,7 +298,10 @@ fn add_map_entries(
             ops.push(add(&p, json!(value)));
         }
     } else {
-        let map: serde_json::Map<String, Value> = entries.into_iter().map(|(k, v)| (k.to_string(), json!(v))).collect();
+        let map: serde_json::Map<String, Value> = entries
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
         ops.push(add(path, Value::Object(map)));
     }
 }

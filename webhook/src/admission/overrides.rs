@@ -34,7 +34,10 @@ pub struct PortRange {
 
 impl PortRange {
     pub fn single(port: u16) -> Self {
-        Self { first: port, last: port }
+        Self {
+            first: port,
+            last: port,
+        }
     }
 
     pub fn contains(&self, port: u16) -> bool {
@@ -54,7 +57,11 @@ impl fmt::Display for PortRange {
 
 /// Comma-joined, as `faultline-proxy init` expects LIST arguments.
 pub fn join<T: fmt::Display>(items: &[T]) -> String {
-    items.iter().map(ToString::to_string).collect::<Vec<_>>().join(",")
+    items
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The pod's overrides, validated.
@@ -75,11 +82,16 @@ impl Overrides {
         annotations: &BTreeMap<String, String>,
         named_ports: &BTreeMap<String, u16>,
     ) -> Result<Self, OverrideError> {
-        let get = |key: &str| annotations.get(key).map(|v| v.trim()).filter(|v| !v.is_empty());
+        let get = |key: &str| {
+            annotations
+                .get(key)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+        };
         let mut overrides = Self::default();
         if let Some(v) = get(EXCLUDE_INBOUND_PORTS_ANNOTATION) {
-            overrides.exclude_inbound_ports =
-                ports(v, named_ports).map_err(|reason| error(EXCLUDE_INBOUND_PORTS_ANNOTATION, v, reason))?;
+            overrides.exclude_inbound_ports = ports(v, named_ports)
+                .map_err(|reason| error(EXCLUDE_INBOUND_PORTS_ANNOTATION, v, reason))?;
         }
         if let Some(v) = get(EXCLUDE_OUTBOUND_PORTS_ANNOTATION) {
             overrides.exclude_outbound_ports = ports(v, &BTreeMap::new())
@@ -102,7 +114,13 @@ impl Overrides {
             overrides.native_sidecar = Some(match v {
                 "true" => true,
                 "false" => false,
-                _ => return Err(error(NATIVE_SIDECAR_ANNOTATION, v, "expected \"true\" or \"false\"".into())),
+                _ => {
+                    return Err(error(
+                        NATIVE_SIDECAR_ANNOTATION,
+                        v,
+                        "expected \"true\" or \"false\"".into(),
+                    ));
+                }
             });
         }
         Ok(overrides)
@@ -110,7 +128,11 @@ impl Overrides {
 }
 
 fn error(annotation: &'static str, value: &str, reason: String) -> OverrideError {
-    OverrideError { annotation, value: value.to_string(), reason }
+    OverrideError {
+        annotation,
+        value: value.to_string(),
+        reason,
+    }
 }
 
 fn ports(list: &str, named_ports: &BTreeMap<String, u16>) -> Result<Vec<PortRange>, String> {
@@ -153,7 +175,9 @@ fn cidrs(list: &str) -> Result<Vec<String>, String> {
     let mut out = Vec::new();
     for item in list.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (addr, prefix) = item.split_once('/').unwrap_or((item, ""));
-        let ip: IpAddr = addr.parse().map_err(|_| format!("{item:?} is not an IP address or CIDR"))?;
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{item:?} is not an IP address or CIDR"))?;
         let max = if ip.is_ipv4() { 32 } else { 128 };
         let prefix = if prefix.is_empty() {
             max
@@ -174,7 +198,10 @@ mod tests {
     use super::*;
 
     fn read(pairs: &[(&str, &str)]) -> Result<Overrides, OverrideError> {
-        let annotations = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let annotations = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let named = BTreeMap::from([("metrics".to_string(), 9090u16)]);
         Overrides::read(&annotations, &named)
     }
@@ -197,16 +224,30 @@ mod tests {
     fn rejects_bad_ports_naming_the_annotation() {
         for bad in ["0", "70000", "90-80", "http", "1-x"] {
             let e = read(&[(EXCLUDE_INBOUND_PORTS_ANNOTATION, bad)]).unwrap_err();
-            assert!(e.to_string().contains("faultline.dev/exclude-inbound-ports"), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("faultline.dev/exclude-inbound-ports"),
+                "{e}"
+            );
         }
     }
 
     #[test]
     fn normalises_cidrs() {
-        let o = read(&[(EXCLUDE_OUTBOUND_CIDRS_ANNOTATION, "10.0.0.0/8, 169.254.169.254,fd00::/8")]).unwrap();
-        assert_eq!(o.exclude_outbound_cidrs, ["10.0.0.0/8", "169.254.169.254/32", "fd00::/8"]);
+        let o = read(&[(
+            EXCLUDE_OUTBOUND_CIDRS_ANNOTATION,
+            "10.0.0.0/8, 169.254.169.254,fd00::/8",
+        )])
+        .unwrap();
+        assert_eq!(
+            o.exclude_outbound_cidrs,
+            ["10.0.0.0/8", "169.254.169.254/32", "fd00::/8"]
+        );
         for bad in ["10.0.0.0/33", "nope", "fd00::/129", "10.0.0.0/x"] {
-            assert!(read(&[(EXCLUDE_OUTBOUND_CIDRS_ANNOTATION, bad)]).is_err(), "{bad}");
+            assert!(
+                read(&[(EXCLUDE_OUTBOUND_CIDRS_ANNOTATION, bad)]).is_err(),
+                "{bad}"
+            );
         }
     }
 
@@ -218,7 +259,10 @@ mod tests {
             (NATIVE_SIDECAR_ANNOTATION, "false"),
         ])
         .unwrap();
-        assert_eq!((o.proxy_cpu.as_deref(), o.proxy_memory.as_deref()), (Some("50m"), Some("64Mi")));
+        assert_eq!(
+            (o.proxy_cpu.as_deref(), o.proxy_memory.as_deref()),
+            (Some("50m"), Some("64Mi"))
+        );
         assert_eq!(o.native_sidecar, Some(false));
         assert!(read(&[(PROXY_CPU_ANNOTATION, "fast")]).is_err());
         assert!(read(&[(NATIVE_SIDECAR_ANNOTATION, "yes")]).is_err());
@@ -226,6 +270,9 @@ mod tests {
 
     #[test]
     fn empty_values_mean_unset() {
-        assert_eq!(read(&[(EXCLUDE_INBOUND_PORTS_ANNOTATION, " ")]).unwrap(), Overrides::default());
+        assert_eq!(
+            read(&[(EXCLUDE_INBOUND_PORTS_ANNOTATION, " ")]).unwrap(),
+            Overrides::default()
+        );
     }
 }

@@ -26,7 +26,9 @@ pub fn check(value: &str) -> Result<(), String> {
     if SUFFIXES.contains(&suffix) || is_exponent(suffix) {
         Ok(())
     } else {
-        Err(format!("unknown unit {suffix:?} (use m, k, M, G, Ki, Mi, Gi, ...)"))
+        Err(format!(
+            "unknown unit {suffix:?} (use m, k, M, G, Ki, Mi, Gi, ...)"
+        ))
     }
 }
 
@@ -44,7 +46,9 @@ mod tests {
 
     #[test]
     fn accepts_kubernetes_quantities() {
-        for ok in ["100m", "0.5", "1", "64Mi", "1Gi", "2e3", "1E-2", ".5", "5.", "+1k", "250M"] {
+        for ok in [
+            "100m", "0.5", "1", "64Mi", "1Gi", "2e3", "1E-2", ".5", "5.", "+1k", "250M",
+        ] {
             assert_eq!(check(ok), Ok(()), "{ok}");
         }
     }

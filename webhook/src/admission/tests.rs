@@ -71,12 +71,20 @@ fn golden_files() {
             std::fs::write(&path, serde_yaml::to_string(&actual).unwrap()).unwrap();
             continue;
         }
-        let expected: Value = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let expected: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         if expected != actual {
-            failures.push(format!("{name}: got\n{}", serde_yaml::to_string(&actual).unwrap()));
+            failures.push(format!(
+                "{name}: got\n{}",
+                serde_yaml::to_string(&actual).unwrap()
+            ));
         }
     }
-    assert!(failures.is_empty(), "golden mismatch (UPDATE_GOLDEN=1 to rewrite):\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "golden mismatch (UPDATE_GOLDEN=1 to rewrite):\n{}",
+        failures.join("\n")
+    );
 }
 
 #[test]
@@ -87,7 +95,10 @@ fn injected_pods_use_only_real_pod_fields() {
         let typed: Pod = serde_json::from_value(patched.clone()).unwrap();
         let mut round_trip = serde_json::to_value(&typed).unwrap();
         // The fixtures carry apiVersion/kind; the typed Pod re-adds them the same way.
-        round_trip.as_object_mut().unwrap().retain(|k, _| patched.get(k).is_some());
+        round_trip
+            .as_object_mut()
+            .unwrap()
+            .retain(|k, _| patched.get(k).is_some());
         assert_eq!(round_trip, patched, "{name}");
     }
 }
@@ -105,20 +116,42 @@ fn reinvocation_is_idempotent() {
 #[test]
 fn sidecar_layout_classic_vs_native() {
     let names = |v: &Value, list: &str| -> Vec<String> {
-        v["spec"][list].as_array().into_iter().flatten().map(|c| c["name"].as_str().unwrap().to_string()).collect()
+        v["spec"][list]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
     };
     let (classic, m) = apply(&load("init-containers"), false);
     assert_eq!(m.skipped, None);
-    assert_eq!(names(&classic, "initContainers"), ["migrate", "faultline-init"]);
+    assert_eq!(
+        names(&classic, "initContainers"),
+        ["migrate", "faultline-init"]
+    );
     assert_eq!(names(&classic, "containers"), ["faultline-proxy", "app"]);
     assert!(classic["spec"]["containers"][0]["lifecycle"]["postStart"].is_object());
-    assert!(classic["spec"]["containers"][0].get("restartPolicy").is_none());
+    assert!(
+        classic["spec"]["containers"][0]
+            .get("restartPolicy")
+            .is_none()
+    );
 
     let (native, _) = apply(&load("init-containers"), true);
-    assert_eq!(names(&native, "initContainers"), ["faultline-init", "faultline-proxy", "migrate"]);
+    assert_eq!(
+        names(&native, "initContainers"),
+        ["faultline-init", "faultline-proxy", "migrate"]
+    );
     assert_eq!(names(&native, "containers"), ["app"]);
-    assert_eq!(native["spec"]["initContainers"][1]["restartPolicy"], "Always");
-    assert!(native["spec"]["initContainers"][1].get("lifecycle").is_none());
+    assert_eq!(
+        native["spec"]["initContainers"][1]["restartPolicy"],
+        "Always"
+    );
+    assert!(
+        native["spec"]["initContainers"][1]
+            .get("lifecycle")
+            .is_none()
+    );
 }
 
 #[test]
@@ -132,8 +165,18 @@ fn annotation_overrides_server_default() {
 #[test]
 fn init_command_carries_ports_and_exclusions() {
     let (pod, _) = apply(&load("named-ports"), false);
-    let init = pod["spec"]["initContainers"].as_array().unwrap().iter().find(|c| c["name"] == "faultline-init").unwrap();
-    let command: Vec<&str> = init["command"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+    let init = pod["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "faultline-init")
+        .unwrap();
+    let command: Vec<&str> = init["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
     assert_eq!(
         command.join(" "),
         "faultline-proxy init --inbound-capture-port 15406 --outbound-capture-port 15401 \
@@ -142,8 +185,13 @@ fn init_command_carries_ports_and_exclusions() {
          --exclude-outbound-cidrs 169.254.169.254/32,10.96.0.0/12"
     );
     let (bare, _) = apply(&load("bare"), false);
-    let cmd = bare["spec"]["initContainers"][0]["command"].as_array().unwrap();
-    let at = cmd.iter().position(|v| v == "--include-inbound-ports").unwrap();
+    let cmd = bare["spec"]["initContainers"][0]["command"]
+        .as_array()
+        .unwrap();
+    let at = cmd
+        .iter()
+        .position(|v| v == "--include-inbound-ports")
+        .unwrap();
     assert_eq!(cmd[at + 1], "*");
 }
 
@@ -151,8 +199,14 @@ fn init_command_carries_ports_and_exclusions() {
 fn patch_paths_are_escaped() {
     let typed: Pod = serde_json::from_value(load("plain")).unwrap();
     let patch = serde_json::to_string(&mutate(&typed, &config(false)).unwrap().patch).unwrap();
-    assert!(patch.contains("/metadata/labels/faultline.dev~1injected"), "{patch}");
-    assert!(patch.contains("/metadata/annotations/faultline.dev~1status"), "{patch}");
+    assert!(
+        patch.contains("/metadata/labels/faultline.dev~1injected"),
+        "{patch}"
+    );
+    assert!(
+        patch.contains("/metadata/annotations/faultline.dev~1status"),
+        "{patch}"
+    );
 }
 
 #[test]
@@ -166,7 +220,10 @@ fn security_contexts() {
     assert_eq!(proxy["allowPrivilegeEscalation"], false);
     assert_eq!(proxy["capabilities"], json!({"drop": ["ALL"]}));
     let init = &pod["spec"]["initContainers"][0]["securityContext"];
-    assert_eq!(init["capabilities"], json!({"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]}));
+    assert_eq!(
+        init["capabilities"],
+        json!({"add": ["NET_ADMIN", "NET_RAW"], "drop": ["ALL"]})
+    );
     assert_eq!(init["runAsUser"], 0);
     assert_eq!(init["privileged"], false);
     assert_eq!(pod["spec"]["securityContext"]["fsGroup"], 15400);
@@ -178,11 +235,34 @@ fn bad_override_is_refused_with_the_annotation_name() {
     pod["metadata"]["annotations"]["faultline.dev/exclude-inbound-ports"] = json!("http");
     let typed: Pod = serde_json::from_value(pod).unwrap();
     let error = mutate(&typed, &config(false)).unwrap_err().to_string();
-    assert!(error.contains("faultline.dev/exclude-inbound-ports") && error.contains("\"http\""), "{error}");
+    assert!(
+        error.contains("faultline.dev/exclude-inbound-ports") && error.contains("\"http\""),
+        "{error}"
+    );
 }
 
 #[test]
 fn pod_without_spec_is_an_error() {
     let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "x"}})).unwrap();
-    assert!(matches!(mutate(&pod, &config(false)), Err(MutateError::MissingSpec)));
+    assert!(matches!(
+        mutate(&pod, &config(false)),
+        Err(MutateError::MissingSpec)
+    ));
+}
+
+#[test]
+fn classic_sidecar_in_a_run_to_completion_pod_warns() {
+    let mut pod = load("plain");
+    pod["spec"]["restartPolicy"] = json!("Never");
+    let (_, classic) = apply(&pod, false);
+    assert!(
+        classic
+            .warnings
+            .iter()
+            .any(|w| w.contains("will not complete")),
+        "{:?}",
+        classic.warnings
+    );
+    let (_, native) = apply(&pod, true);
+    assert!(native.warnings.is_empty(), "{:?}", native.warnings);
 }

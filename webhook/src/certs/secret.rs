@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -70,7 +72,12 @@ impl CertManager {
     }
 
     fn api_error(&self, action: &'static str) -> impl FnOnce(kube::Error) -> SecretError + '_ {
-        move |source| SecretError::Api { action, namespace: self.namespace.clone(), name: self.secret_name.clone(), source }
+        move |source| SecretError::Api {
+            action,
+            namespace: self.namespace.clone(),
+            name: self.secret_name.clone(),
+            source,
+        }
     }
 
     /// Make sure the Secret holds valid certificates (creating or renewing
@@ -79,10 +86,16 @@ impl CertManager {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), &self.namespace);
         for _ in 0..5 {
             let now = OffsetDateTime::now_utc();
-            let existing = api.get_opt(&self.secret_name).await.map_err(self.api_error("read"))?;
+            let existing = api
+                .get_opt(&self.secret_name)
+                .await
+                .map_err(self.api_error("read"))?;
             let Some(existing) = existing else {
                 let bundle = generate(&self.names, now)?;
-                match api.create(&PostParams::default(), &self.secret(&bundle, None)).await {
+                match api
+                    .create(&PostParams::default(), &self.secret(&bundle, None))
+                    .await
+                {
                     Ok(_) => {
                         tracing::info!(secret = %self.secret_name, "created the webhook certificate Secret");
                         return Ok(bundle);
@@ -95,13 +108,25 @@ impl CertManager {
             let renewed = match renewal(&current, now) {
                 Renewal::Keep => return Ok(current),
                 Renewal::ServingCert => {
-                    let (cert_pem, key_pem) = issue(&current.ca_cert_pem, &current.ca_key_pem, &self.names, now)?;
-                    CertBundle { cert_pem, key_pem, ..current }
+                    let (cert_pem, key_pem) =
+                        issue(&current.ca_cert_pem, &current.ca_key_pem, &self.names, now)?;
+                    CertBundle {
+                        cert_pem,
+                        key_pem,
+                        ..current
+                    }
                 }
                 Renewal::Everything => generate(&self.names, now)?,
             };
             let version = existing.metadata.resource_version.clone();
-            match api.replace(&self.secret_name, &PostParams::default(), &self.secret(&renewed, version)).await {
+            match api
+                .replace(
+                    &self.secret_name,
+                    &PostParams::default(),
+                    &self.secret(&renewed, version),
+                )
+                .await
+            {
                 Ok(_) => {
                     tracing::info!(secret = %self.secret_name, "renewed the webhook certificate");
                     return Ok(renewed);
@@ -128,7 +153,10 @@ impl CertManager {
                 name: Some(self.secret_name.clone()),
                 namespace: Some(self.namespace.clone()),
                 resource_version,
-                labels: Some(BTreeMap::from([("app.kubernetes.io/name".into(), "faultline".into())])),
+                labels: Some(BTreeMap::from([(
+                    "app.kubernetes.io/name".into(),
+                    "faultline".into(),
+                )])),
                 ..ObjectMeta::default()
             },
             type_: Some("kubernetes.io/tls".into()),
@@ -154,7 +182,8 @@ impl CertManager {
     /// One pass: Secret -> TLS server -> caBundle.
     pub async fn sync(&self, reloader: &TlsReloader) -> Result<CertBundle, SecretError> {
         let bundle = self.ensure().await?;
-        if let Err(error) = reloader.set_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()) {
+        if let Err(error) = reloader.set_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
+        {
             tracing::error!(%error, "the certificate in the Secret does not load; keeping the current one");
         }
         patch_ca_bundle(&self.client, &self.webhook_config_name, &bundle.ca_cert_pem).await?;
@@ -171,41 +200,80 @@ fn from_secret(secret: &Secret) -> CertBundle {
             .map(|b| String::from_utf8_lossy(&b.0).into_owned())
             .unwrap_or_default()
     };
-    CertBundle { ca_cert_pem: get(CA_CRT), ca_key_pem: get(CA_KEY), cert_pem: get(TLS_CRT), key_pem: get(TLS_KEY) }
+    CertBundle {
+        ca_cert_pem: get(CA_CRT),
+        ca_key_pem: get(CA_KEY),
+        cert_pem: get(TLS_CRT),
+        key_pem: get(TLS_KEY),
+    }
 }
 
 /// Set `caBundle` on every webhook of our Mutating and Validating
 /// configurations named `name` (missing configurations are skipped: they may
 /// not be applied yet, the next pass will catch up).
 pub async fn patch_ca_bundle(client: &Client, name: &str, ca_pem: &str) -> Result<(), SecretError> {
-    let bundle = serde_json::to_value(ByteString(ca_pem.as_bytes().to_vec())).unwrap_or(Value::Null);
+    let bundle =
+        serde_json::to_value(ByteString(ca_pem.as_bytes().to_vec())).unwrap_or(Value::Null);
     let mutating: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let validating: Api<ValidatingWebhookConfiguration> = Api::all(client.clone());
-    let patch_error = |kind| move |source| SecretError::Patch { kind, name: name.to_string(), source };
+    let patch_error = |kind| {
+        move |source| SecretError::Patch {
+            kind,
+            name: name.to_string(),
+            source,
+        }
+    };
 
-    if let Some(config) = mutating.get_opt(name).await.map_err(patch_error("MutatingWebhookConfiguration"))? {
+    if let Some(config) = mutating
+        .get_opt(name)
+        .await
+        .map_err(patch_error("MutatingWebhookConfiguration"))?
+    {
         let current: Vec<Option<Value>> = config
             .webhooks
             .iter()
             .flatten()
-            .map(|w| w.client_config.ca_bundle.as_ref().and_then(|b| serde_json::to_value(b).ok()))
+            .map(|w| {
+                w.client_config
+                    .ca_bundle
+                    .as_ref()
+                    .and_then(|b| serde_json::to_value(b).ok())
+            })
             .collect();
-        apply_ca_patch(&mutating, name, &current, &bundle).await.map_err(patch_error("MutatingWebhookConfiguration"))?;
+        apply_ca_patch(&mutating, name, &current, &bundle)
+            .await
+            .map_err(patch_error("MutatingWebhookConfiguration"))?;
     }
-    if let Some(config) = validating.get_opt(name).await.map_err(patch_error("ValidatingWebhookConfiguration"))? {
+    if let Some(config) = validating
+        .get_opt(name)
+        .await
+        .map_err(patch_error("ValidatingWebhookConfiguration"))?
+    {
         let current: Vec<Option<Value>> = config
             .webhooks
             .iter()
             .flatten()
-            .map(|w| w.client_config.ca_bundle.as_ref().and_then(|b| serde_json::to_value(b).ok()))
+            .map(|w| {
+                w.client_config
+                    .ca_bundle
+                    .as_ref()
+                    .and_then(|b| serde_json::to_value(b).ok())
+            })
             .collect();
-        apply_ca_patch(&validating, name, &current, &bundle).await.map_err(patch_error("ValidatingWebhookConfiguration"))?;
+        apply_ca_patch(&validating, name, &current, &bundle)
+            .await
+            .map_err(patch_error("ValidatingWebhookConfiguration"))?;
     }
     Ok(())
 }
 
 /// JSON patch of the webhooks whose caBundle differs; nothing sent when all match.
-async fn apply_ca_patch<K>(api: &Api<K>, name: &str, current: &[Option<Value>], bundle: &Value) -> Result<(), kube::Error>
+async fn apply_ca_patch<K>(
+    api: &Api<K>,
+    name: &str,
+    current: &[Option<Value>],
+    bundle: &Value,
+) -> Result<(), kube::Error>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
@@ -218,8 +286,10 @@ where
     if ops.is_empty() {
         return Ok(());
     }
-    let patch: json_patch::Patch = serde_json::from_value(Value::Array(ops)).map_err(kube::Error::SerdeError)?;
-    api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch)).await?;
+    let patch: json_patch::Patch =
+        serde_json::from_value(Value::Array(ops)).map_err(kube::Error::SerdeError)?;
+    api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await?;
     tracing::info!(%name, "patched caBundle");
     Ok(())
 }
