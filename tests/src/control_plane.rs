@@ -21,6 +21,7 @@ mod flags;
 mod objects;
 mod pki;
 mod process;
+mod shared;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -68,9 +69,6 @@ impl std::fmt::Debug for ControlPlane {
     }
 }
 
-static SHARED: tokio::sync::OnceCell<Result<ControlPlane, String>> =
-    tokio::sync::OnceCell::const_new();
-
 impl ControlPlane {
     /// Starts a control plane from `KUBEBUILDER_ASSETS`.
     pub async fn start() -> Result<ControlPlane, HarnessError> {
@@ -85,28 +83,6 @@ impl ControlPlane {
         match Self::start_with(&assets).await {
             Ok(cp) => Some(cp),
             Err(e) => panic!("failed to start the control plane: {}", error_chain(&e)),
-        }
-    }
-
-    /// The control plane of this test binary, started on first use and kept
-    /// until the process exits; `None` (after a loud message) when there are
-    /// no assets, a panic if `CI` is set or start-up fails.
-    ///
-    /// Call [`client`](Self::client) in each test: a `kube::Client` belongs
-    /// to the tokio runtime it was made in, and every `#[tokio::test]` has
-    /// its own.
-    pub async fn shared_or_skip() -> Option<&'static ControlPlane> {
-        let assets = Assets::from_env_or_skip()?;
-        let cp = SHARED
-            .get_or_init(|| async move {
-                start_on_keeper_thread(assets)
-                    .await
-                    .map_err(|e| error_chain(&e))
-            })
-            .await;
-        match cp {
-            Ok(cp) => Some(cp),
-            Err(e) => panic!("{}", HarnessError::Shared(e.clone())),
         }
     }
 
@@ -379,33 +355,6 @@ where
         }
         backoff.pause().await;
     }
-}
-
-/// Starts the shared control plane on a thread that lives as long as the
-/// test process: children started through `setpriv --pdeathsig` die with
-/// the thread that spawned them, so that must not be a test's thread.
-async fn start_on_keeper_thread(assets: Assets) -> Result<ControlPlane, HarnessError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let spawned = std::thread::Builder::new()
-        .name("faultline-control-plane".to_owned())
-        .spawn(move || {
-            let result = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| HarnessError::Shared(format!("failed to build a runtime: {e}")))
-                .and_then(|rt| rt.block_on(ControlPlane::start_with(&assets)));
-            let _ = tx.send(result);
-            loop {
-                std::thread::park();
-            }
-        });
-    if let Err(e) = spawned {
-        return Err(HarnessError::Shared(format!(
-            "failed to spawn a thread: {e}"
-        )));
-    }
-    rx.await
-        .map_err(|_| HarnessError::Shared("the start-up thread died".to_owned()))?
 }
 
 /// An error and all its sources on one line.

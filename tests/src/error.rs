@@ -46,6 +46,13 @@ pub enum HarnessError {
         source: std::io::Error,
     },
 
+    #[error("failed to check whether {name} is running")]
+    Status {
+        name: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+
     #[error("{name} exited ({status}); log {log}:\n{tail}")]
     Exited {
         name: &'static str,
@@ -77,6 +84,12 @@ pub enum HarnessError {
 
     #[error(transparent)]
     Wait(#[from] WaitError),
+
+    #[error("{0}")]
+    Webhook(String),
+
+    #[error("unexpected answer from the API server: {0}")]
+    Unexpected(String),
 
     #[error("the shared control plane failed to start: {0}")]
     Shared(String),

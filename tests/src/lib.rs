@@ -13,11 +13,13 @@
 //!
 //! Layout: `control_plane` (start, stop, clients; submodules for assets,
 //! keys, flags, processes, object helpers), `wait` (polling with a
-//! deadline), `error`. Tests live in `tests/tests/*.rs`.
+//! deadline), `webhook` (faultline's webhook in-process and registered with
+//! the API server), `error`. Tests live in `tests/tests/*.rs`.
 
 pub mod control_plane;
 mod error;
 pub mod wait;
+pub mod webhook;
 
 pub use control_plane::{
     Assets, ControlPlane, KUBECTL_ENV, SERVICE_ACCOUNT_ISSUER, error_chain, unique_name,

@@ -114,7 +114,7 @@ impl ControlPlane {
         response
             .status
             .map(|s| s.token)
-            .ok_or_else(|| HarnessError::Shared("TokenRequest answered without a status".into()))
+            .ok_or_else(|| HarnessError::Unexpected("a TokenRequest without a status".into()))
     }
 
     /// `kubectl --kubeconfig <this control plane>`; add arguments and run.

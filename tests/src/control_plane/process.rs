@@ -79,9 +79,8 @@ impl Process {
                 log: self.log.clone(),
                 tail: log_tail(&self.log),
             }),
-            Err(source) => Err(HarnessError::Spawn {
+            Err(source) => Err(HarnessError::Status {
                 name: self.name,
-                binary: self.log.clone(),
                 source,
             }),
         }
