@@ -180,3 +180,47 @@ fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{PeerIps, PolicyUpdate};
+
+    #[test]
+    fn ready_once_bound_and_not_while_draining() {
+        let store = PolicyStore::new();
+        let readiness = Readiness::new(None);
+        assert_eq!(readiness.check(&store), Err("listeners not bound yet"));
+        readiness.set_bound();
+        assert_eq!(readiness.check(&store), Ok(()));
+        readiness.set_draining();
+        assert_eq!(readiness.check(&store), Err("draining"));
+    }
+
+    #[test]
+    fn controller_mode_waits_for_a_first_policy() {
+        let store = PolicyStore::new();
+        let readiness = Readiness::new(Some(Duration::from_secs(3600)));
+        readiness.set_bound();
+        assert!(readiness.check(&store).is_err());
+        store
+            .apply(PolicyUpdate {
+                version: "v1".into(),
+                source: PolicySource::Controller {
+                    url: "https://faultline-webhook.faultline-system.svc:443".into(),
+                },
+                policy: None,
+                peers: PeerIps::new(),
+            })
+            .unwrap();
+        assert_eq!(readiness.check(&store), Ok(()));
+    }
+
+    #[test]
+    fn controller_mode_turns_ready_after_the_grace_period() {
+        let store = PolicyStore::new();
+        let readiness = Readiness::new(Some(Duration::ZERO));
+        readiness.set_bound();
+        assert_eq!(readiness.check(&store), Ok(()));
+    }
+}

@@ -229,3 +229,72 @@ pub fn conn_fault(action: &Action) -> Option<ConnFault> {
         Action::Abort(_) | Action::Respond(_) => return None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::HttpResponse;
+
+    #[test]
+    fn request_stage_actions_map_to_http_effects() {
+        let delay = Action::Delay {
+            duration: Duration::from_millis(5),
+            side: DelaySide::Response,
+        };
+        assert_eq!(
+            http_fault(&delay),
+            Some(HttpFault::DelayResponse(Duration::from_millis(5)))
+        );
+        let response = Arc::new(HttpResponse {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"down"),
+        });
+        assert_eq!(
+            http_fault(&Action::Abort(AbortAction::Http(response.clone()))),
+            http_fault(&Action::Respond(response)),
+        );
+        assert_eq!(
+            http_fault(&Action::Abort(AbortAction::Reset)),
+            Some(HttpFault::Reset)
+        );
+        // L4-only actions never apply to a request.
+        assert_eq!(
+            http_fault(&Action::Partition {
+                mode: PartitionMode::Drop
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn connection_stage_actions_map_to_connection_effects() {
+        assert_eq!(
+            conn_fault(&Action::Partition {
+                mode: PartitionMode::Reject
+            }),
+            Some(ConnFault::Reject)
+        );
+        assert_eq!(conn_fault(&Action::Hang), Some(ConnFault::Drop));
+        assert_eq!(
+            conn_fault(&Action::Abort(AbortAction::Reset)),
+            Some(ConnFault::Reject)
+        );
+        assert_eq!(
+            conn_fault(&Action::Reset {
+                after_bytes: Some(10),
+                after: None
+            }),
+            Some(ConnFault::ResetAfter {
+                bytes: Some(10),
+                after: None
+            })
+        );
+        assert_eq!(
+            conn_fault(&Action::Bandwidth {
+                bytes_per_second: 9
+            }),
+            Some(ConnFault::Bandwidth(9))
+        );
+    }
+}

@@ -59,6 +59,8 @@ pub struct ConnCtx {
     pub original_dst: SocketAddr,
     /// Where the proxy connects to.
     pub forward_to: SocketAddr,
+    /// `forward_to` as a URI authority (the HTTP/1.1 pool key).
+    pub forward_authority: http::uri::Authority,
     pub protocol: Protocol,
     reset: ResetFlag,
     killed: CancellationToken,
@@ -289,6 +291,7 @@ async fn handle(
         client,
         original_dst,
         forward_to,
+        forward_authority: authority_of(forward_to),
         protocol,
         reset: reset.clone(),
         killed: CancellationToken::new(),
@@ -345,6 +348,12 @@ async fn apply_conn_fault(
         }
     }
     Next::Continue
+}
+
+fn authority_of(addr: SocketAddr) -> http::uri::Authority {
+    // A socket address always formats as a valid authority (`[v6]:port`).
+    http::uri::Authority::try_from(addr.to_string())
+        .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"))
 }
 
 /// Whether `dst` is one of this host's addresses (then a connection to the

@@ -104,7 +104,7 @@ async fn forward(
             .send_http2(dest, Request::from_parts(parts, body))
             .await
     } else {
-        parts.uri = absolute_uri(&parts.uri, dest);
+        parts.uri = absolute_uri(&parts.uri, &ctx.forward_authority);
         if parts.version != Version::HTTP_10 {
             parts.version = Version::HTTP_11;
         }
@@ -160,11 +160,18 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 }
 
 /// `http://<dest>/<path?query>`: the HTTP/1.1 pool is keyed by this
-/// authority, i.e. by the real destination.
-fn absolute_uri(uri: &Uri, dest: std::net::SocketAddr) -> Uri {
-    let path = uri.path_and_query().map_or("/", |p| p.as_str());
-    format!("http://{dest}{path}")
-        .parse()
+/// authority, i.e. by the real destination. Built from parts (no string
+/// formatting or re-parsing per request).
+fn absolute_uri(uri: &Uri, dest: &http::uri::Authority) -> Uri {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme(http::uri::Scheme::HTTP)
+        .authority(dest.clone())
+        .path_and_query(path)
+        .build()
         .unwrap_or_else(|_| uri.clone())
 }
 

@@ -210,3 +210,64 @@ fn bad_configuration_exits_64_before_binding() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("700"), "{stderr}");
 }
+
+#[tokio::test]
+async fn capture_listeners_refuse_connections_that_were_not_redirected() {
+    // Sidecar mode without iptables: a connection straight to a capture
+    // port has no other original destination; forwarding it would loop.
+    let config = faultline_proxy::Config::from_env([
+        ("FAULTLINE_INBOUND_ADDR", "127.0.0.1:0"),
+        ("FAULTLINE_OUTBOUND_ADDR", "127.0.0.1:0"),
+        ("FAULTLINE_ADMIN_ADDR", "127.0.0.1:0"),
+    ])
+    .unwrap();
+    let proxy = faultline_proxy::Proxy::bind(config).await.unwrap();
+    let addrs = proxy.listen_addrs();
+    assert_eq!(addrs.len(), 2, "{addrs:?}");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(proxy.run(
+        faultline_proxy::policy::PolicyStore::new(),
+        shutdown.clone(),
+    ));
+    for (_, addr) in addrs {
+        let (bytes, result) = raw_exchange(
+            addr,
+            b"GET / HTTP/1.1\r\nhost: x\r\n\r\n",
+            Duration::from_secs(5),
+        )
+        .await;
+        assert!(bytes.is_empty(), "{}", String::from_utf8_lossy(&bytes));
+        assert!(
+            result.is_ok()
+                || result
+                    .as_ref()
+                    .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+            "{result:?}"
+        );
+    }
+    shutdown.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn example_policies_parse() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/policies");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(error) = faultline_proxy::policy::parse(&text) {
+            panic!("{}: {error}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(
+        seen >= 5,
+        "expected the example policies in {}",
+        dir.display()
+    );
+}
