@@ -37,7 +37,7 @@ const EXIT_USAGE: u8 = 64;
         Examples:\n  \
         faultline-webhook inject -f deploy.yaml | kubectl apply -f -\n  \
         faultline-webhook certs --out-dir certs/\n  \
-        faultline-webhook serve --cert-file certs/tls.crt --key-file certs/tls.key --native-sidecars false",
+        faultline-webhook serve --cert-file certs/tls.crt --key-file certs/tls.key \\\n    --native-sidecars false --disable-controller",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
