@@ -269,7 +269,6 @@ fn assert_names_rule_and_field(err: &kube::Error) {
 }
 
 #[tokio::test]
-#[ignore = "until the webhook's check_policy calls faultline_proxy::policy::parse (it checks YAML syntax only)"]
 async fn invalid_fault_annotations_are_refused_naming_rule_and_field() -> anyhow::Result<()> {
     let Some(scene) = Scene::start("wh-faults").await? else {
         return Ok(());
