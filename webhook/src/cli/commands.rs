@@ -19,6 +19,7 @@ use crate::controller::expiry;
 use crate::controller::objects::{
     FAULTS_ANNOTATION, Kind, ObjKey, ObjectFacts, SEEN_AT_ANNOTATION,
 };
+use crate::controller::resolve::is_copy;
 use crate::controller::run::pod_snapshot;
 use crate::controller::state::{Outcome, PodSnapshot, PolicyState};
 use crate::controller::version::text_version;
@@ -213,7 +214,7 @@ async fn list(client: &Client, namespace: Option<&str>) -> Result<String, CliErr
     let mut annotated: Vec<&ObjectFacts> = cluster
         .owners
         .values()
-        .filter(|f| f.faults.is_some())
+        .filter(|f| f.faults.is_some() && !is_copy(f))
         .collect();
     annotated.extend(
         cluster
