@@ -15,6 +15,7 @@ use faultline_webhook::config::{
     self, Config, DEFAULT_CONTROLLER_URL, DEFAULT_PROXY_IMAGE, ProxyResources, SYSTEM_NAMESPACE,
     WEBHOOK_CONFIG_NAME, WEBHOOK_SERVICE,
 };
+use faultline_webhook::controller::{Controller, ControllerConfig};
 use faultline_webhook::metrics::Metrics;
 use faultline_webhook::server::{self, Readiness, ServeOptions};
 use faultline_webhook::tls::TlsReloader;
@@ -134,6 +135,9 @@ struct ServeArgs {
     /// How often certificate files are checked for changes.
     #[arg(long, env = "FAULTLINE_WEBHOOK_CERT_POLL_SECONDS", default_value_t = 5)]
     cert_poll_seconds: u64,
+    /// Run the policy controller (reflectors, expiry, policy stream for proxies) in this process.
+    #[arg(long, env = "FAULTLINE_CONTROLLER", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    controller: bool,
     #[command(flatten)]
     injection: InjectionArgs,
 }
@@ -333,10 +337,15 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     }
     injection_config(&args.injection, false, None)?;
 
-    let needs_client = args.manage_certs || args.native_sidecars == NativeMode::Auto;
+    let needs_client = args.manage_certs || args.controller || args.native_sidecars == NativeMode::Auto;
     let client = if needs_client {
         match kube::Client::try_default().await {
             Ok(client) => Some(client),
+            Err(e) if args.controller => {
+                return Err(runtime(format!(
+                    "failed to connect to Kubernetes (the policy controller needs it; --controller=false runs admission only): {e}"
+                )));
+            }
             Err(e) if args.manage_certs => {
                 return Err(runtime(format!("failed to connect to Kubernetes: {e}")));
             }
@@ -404,7 +413,10 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         metrics,
         max_body_bytes: args.max_body_bytes,
     };
-    let extra = controller_routes(client.as_ref(), &shutdown);
+    let extra = match (&client, args.controller) {
+        (Some(client), true) => controller_routes(client, &mut registry, &shutdown),
+        _ => Router::new(),
+    };
     let app = admission::router(state)
         .merge(extra)
         .merge(server::ops_router(Arc::new(registry), readiness.clone()));
@@ -429,11 +441,17 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The policy controller plugs in here: it spawns its reconcilers (tied to
-/// `shutdown`) and returns its router (`GET /v1/policy/stream`), which is
-/// served on the same TLS listener as admission.
-fn controller_routes(_client: Option<&kube::Client>, _shutdown: &CancellationToken) -> Router {
-    Router::new()
+/// The policy controller: its reconcile loop and Lease election run until
+/// `shutdown`; its router (`GET /v1/policy/stream`) is served on the same
+/// TLS listener as admission, and its metrics join the server's registry.
+fn controller_routes(client: &kube::Client, registry: &mut Registry, shutdown: &CancellationToken) -> Router {
+    let config = ControllerConfig::from_env(std::env::vars());
+    tracing::info!(identity = %config.lease.identity, "policy controller starting");
+    let controller = Controller::new(client.clone(), config, shutdown.clone());
+    controller.metrics().register(registry);
+    let router = controller.router();
+    tokio::spawn(controller.run());
+    router
 }
 
 /// SIGTERM/SIGINT: report not-ready first (endpoints stop sending us new
