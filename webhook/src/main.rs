@@ -135,9 +135,11 @@ struct ServeArgs {
     /// How often certificate files are checked for changes.
     #[arg(long, env = "FAULTLINE_WEBHOOK_CERT_POLL_SECONDS", default_value_t = 5)]
     cert_poll_seconds: u64,
-    /// Run the policy controller (reflectors, expiry, policy stream for proxies) in this process.
-    #[arg(long, env = "FAULTLINE_CONTROLLER", default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-    controller: bool,
+    /// Run the policy controller (reflectors, expiry, policy stream for proxies) in this
+    /// process. Default: when a Kubernetes client is available (in-cluster or a kubeconfig);
+    /// `true` makes a missing client an error, `false` serves admission only.
+    #[arg(long, env = "FAULTLINE_CONTROLLER", value_name = "BOOL")]
+    controller: Option<bool>,
     #[command(flatten)]
     injection: InjectionArgs,
 }
@@ -337,11 +339,12 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     }
     injection_config(&args.injection, false, None)?;
 
-    let needs_client = args.manage_certs || args.controller || args.native_sidecars == NativeMode::Auto;
+    let wants_controller = args.controller != Some(false);
+    let needs_client = args.manage_certs || wants_controller || args.native_sidecars == NativeMode::Auto;
     let client = if needs_client {
         match kube::Client::try_default().await {
             Ok(client) => Some(client),
-            Err(e) if args.controller => {
+            Err(e) if args.controller == Some(true) => {
                 return Err(runtime(format!(
                     "failed to connect to Kubernetes (the policy controller needs it; --controller=false runs admission only): {e}"
                 )));
@@ -413,9 +416,13 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         metrics,
         max_body_bytes: args.max_body_bytes,
     };
-    let extra = match (&client, args.controller) {
+    let extra = match (&client, wants_controller) {
         (Some(client), true) => controller_routes(client, &mut registry, &shutdown),
-        _ => Router::new(),
+        (None, true) => {
+            tracing::warn!("no Kubernetes client: policy controller not started (proxies get no policies from here)");
+            Router::new()
+        }
+        (_, false) => Router::new(),
     };
     let app = admission::router(state)
         .merge(extra)
