@@ -20,6 +20,7 @@ use crate::controller::objects::{Kind, NAMESPACE_LABEL};
 #[derive(Debug, Parser)]
 #[command(
     name = "kubectl fault",
+    bin_name = "kubectl fault",
     version,
     about = "Inject faults into Kubernetes workloads with faultline",
     long_about = "Inject faults into Kubernetes workloads with faultline.\n\n\

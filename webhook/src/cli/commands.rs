@@ -19,12 +19,26 @@ use crate::controller::expiry;
 use crate::controller::objects::{
     FAULTS_ANNOTATION, Kind, ObjKey, ObjectFacts, SEEN_AT_ANNOTATION,
 };
+use crate::controller::resolve::is_copy;
 use crate::controller::run::pod_snapshot;
 use crate::controller::state::{Outcome, PodSnapshot, PolicyState};
 use crate::controller::version::text_version;
 
 /// Run the parsed command line, writing human output to `out`.
 pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), CliError> {
+    // A dry run only builds and validates: it works without a cluster.
+    if let Command::Inject {
+        target,
+        file,
+        flags,
+        dry_run: true,
+    } = &cli.command
+    {
+        parse_target(target)?;
+        let text = policy_text(file.as_deref(), flags)?;
+        let _ = out.write_all(text.as_bytes());
+        return Ok(());
+    }
     let (client, default_ns) =
         kube_io::connect(cli.kubeconfig.as_deref(), cli.context.as_deref()).await?;
     let namespace = cli.namespace.unwrap_or(default_ns);
@@ -69,15 +83,7 @@ async fn inject(
     dry_run: bool,
 ) -> Result<String, CliError> {
     let (kind, name) = parse_target(target)?;
-    let text = match file {
-        Some(path) => {
-            if has_fault_flags(flags) {
-                return Err(CliError::FileAndFlags);
-            }
-            read_policy_file(path)?
-        }
-        None => policy_from_flags(flags)?,
-    };
+    let text = policy_text(file, flags)?;
     let parsed = policy::parse(&text).map_err(|e| CliError::InvalidPolicy(e.to_string()))?;
     if dry_run {
         return Ok(text);
@@ -97,6 +103,21 @@ async fn inject(
         text_version(&text),
         parsed.rules.len()
     ))
+}
+
+/// The policy from `-f` or the flags, validated.
+fn policy_text(file: Option<&Path>, flags: &FaultFlags) -> Result<String, CliError> {
+    let text = match file {
+        Some(path) => {
+            if has_fault_flags(flags) {
+                return Err(CliError::FileAndFlags);
+            }
+            read_policy_file(path)?
+        }
+        None => policy_from_flags(flags)?,
+    };
+    policy::parse(&text).map_err(|e| CliError::InvalidPolicy(e.to_string()))?;
+    Ok(text)
 }
 
 fn read_policy_file(path: &Path) -> Result<String, CliError> {
@@ -213,7 +234,7 @@ async fn list(client: &Client, namespace: Option<&str>) -> Result<String, CliErr
     let mut annotated: Vec<&ObjectFacts> = cluster
         .owners
         .values()
-        .filter(|f| f.faults.is_some())
+        .filter(|f| f.faults.is_some() && !is_copy(f))
         .collect();
     annotated.extend(
         cluster

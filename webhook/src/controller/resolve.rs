@@ -1,9 +1,10 @@
 //! Which annotation governs a pod: the pod's own `faultline.dev/faults` wins,
 //! else the nearest controlling owner's (Pod -> ReplicaSet -> Deployment, or
-//! Pod -> StatefulSet / DaemonSet / Job), else none. Pure: owners come from a
+//! Pod -> StatefulSet / DaemonSet / Job), else none. A ReplicaSet counts
+//! only when no Deployment owns it. Pure: owners come from a
 //! lookup function (the reflector stores in production, a map in tests).
 
-use super::objects::{ObjKey, ObjectFacts};
+use super::objects::{Kind, ObjKey, ObjectFacts};
 
 /// Owner chains are at most Pod -> ReplicaSet -> Deployment; anything longer
 /// is a loop or a kind we do not follow.
@@ -21,11 +22,22 @@ pub enum Resolution {
     Incomplete { missing: ObjKey },
 }
 
+/// The Deployment controller copies a Deployment's annotations onto its
+/// ReplicaSets (and never removes them there), so a Deployment-owned
+/// ReplicaSet's annotation is a stale copy, never a policy of its own.
+pub fn is_copy(facts: &ObjectFacts) -> bool {
+    facts.key.kind == Kind::ReplicaSet
+        && facts
+            .owner
+            .as_ref()
+            .is_some_and(|o| o.kind == Kind::Deployment)
+}
+
 /// Resolve the policy annotation that governs `pod`.
 pub fn resolve(pod: &ObjectFacts, lookup: impl Fn(&ObjKey) -> Option<ObjectFacts>) -> Resolution {
     let mut current = pod.clone();
     for _ in 0..MAX_CHAIN {
-        if let Some(text) = current.faults.clone() {
+        if let Some(text) = current.faults.clone().filter(|_| !is_copy(&current)) {
             return Resolution::Annotated {
                 source: current,
                 text,

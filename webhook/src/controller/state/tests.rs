@@ -96,11 +96,26 @@ fn resolution_follows_the_owner_chain_and_the_pod_wins() {
         }
         other => panic!("{other:?}"),
     }
-    // The ReplicaSet is nearer than the Deployment.
+    // A Deployment's ReplicaSet carries copies of the Deployment's
+    // annotations (the Deployment controller never removes them): ignored.
     world.set(Kind::ReplicaSet, "checkout-1", Some(SLOWER));
     assert!(
-        matches!(resolve(&p, world.lookup()), Resolution::Annotated { source, .. } if source.key.kind == Kind::ReplicaSet)
+        matches!(resolve(&p, world.lookup()), Resolution::Annotated { source, .. } if source.key.kind == Kind::Deployment)
     );
+    world.set(Kind::Deployment, "checkout", None);
+    assert_eq!(
+        resolve(&p, world.lookup()),
+        Resolution::None,
+        "a stale copy on the ReplicaSet must not keep faults alive"
+    );
+    // A bare ReplicaSet's own annotation counts.
+    let bare = facts(Kind::ReplicaSet, "bare", Some(SLOWER), None);
+    let owners = HashMap::from([(bare.key.clone(), bare)]);
+    let q = pod("q", None, Some((Kind::ReplicaSet, "bare"))).facts;
+    assert!(
+        matches!(resolve(&q, |k| owners.get(k).cloned()), Resolution::Annotated { source, .. } if source.key.kind == Kind::ReplicaSet)
+    );
+    world.set(Kind::Deployment, "checkout", Some(SLOW));
     // The pod's own annotation wins over every owner.
     let own = pod("b", Some(BRIEF), Some((Kind::ReplicaSet, "checkout-1"))).facts;
     assert!(
