@@ -340,7 +340,8 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     injection_config(&args.injection, false, None)?;
 
     let wants_controller = args.controller != Some(false);
-    let needs_client = args.manage_certs || wants_controller || args.native_sidecars == NativeMode::Auto;
+    let needs_client =
+        args.manage_certs || wants_controller || args.native_sidecars == NativeMode::Auto;
     let client = if needs_client {
         match kube::Client::try_default().await {
             Ok(client) => Some(client),
@@ -419,7 +420,9 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     let extra = match (&client, wants_controller) {
         (Some(client), true) => controller_routes(client, &mut registry, &shutdown),
         (None, true) => {
-            tracing::warn!("no Kubernetes client: policy controller not started (proxies get no policies from here)");
+            tracing::warn!(
+                "no Kubernetes client: policy controller not started (proxies get no policies from here)"
+            );
             Router::new()
         }
         (_, false) => Router::new(),
@@ -451,7 +454,11 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
 /// The policy controller: its reconcile loop and Lease election run until
 /// `shutdown`; its router (`GET /v1/policy/stream`) is served on the same
 /// TLS listener as admission, and its metrics join the server's registry.
-fn controller_routes(client: &kube::Client, registry: &mut Registry, shutdown: &CancellationToken) -> Router {
+fn controller_routes(
+    client: &kube::Client,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+) -> Router {
     let config = ControllerConfig::from_env(std::env::vars());
     tracing::info!(identity = %config.lease.identity, "policy controller starting");
     let controller = Controller::new(client.clone(), config, shutdown.clone());
