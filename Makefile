@@ -3,9 +3,6 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 REGISTRY ?= ghcr.io/faultline-dev
-PROXY_IMAGE ?= $(REGISTRY)/faultline-proxy:$(VERSION)
-WEBHOOK_IMAGE ?= $(REGISTRY)/faultline-webhook:$(VERSION)
-KIND_CLUSTER ?= faultline
 
 .PHONY: help build release test unit lint fmt kustomize certs demo bench fuzz image deploy undeploy e2e clean
 
@@ -37,26 +34,25 @@ certs: build ## development CA + serving certificate in certs/ (keys are git-ign
 	target/debug/faultline-webhook certs --out-dir certs
 
 demo: build ## the proxy in front of a demo upstream: delays, aborts and clean traffic, no cluster
-	bash scripts/demo.sh
+	bash proxy/examples/demo.sh
 
 bench: release ## benchmarks: ratios against direct connections and nginx, measured in one run
 	@set -e; for s in bench/*.sh; do echo "== $$s"; bash "$$s"; done
 
 fuzz: ## fuzz the policy parser (needs cargo-fuzz and a nightly toolchain)
-	cd proxy/fuzz && cargo +nightly fuzz run parse -- -max_total_time=120
+	cd proxy && mkdir -p fuzz/corpus/parse && cargo +nightly fuzz run parse fuzz/corpus/parse fuzz/seeds -- -max_total_time=120
 
-image: ## container images (needs a container engine)
-	docker build -f Dockerfile.proxy -t $(PROXY_IMAGE) .
-	docker build -f Dockerfile.webhook -t $(WEBHOOK_IMAGE) .
+image: ## container images faultline-proxy and faultline-webhook (needs docker or podman: DOCKER=podman)
+	REGISTRY=$(REGISTRY) bash scripts/image.sh $(VERSION)
 
-deploy: ## install into the current kubectl context
-	kubectl apply -k manifests/
+deploy: ## install into the current kubectl context, images pinned to $(REGISTRY):$(VERSION)
+	REGISTRY=$(REGISTRY) bash scripts/deploy.sh $(VERSION)
 
-undeploy: ## remove from the current kubectl context
-	kubectl delete -k manifests/ --ignore-not-found
+undeploy: ## remove from the current kubectl context (webhook configurations first)
+	bash scripts/undeploy.sh
 
-e2e: image ## end to end on a kind cluster (needs kind and a container engine)
-	bash scripts/kind-e2e.sh $(KIND_CLUSTER) $(PROXY_IMAGE) $(WEBHOOK_IMAGE)
+e2e: ## end to end on a throwaway kind cluster (needs docker, kind and kubectl)
+	bash scripts/e2e-kind.sh
 
 clean: ## remove build output
 	$(CARGO) clean
