@@ -472,3 +472,44 @@ async fn curl_sees_delay_abort_and_clean_traffic() {
     let (code, _) = curl(proxy.url("/down")).await;
     assert_eq!(code, "503");
 }
+
+#[tokio::test]
+async fn reset_after_bytes_cuts_an_http_response_mid_body() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, "rules:\n- reset: {afterBytes: 50000}\n").await;
+    let response = reqwest::get(proxy.url("/bytes/400000")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let error = response.bytes().await.unwrap_err();
+    assert!(error.is_body() || error.is_decode(), "{error:?}");
+    assert_eq!(
+        proxy
+            .metric("faultline_faults_injected_total{rule=\"rules[0]\",kind=\"reset\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn bandwidth_also_paces_uploads() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- match: {path: /echo}\n  bandwidth: {bytesPerSecond: 100000}\n",
+    )
+    .await;
+    let started = Instant::now();
+    let body = reqwest::Client::new()
+        .post(proxy.url("/echo"))
+        .body(vec![3u8; 100_000])
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body.len(), 100_000);
+    // Upload and echoed download share the connection's bucket: 200 kB
+    // through a 100 kB/s limit.
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!((1.7..=2.4).contains(&elapsed), "{elapsed:.2}s");
+}
