@@ -11,6 +11,13 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_faultline-webhook");
 
+/// (extra flags, environment, expected text on stderr)
+type Case = (
+    Vec<&'static str>,
+    Vec<(&'static str, &'static str)>,
+    &'static str,
+);
+
 fn certs(dir: &std::path::Path) {
     let out = Command::new(BIN)
         .args(["certs", "--out-dir"])
@@ -45,7 +52,7 @@ fn bad_configuration_exits_64_before_binding() {
 
     // Valid certificates, one bad setting each. Port 1 would bind (we are
     // root), so a missed check shows up as a server that does not exit.
-    let cases: Vec<(Vec<&str>, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             vec!["--proxy-cpu", "lots"],
             vec![],
