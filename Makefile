@@ -18,7 +18,11 @@ release: ## optimized binaries in target/release
 test: lint kustomize unit ## everything CI runs: format, clippy, manifests, all tests
 
 unit: ## all tests (unit, integration, netns, real kube-apiserver when KUBEBUILDER_ASSETS is set)
-	$(CARGO) test --workspace --no-fail-fast
+	@mkdir -p target
+	@set -o pipefail; status=0; \
+	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test.log || status=$$?; \
+	awk '/^test result:/ {p += $$4; f += $$6; s += $$8} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}' target/test.log; \
+	exit $$status
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check
@@ -29,6 +33,7 @@ fmt: ## format the code
 
 kustomize: ## the manifests render
 	kubectl kustomize manifests/ > /dev/null
+	kubectl kustomize manifests/examples/ > /dev/null
 
 certs: build ## development CA + serving certificate in certs/ (keys are git-ignored)
 	target/debug/faultline-webhook certs --out-dir certs

@@ -14,7 +14,8 @@
 //! - `client`: the controller's policy stream; `faults_file`: the watched policy file; `admin`: /healthz /readyz
 //!   /metrics /policy; `metrics`; `telemetry` (logs).
 //! - `init`: `faultline-proxy init`, the iptables capture rules installed
-//!   by the `faultline-init` container.
+//!   by the `faultline-init` container; `wait`: `faultline-proxy wait-ready`,
+//!   the classic sidecar's postStart hook.
 //!
 //! Tests and the e2e crate run the proxy in-process:
 //! `Proxy::bind(Config::from_env(env)?)` then `.run(store, shutdown)`.
@@ -35,6 +36,7 @@ pub mod tcp;
 pub mod telemetry;
 pub mod throttle;
 pub mod upstream;
+pub mod wait;
 pub mod workers;
 
 pub use config::Config;

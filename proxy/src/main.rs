@@ -1,5 +1,6 @@
 //! `faultline-proxy`: `run` starts the proxy (sidecar or standalone), `init`
-//! installs the traffic redirection (the `faultline-init` container).
+//! installs the traffic redirection (the `faultline-init` container),
+//! `wait-ready` holds the app containers until the proxy is ready.
 //!
 //! Exit codes: 0 after a clean drain, 64 bad configuration or policy file,
 //! 69 a listener could not be bound, 70 internal error.
@@ -40,12 +41,40 @@ enum Command {
     /// and the excluded ports and CIDRs are left alone. Rules live in FAULTLINE_* chains of the
     /// nat table; running init again replaces them, --clean removes them.
     Init(faultline_proxy::init::InitArgs),
+    /// Block until this pod's proxy answers /readyz with 200 (exit 69 on timeout).
+    ///
+    /// The webhook injects it as the sidecar's postStart hook where native sidecars are not
+    /// available: the kubelet starts the app containers only after it returns, so they never
+    /// send traffic before the proxy can carry it.
+    WaitReady(WaitReadyArgs),
+}
+
+#[derive(clap::Args)]
+struct WaitReadyArgs {
+    /// The proxy's admin port on 127.0.0.1.
+    #[arg(long, default_value_t = faultline_proxy::wait::DEFAULT_ADMIN_PORT)]
+    admin_port: u16,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = faultline_proxy::wait::DEFAULT_TIMEOUT_SECONDS)]
+    timeout_seconds: u64,
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(&args),
         Command::Init(args) => faultline_proxy::init::run(args),
+        Command::WaitReady(args) => wait_ready(&args),
+    }
+}
+
+fn wait_ready(args: &WaitReadyArgs) -> ExitCode {
+    let timeout = std::time::Duration::from_secs(args.timeout_seconds);
+    match faultline_proxy::wait::wait_ready(args.admin_port, timeout) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("faultline-proxy wait-ready: {error}");
+            ExitCode::from(EX_UNAVAILABLE)
+        }
     }
 }
 

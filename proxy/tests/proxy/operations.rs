@@ -312,6 +312,20 @@ async fn the_binary_logs_json_and_drains_on_sigterm() {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
+    // The classic sidecar's postStart hook returns once this proxy is ready.
+    let admin_port = admin.rsplit(':').next().unwrap().to_owned();
+    let waited = tokio::process::Command::new(env!("CARGO_BIN_EXE_faultline-proxy"))
+        .args([
+            "wait-ready",
+            "--admin-port",
+            &admin_port,
+            "--timeout-seconds",
+            "10",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(waited.status.success(), "{waited:?}");
     let pid = child.id().unwrap().to_string();
     let status = std::process::Command::new("kill")
         .args(["-TERM", &pid])
@@ -336,4 +350,29 @@ async fn the_binary_logs_json_and_drains_on_sigterm() {
         .unwrap()
         .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test]
+async fn wait_ready_gives_up_when_no_proxy_answers() {
+    // A port that was just free: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+        .to_string();
+    let waited = tokio::process::Command::new(env!("CARGO_BIN_EXE_faultline-proxy"))
+        .args([
+            "wait-ready",
+            "--admin-port",
+            &port,
+            "--timeout-seconds",
+            "1",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(waited.status.code(), Some(69), "{waited:?}");
+    let stderr = String::from_utf8_lossy(&waited.stderr);
+    assert!(stderr.contains("/readyz"), "{stderr}");
 }
