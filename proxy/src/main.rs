@@ -1,11 +1,28 @@
 //! `faultline-proxy`: `run` starts the proxy (sidecar or standalone), `init`
 //! installs the traffic redirection (the `faultline-init` container).
+//!
+//! Exit codes: 0 after a clean drain, 64 bad configuration or policy file,
+//! 69 a listener could not be bound, 70 internal error.
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use faultline_proxy::config::{Config, RunArgs};
+use faultline_proxy::policy::PolicyStore;
+use faultline_proxy::{Proxy, RunError, error_chain, telemetry};
+use tokio_util::sync::CancellationToken;
+
+const EX_CONFIG: u8 = 64;
+const EX_UNAVAILABLE: u8 = 69;
+const EX_SOFTWARE: u8 = 70;
 
 #[derive(Parser)]
-#[command(name = "faultline-proxy", version, about = "faultline fault-injection proxy")]
+#[command(
+    name = "faultline-proxy",
+    version,
+    about = "faultline fault-injection proxy",
+    long_about = "faultline fault-injection proxy: delays, aborts, resets, bandwidth limits and \
+                  partitions for HTTP/1.1, HTTP/2, gRPC and raw TCP, driven by a fault policy."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -14,13 +31,87 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy (sidecar capture mode, or standalone with --listen/--upstream).
-    Run,
+    Run(Box<RunArgs>),
     /// Install the iptables redirection that sends the pod's traffic through the proxy.
     Init,
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Run | Command::Init => ExitCode::from(70),
+        Command::Run(args) => run(&args),
+        Command::Init => {
+            eprintln!("faultline-proxy init: not available in this build");
+            ExitCode::from(EX_SOFTWARE)
+        }
     }
+}
+
+fn run(args: &RunArgs) -> ExitCode {
+    let env = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+    let config = match Config::from_sources(args, env) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("faultline-proxy: {}", error_chain(&error));
+            return ExitCode::from(EX_CONFIG);
+        }
+    };
+    if let Err(error) = telemetry::init(&config.log_filter, config.log_format) {
+        eprintln!("faultline-proxy: {}", error_chain(&error));
+        return ExitCode::from(EX_CONFIG);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("faultline-proxy: failed to start the runtime: {error}");
+            return ExitCode::from(EX_SOFTWARE);
+        }
+    };
+    runtime.block_on(async move {
+        let proxy = match Proxy::bind(config).await {
+            Ok(proxy) => proxy,
+            Err(error) => {
+                tracing::error!(error = %error_chain(&error), "failed to start");
+                return match error {
+                    RunError::FaultsFile(_) => ExitCode::from(EX_CONFIG),
+                    RunError::Bind { .. } => ExitCode::from(EX_UNAVAILABLE),
+                };
+            }
+        };
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        match proxy.run(PolicyStore::new(), shutdown).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                tracing::error!(error = %error_chain(&error), "proxy failed");
+                ExitCode::from(EX_SOFTWARE)
+            }
+        }
+    })
+}
+
+/// SIGTERM or SIGINT starts the drain; a second one exits at once.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("failed to install signal handlers; SIGTERM will not drain");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM: draining"),
+        _ = int.recv() => tracing::info!("SIGINT: draining"),
+    }
+    shutdown.cancel();
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::warn!("second signal: exiting without draining");
+    std::process::exit(i32::from(EX_SOFTWARE));
 }

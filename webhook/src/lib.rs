@@ -15,7 +15,9 @@
 
 pub mod admission;
 pub mod certs;
+pub mod cli;
 pub mod config;
+pub mod controller;
 pub mod inject;
 pub mod metrics;
 pub mod server;

@@ -15,6 +15,7 @@ use faultline_webhook::config::{
     self, Config, DEFAULT_CONTROLLER_URL, DEFAULT_PROXY_IMAGE, ProxyResources, SYSTEM_NAMESPACE,
     WEBHOOK_CONFIG_NAME, WEBHOOK_SERVICE,
 };
+use faultline_webhook::controller::{Controller, ControllerConfig};
 use faultline_webhook::metrics::Metrics;
 use faultline_webhook::server::{self, Readiness, ServeOptions};
 use faultline_webhook::tls::TlsReloader;
@@ -36,7 +37,7 @@ const EXIT_USAGE: u8 = 64;
         Examples:\n  \
         faultline-webhook inject -f deploy.yaml | kubectl apply -f -\n  \
         faultline-webhook certs --out-dir certs/\n  \
-        faultline-webhook serve --cert-file certs/tls.crt --key-file certs/tls.key --native-sidecars false",
+        faultline-webhook serve --cert-file certs/tls.crt --key-file certs/tls.key \\\n    --native-sidecars false --disable-controller",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -131,6 +132,10 @@ struct ServeArgs {
     /// On SIGTERM: seconds to stay up not-ready (so endpoints drop us), then to drain connections.
     #[arg(long, env = "FAULTLINE_DRAIN_SECONDS", default_value_t = 5)]
     drain_seconds: u64,
+    /// Serve admission only: no policy controller (no Kubernetes client needed
+    /// with certificate files and --native-sidecars true|false).
+    #[arg(long, env = "FAULTLINE_DISABLE_CONTROLLER")]
+    disable_controller: bool,
     /// How often certificate files are checked for changes.
     #[arg(long, env = "FAULTLINE_WEBHOOK_CERT_POLL_SECONDS", default_value_t = 5)]
     cert_poll_seconds: u64,
@@ -195,8 +200,8 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         Err(Failure::Runtime(message)) => {
+            // Through the log (JSON in the cluster), which goes to stderr.
             tracing::error!("{message}");
-            eprintln!("faultline-webhook: {message}");
             ExitCode::FAILURE
         }
     }
@@ -333,12 +338,16 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     }
     injection_config(&args.injection, false, None)?;
 
-    let needs_client = args.manage_certs || args.native_sidecars == NativeMode::Auto;
-    let client = if needs_client {
+    let needs_client = args.manage_certs || !args.disable_controller;
+    let wants_client = needs_client || args.native_sidecars == NativeMode::Auto;
+    let client = if wants_client {
         match kube::Client::try_default().await {
             Ok(client) => Some(client),
-            Err(e) if args.manage_certs => {
-                return Err(runtime(format!("failed to connect to Kubernetes: {e}")));
+            Err(e) if needs_client => {
+                return Err(runtime(format!(
+                    "failed to connect to Kubernetes (needed by --manage-certs and the controller; \
+                     run with --disable-controller for an admission-only server): {e}"
+                )));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no Kubernetes client: assuming no native sidecar support");
@@ -404,7 +413,10 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         metrics,
         max_body_bytes: args.max_body_bytes,
     };
-    let extra = controller_routes(client.as_ref(), &shutdown);
+    let extra = match (&client, args.disable_controller) {
+        (Some(client), false) => start_controller(client.clone(), &mut registry, &shutdown),
+        _ => Router::new(),
+    };
     let app = admission::router(state)
         .merge(extra)
         .merge(server::ops_router(Arc::new(registry), readiness.clone()));
@@ -429,11 +441,20 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The policy controller plugs in here: it spawns its reconcilers (tied to
-/// `shutdown`) and returns its router (`GET /v1/policy/stream`), which is
-/// served on the same TLS listener as admission.
-fn controller_routes(_client: Option<&kube::Client>, _shutdown: &CancellationToken) -> Router {
-    Router::new()
+/// The policy controller plugs in here: it runs its Lease election and
+/// reconcile loop (until `shutdown`) and returns its router
+/// (`GET /v1/policy/stream`), served on the same TLS listener as admission.
+fn start_controller(
+    client: kube::Client,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+) -> Router {
+    let config = ControllerConfig::from_env(std::env::vars());
+    let controller = Controller::new(client, config, shutdown.clone());
+    controller.metrics().register(registry);
+    let router = controller.router();
+    tokio::spawn(controller.run());
+    router
 }
 
 /// SIGTERM/SIGINT: report not-ready first (endpoints stop sending us new

@@ -8,7 +8,7 @@
 //! `Policy` built or deserialized by other means, a rule that cannot be
 //! compiled is left out (and logged) rather than half-applied.
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
@@ -31,6 +31,10 @@ pub struct CompiledPolicy {
     pub(crate) on_connect: Vec<usize>,
     pub(crate) on_tcp: Vec<usize>,
     pub(crate) on_request: Vec<usize>,
+    /// After this instant nothing is faulted any more (the policy's
+    /// `until`/`duration`, set by the store), so faults end even when the
+    /// controller that would remove the policy is unreachable.
+    pub(crate) expires: Option<Instant>,
 }
 
 #[derive(Debug)]

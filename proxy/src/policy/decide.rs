@@ -16,7 +16,7 @@
 //! only fault for that request or connection.
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
@@ -153,6 +153,22 @@ impl CompiledPolicy {
         self.rules.len()
     }
 
+    /// When the policy stops applying, if it has `until` or `duration`.
+    pub fn expires(&self) -> Option<Instant> {
+        self.expires
+    }
+
+    /// Stops all faults at `at` (the store derives it from `until` or
+    /// `duration`).
+    pub fn set_expires(&mut self, at: Option<Instant>) {
+        self.expires = at;
+    }
+
+    fn expired(&self) -> bool {
+        // Only policies with an end pay for reading the clock.
+        self.expires.is_some_and(|at| Instant::now() >= at)
+    }
+
     /// How often rule `rule_index` (a `first: N` rule) fired for `client`.
     pub fn first_used(&self, rule_index: usize, client: IpAddr) -> Option<u32> {
         let rule = self.rules.iter().find(|r| r.index == rule_index)?;
@@ -165,7 +181,7 @@ impl CompiledPolicy {
         req: &RequestInfo<'_>,
         rng: &mut R,
     ) -> Option<Decision> {
-        if self.on_request.is_empty() {
+        if self.on_request.is_empty() || self.expired() {
             return None;
         }
         let probe = is_probe(req.headers);
@@ -213,7 +229,7 @@ impl CompiledPolicy {
         conn: &ConnInfo,
         rng: &mut R,
     ) -> Option<Decision> {
-        if stage.is_empty() {
+        if stage.is_empty() || self.expired() {
             return None;
         }
         self.first_firing(stage, conn.source_ip, rng, |m| {

@@ -82,19 +82,47 @@ pub struct Rule {
     /// Only the first N matching requests (or connections) per client IP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
     pub delay: Option<Delay>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
     pub abort: Option<Abort>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
     pub respond: Option<Respond>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
     pub hang: Option<Hang>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
     pub bandwidth: Option<Bandwidth>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
     pub partition: Option<Partition>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
     pub reset: Option<Reset>,
 }
 
@@ -365,6 +393,16 @@ fn de_until<'de, D: Deserializer<'de>>(d: D) -> Result<Option<jiff::Timestamp>, 
             super::units::quoted(&text)
         ))
     })
+}
+
+/// A fault written with no settings (`hang:`, `partition:`) is present
+/// with its defaults, not absent.
+fn de_present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de> + Default,
+{
+    Option::<T>::deserialize(d).map(|t| Some(t.unwrap_or_default()))
 }
 
 /// A number, or a string like `"20%"`.

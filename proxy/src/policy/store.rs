@@ -5,6 +5,7 @@
 //! good one. Anything that wants to react to changes `subscribe`s.
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use serde::Serialize;
@@ -49,6 +50,10 @@ pub struct ActivePolicy {
     pub applied_at: jiff::Timestamp,
     /// Whether the controller stream is connected right now.
     pub connected: bool,
+    /// When the proxy stops applying this policy on its own (`until`, or
+    /// `duration` after this version was first applied).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<jiff::Timestamp>,
     pub policy: Option<Policy>,
     pub peers: PeerIps,
     #[serde(skip)]
@@ -62,6 +67,7 @@ impl ActivePolicy {
             source: PolicySource::None,
             applied_at: jiff::Timestamp::now(),
             connected: false,
+            expires_at: None,
             policy: None,
             peers: PeerIps::new(),
             compiled: Arc::new(CompiledPolicy::empty()),
@@ -126,16 +132,31 @@ impl PolicyStore {
             Some(policy) => compile(policy, &update.peers),
             None => CompiledPolicy::empty(),
         };
+        let now = jiff::Timestamp::now();
         // The same version re-sent (a reconnect, new peer IPs) keeps the
-        // `first: N` counts, so a reconnect does not grant N more faults.
-        if previous.version == update.version && previous.source == update.source {
+        // `first: N` counts, so a reconnect does not grant N more faults,
+        // and keeps its end, so it does not extend `duration`.
+        let same = previous.version == update.version && previous.source == update.source;
+        if same {
             compiled.adopt_counters(&previous.compiled);
         }
+        let resent = same && previous.policy.is_some() && previous.policy == update.policy;
+        let expires_at = match &update.policy {
+            Some(_) if resent => previous.expires_at,
+            Some(policy) => expiry(policy, now),
+            None => None,
+        };
+        compiled.set_expires(if resent {
+            previous.compiled.expires()
+        } else {
+            expires_at.and_then(|at| instant_at(at, now))
+        });
         let active = Arc::new(ActivePolicy {
             version: update.version,
             source: update.source,
-            applied_at: jiff::Timestamp::now(),
+            applied_at: now,
             connected: previous.connected,
+            expires_at,
             policy: update.policy,
             peers: update.peers,
             compiled: Arc::new(compiled),
@@ -186,6 +207,21 @@ impl PolicyStore {
         self.inner.current.store(Arc::clone(&active));
         self.inner.changes.send_replace(active);
     }
+}
+
+/// When a policy applied at `now` ends, if it says.
+fn expiry(policy: &Policy, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+    policy.until().or_else(|| {
+        let duration = jiff::SignedDuration::try_from(policy.duration()?).ok()?;
+        now.checked_add(duration).ok()
+    })
+}
+
+/// The monotonic instant of wall-clock `at` (now if `at` has passed);
+/// None if it is too far away to represent.
+fn instant_at(at: jiff::Timestamp, now: jiff::Timestamp) -> Option<Instant> {
+    let remaining = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
+    Instant::now().checked_add(remaining)
 }
 
 impl CompiledPolicy {

@@ -172,6 +172,21 @@ rules:
 }
 
 #[test]
+fn faults_without_settings_get_their_defaults() {
+    let policy = parse("rules:\n- hang:\n- partition:\n- respond: ~\n").unwrap();
+    assert_eq!(policy.rules[0].hang, Some(Hang));
+    assert_eq!(
+        policy.rules[1].partition.as_ref().map(|p| p.mode),
+        Some(PartitionMode::Reject)
+    );
+    assert_eq!(policy.rules[2].respond, Some(Respond::default()));
+    assert_eq!(
+        parse("rules:\n- delay:\n").unwrap_err().to_string(),
+        "rules[0]: delay: set fixed (e.g. fixed: 200ms) or normal: {mean, stddev}"
+    );
+}
+
+#[test]
 fn json_is_accepted() {
     let doc = r#"{"duration": "60s", "rules": [{"name": "j", "match": {"port": 80}, "abort": {"status": 500}}]}"#;
     let policy = parse(doc).unwrap();
@@ -317,4 +332,40 @@ fn parse_never_panics_and_accepted_policies_round_trip() {
         }
         check(&String::from_utf8_lossy(&doc));
     }
+}
+
+/// Every YAML and JSON example in the user reference parses, so the
+/// documentation cannot drift from the language.
+#[test]
+fn reference_examples_parse() {
+    let reference = include_str!("../../../docs/fault-language.md");
+    let mut blocks = 0;
+    let mut rest = reference;
+    while let Some(start) = rest.find("```yaml\n").or_else(|| rest.find("```json\n")) {
+        let body = &rest[start + 8..];
+        let end = body.find("```").unwrap();
+        let block = &body[..end];
+        // Blocks of one-line alternatives (`delay: {...}` per line) are
+        // fragments of a rule; wrap them one at a time.
+        if block.trim_start().starts_with("rules:")
+            || block.contains("\nrules:")
+            || block.trim_start().starts_with('{')
+        {
+            parse(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        } else {
+            for line in block.lines().filter(|l| !l.trim().is_empty()) {
+                let doc = if line.starts_with("to:") || line.starts_with("from:") {
+                    format!("rules:\n- hang: {{}}\n  match:\n    {line}\n")
+                } else if line.contains("grpc") {
+                    format!("rules:\n- match: {{protocol: grpc}}\n  {line}\n")
+                } else {
+                    format!("rules:\n- {line}\n")
+                };
+                parse(&doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
+            }
+        }
+        blocks += 1;
+        rest = &body[end + 3..];
+    }
+    assert!(blocks >= 10, "found only {blocks} examples");
 }

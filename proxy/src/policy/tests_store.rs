@@ -129,10 +129,12 @@ fn active_policy_serializes_for_the_admin_endpoint() {
     let active = store.apply(up).unwrap();
     let json = serde_json::to_value(&*active).unwrap();
     let applied_at = json["appliedAt"].as_str().unwrap().to_owned();
-    assert!(
-        applied_at.parse::<jiff::Timestamp>().is_ok(),
-        "{applied_at}"
-    );
+    let expires_at = applied_at
+        .parse::<jiff::Timestamp>()
+        .unwrap()
+        .checked_add(jiff::SignedDuration::from_secs(60))
+        .unwrap()
+        .to_string();
     assert_eq!(
         json,
         serde_json::json!({
@@ -140,6 +142,7 @@ fn active_policy_serializes_for_the_admin_endpoint() {
             "source": {"type": "controller", "url": "https://faultline-webhook.faultline-system.svc:443"},
             "appliedAt": applied_at,
             "connected": true,
+            "expiresAt": expires_at,
             "policy": {"duration": "1m", "rules": [{"name": "x", "match": {"to": {"podSelector": {"app": "db"}}}, "partition": {}}]},
             "peers": {"app=db": ["10.9.9.9"]},
         })
@@ -167,4 +170,57 @@ fn first_counts_survive_a_resend_of_the_same_version_only() {
     assert!(!faults(&store), "same version re-sent: still spent");
     store.apply(update("v2", Some(doc))).unwrap();
     assert!(faults(&store), "a new version starts counting again");
+}
+
+#[test]
+fn a_policy_past_its_until_faults_nothing() {
+    let store = PolicyStore::new();
+    let active = store
+        .apply(update(
+            "v1",
+            Some("until: 2020-01-01T00:00:00Z\nrules:\n- hang: {}\n"),
+        ))
+        .unwrap();
+    assert_eq!(
+        active.expires_at.unwrap().to_string(),
+        "2020-01-01T00:00:00Z"
+    );
+    assert!(!faults(&store));
+    store
+        .apply(update(
+            "v2",
+            Some("until: 2999-01-01T00:00:00Z\nrules:\n- hang: {}\n"),
+        ))
+        .unwrap();
+    assert!(faults(&store));
+}
+
+#[test]
+fn a_policy_stops_after_its_duration_and_a_resend_does_not_extend_it() {
+    let store = PolicyStore::new();
+    let doc = "duration: 1h\nrules:\n- hang: {}\n";
+    let first = store.apply(update("v1", Some(doc))).unwrap();
+    let end = first.expires_at.unwrap();
+    let expected = first
+        .applied_at
+        .checked_add(jiff::SignedDuration::from_hours(1))
+        .unwrap();
+    assert_eq!(end, expected);
+    let resent = store.apply(update("v1", Some(doc))).unwrap();
+    assert_eq!(resent.expires_at, Some(end), "same version keeps its end");
+    assert_eq!(store.compiled().expires(), first.compiled.expires());
+    let json = serde_json::to_value(&*resent).unwrap();
+    assert_eq!(json["expiresAt"], end.to_string());
+
+    store
+        .apply(update("v2", Some("duration: 200ms\nrules:\n- hang: {}\n")))
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while faults(&store) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still faulting after its duration"
+        );
+        std::thread::yield_now();
+    }
 }

@@ -96,6 +96,14 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
     let native = overrides.native_sidecar.unwrap_or(config.native_sidecars);
 
     let mut warnings = Vec::new();
+    let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
+    if !native && restart_policy != "Always" {
+        // A regular sidecar container never exits, so such a pod never completes.
+        warnings.push(format!(
+            "faultline: restartPolicy {restart_policy} with a classic sidecar: the pod will not complete \
+             while the proxy runs; native sidecars (Kubernetes 1.29+) do not have this problem"
+        ));
+    }
     let inbound = inbound_ports(&serving, &overrides, &mut warnings);
     let init = containers::init_container(config, containers::init_command(&inbound, &overrides));
     let proxy = containers::proxy_container(config, &overrides, native);

@@ -249,3 +249,20 @@ fn pod_without_spec_is_an_error() {
         Err(MutateError::MissingSpec)
     ));
 }
+
+#[test]
+fn classic_sidecar_in_a_run_to_completion_pod_warns() {
+    let mut pod = load("plain");
+    pod["spec"]["restartPolicy"] = json!("Never");
+    let (_, classic) = apply(&pod, false);
+    assert!(
+        classic
+            .warnings
+            .iter()
+            .any(|w| w.contains("will not complete")),
+        "{:?}",
+        classic.warnings
+    );
+    let (_, native) = apply(&pod, true);
+    assert!(native.warnings.is_empty(), "{:?}", native.warnings);
+}

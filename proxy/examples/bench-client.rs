@@ -1,0 +1,138 @@
+//! Load generator for `bench/proxy.sh`, for what `wrk` cannot do:
+//!
+//! - `latency ADDR RATE CONNS SECONDS`: open-loop HTTP/1.1 at a fixed total
+//!   rate over CONNS keep-alive connections; latency is measured from each
+//!   request's *scheduled* send time, so a stall counts against every
+//!   request it delays (no coordinated omission). Prints
+//!   `rate=<achieved> p50_us=.. p90_us=.. p99_us=.. p999_us=.. errors=..`.
+//! - `hold ADDR CONNS SECONDS`: opens CONNS keep-alive connections, sends
+//!   one request on each, then holds them idle for SECONDS (for RSS).
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::Request;
+use hyper_util::rt::TokioIo;
+
+type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = "usage: bench-client latency ADDR RATE CONNS SECONDS | hold ADDR CONNS SECONDS";
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    match args.first().map(String::as_str) {
+        Some("latency") if args.len() == 5 => runtime.block_on(latency(
+            args[1].parse()?,
+            args[2].parse()?,
+            args[3].parse()?,
+            Duration::from_secs(args[4].parse()?),
+        )),
+        Some("hold") if args.len() == 4 => runtime.block_on(hold(
+            args[1].parse()?,
+            args[2].parse()?,
+            Duration::from_secs(args[3].parse()?),
+        )),
+        _ => Err(usage.into()),
+    }
+}
+
+async fn connect(addr: std::net::SocketAddr) -> Result<Sender, Box<dyn std::error::Error>> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
+}
+
+async fn request(sender: &mut Sender) -> Result<(), Box<dyn std::error::Error>> {
+    sender.ready().await?;
+    let req = Request::get("/")
+        .header("host", "bench")
+        .body(Empty::new())?;
+    let response = sender.send_request(req).await?;
+    response.into_body().collect().await?;
+    Ok(())
+}
+
+async fn latency(
+    addr: std::net::SocketAddr,
+    rate: u64,
+    conns: u64,
+    length: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let interval = Duration::from_secs_f64(conns as f64 / rate as f64);
+    let start = Instant::now() + Duration::from_millis(200);
+    let mut tasks = Vec::new();
+    for i in 0..conns {
+        let mut sender = connect(addr).await?;
+        // Spread the connections' schedules evenly over one interval.
+        let offset = interval.mul_f64(i as f64 / conns as f64);
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut errors = 0u64;
+            let mut next = start + offset;
+            // Warm up for 1 s, then record.
+            let record_from = start + Duration::from_secs(1);
+            let end = start + length + Duration::from_secs(1);
+            while next < end {
+                tokio::time::sleep_until(next.into()).await;
+                let ok = request(&mut sender).await.is_ok();
+                if !ok {
+                    errors += 1;
+                    // The server closed the connection: open another.
+                    if let Ok(fresh) = connect(addr).await {
+                        sender = fresh;
+                    }
+                }
+                if next >= record_from && ok {
+                    samples.push(next.elapsed().as_micros() as u64);
+                }
+                next += interval;
+            }
+            (samples, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for task in tasks {
+        let (samples, e) = task.await?;
+        all.extend(samples);
+        errors += e;
+    }
+    all.sort_unstable();
+    let pct = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "rate={:.0} p50_us={} p90_us={} p99_us={} p999_us={} errors={}",
+        all.len() as f64 / length.as_secs_f64(),
+        pct(0.50),
+        pct(0.90),
+        pct(0.99),
+        pct(0.999),
+        errors
+    );
+    Ok(())
+}
+
+async fn hold(
+    addr: std::net::SocketAddr,
+    conns: usize,
+    length: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let mut held = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        let mut sender = connect(addr).await?;
+        request(&mut sender).await?;
+        held.push(sender);
+    }
+    println!("holding {conns} connections");
+    tokio::time::sleep(length).await;
+    drop(held);
+    Ok(())
+}

@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# faultline demo, no cluster needed: a demo upstream, faultline-proxy in
+# front of it with examples/policies/demo.yaml, and curl showing clean
+# traffic, a delay, aborts, `first: N`, a hot reload and the metrics.
+#
+# Usage: proxy/examples/demo.sh        (from anywhere; needs cargo and curl)
+# Ports: DEMO_PORT (default 18480) for the proxy, +1 upstream, +2 admin.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+command -v curl >/dev/null || { echo "demo: curl is required (apt-get install curl)" >&2; exit 1; }
+
+port="${DEMO_PORT:-18480}"
+upstream_port=$((port + 1))
+admin_port=$((port + 2))
+for p in "$port" "$upstream_port" "$admin_port"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "demo: port $p is in use; set DEMO_PORT to another base port" >&2
+    exit 1
+  fi
+done
+
+echo "== building (cargo build -p faultline-proxy --bin faultline-proxy --example bench-upstream)"
+cargo build -q -p faultline-proxy --bin faultline-proxy --example bench-upstream
+target="${CARGO_TARGET_DIR:-$root/target}/debug"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+cp examples/policies/demo.yaml "$work/faults.yaml"
+"$target/examples/bench-upstream" "127.0.0.1:$upstream_port" 1 &
+pids+=($!)
+FAULTLINE_LOG=warn "$target/faultline-proxy" run \
+  --listen "127.0.0.1:$port" --upstream "127.0.0.1:$upstream_port" \
+  --admin-addr "127.0.0.1:$admin_port" --faults "$work/faults.yaml" &
+pids+=($!)
+
+# Wait for readiness (and the upstream) with a deadline.
+deadline=$((SECONDS + 20))
+until curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && \
+      curl -sf "http://127.0.0.1:$upstream_port/" >/dev/null; do
+  if (( SECONDS > deadline )); then echo "demo: the proxy did not become ready" >&2; exit 1; fi
+  sleep 0.1
+done
+
+proxy="http://127.0.0.1:$port"
+show() { # METHOD PATH
+  local out
+  out="$(curl -s -X "$1" -w '\n%{http_code} %{time_total}' "$proxy$2")"
+  local status_time="${out##*$'\n'}" body="${out%$'\n'*}"
+  printf '  %-5s %-22s -> %s in %5.3fs  %s\n' "$1" "$2" "${status_time% *}" "${status_time#* }" "${body//$'\n'/ }"
+}
+
+echo
+echo "== policy: examples/policies/demo.yaml"
+sed 's/^/  /' "$work/faults.yaml"
+echo
+echo "== clean traffic passes untouched"
+show GET /
+show GET /api/orders
+echo "== slow-checkout: POST /api/checkout is delayed 500ms +/- 50ms"
+show POST /api/checkout
+show GET /api/checkout
+echo "== payments-down: aborted with 503 and a body"
+show GET /api/payments/42
+echo "== flaky-inventory: the first 2 requests fail, then it passes (first: 2)"
+for _ in 1 2 3; do show GET /api/inventory; done
+
+echo "== hot reload: the file changes, the proxy applies it within a second"
+printf 'rules:\n- name: everything-down\n  abort: {status: 500, body: "all down\\n"}\n' > "$work/faults.yaml.new"
+mv "$work/faults.yaml.new" "$work/faults.yaml"
+deadline=$((SECONDS + 5))
+until curl -s "http://127.0.0.1:$admin_port/policy" | grep -q everything-down; do
+  if (( SECONDS > deadline )); then echo "demo: reload not applied" >&2; exit 1; fi
+  sleep 0.1
+done
+show GET /
+echo
+echo "== metrics (http://127.0.0.1:$admin_port/metrics)"
+curl -s "http://127.0.0.1:$admin_port/metrics" | grep -E '^faultline_(faults_injected|requests)_total' | sed 's/^/  /'
+echo
+echo "demo done"

@@ -1,0 +1,226 @@
+//! The admin server (port 15400, plain HTTP, read-only; iptables never
+//! redirects it): `/healthz`, `/readyz`, `/metrics`, `/policy`.
+//!
+//! Readiness: ready once the proxy's listeners are bound and it is not
+//! draining. With a controller, also once the first policy arrived from it,
+//! or after the grace period (`FAULTLINE_READY_GRACE_SECONDS`), so a
+//! controller outage degrades to "no faults" instead of blocking the pod.
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::http::{ProxyBody, full};
+use crate::metrics::Metrics;
+use crate::policy::{PolicySource, PolicyStore};
+
+pub struct Readiness {
+    bound: AtomicBool,
+    draining: AtomicBool,
+    /// Controller mode: wait for a first policy, at most this long.
+    wait_for_policy: Option<(Instant, Duration)>,
+}
+
+impl Readiness {
+    pub fn new(wait_for_policy: Option<Duration>) -> Self {
+        Readiness {
+            bound: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            wait_for_policy: wait_for_policy.map(|grace| (Instant::now(), grace)),
+        }
+    }
+
+    pub fn set_bound(&self) {
+        self.bound.store(true, Ordering::Release);
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// `Ok` when ready, else why not.
+    pub fn check(&self, store: &PolicyStore) -> Result<(), &'static str> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err("draining");
+        }
+        if !self.bound.load(Ordering::Acquire) {
+            return Err("listeners not bound yet");
+        }
+        if let Some((since, grace)) = self.wait_for_policy {
+            let from_controller = matches!(store.current().source, PolicySource::Controller { .. });
+            if !from_controller && since.elapsed() < grace {
+                return Err("waiting for the first policy from the controller");
+            }
+        }
+        Ok(())
+    }
+}
+
+pub struct AdminState {
+    pub store: PolicyStore,
+    pub metrics: Arc<Metrics>,
+    pub readiness: Arc<Readiness>,
+}
+
+/// Serves until `shutdown`.
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "admin server failed to accept");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let state = state.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&state, &req)) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                () = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+/// The pure part: a request to a response.
+pub fn route(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody> {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "the admin server is read-only: use GET\n",
+        );
+    }
+    match req.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => match state.readiness.check(&state.store) {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(reason) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("not ready: {reason}\n"),
+            ),
+        },
+        "/metrics" => {
+            let active = state.store.current();
+            state
+                .metrics
+                .set_policy(&active.version, source_name(&active.source));
+            state
+                .metrics
+                .policy_connected
+                .set(i64::from(active.connected));
+            let mut response = Response::new(full(state.metrics.encode()));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
+            );
+            response
+        }
+        "/policy" => match serde_json::to_vec_pretty(&*state.store.current()) {
+            Ok(json) => {
+                let mut response = Response::new(full(json));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Err(error) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("failed to serialize the policy: {error}\n"),
+            ),
+        },
+        _ => text(
+            StatusCode::NOT_FOUND,
+            "not found; try /healthz /readyz /metrics /policy\n",
+        ),
+    }
+}
+
+pub fn source_name(source: &PolicySource) -> &'static str {
+    match source {
+        PolicySource::None => "none",
+        PolicySource::File { .. } => "file",
+        PolicySource::Controller { .. } => "controller",
+        PolicySource::Static => "static",
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(full(body.to_owned()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{PeerIps, PolicyUpdate};
+
+    #[test]
+    fn ready_once_bound_and_not_while_draining() {
+        let store = PolicyStore::new();
+        let readiness = Readiness::new(None);
+        assert_eq!(readiness.check(&store), Err("listeners not bound yet"));
+        readiness.set_bound();
+        assert_eq!(readiness.check(&store), Ok(()));
+        readiness.set_draining();
+        assert_eq!(readiness.check(&store), Err("draining"));
+    }
+
+    #[test]
+    fn controller_mode_waits_for_a_first_policy() {
+        let store = PolicyStore::new();
+        let readiness = Readiness::new(Some(Duration::from_secs(3600)));
+        readiness.set_bound();
+        assert!(readiness.check(&store).is_err());
+        store
+            .apply(PolicyUpdate {
+                version: "v1".into(),
+                source: PolicySource::Controller {
+                    url: "https://faultline-webhook.faultline-system.svc:443".into(),
+                },
+                policy: None,
+                peers: PeerIps::new(),
+            })
+            .unwrap();
+        assert_eq!(readiness.check(&store), Ok(()));
+    }
+
+    #[test]
+    fn controller_mode_turns_ready_after_the_grace_period() {
+        let store = PolicyStore::new();
+        let readiness = Readiness::new(Some(Duration::ZERO));
+        readiness.set_bound();
+        assert_eq!(readiness.check(&store), Ok(()));
+    }
+}

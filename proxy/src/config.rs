@@ -1,0 +1,400 @@
+//! Runtime configuration of `faultline-proxy run`.
+//!
+//! Every setting has a flag and a `FAULTLINE_*` environment variable (the
+//! webhook injects the variables; people type the flags). Flags win over the
+//! environment. [`Config::from_sources`] merges both and validates
+//! everything, so `main` can exit 64 before any socket is bound; tests and the
+//! e2e crate build a config from an env map with [`Config::from_env`].
+//!
+//! Layout: this file holds the types and validation, `config/args.rs` the
+//! clap flags (with `--help` text), `config/tests.rs` the unit tests.
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+mod args;
+#[cfg(test)]
+mod tests;
+
+pub use args::RunArgs;
+
+pub const ENV_ADMIN_ADDR: &str = "FAULTLINE_ADMIN_ADDR";
+pub const ENV_INBOUND_ADDR: &str = "FAULTLINE_INBOUND_ADDR";
+pub const ENV_OUTBOUND_ADDR: &str = "FAULTLINE_OUTBOUND_ADDR";
+pub const ENV_LISTEN: &str = "FAULTLINE_LISTEN";
+pub const ENV_UPSTREAM: &str = "FAULTLINE_UPSTREAM";
+pub const ENV_FAULTS_FILE: &str = "FAULTLINE_FAULTS_FILE";
+pub const ENV_CONTROLLER_URL: &str = "FAULTLINE_CONTROLLER_URL";
+pub const ENV_TOKEN_FILE: &str = "FAULTLINE_TOKEN_FILE";
+pub const ENV_CA_PEM: &str = "FAULTLINE_CA_PEM";
+pub const ENV_CA_FILE: &str = "FAULTLINE_CA_FILE";
+pub const ENV_POD_NAME: &str = "FAULTLINE_POD_NAME";
+pub const ENV_POD_NAMESPACE: &str = "FAULTLINE_POD_NAMESPACE";
+pub const ENV_POD_IP: &str = "FAULTLINE_POD_IP";
+pub const ENV_SERVICE_ACCOUNT: &str = "FAULTLINE_SERVICE_ACCOUNT";
+pub const ENV_LOG: &str = "FAULTLINE_LOG";
+pub const ENV_LOG_FORMAT: &str = "FAULTLINE_LOG_FORMAT";
+pub const ENV_DRAIN_SECONDS: &str = "FAULTLINE_DRAIN_SECONDS";
+pub const ENV_MAX_CONNECTIONS: &str = "FAULTLINE_MAX_CONNECTIONS";
+pub const ENV_DETECT_TIMEOUT_MS: &str = "FAULTLINE_DETECT_TIMEOUT_MS";
+pub const ENV_READY_GRACE_SECONDS: &str = "FAULTLINE_READY_GRACE_SECONDS";
+
+pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:15400";
+pub const DEFAULT_INBOUND_ADDR: &str = "0.0.0.0:15406";
+pub const DEFAULT_OUTBOUND_ADDR: &str = "0.0.0.0:15401";
+pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/faultline/token";
+pub const DEFAULT_LOG: &str = "info";
+pub const DEFAULT_DRAIN_SECONDS: u64 = 5;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+pub const DEFAULT_DETECT_TIMEOUT_MS: u64 = 200;
+pub const DEFAULT_READY_GRACE_SECONDS: u64 = 10;
+
+/// Why a configuration was refused. Each message names the flag and variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to parse {flag} / {env}: {value:?} is not {expected}")]
+    Invalid {
+        flag: &'static str,
+        env: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    #[error("failed to resolve {flag} / {env} {value:?}")]
+    Resolve {
+        flag: &'static str,
+        env: &'static str,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Conflict(&'static str),
+}
+
+/// Where connections come from and go to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Mode {
+    /// In a pod, behind the iptables redirection: the destination of every
+    /// connection is recovered with `SO_ORIGINAL_DST`.
+    Sidecar {
+        inbound: SocketAddr,
+        outbound: SocketAddr,
+    },
+    /// Without Kubernetes: one listener in front of one upstream, treated as
+    /// inbound traffic to the upstream's port.
+    Standalone {
+        listen: SocketAddr,
+        upstream: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Where the controller's CA certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaSource {
+    Pem(String),
+    File(PathBuf),
+    /// The platform roots (a controller with a publicly trusted certificate).
+    System,
+}
+
+/// Settings of the policy stream client (`crate::client`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerConfig {
+    pub url: String,
+    pub token_file: PathBuf,
+    pub ca: CaSource,
+    pub pod_name: Option<String>,
+    pub pod_namespace: Option<String>,
+    pub pod_ip: Option<String>,
+    pub service_account: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub mode: Mode,
+    pub admin_addr: SocketAddr,
+    /// A policy file to load and watch (standalone mode, or a sidecar
+    /// without a controller).
+    pub faults_file: Option<PathBuf>,
+    pub controller: Option<ControllerConfig>,
+    pub log_filter: String,
+    pub log_format: LogFormat,
+    /// How long in-flight requests may run after SIGTERM.
+    pub drain: Duration,
+    /// Connections over this many are closed as soon as they are accepted.
+    pub max_connections: usize,
+    /// How long to wait for a client's first bytes before treating the
+    /// connection as raw TCP (server-first protocols send nothing).
+    pub detect_timeout: Duration,
+    /// In controller mode, how long /readyz waits for a first policy before
+    /// reporting ready anyway (a controller outage must not block the pod).
+    pub ready_grace: Duration,
+}
+
+impl Config {
+    /// Builds a config from environment variables only (no flags).
+    pub fn from_env<I, K, V>(env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        Self::from_sources(&RunArgs::default(), env)
+    }
+
+    /// Merges flags over environment variables and validates the result.
+    pub fn from_sources<I, K, V>(args: &RunArgs, env: I) -> Result<Self, ConfigError>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let env: std::collections::HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.as_ref().starts_with("FAULTLINE_"))
+            .map(|(k, v)| (k.as_ref().to_owned(), v.as_ref().to_owned()))
+            .collect();
+        let get = |flag: &Option<String>, key: &str| -> Option<String> {
+            flag.clone()
+                .or_else(|| env.get(key).cloned())
+                .filter(|v| !v.trim().is_empty())
+        };
+
+        let admin_addr = parse_addr(
+            "--admin-addr",
+            ENV_ADMIN_ADDR,
+            get(&args.admin_addr, ENV_ADMIN_ADDR).as_deref(),
+            DEFAULT_ADMIN_ADDR,
+        )?;
+        let listen = get(&args.listen, ENV_LISTEN);
+        let upstream = get(&args.upstream, ENV_UPSTREAM);
+        let mode = match (listen, upstream) {
+            (Some(listen), Some(upstream)) => Mode::Standalone {
+                listen: parse_addr("--listen", ENV_LISTEN, Some(&listen), "")?,
+                upstream: resolve_addr("--upstream", ENV_UPSTREAM, &upstream)?,
+            },
+            (None, None) => Mode::Sidecar {
+                inbound: parse_addr(
+                    "--inbound-addr",
+                    ENV_INBOUND_ADDR,
+                    get(&args.inbound_addr, ENV_INBOUND_ADDR).as_deref(),
+                    DEFAULT_INBOUND_ADDR,
+                )?,
+                outbound: parse_addr(
+                    "--outbound-addr",
+                    ENV_OUTBOUND_ADDR,
+                    get(&args.outbound_addr, ENV_OUTBOUND_ADDR).as_deref(),
+                    DEFAULT_OUTBOUND_ADDR,
+                )?,
+            },
+            _ => {
+                return Err(ConfigError::Conflict(
+                    "standalone mode needs both --listen (FAULTLINE_LISTEN) and --upstream (FAULTLINE_UPSTREAM)",
+                ));
+            }
+        };
+
+        let faults_file = get(&args.faults, ENV_FAULTS_FILE).map(PathBuf::from);
+        let controller = get(&args.controller_url, ENV_CONTROLLER_URL)
+            .map(|url| controller_config(args, &get, url))
+            .transpose()?;
+        if faults_file.is_some() && controller.is_some() {
+            return Err(ConfigError::Conflict(
+                "--faults (FAULTLINE_FAULTS_FILE) and --controller-url (FAULTLINE_CONTROLLER_URL) are exclusive: a policy has one source",
+            ));
+        }
+
+        let log_format = match get(&args.log_format, ENV_LOG_FORMAT).as_deref() {
+            None | Some("plain") => LogFormat::Plain,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(invalid(
+                    "--log-format",
+                    ENV_LOG_FORMAT,
+                    other,
+                    "json or plain",
+                ));
+            }
+        };
+        let log_filter = get(&args.log, ENV_LOG).unwrap_or_else(|| DEFAULT_LOG.to_owned());
+        if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
+            return Err(invalid(
+                "--log",
+                ENV_LOG,
+                &log_filter,
+                "a tracing filter such as info or faultline_proxy=debug",
+            ));
+        }
+
+        let drain = Duration::from_secs(parse_num(
+            "--drain-seconds",
+            ENV_DRAIN_SECONDS,
+            get(&args.drain_seconds, ENV_DRAIN_SECONDS),
+            DEFAULT_DRAIN_SECONDS,
+        )?);
+        let max_connections = parse_num(
+            "--max-connections",
+            ENV_MAX_CONNECTIONS,
+            get(&args.max_connections, ENV_MAX_CONNECTIONS),
+            DEFAULT_MAX_CONNECTIONS as u64,
+        )?;
+        if max_connections == 0 {
+            return Err(invalid(
+                "--max-connections",
+                ENV_MAX_CONNECTIONS,
+                "0",
+                "a positive number",
+            ));
+        }
+        let detect_timeout = Duration::from_millis(parse_num(
+            "--detect-timeout-ms",
+            ENV_DETECT_TIMEOUT_MS,
+            get(&args.detect_timeout_ms, ENV_DETECT_TIMEOUT_MS),
+            DEFAULT_DETECT_TIMEOUT_MS,
+        )?);
+        let ready_grace = Duration::from_secs(parse_num(
+            "--ready-grace-seconds",
+            ENV_READY_GRACE_SECONDS,
+            get(&args.ready_grace_seconds, ENV_READY_GRACE_SECONDS),
+            DEFAULT_READY_GRACE_SECONDS,
+        )?);
+
+        Ok(Config {
+            mode,
+            admin_addr,
+            faults_file,
+            controller,
+            log_filter,
+            log_format,
+            drain,
+            max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+            detect_timeout,
+            ready_grace,
+        })
+    }
+}
+
+fn controller_config(
+    args: &RunArgs,
+    get: &impl Fn(&Option<String>, &str) -> Option<String>,
+    url: String,
+) -> Result<ControllerConfig, ConfigError> {
+    let parsed: http::Uri = url.parse().map_err(|_| {
+        invalid(
+            "--controller-url",
+            ENV_CONTROLLER_URL,
+            &url,
+            "an https:// URL",
+        )
+    })?;
+    if parsed.scheme_str() != Some("https") || parsed.authority().is_none() {
+        return Err(invalid(
+            "--controller-url",
+            ENV_CONTROLLER_URL,
+            &url,
+            "an https:// URL",
+        ));
+    }
+    let ca = match (
+        get(&args.ca_pem, ENV_CA_PEM),
+        get(&args.ca_file, ENV_CA_FILE),
+    ) {
+        (Some(pem), _) => {
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(invalid(
+                    "--ca-pem",
+                    ENV_CA_PEM,
+                    "<pem>",
+                    "a PEM certificate",
+                ));
+            }
+            CaSource::Pem(pem)
+        }
+        (None, Some(file)) => CaSource::File(PathBuf::from(file)),
+        (None, None) => CaSource::System,
+    };
+    Ok(ControllerConfig {
+        url,
+        token_file: PathBuf::from(
+            get(&args.token_file, ENV_TOKEN_FILE).unwrap_or_else(|| DEFAULT_TOKEN_FILE.to_owned()),
+        ),
+        ca,
+        pod_name: get(&args.pod_name, ENV_POD_NAME),
+        pod_namespace: get(&args.pod_namespace, ENV_POD_NAMESPACE),
+        pod_ip: get(&args.pod_ip, ENV_POD_IP),
+        service_account: get(&args.service_account, ENV_SERVICE_ACCOUNT),
+    })
+}
+
+fn invalid(
+    flag: &'static str,
+    env: &'static str,
+    value: &str,
+    expected: &'static str,
+) -> ConfigError {
+    ConfigError::Invalid {
+        flag,
+        env,
+        value: value.to_owned(),
+        expected,
+    }
+}
+
+fn parse_addr(
+    flag: &'static str,
+    env: &'static str,
+    value: Option<&str>,
+    default: &str,
+) -> Result<SocketAddr, ConfigError> {
+    let value = value.unwrap_or(default);
+    value
+        .parse()
+        .map_err(|_| invalid(flag, env, value, "an IP:port address such as 0.0.0.0:15400"))
+}
+
+/// The upstream may be a name (`localhost:8080`); it is resolved once, at
+/// startup, so a typo fails before anything is bound.
+fn resolve_addr(
+    flag: &'static str,
+    env: &'static str,
+    value: &str,
+) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    if !value.contains(':') {
+        return Err(invalid(flag, env, value, "a HOST:PORT address"));
+    }
+    let mut addrs = value
+        .to_socket_addrs()
+        .map_err(|source| ConfigError::Resolve {
+            flag,
+            env,
+            value: value.to_owned(),
+            source,
+        })?;
+    addrs
+        .next()
+        .ok_or_else(|| invalid(flag, env, value, "a HOST:PORT address that resolves"))
+}
+
+fn parse_num(
+    flag: &'static str,
+    env: &'static str,
+    value: Option<String>,
+    default: u64,
+) -> Result<u64, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .map_err(|_| invalid(flag, env, &v, "a non-negative integer")),
+    }
+}

@@ -1,0 +1,87 @@
+//! The flags of `faultline-proxy run`. Each flag mirrors a `FAULTLINE_*`
+//! variable; the merge and validation live in `config.rs`, so these are all
+//! plain optional strings.
+use clap::Args;
+
+#[derive(Debug, Clone, Default, Args)]
+#[command(after_help = "\
+MODES
+  sidecar (default)   inbound capture on 15406 forwards to 127.0.0.1:<original port>,
+                      outbound capture on 15401 forwards to the original destination
+                      (recovered with SO_ORIGINAL_DST after faultline-init's iptables rules).
+  standalone          --listen ADDR --upstream ADDR: one listener in front of one upstream,
+                      matched as inbound traffic to the upstream's port.
+
+POLICY SOURCES
+  --faults FILE        a fault policy (YAML or JSON); reloaded when it changes, a bad new
+                       file is logged and the last good policy stays.
+  --controller-url URL the faultline controller's policy stream (in a pod).
+  neither              no faults: a transparent proxy.
+
+EXAMPLES
+  faultline-proxy run --listen 127.0.0.1:8081 --upstream 127.0.0.1:8080 --faults slow.yaml
+  FAULTLINE_LOG_FORMAT=json faultline-proxy run     # sidecar, env injected by the webhook
+
+Admin endpoints (read-only) on --admin-addr: /healthz /readyz /metrics /policy")]
+pub struct RunArgs {
+    /// Admin server address (/healthz /readyz /metrics /policy) [env: FAULTLINE_ADMIN_ADDR] [default: 0.0.0.0:15400]
+    #[arg(long, value_name = "ADDR")]
+    pub admin_addr: Option<String>,
+    /// Inbound capture listener (sidecar mode) [env: FAULTLINE_INBOUND_ADDR] [default: 0.0.0.0:15406]
+    #[arg(long, value_name = "ADDR")]
+    pub inbound_addr: Option<String>,
+    /// Outbound capture listener (sidecar mode) [env: FAULTLINE_OUTBOUND_ADDR] [default: 0.0.0.0:15401]
+    #[arg(long, value_name = "ADDR")]
+    pub outbound_addr: Option<String>,
+    /// Standalone mode: address to listen on [env: FAULTLINE_LISTEN]
+    #[arg(long, value_name = "ADDR", requires = "upstream")]
+    pub listen: Option<String>,
+    /// Standalone mode: HOST:PORT to forward to [env: FAULTLINE_UPSTREAM]
+    #[arg(long, value_name = "HOST:PORT", requires = "listen")]
+    pub upstream: Option<String>,
+    /// Fault policy file, watched for changes [env: FAULTLINE_FAULTS_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub faults: Option<String>,
+    /// Controller policy stream base URL (https) [env: FAULTLINE_CONTROLLER_URL]
+    #[arg(long, value_name = "URL")]
+    pub controller_url: Option<String>,
+    /// Projected service account token for the controller [env: FAULTLINE_TOKEN_FILE] [default: /var/run/secrets/faultline/token]
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<String>,
+    /// PEM text of the controller's CA [env: FAULTLINE_CA_PEM]
+    #[arg(long, value_name = "PEM")]
+    pub ca_pem: Option<String>,
+    /// File with the controller's CA [env: FAULTLINE_CA_FILE]
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<String>,
+    /// This pod's name [env: FAULTLINE_POD_NAME]
+    #[arg(long, value_name = "NAME")]
+    pub pod_name: Option<String>,
+    /// This pod's namespace [env: FAULTLINE_POD_NAMESPACE]
+    #[arg(long, value_name = "NAMESPACE")]
+    pub pod_namespace: Option<String>,
+    /// This pod's IP [env: FAULTLINE_POD_IP]
+    #[arg(long, value_name = "IP")]
+    pub pod_ip: Option<String>,
+    /// This pod's service account [env: FAULTLINE_SERVICE_ACCOUNT]
+    #[arg(long, value_name = "NAME")]
+    pub service_account: Option<String>,
+    /// Log filter, e.g. info or faultline_proxy=debug [env: FAULTLINE_LOG] [default: info]
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+    /// Log format: plain or json [env: FAULTLINE_LOG_FORMAT] [default: plain]
+    #[arg(long, value_name = "FORMAT")]
+    pub log_format: Option<String>,
+    /// Seconds in-flight requests may run after SIGTERM [env: FAULTLINE_DRAIN_SECONDS] [default: 5]
+    #[arg(long, value_name = "SECONDS")]
+    pub drain_seconds: Option<String>,
+    /// Connections over this are closed on accept [env: FAULTLINE_MAX_CONNECTIONS] [default: 20000]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
+    /// Wait this long for a client's first bytes before treating it as raw TCP [env: FAULTLINE_DETECT_TIMEOUT_MS] [default: 200]
+    #[arg(long, value_name = "MS")]
+    pub detect_timeout_ms: Option<String>,
+    /// Controller mode: /readyz turns ready after this long without a first policy [env: FAULTLINE_READY_GRACE_SECONDS] [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub ready_grace_seconds: Option<String>,
+}

@@ -1,0 +1,198 @@
+//! One HTTP request or gRPC call: ask the policy for a fault, apply it, and
+//! forward to the upstream (unless the fault answers for it).
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+
+use super::body::Throttled;
+use super::response::{bad_gateway, fixed, grpc_abort, is_grpc, is_upgrade, strip_hop_headers};
+use super::{BoxError, ProxyBody};
+use crate::faults::HttpFault;
+use crate::listener::ConnCtx;
+use crate::metrics::{DirectionLabels, Protocol, TrafficLabels};
+use crate::server::Shared;
+use crate::throttle::Throttle;
+
+pub async fn handle(
+    shared: Arc<Shared>,
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    let grpc = is_grpc(req.headers());
+    let protocol = if grpc { Protocol::Grpc } else { ctx.protocol };
+    let labels = TrafficLabels {
+        direction: ctx.direction,
+        protocol,
+    };
+    shared.metrics.requests.get_or_create(&labels).inc();
+
+    let mut response_delay = None;
+    let mut throttle = None;
+    if let Some(applied) = shared.faults.decide_request(&ctx, &req, grpc) {
+        shared.metrics.fault(&applied.rule, applied.kind);
+        tracing::debug!(rule = %applied.rule, kind = applied.kind, path = %req.uri().path(), "fault injected");
+        match applied.fault {
+            HttpFault::DelayRequest(delay) => tokio::time::sleep(delay).await,
+            HttpFault::DelayResponse(delay) => response_delay = Some(delay),
+            HttpFault::Respond {
+                status,
+                headers,
+                body,
+            } => return Ok(fixed(status, &headers, body)),
+            HttpFault::Grpc { status, message } => return Ok(grpc_abort(status, message)),
+            HttpFault::Reset => {
+                ctx.kill();
+                return std::future::pending().await;
+            }
+            HttpFault::Hang => {
+                // Dropping the body lets hyper notice the client leaving,
+                // which drops this future.
+                drop(req);
+                return std::future::pending().await;
+            }
+            HttpFault::Bandwidth(rate) => throttle = Some(ctx.throttle(rate)),
+        }
+    }
+
+    let started = Instant::now();
+    let response = forward(&shared, &ctx, req, throttle.clone(), grpc).await;
+    let mut response = match response {
+        Ok(response) => response,
+        Err(reply) => return Ok(reply),
+    };
+    shared
+        .metrics
+        .upstream_latency
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if let Some(delay) = response_delay {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(throttle) = throttle {
+        response = response.map(|body| Throttled::new(body, throttle).boxed_unsync());
+    }
+    Ok(response)
+}
+
+/// Sends the request upstream; on failure returns the response the client
+/// gets instead (502 or gRPC UNAVAILABLE).
+async fn forward(
+    shared: &Shared,
+    ctx: &ConnCtx,
+    mut req: Request<Incoming>,
+    throttle: Option<Throttle>,
+    grpc: bool,
+) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
+    let upgrade = ctx.protocol == Protocol::Http1 && is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_headers(&mut parts.headers, upgrade);
+    let body: ProxyBody = match throttle {
+        Some(throttle) => Throttled::new(body, throttle).boxed_unsync(),
+        None => body.map_err(BoxError::from).boxed_unsync(),
+    };
+    let dest = ctx.forward_to;
+    let result = if ctx.protocol == Protocol::Http2 {
+        parts.uri = h2_uri(&parts.uri, &parts.headers, dest);
+        shared
+            .upstream
+            .send_http2(dest, Request::from_parts(parts, body))
+            .await
+    } else {
+        parts.uri = absolute_uri(&parts.uri, &ctx.forward_authority);
+        if parts.version != Version::HTTP_10 {
+            parts.version = Version::HTTP_11;
+        }
+        shared
+            .upstream
+            .send_http1(Request::from_parts(parts, body))
+            .await
+    };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            let reason = crate::error_chain(&error);
+            if error.is_connect() {
+                shared
+                    .metrics
+                    .upstream_connect_errors
+                    .get_or_create(&DirectionLabels {
+                        direction: ctx.direction,
+                    })
+                    .inc();
+            }
+            tracing::warn!(%dest, error = %reason, "upstream request failed");
+            return Err(bad_gateway(grpc, &reason));
+        }
+    };
+    let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if let (Some(client_upgrade), true) = (client_upgrade, switched) {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let hard_stop = shared.hard_stop.clone();
+        shared.tracker.spawn(async move {
+            tokio::select! {
+                () = tunnel(client_upgrade, upstream_upgrade) => {}
+                () = hard_stop.cancelled() => {}
+            }
+        });
+    }
+    strip_hop_headers(response.headers_mut(), upgrade && switched);
+    Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+}
+
+/// After a 101, both sides speak the upgraded protocol (WebSocket...):
+/// copy bytes both ways until either closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(%error, "upgraded connection ended with an error");
+            }
+        }
+        Err(error) => tracing::debug!(%error, "failed to complete the upgrade"),
+    }
+}
+
+/// `http://<dest>/<path?query>`: the HTTP/1.1 pool is keyed by this
+/// authority, i.e. by the real destination. Built from parts (no string
+/// formatting or re-parsing per request).
+fn absolute_uri(uri: &Uri, dest: &http::uri::Authority) -> Uri {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    Uri::builder()
+        .scheme(http::uri::Scheme::HTTP)
+        .authority(dest.clone())
+        .path_and_query(path)
+        .build()
+        .unwrap_or_else(|_| uri.clone())
+}
+
+/// HTTP/2 keeps the client's `:authority`; fill it in (from Host, or the
+/// destination) when the client left it out.
+fn h2_uri(uri: &Uri, headers: &http::HeaderMap, dest: std::net::SocketAddr) -> Uri {
+    if uri.scheme().is_some() && uri.authority().is_some() {
+        return uri.clone();
+    }
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| dest.to_string());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{authority}{path}")
+        .parse()
+        .unwrap_or_else(|_| uri.clone())
+}

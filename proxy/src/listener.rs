@@ -1,0 +1,363 @@
+//! Accepting connections: the connection limit, the original destination,
+//! connection-level faults, protocol detection, then HTTP or raw TCP.
+//!
+//! Three listener kinds share this code: the inbound capture listener
+//! (15406: forward to 127.0.0.1:<original port>), the outbound capture
+//! listener (15401: forward to the original destination) and the
+//! standalone listener (forward to the configured upstream, matched as
+//! inbound traffic to the upstream's port).
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::detect::{Detected, sniff};
+use crate::faults::{Applied, ConnFault};
+use crate::io::{ClientIo, Limits, ResetFlag};
+use crate::metrics::{Direction, DirectionLabels, Protocol, RejectLabels, TrafficLabels};
+use crate::server::Shared;
+use crate::throttle::Throttle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    InboundCapture,
+    OutboundCapture,
+    Standalone { upstream: SocketAddr },
+}
+
+impl ListenerKind {
+    pub fn direction(self) -> Direction {
+        match self {
+            ListenerKind::OutboundCapture => Direction::Outbound,
+            ListenerKind::InboundCapture | ListenerKind::Standalone { .. } => Direction::Inbound,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnError {
+    #[error(
+        "failed to read the original destination (SO_ORIGINAL_DST); is the iptables redirection installed?"
+    )]
+    OriginalDst(#[source] std::io::Error),
+    #[error(
+        "refusing a connection addressed to the capture port itself ({0}): forwarding it would loop"
+    )]
+    Loop(SocketAddr),
+    #[error("failed to detect the protocol")]
+    Detect(#[source] std::io::Error),
+}
+
+/// What every part of a connection's handling needs to know about it.
+pub struct ConnCtx {
+    pub direction: Direction,
+    pub client: SocketAddr,
+    /// The destination the client meant (its port is what rules match).
+    pub original_dst: SocketAddr,
+    /// Where the proxy connects to.
+    pub forward_to: SocketAddr,
+    /// `forward_to` as a URI authority (the HTTP/1.1 pool key).
+    pub forward_authority: http::uri::Authority,
+    pub protocol: Protocol,
+    reset: ResetFlag,
+    killed: CancellationToken,
+    throttle: Mutex<Option<Throttle>>,
+}
+
+impl ConnCtx {
+    /// Closes the client connection with a RST (the reset fault).
+    pub fn kill(&self) {
+        self.reset.set();
+        self.killed.cancel();
+    }
+
+    pub async fn killed(&self) {
+        self.killed.cancelled().await;
+    }
+
+    /// The connection's bandwidth bucket: requests on one connection share
+    /// it, so a bandwidth fault limits the connection, not each request.
+    pub fn throttle(&self, rate: u64) -> Throttle {
+        let Ok(mut slot) = self.throttle.lock() else {
+            return Throttle::new(rate);
+        };
+        match slot.as_ref() {
+            Some(throttle) if throttle.rate() == rate => throttle.clone(),
+            _ => {
+                let throttle = Throttle::new(rate);
+                *slot = Some(throttle.clone());
+                throttle
+            }
+        }
+    }
+}
+
+/// Accepts until shutdown. Every connection runs on the shared tracker so
+/// the drain can wait for it.
+pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: ListenerKind) {
+    let local = listener.local_addr().ok();
+    loop {
+        let accepted = tokio::select! {
+            () = shared.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, client)) => {
+                let Some(guard) = ConnGuard::acquire(&shared, kind.direction()) else {
+                    shared
+                        .metrics
+                        .connections_rejected
+                        .get_or_create(&RejectLabels { reason: "limit" })
+                        .inc();
+                    tracing::debug!(%client, "over the connection limit; closing");
+                    drop(stream);
+                    continue;
+                };
+                let shared2 = shared.clone();
+                shared.tracker.spawn(async move {
+                    tokio::select! {
+                        result = handle(&shared2, stream, client, kind, local) => {
+                            if let Err(error) = result {
+                                tracing::warn!(%client, error = %crate::error_chain(&error), "connection refused");
+                            }
+                        }
+                        // The drain period is over.
+                        () = shared2.hard_stop.cancelled() => {}
+                    }
+                    drop(guard);
+                });
+            }
+            Err(error) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(%error, "failed to accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    tracing::debug!(?local, "listener closed");
+}
+
+/// Counts a connection against the limit for as long as it lives.
+struct ConnGuard {
+    shared: Arc<Shared>,
+    direction: Direction,
+}
+
+impl ConnGuard {
+    fn acquire(shared: &Arc<Shared>, direction: Direction) -> Option<Self> {
+        let previous = shared.active.fetch_add(1, Ordering::AcqRel);
+        if previous >= shared.max_connections {
+            shared.active.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        shared
+            .metrics
+            .connections_active
+            .get_or_create(&DirectionLabels { direction })
+            .inc();
+        Some(ConnGuard {
+            shared: shared.clone(),
+            direction,
+        })
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.shared.active.fetch_sub(1, Ordering::AcqRel);
+        self.shared
+            .metrics
+            .connections_active
+            .get_or_create(&DirectionLabels {
+                direction: self.direction,
+            })
+            .dec();
+    }
+}
+
+/// The address the client connected to before iptables redirected it.
+pub fn original_dst(stream: &TcpStream) -> std::io::Result<SocketAddr> {
+    let sock = socket2::SockRef::from(stream);
+    let local = stream.local_addr()?;
+    let addr = if local.is_ipv4() || is_v4_mapped(local.ip()) {
+        sock.original_dst_v4()?
+    } else {
+        sock.original_dst_v6()?
+    };
+    addr.as_socket().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "original destination is not IP",
+        )
+    })
+}
+
+fn is_v4_mapped(ip: IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some())
+}
+
+async fn handle(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    client: SocketAddr,
+    kind: ListenerKind,
+    local: Option<SocketAddr>,
+) -> Result<(), ConnError> {
+    let _ = stream.set_nodelay(true);
+    let direction = kind.direction();
+    let (original_dst, forward_to) = match kind {
+        ListenerKind::Standalone { upstream } => (upstream, upstream),
+        ListenerKind::InboundCapture | ListenerKind::OutboundCapture => {
+            let dst = original_dst(&stream).map_err(ConnError::OriginalDst)?;
+            // Without a redirect the "original" destination is the capture
+            // port itself; connecting there would loop forever.
+            if Some(dst) == local
+                || (local.is_some_and(|l| l.port() == dst.port()) && is_local(&stream, dst))
+            {
+                return Err(ConnError::Loop(dst));
+            }
+            if kind == ListenerKind::InboundCapture {
+                (
+                    dst,
+                    SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), dst.port()),
+                )
+            } else {
+                (dst, dst)
+            }
+        }
+    };
+
+    let mut limits = Limits::default();
+    let mut reset_after = None;
+    if let Some(applied) = shared
+        .faults
+        .decide_connection(direction, client, original_dst)
+    {
+        match apply_conn_fault(shared, applied, client, &mut limits, &mut reset_after).await {
+            Next::Continue => {}
+            Next::Reset => {
+                crate::io::reset(stream);
+                return Ok(());
+            }
+            Next::Blackhole => {
+                crate::tcp::blackhole(shared, stream).await;
+                return Ok(());
+            }
+        }
+    }
+
+    let sniffed = sniff(&mut stream, shared.detect_timeout)
+        .await
+        .map_err(ConnError::Detect)?;
+    if sniffed.closed {
+        return Ok(());
+    }
+    let protocol = match sniffed.protocol {
+        Detected::Http1 => Protocol::Http1,
+        Detected::Http2 => Protocol::Http2,
+        Detected::Tcp => Protocol::Tcp,
+    };
+    shared
+        .metrics
+        .connections
+        .get_or_create(&TrafficLabels {
+            direction,
+            protocol,
+        })
+        .inc();
+    let tcp_fault = match protocol {
+        Protocol::Tcp => shared.faults.decide_tcp(direction, client, original_dst),
+        _ => None,
+    };
+    if let Some(applied) = tcp_fault {
+        match apply_conn_fault(shared, applied, client, &mut limits, &mut reset_after).await {
+            Next::Continue => {}
+            Next::Reset => {
+                crate::io::reset(stream);
+                return Ok(());
+            }
+            Next::Blackhole => {
+                crate::tcp::blackhole(shared, stream).await;
+                return Ok(());
+            }
+        }
+    }
+    let reset = ResetFlag::default();
+    let ctx = Arc::new(ConnCtx {
+        direction,
+        client,
+        original_dst,
+        forward_to,
+        forward_authority: authority_of(forward_to),
+        protocol,
+        reset: reset.clone(),
+        killed: CancellationToken::new(),
+        throttle: Mutex::new(None),
+    });
+    if let Some(after) = reset_after {
+        let ctx = ctx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = tokio::time::sleep(after) => ctx.kill(),
+                // The connection ended on its own first.
+                () = ctx.killed() => {}
+            }
+        });
+    }
+    let io = ClientIo::new(stream, sniffed.prefix, reset, limits);
+    let done = ctx.killed.clone();
+    match protocol {
+        Protocol::Http1 | Protocol::Http2 | Protocol::Grpc => {
+            crate::http::serve(shared.clone(), ctx, io).await
+        }
+        Protocol::Tcp => crate::tcp::forward(shared, &ctx, io).await,
+    }
+    // Ends the reset timer; the ClientIo is already dropped.
+    done.cancel();
+    Ok(())
+}
+
+enum Next {
+    Continue,
+    Reset,
+    Blackhole,
+}
+
+/// Counts and logs a connection-level fault and says what to do next;
+/// delays are slept here, byte-level faults go into `limits`.
+async fn apply_conn_fault(
+    shared: &Shared,
+    applied: Applied<ConnFault>,
+    client: SocketAddr,
+    limits: &mut Limits,
+    reset_after: &mut Option<Duration>,
+) -> Next {
+    shared.metrics.fault(&applied.rule, applied.kind);
+    tracing::debug!(rule = %applied.rule, kind = applied.kind, %client, "connection fault injected");
+    match applied.fault {
+        ConnFault::Reject => return Next::Reset,
+        ConnFault::Drop => return Next::Blackhole,
+        ConnFault::Delay(delay) => tokio::time::sleep(delay).await,
+        ConnFault::Bandwidth(rate) => limits.bandwidth = Some(rate),
+        ConnFault::ResetAfter { bytes, after } => {
+            limits.reset_after_bytes = bytes;
+            *reset_after = after;
+        }
+    }
+    Next::Continue
+}
+
+fn authority_of(addr: SocketAddr) -> http::uri::Authority {
+    // A socket address always formats as a valid authority (`[v6]:port`).
+    http::uri::Authority::try_from(addr.to_string())
+        .unwrap_or_else(|_| http::uri::Authority::from_static("127.0.0.1"))
+}
+
+/// Whether `dst` is one of this host's addresses (then a connection to the
+/// capture port was not redirected but addressed to the proxy directly).
+fn is_local(stream: &TcpStream, dst: SocketAddr) -> bool {
+    dst.ip().is_loopback() || stream.local_addr().is_ok_and(|l| l.ip() == dst.ip())
+}

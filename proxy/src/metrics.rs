@@ -1,0 +1,230 @@
+//! Prometheus metrics of the data plane, served as text on `/metrics`.
+//!
+//! One [`Metrics`] per proxy, shared by `Arc`; the families are cheap to
+//! update from the hot path (atomic counters behind a read lock).
+use std::sync::atomic::{AtomicI64, AtomicU64};
+
+use std::fmt::Write as _;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// Which listener a connection came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// What protocol detection decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    Http1,
+    Http2,
+    Grpc,
+    Tcp,
+}
+
+impl Protocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http1 => "http1",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+// Label values in the usual lowercase Prometheus style.
+impl EncodeLabelValue for Direction {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Protocol {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TrafficLabels {
+    pub direction: Direction,
+    pub protocol: Protocol,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct DirectionLabels {
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct FaultLabels {
+    pub rule: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RejectLabels {
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PolicyLabels {
+    pub version: String,
+    pub source: String,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<TrafficLabels, Counter>,
+    pub connections: Family<TrafficLabels, Counter>,
+    pub connections_active: Family<DirectionLabels, Gauge<i64, AtomicI64>>,
+    pub connections_rejected: Family<RejectLabels, Counter>,
+    pub faults: Family<FaultLabels, Counter>,
+    pub upstream_latency: Family<TrafficLabels, Histogram>,
+    pub upstream_connect_errors: Family<DirectionLabels, Counter>,
+    pub bad_requests: Family<DirectionLabels, Counter>,
+    pub policy_info: Family<PolicyLabels, Gauge<i64, AtomicI64>>,
+    pub policy_connected: Gauge<i64, AtomicI64>,
+    pub policy_reload_errors: Counter<u64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("faultline");
+        let requests = Family::<TrafficLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests and gRPC calls proxied",
+            requests.clone(),
+        );
+        let connections = Family::<TrafficLabels, Counter>::default();
+        registry.register("connections", "Connections accepted", connections.clone());
+        let connections_active = Family::<DirectionLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "connections_active",
+            "Connections currently open",
+            connections_active.clone(),
+        );
+        let connections_rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "connections_rejected",
+            "Connections closed on accept (over the connection limit, draining)",
+            connections_rejected.clone(),
+        );
+        let faults = Family::<FaultLabels, Counter>::default();
+        registry.register(
+            "faults_injected",
+            "Faults injected, by rule and kind",
+            faults.clone(),
+        );
+        let upstream_latency = Family::<TrafficLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ])
+        });
+        registry.register(
+            "upstream_latency_seconds",
+            "Time from forwarding a request to the upstream's response headers",
+            upstream_latency.clone(),
+        );
+        let upstream_connect_errors = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "upstream_connect_errors",
+            "Failed connections to upstreams (HTTP answered 502, TCP closed)",
+            upstream_connect_errors.clone(),
+        );
+        let bad_requests = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "bad_requests",
+            "Malformed HTTP from clients (answered 400/431 or closed)",
+            bad_requests.clone(),
+        );
+        let policy_info = Family::<PolicyLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "policy_info",
+            "The active policy: version and source (value is always 1)",
+            policy_info.clone(),
+        );
+        let policy_connected = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "policy_connected",
+            "1 while the controller policy stream is connected",
+            policy_connected.clone(),
+        );
+        let policy_reload_errors = Counter::<u64, AtomicU64>::default();
+        registry.register(
+            "policy_reload_errors",
+            "Policy files that failed to parse or validate (the last good policy stays)",
+            policy_reload_errors.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            connections,
+            connections_active,
+            connections_rejected,
+            faults,
+            upstream_latency,
+            upstream_connect_errors,
+            bad_requests,
+            policy_info,
+            policy_connected,
+            policy_reload_errors,
+        }
+    }
+
+    pub fn fault(&self, rule: &str, kind: &str) {
+        self.faults
+            .get_or_create(&FaultLabels {
+                rule: rule.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Replaces the policy info series with the new version and source.
+    pub fn set_policy(&self, version: &str, source: &str) {
+        self.policy_info.clear();
+        self.policy_info
+            .get_or_create(&PolicyLabels {
+                version: version.to_owned(),
+                source: source.to_owned(),
+            })
+            .set(1);
+    }
+
+    /// Prometheus text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail; an error here would be a bug in
+        // a metric's encoder, and an empty page is the safe answer.
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

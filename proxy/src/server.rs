@@ -1,0 +1,247 @@
+//! Putting the proxy together: bind every socket ([`Proxy::bind`]), run
+//! until shutdown, then drain ([`Proxy::run`]). [`run`] does both, for
+//! callers that do not need the bound addresses.
+//!
+//! Drain: on shutdown the listeners close (new connections are refused),
+//! `/readyz` turns 503, HTTP connections finish their in-flight requests
+//! and close, and after `drain` every remaining connection is cut.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{AdminState, Readiness};
+use crate::config::{Config, ControllerConfig, Mode};
+use crate::faults::Faults;
+use crate::faults_file::FaultsFileError;
+use crate::listener::ListenerKind;
+use crate::metrics::Metrics;
+use crate::policy::{PolicyStore, PolicyUpdate};
+use crate::upstream::Upstream;
+
+const LISTEN_BACKLOG: u32 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("failed to bind the {what} listener on {addr}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    FaultsFile(#[from] FaultsFileError),
+}
+
+/// State shared by every connection of one proxy.
+pub struct Shared {
+    pub faults: Faults,
+    pub metrics: Arc<Metrics>,
+    pub upstream: Upstream,
+    /// Cancelled on SIGTERM: stop accepting, finish in-flight work.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the drain period is over: cut everything.
+    pub hard_stop: CancellationToken,
+    /// Every connection task, so the drain can wait for them.
+    pub tracker: TaskTracker,
+    pub detect_timeout: Duration,
+    pub max_connections: usize,
+    pub active: AtomicUsize,
+}
+
+/// A proxy whose sockets are bound, ready to [`run`](Proxy::run).
+pub struct Proxy {
+    config: Config,
+    admin: TcpListener,
+    listeners: Vec<(TcpListener, ListenerKind)>,
+    initial: Option<PolicyUpdate>,
+}
+
+impl Proxy {
+    /// Loads the faults file (if any) and binds every listener: all the
+    /// ways startup can fail happen here, before anything is served.
+    pub async fn bind(config: Config) -> Result<Self, RunError> {
+        let initial = config
+            .faults_file
+            .as_deref()
+            .map(crate::faults_file::load)
+            .transpose()?;
+        let admin = bind_one("admin", config.admin_addr)?;
+        let mut listeners = Vec::new();
+        match config.mode {
+            Mode::Sidecar { inbound, outbound } => {
+                for (what, addr, kind) in [
+                    ("inbound capture", inbound, ListenerKind::InboundCapture),
+                    ("outbound capture", outbound, ListenerKind::OutboundCapture),
+                ] {
+                    listeners.push((bind_one(what, addr)?, kind));
+                    // ip6tables redirects IPv6 to the same port: listen on
+                    // [::] too when the address is the IPv4 wildcard.
+                    if addr.ip().is_unspecified() && addr.is_ipv4() {
+                        let v6 =
+                            SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), addr.port());
+                        match bind_one(what, v6) {
+                            Ok(listener) => listeners.push((listener, kind)),
+                            Err(error) => {
+                                tracing::debug!(error = %crate::error_chain(&error), "no IPv6 capture listener")
+                            }
+                        }
+                    }
+                }
+            }
+            Mode::Standalone { listen, upstream } => {
+                listeners.push((
+                    bind_one("standalone", listen)?,
+                    ListenerKind::Standalone { upstream },
+                ));
+            }
+        }
+        Ok(Proxy {
+            config,
+            admin,
+            listeners,
+            initial,
+        })
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.local_addr().ok()
+    }
+
+    /// The proxy listeners' addresses, in order: standalone; or inbound,
+    /// outbound (each possibly followed by its IPv6 twin).
+    pub fn listen_addrs(&self) -> Vec<(ListenerKind, SocketAddr)> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, kind)| l.local_addr().ok().map(|a| (*kind, a)))
+            .collect()
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains.
+    pub async fn run(
+        self,
+        store: PolicyStore,
+        shutdown: CancellationToken,
+    ) -> Result<(), RunError> {
+        let metrics = Arc::new(Metrics::new());
+        if let Some(update) = self.initial {
+            crate::faults_file::apply(&store, update, &metrics);
+        }
+        let shared = Arc::new(Shared {
+            faults: Faults::new(store.clone()),
+            metrics: metrics.clone(),
+            upstream: Upstream::new(),
+            shutdown: shutdown.clone(),
+            hard_stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            detect_timeout: self.config.detect_timeout,
+            max_connections: self.config.max_connections,
+            active: AtomicUsize::new(0),
+        });
+        let readiness = Arc::new(Readiness::new(
+            self.config
+                .controller
+                .as_ref()
+                .map(|_| self.config.ready_grace),
+        ));
+        let admin_stop = CancellationToken::new();
+        let admin = tokio::spawn(crate::admin::serve(
+            self.admin,
+            Arc::new(AdminState {
+                store: store.clone(),
+                metrics: metrics.clone(),
+                readiness: readiness.clone(),
+            }),
+            admin_stop.clone(),
+        ));
+        if let Some(path) = self.config.faults_file.clone() {
+            tokio::spawn(crate::faults_file::watch(
+                path,
+                store.clone(),
+                metrics.clone(),
+                shutdown.clone(),
+            ));
+        }
+        if let Some(controller) = &self.config.controller {
+            spawn_controller_client(controller, &store, &shutdown);
+        }
+        let mut accept_loops = tokio::task::JoinSet::new();
+        for (listener, kind) in self.listeners {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, ?kind, "listening");
+            }
+            accept_loops.spawn(crate::listener::accept_loop(shared.clone(), listener, kind));
+        }
+        readiness.set_bound();
+
+        shutdown.cancelled().await;
+        readiness.set_draining();
+        // The accept loops return on shutdown and drop their listeners.
+        while accept_loops.join_next().await.is_some() {}
+        shared.tracker.close();
+        tracing::info!(
+            connections = shared.active.load(std::sync::atomic::Ordering::Acquire),
+            drain = ?self.config.drain,
+            "draining"
+        );
+        if tokio::time::timeout(self.config.drain, shared.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                connections = shared.active.load(std::sync::atomic::Ordering::Acquire),
+                "drain period over; closing the remaining connections"
+            );
+            shared.hard_stop.cancel();
+            shared.tracker.wait().await;
+        }
+        admin_stop.cancel();
+        let _ = admin.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Binds and runs until `shutdown`, then drains.
+pub async fn run(
+    config: Config,
+    store: PolicyStore,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    Proxy::bind(config).await?.run(store, shutdown).await
+}
+
+/// The controller policy stream client hook: it keeps `store` up to date
+/// (`store.apply`, `store.set_connected`) until `shutdown`. Implemented in
+/// `crate::client` (the controller's stream).
+fn spawn_controller_client(
+    controller: &ControllerConfig,
+    store: &PolicyStore,
+    shutdown: &CancellationToken,
+) {
+    crate::client::spawn(controller, store, shutdown);
+}
+
+fn bind_one(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {
+    let err = |source| RunError::Bind { what, addr, source };
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    if addr.is_ipv6() {
+        // Keep the IPv6 wildcard from also claiming the IPv4 port.
+        socket2::SockRef::from(&socket)
+            .set_only_v6(true)
+            .map_err(err)?;
+    }
+    socket.bind(addr).map_err(err)?;
+    socket.listen(LISTEN_BACKLOG).map_err(err)
+}

@@ -1,0 +1,178 @@
+//! Connections to upstreams for HTTP, pooled per destination.
+//!
+//! HTTP/1.1 goes through hyper-util's pooling client: the request URI is
+//! rewritten to `http://<destination ip:port>/...` so the pool key is the
+//! real destination, while the `Host` header is left as the client sent it.
+//! HTTP/2 (h2c, gRPC) keeps the client's `:authority`, so it cannot use the
+//! URI as the pool key; one multiplexed connection per destination is kept
+//! in [`H2Pool`] instead.
+//!
+//! The proxy's own upstream sockets are not captured again because the
+//! iptables rules skip the proxy's UID (15400) and loopback; `listener`
+//! additionally refuses connections whose original destination is the
+//! proxy's own capture port.
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use hyper::client::conn::http2::SendRequest;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpStream;
+
+use crate::http::ProxyBody;
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("failed to connect to upstream {addr}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to connect to upstream {addr}: timed out after {CONNECT_TIMEOUT:?}")]
+    ConnectTimeout { addr: SocketAddr },
+    #[error("failed to start HTTP/2 with upstream {addr}")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("failed to exchange HTTP/1.1 with upstream")]
+    Http1(#[source] hyper_util::client::legacy::Error),
+    #[error("failed to exchange HTTP/2 with upstream")]
+    Http2(#[source] hyper::Error),
+}
+
+impl UpstreamError {
+    /// Whether the upstream could not be reached at all (a 502 and the
+    /// connect-error metric) rather than failing mid-exchange.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            UpstreamError::Connect { .. }
+            | UpstreamError::ConnectTimeout { .. }
+            | UpstreamError::Handshake { .. } => true,
+            UpstreamError::Http1(e) => e.is_connect(),
+            UpstreamError::Http2(_) => false,
+        }
+    }
+}
+
+pub struct Upstream {
+    http1: Client<HttpConnector, ProxyBody>,
+    http2: H2Pool,
+}
+
+impl Default for Upstream {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Upstream {
+    pub fn new() -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
+        connector.enforce_http(true);
+        let http1 = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .http1_preserve_header_case(false)
+            .build(connector);
+        Upstream {
+            http1,
+            http2: H2Pool::default(),
+        }
+    }
+
+    pub async fn send_http1(
+        &self,
+        req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        self.http1.request(req).await.map_err(UpstreamError::Http1)
+    }
+
+    pub async fn send_http2(
+        &self,
+        dest: SocketAddr,
+        req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
+        let mut sender = self.http2.get(dest).await?;
+        let result = sender.send_request(req).await;
+        if result.is_err() && sender.is_closed() {
+            self.http2.forget(dest);
+        }
+        result.map_err(UpstreamError::Http2)
+    }
+}
+
+/// One multiplexed HTTP/2 connection per destination, replaced when closed.
+#[derive(Default)]
+pub struct H2Pool {
+    conns: Mutex<HashMap<SocketAddr, SendRequest<ProxyBody>>>,
+}
+
+impl H2Pool {
+    async fn get(&self, dest: SocketAddr) -> Result<SendRequest<ProxyBody>, UpstreamError> {
+        if let Some(sender) = self.cached(dest) {
+            return Ok(sender);
+        }
+        // Two requests racing here may both connect; the later one wins the
+        // map slot and the other connection closes when its request is done.
+        let stream = connect(dest).await?;
+        let (sender, conn) = hyper::client::conn::http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .adaptive_window(true)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| UpstreamError::Handshake { addr: dest, source })?;
+        tokio::spawn(async move {
+            if let Err(error) = conn.await {
+                tracing::debug!(%error, %dest, "upstream HTTP/2 connection ended");
+            }
+        });
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.insert(dest, sender.clone());
+        }
+        Ok(sender)
+    }
+
+    fn cached(&self, dest: SocketAddr) -> Option<SendRequest<ProxyBody>> {
+        let mut conns = self.conns.lock().ok()?;
+        match conns.get(&dest) {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                conns.remove(&dest);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn forget(&self, dest: SocketAddr) {
+        if let Ok(mut conns) = self.conns.lock() {
+            conns.remove(&dest);
+        }
+    }
+}
+
+/// Dials an upstream for raw TCP and HTTP/2.
+pub async fn connect(addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
+    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+        Err(_) => Err(UpstreamError::ConnectTimeout { addr }),
+        Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
+        Ok(Ok(stream)) => {
+            // Latency matters more than packet count for proxied traffic.
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    }
+}

@@ -1,0 +1,470 @@
+//! HTTP/1.1 faults and pass-through, seen from the client.
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+const EMPTY: &str = "rules: []\n";
+
+#[tokio::test]
+async fn clean_traffic_passes_with_streamed_bodies_and_keep_alive() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, EMPTY).await;
+    let client = reqwest::Client::new();
+    for _ in 0..3 {
+        let response = client.get(proxy.url("/hello")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "hello");
+    }
+    // A 2 MiB chunked upload streamed through and echoed back.
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..32).map(|i| Ok(vec![i as u8; 64 * 1024])).collect();
+    let response = client
+        .post(proxy.url("/echo"))
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    let body = response.bytes().await.unwrap();
+    assert_eq!(body.len(), 32 * 64 * 1024);
+    assert_eq!(body[64 * 1024 * 5], 5);
+    // One keep-alive connection carried all four requests.
+    assert_eq!(
+        proxy
+            .metric("faultline_connections_total{direction=\"inbound\",protocol=\"http1\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        proxy
+            .metric("faultline_requests_total{direction=\"inbound\",protocol=\"http1\"}")
+            .await,
+        4.0
+    );
+}
+
+#[tokio::test]
+async fn host_header_is_preserved() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, EMPTY).await;
+    let text = reqwest::Client::new()
+        .get(proxy.url("/headers"))
+        .header("host", "payments.shop.svc")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("host: payments.shop.svc"), "{text}");
+}
+
+#[tokio::test]
+async fn request_delay_is_within_tolerance() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- name: slow\n  match: {path: /hello}\n  delay: {fixed: 250ms}\n",
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    let response = client.get(proxy.url("/hello")).send().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(response.text().await.unwrap(), "hello");
+    assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(450), "{elapsed:?}");
+    // Other paths are not delayed.
+    let started = Instant::now();
+    client.get(proxy.url("/bytes/3")).send().await.unwrap();
+    assert!(started.elapsed() < Duration::from_millis(200));
+    assert_eq!(
+        proxy
+            .metric("faultline_faults_injected_total{rule=\"slow\",kind=\"delay\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn response_delay_happens_after_the_upstream_answered() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- match: {path: /hello}\n  delay: {fixed: 400ms, side: response}\n",
+    )
+    .await;
+    let url = proxy.url("/hello");
+    let started = Instant::now();
+    let request =
+        tokio::spawn(async move { reqwest::get(url).await.unwrap().text().await.unwrap() });
+    // The upstream sees the request long before the client gets an answer.
+    eventually(
+        "the upstream to be hit",
+        Duration::from_millis(300),
+        || async { upstream.hits() == 1 },
+    )
+    .await;
+    assert!(!request.is_finished());
+    assert_eq!(request.await.unwrap(), "hello");
+    assert!(started.elapsed() >= Duration::from_millis(400));
+}
+
+#[tokio::test]
+async fn abort_answers_with_status_body_and_headers() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- name: payments-down\n  match: {methods: [POST]}\n  abort: {status: 503, body: injected by faultline, headers: {retry-after: \"7\"}}\n",
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let response = client
+        .post(proxy.url("/hello"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(response.headers()["retry-after"], "7");
+    assert_eq!(response.text().await.unwrap(), "injected by faultline");
+    assert_eq!(upstream.hits(), 0);
+    // GET does not match.
+    assert_eq!(
+        client
+            .get(proxy.url("/hello"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn respond_serves_a_fixed_response_without_the_upstream() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- match: {path: /api/*}\n  respond: {status: 200, body: '{\"stub\":true}', headers: {content-type: application/json}}\n",
+    )
+    .await;
+    let response = reqwest::get(proxy.url("/api/items")).await.unwrap();
+    assert_eq!(response.headers()["content-type"], "application/json");
+    assert_eq!(response.text().await.unwrap(), "{\"stub\":true}");
+    assert_eq!(upstream.hits(), 0);
+}
+
+#[tokio::test]
+async fn abort_reset_resets_the_client_connection() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, "rules:\n- abort: {reset: true}\n").await;
+    let (bytes, result) = raw_exchange(
+        proxy.addr,
+        b"GET /hello HTTP/1.1\r\nhost: x\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(bytes.is_empty());
+    let error = result.unwrap_err();
+    assert_eq!(error.kind(), std::io::ErrorKind::ConnectionReset, "{error}");
+    let error = reqwest::get(proxy.url("/hello")).await.unwrap_err();
+    assert!(
+        format!("{error:?}").to_lowercase().contains("reset"),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn hang_holds_until_the_client_times_out() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- match: {path: /hello}\n  hang: {}\n",
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    let error = client.get(proxy.url("/hello")).send().await.unwrap_err();
+    assert!(error.is_timeout(), "{error:?}");
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert_eq!(upstream.hits(), 0);
+    drop(client);
+    // Once the client is gone the proxy lets go of the connection too.
+    eventually(
+        "the hung connection to be released",
+        Duration::from_secs(5),
+        || async {
+            proxy
+                .metric("faultline_connections_active{direction=\"inbound\"}")
+                .await
+                == 0.0
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn bandwidth_limit_is_within_ten_percent() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- match: {path: /bytes/*}\n  bandwidth: {bytesPerSecond: 200000}\n",
+    )
+    .await;
+    let started = Instant::now();
+    let body = reqwest::get(proxy.url("/bytes/500000"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(body.len(), 500_000);
+    let rate = 500_000.0 / elapsed;
+    assert!(
+        (180_000.0..=220_000.0).contains(&rate),
+        "rate {rate:.0} B/s over {elapsed:.2}s"
+    );
+}
+
+#[tokio::test]
+async fn first_three_then_pass() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- name: flaky\n  abort: {status: 500}\n  first: 3\n",
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            client
+                .get(proxy.url("/hello"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16(),
+        );
+    }
+    assert_eq!(statuses, [500, 500, 500, 200, 200]);
+}
+
+#[tokio::test]
+async fn probes_are_untouched_unless_the_rule_asks() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- match: {path: /probed}\n  abort: {status: 500}\n- match: {path: /hello, probes: true}\n  abort: {status: 503}\n",
+    )
+    .await;
+    let client = reqwest::Client::new();
+    let probe = |path: &str| {
+        client
+            .get(proxy.url(path))
+            .header("user-agent", "kube-probe/1.30")
+            .send()
+    };
+    assert_eq!(probe("/probed").await.unwrap().status(), 404);
+    assert_eq!(
+        client
+            .get(proxy.url("/probed"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        500
+    );
+    assert_eq!(probe("/hello").await.unwrap().status(), 503);
+}
+
+#[tokio::test]
+async fn unreachable_upstream_is_a_502_with_a_clear_body() {
+    // A port that was just free: nothing listens there.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let proxy = start_proxy(dead, EMPTY).await;
+    let response = reqwest::get(proxy.url("/hello")).await.unwrap();
+    assert_eq!(response.status(), 502);
+    let body = response.text().await.unwrap();
+    assert!(
+        body.contains("failed to connect to upstream") || body.contains("faultline:"),
+        "{body}"
+    );
+    assert!(body.contains("refused"), "{body}");
+    assert_eq!(
+        proxy
+            .metric("faultline_upstream_connect_errors_total{direction=\"inbound\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_requests_get_400_and_431() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, EMPTY).await;
+    let (bytes, _) = raw_exchange(
+        proxy.addr,
+        b"GET /hello HTTP/1.1\r\nhost: x\r\nbroken header line\r\n\r\n",
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(
+        bytes.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    let mut huge = b"GET /hello HTTP/1.1\r\nhost: x\r\nx-big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 100 * 1024));
+    huge.extend_from_slice(b"\r\n\r\n");
+    let (bytes, _) = raw_exchange(proxy.addr, &huge, Duration::from_secs(5)).await;
+    assert!(
+        bytes.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
+    assert_eq!(upstream.hits(), 0);
+    assert_eq!(
+        proxy
+            .metric("faultline_bad_requests_total{direction=\"inbound\"}")
+            .await,
+        2.0
+    );
+    // And the proxy keeps serving.
+    assert_eq!(
+        reqwest::get(proxy.url("/hello")).await.unwrap().status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, EMPTY).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: Upgrade\r\nupgrade: websocket\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    stream.write_all(b"ping over the tunnel").await.unwrap();
+    let mut echoed = [0u8; 20];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"ping over the tunnel");
+}
+
+#[tokio::test]
+async fn a_client_vanishing_mid_body_harms_no_one_else() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, EMPTY).await;
+    for _ in 0..5 {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+        stream
+            .write_all(b"POST /echo HTTP/1.1\r\nhost: x\r\ncontent-length: 1000000\r\n\r\n")
+            .await
+            .unwrap();
+        stream.write_all(&[b'y'; 4096]).await.unwrap();
+        drop(stream);
+    }
+    eventually(
+        "the abandoned connections to close",
+        Duration::from_secs(5),
+        || async {
+            proxy
+                .metric("faultline_connections_active{direction=\"inbound\"}")
+                .await
+                == 0.0
+        },
+    )
+    .await;
+    assert_eq!(
+        reqwest::get(proxy.url("/hello"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "hello"
+    );
+}
+
+#[tokio::test]
+async fn many_idle_keep_alive_connections_are_held_and_served() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, EMPTY).await;
+    let mut senders = Vec::new();
+    for _ in 0..300 {
+        let mut sender = h1_client(proxy.addr).await;
+        let response = sender.send_request(get("/hello")).await.unwrap();
+        assert_eq!(response.status(), 200);
+        senders.push(sender);
+    }
+    assert_eq!(
+        proxy
+            .metric("faultline_connections_active{direction=\"inbound\"}")
+            .await,
+        300.0
+    );
+    // Every idle connection is still usable.
+    for sender in &mut senders {
+        assert_eq!(
+            sender.send_request(get("/hello")).await.unwrap().status(),
+            200
+        );
+    }
+}
+
+#[tokio::test]
+async fn curl_sees_delay_abort_and_clean_traffic() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- match: {path: /slow}\n  delay: {fixed: 300ms}\n- match: {path: /down}\n  abort: {status: 503, body: down}\n",
+    )
+    .await;
+    let curl = |path: String| async move {
+        let out = tokio::process::Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{time_total}",
+                &path,
+            ])
+            .output()
+            .await
+            .expect("curl must be installed (apt-get install curl)");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (code, time) = text.split_once(' ').unwrap();
+        (code.to_owned(), time.parse::<f64>().unwrap())
+    };
+    let (code, _) = curl(proxy.url("/hello")).await;
+    assert_eq!(code, "200");
+    let (code, time) = curl(proxy.url("/slow")).await;
+    assert_eq!(code, "404");
+    assert!(time >= 0.3, "{time}");
+    let (code, _) = curl(proxy.url("/down")).await;
+    assert_eq!(code, "503");
+}

@@ -1,0 +1,12 @@
+//! Integration tests: a real client, the proxy in standalone mode and a
+//! real upstream, all on 127.0.0.1:0. Each fault is observed from the
+//! client side. Layout: `support` (servers, proxy, helpers), then one file
+//! per area.
+#![allow(clippy::unwrap_used)]
+
+mod grpc;
+mod http_faults;
+mod operations;
+mod reload;
+mod support;
+mod tcp;

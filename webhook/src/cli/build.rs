@@ -1,0 +1,271 @@
+//! Pure helpers of `kubectl fault`: parsing `KIND/NAME` targets and turning
+//! the `inject` flags into a fault policy document.
+
+use serde_json::{Map, Value, json};
+
+use super::CliError;
+use crate::controller::objects::Kind;
+
+/// Parse `deploy/NAME`, `deployment/NAME`, `sts/`, `ds/`, `job/`, `pod/`, ...
+pub fn parse_target(target: &str) -> Result<(Kind, String), CliError> {
+    let (kind, name) = target
+        .split_once('/')
+        .ok_or_else(|| CliError::Target(target.to_string()))?;
+    let kind = match kind.to_ascii_lowercase().as_str() {
+        "deploy" | "deployment" | "deployments" | "deployment.apps" => Kind::Deployment,
+        "sts" | "statefulset" | "statefulsets" | "statefulset.apps" => Kind::StatefulSet,
+        "ds" | "daemonset" | "daemonsets" | "daemonset.apps" => Kind::DaemonSet,
+        "rs" | "replicaset" | "replicasets" | "replicaset.apps" => Kind::ReplicaSet,
+        "job" | "jobs" | "job.batch" => Kind::Job,
+        "po" | "pod" | "pods" => Kind::Pod,
+        _ => return Err(CliError::Target(target.to_string())),
+    };
+    if name.is_empty() || name.contains('/') {
+        return Err(CliError::Target(target.to_string()));
+    }
+    Ok((kind, name.to_string()))
+}
+
+/// The `inject` flags that shape a policy.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct FaultFlags {
+    /// Delay matching requests by this long (e.g. 200ms, 1s).
+    #[arg(long, value_name = "DURATION")]
+    pub delay: Option<String>,
+    /// Spread the delay uniformly by +/- this much.
+    #[arg(long, value_name = "DURATION", requires = "delay")]
+    pub jitter: Option<String>,
+    /// Answer matching HTTP requests with this status instead of forwarding.
+    #[arg(long, value_name = "STATUS")]
+    pub abort: Option<u16>,
+    /// Fail matching gRPC calls with this status code (e.g. UNAVAILABLE).
+    #[arg(long, value_name = "CODE")]
+    pub grpc: Option<String>,
+    /// Refuse outbound connections to pods with these labels (k=v[,k=v]).
+    #[arg(long, value_name = "LABELS")]
+    pub partition_to: Option<String>,
+    /// Fault only this share of matching requests (0-100).
+    #[arg(long, value_name = "PERCENT")]
+    pub percent: Option<f64>,
+    /// Match only this request path (exact, prefix `/api/*` or glob).
+    #[arg(long, value_name = "PATH")]
+    pub path: Option<String>,
+    /// Match only these HTTP methods (repeatable).
+    #[arg(long = "method", value_name = "METHOD")]
+    pub methods: Vec<String>,
+    /// Match only this port.
+    #[arg(long, value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Match outbound requests to this host instead of inbound requests.
+    #[arg(long, value_name = "HOST")]
+    pub host: Option<String>,
+    /// `inbound` (requests the workload serves) or `outbound` (calls it makes).
+    #[arg(long, value_name = "DIRECTION", value_parser = ["inbound", "outbound"])]
+    pub direction: Option<String>,
+    /// Remove the faults automatically after this long (e.g. 60s, 5m).
+    #[arg(long = "for", value_name = "DURATION")]
+    pub for_: Option<String>,
+    /// Remove the faults automatically at this RFC 3339 time.
+    #[arg(long, value_name = "TIME", conflicts_with = "for_")]
+    pub until: Option<String>,
+    /// Name of the rule (shown in metrics and errors).
+    #[arg(long, value_name = "NAME", default_value = "kubectl-fault")]
+    pub name: String,
+}
+
+/// Build the policy document (YAML text) the flags describe. Validation is
+/// left to `policy::parse` so the CLI and the webhook agree exactly.
+pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
+    let mut faults = Vec::new();
+    let mut rule = Map::new();
+    rule.insert("name".into(), json!(flags.name));
+    let mut matcher = Map::new();
+    if let Some(delay) = &flags.delay {
+        let mut d = Map::new();
+        d.insert("fixed".into(), json!(delay));
+        if let Some(j) = &flags.jitter {
+            d.insert("jitter".into(), json!(j));
+        }
+        faults.push(("delay", Value::Object(d)));
+    }
+    if let Some(status) = flags.abort {
+        faults.push(("abort", json!({"status": status})));
+    }
+    if let Some(code) = &flags.grpc {
+        faults.push(("abort", json!({"grpc": code.to_ascii_uppercase()})));
+        matcher.insert("protocol".into(), json!("grpc"));
+    }
+    if let Some(labels) = &flags.partition_to {
+        let mut selector = Map::new();
+        for pair in labels.split(',').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| CliError::Labels(labels.clone()))?;
+            selector.insert(k.trim().into(), json!(v.trim()));
+        }
+        if selector.is_empty() {
+            return Err(CliError::Labels(labels.clone()));
+        }
+        faults.push(("partition", json!({"mode": "reject"})));
+        matcher.insert("to".into(), json!({"podSelector": selector}));
+    }
+    let (fault, spec) = match faults.len() {
+        1 => faults.remove(0),
+        0 => return Err(CliError::NoFault),
+        _ => return Err(CliError::ManyFaults),
+    };
+    let outbound = flags.host.is_some() || flags.partition_to.is_some();
+    let direction = flags
+        .direction
+        .clone()
+        .unwrap_or_else(|| if outbound { "outbound" } else { "inbound" }.into());
+    matcher.insert("direction".into(), json!(direction));
+    if let Some(host) = &flags.host {
+        matcher.insert("host".into(), json!(host));
+    }
+    if let Some(port) = flags.port {
+        matcher.insert("port".into(), json!(port));
+    }
+    if let Some(path) = &flags.path {
+        matcher.insert("path".into(), json!(path));
+    }
+    if !flags.methods.is_empty() {
+        let methods: Vec<String> = flags
+            .methods
+            .iter()
+            .map(|m| m.to_ascii_uppercase())
+            .collect();
+        matcher.insert("methods".into(), json!(methods));
+    }
+    rule.insert("match".into(), Value::Object(matcher));
+    rule.insert(fault.into(), spec);
+    if let Some(p) = flags.percent {
+        rule.insert("percent".into(), json!(p));
+    }
+    let mut doc = Map::new();
+    if let Some(d) = &flags.for_ {
+        doc.insert("duration".into(), json!(d));
+    }
+    if let Some(u) = &flags.until {
+        doc.insert("until".into(), json!(u));
+    }
+    doc.insert("rules".into(), json!([Value::Object(rule)]));
+    serde_yaml::to_string(&Value::Object(doc)).map_err(CliError::Yaml)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_proxy::policy;
+
+    fn flags() -> FaultFlags {
+        FaultFlags {
+            name: "kubectl-fault".into(),
+            ..FaultFlags::default()
+        }
+    }
+
+    #[test]
+    fn targets() {
+        assert_eq!(
+            parse_target("deploy/checkout").unwrap(),
+            (Kind::Deployment, "checkout".into())
+        );
+        assert_eq!(
+            parse_target("StatefulSet/db").unwrap(),
+            (Kind::StatefulSet, "db".into())
+        );
+        assert_eq!(
+            parse_target("job.batch/j").unwrap(),
+            (Kind::Job, "j".into())
+        );
+        for bad in ["checkout", "svc/x", "deploy/", "deploy/a/b"] {
+            assert!(parse_target(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_documented_delay_example_builds_a_valid_policy() {
+        let f = FaultFlags {
+            delay: Some("200ms".into()),
+            percent: Some(20.0),
+            path: Some("/api/*".into()),
+            for_: Some("60s".into()),
+            ..flags()
+        };
+        let text = policy_from_flags(&f).unwrap();
+        let p = policy::parse(&text).unwrap();
+        assert_eq!(p.duration(), Some(std::time::Duration::from_secs(60)));
+        let v: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(v["rules"][0]["delay"]["fixed"], "200ms");
+        assert_eq!(v["rules"][0]["match"]["direction"], "inbound");
+        assert_eq!(v["rules"][0]["match"]["path"], "/api/*");
+        assert_eq!(v["rules"][0]["percent"], 20.0);
+    }
+
+    #[test]
+    fn abort_grpc_and_partition_build_valid_policies() {
+        for f in [
+            FaultFlags {
+                abort: Some(503),
+                ..flags()
+            },
+            FaultFlags {
+                grpc: Some("unavailable".into()),
+                direction: Some("outbound".into()),
+                port: Some(9090),
+                ..flags()
+            },
+            FaultFlags {
+                partition_to: Some("app=nats".into()),
+                ..flags()
+            },
+        ] {
+            let text = policy_from_flags(&f).unwrap();
+            policy::parse(&text).unwrap_or_else(|e| panic!("{text}\n{e}"));
+        }
+        let text = policy_from_flags(&FaultFlags {
+            partition_to: Some("app=nats".into()),
+            ..flags()
+        })
+        .unwrap();
+        let p = policy::parse(&text).unwrap();
+        assert_eq!(
+            p.selectors().iter().map(|s| s.key()).collect::<Vec<_>>(),
+            vec!["app=nats"]
+        );
+    }
+
+    #[test]
+    fn bad_flag_combinations_are_refused_with_a_reason() {
+        assert!(matches!(
+            policy_from_flags(&flags()),
+            Err(CliError::NoFault)
+        ));
+        let two = FaultFlags {
+            abort: Some(503),
+            delay: Some("1s".into()),
+            ..flags()
+        };
+        assert!(matches!(policy_from_flags(&two), Err(CliError::ManyFaults)));
+        let labels = FaultFlags {
+            partition_to: Some("nats".into()),
+            ..flags()
+        };
+        assert!(matches!(
+            policy_from_flags(&labels),
+            Err(CliError::Labels(_))
+        ));
+        // Out-of-range values build, and validation names the field.
+        let text = policy_from_flags(&FaultFlags {
+            abort: Some(700),
+            ..flags()
+        })
+        .unwrap();
+        let error = policy::parse(&text).unwrap_err().to_string();
+        assert!(
+            error.contains("kubectl-fault") && error.contains("status"),
+            "{error}"
+        );
+    }
+}

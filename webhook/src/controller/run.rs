@@ -1,0 +1,283 @@
+//! The I/O shell around [`PolicyState`]: reflectors feed stores, every batch
+//! of watch events (or an expiry deadline, or a leadership change) triggers a
+//! full reconcile of all injected pods (cheap: a hash per pod), whose result
+//! is published to the [`PolicyHub`] and, on the leader, turned into writes.
+//!
+//! Watches are cluster-wide: all pods (selector peers may be any pod, not only
+//! injected ones; spec is stripped to keep memory small) and the metadata only
+//! of ReplicaSets, Deployments, StatefulSets, DaemonSets and Jobs.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use futures::{FutureExt, Stream, StreamExt};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::PartialObjectMeta;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::expiry;
+use super::hub::PolicyHub;
+use super::objects::{INJECTED_LABEL, Kind, ObjKey, ObjectFacts, Watched};
+use super::state::{Action, PodSnapshot, PolicyState};
+use super::writer::{ActionContext, Writer};
+
+/// Reader handles of every store.
+#[derive(Clone)]
+pub struct Stores {
+    pub pods: Store<Pod>,
+    pub replicasets: Store<PartialObjectMeta<ReplicaSet>>,
+    pub deployments: Store<PartialObjectMeta<Deployment>>,
+    pub statefulsets: Store<PartialObjectMeta<StatefulSet>>,
+    pub daemonsets: Store<PartialObjectMeta<DaemonSet>>,
+    pub jobs: Store<PartialObjectMeta<Job>>,
+}
+
+impl Stores {
+    /// Facts of an owner, from the matching store.
+    pub fn owner(&self, key: &ObjKey) -> Option<ObjectFacts> {
+        fn get<K: Watched + Clone>(
+            store: &Store<PartialObjectMeta<K>>,
+            key: &ObjKey,
+        ) -> Option<ObjectFacts>
+        where
+            K::DynamicType: Default,
+        {
+            let obj = store.get(&ObjectRef::new(&key.name).within(&key.namespace))?;
+            ObjectFacts::from_meta(K::KIND, &obj.metadata)
+        }
+        match key.kind {
+            Kind::Pod => None,
+            Kind::ReplicaSet => get(&self.replicasets, key),
+            Kind::Deployment => get(&self.deployments, key),
+            Kind::StatefulSet => get(&self.statefulsets, key),
+            Kind::DaemonSet => get(&self.daemonsets, key),
+            Kind::Job => get(&self.jobs, key),
+        }
+    }
+
+    /// Every pod as the reconciler sees it.
+    pub fn pod_snapshots(&self) -> Vec<PodSnapshot> {
+        self.pods
+            .state()
+            .iter()
+            .filter_map(|p| pod_snapshot(p))
+            .collect()
+    }
+}
+
+/// Pure: the parts of a Pod the reconciler uses.
+pub fn pod_snapshot(pod: &Pod) -> Option<PodSnapshot> {
+    let facts = ObjectFacts::from_meta(Kind::Pod, &pod.metadata)?;
+    let labels: BTreeMap<String, String> = pod.metadata.labels.clone().unwrap_or_default();
+    let status = pod.status.as_ref();
+    let mut ips: Vec<IpAddr> = status
+        .and_then(|s| s.pod_ips.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .collect();
+    if let Some(ip) = status
+        .and_then(|s| s.pod_ip.as_deref())
+        .and_then(|ip| ip.parse().ok())
+        && !ips.contains(&ip)
+    {
+        ips.push(ip);
+    }
+    let phase = status.and_then(|s| s.phase.as_deref());
+    Some(PodSnapshot {
+        injected: labels.get(INJECTED_LABEL).map(String::as_str) == Some("true"),
+        terminal: matches!(phase, Some("Succeeded" | "Failed")),
+        facts,
+        labels,
+        ips,
+    })
+}
+
+type Tick = Result<bool, watcher::Error>;
+
+/// Start the reflectors; the stream yields `Ok(true)` when a store finished
+/// its (re)list, `Ok(false)` for other changes.
+pub fn reflectors(client: &Client) -> (Stores, impl Stream<Item = (usize, Tick)> + Send + 'static) {
+    let config = watcher::Config::default().any_semantic();
+    let (pods, pods_w) = reflector::store::<Pod>();
+    let pod_stream = reflector::reflector(
+        pods_w,
+        watcher(Api::<Pod>::all(client.clone()), config.clone()).modify(|p| {
+            // Only metadata and addresses matter; the spec is most of a pod's size.
+            p.spec = None;
+            p.metadata.managed_fields = None;
+            if let Some(s) = p.status.as_mut() {
+                s.conditions = None;
+                s.container_statuses = None;
+                s.init_container_statuses = None;
+            }
+        }),
+    );
+    fn meta<K>(
+        client: &Client,
+        config: &watcher::Config,
+    ) -> (
+        Store<PartialObjectMeta<K>>,
+        futures::stream::BoxStream<'static, Tick>,
+    )
+    where
+        K: Watched + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+        K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+    {
+        let (store, writer) = reflector::store::<PartialObjectMeta<K>>();
+        let stream = reflector::reflector(
+            writer,
+            watcher(
+                Api::<PartialObjectMeta<K>>::all(client.clone()),
+                config.clone(),
+            )
+            .modify(|m| m.metadata.managed_fields = None),
+        )
+        .map(|e| e.map(|e| matches!(e, watcher::Event::InitDone)));
+        (store, stream.boxed())
+    }
+    let (replicasets, rs) = meta::<ReplicaSet>(client, &config);
+    let (deployments, dep) = meta::<Deployment>(client, &config);
+    let (statefulsets, sts) = meta::<StatefulSet>(client, &config);
+    let (daemonsets, ds) = meta::<DaemonSet>(client, &config);
+    let (jobs, job) = meta::<Job>(client, &config);
+    let pod_stream = pod_stream
+        .map(|e| e.map(|e| matches!(e, watcher::Event::InitDone)))
+        .boxed();
+    let streams = vec![pod_stream, rs, dep, sts, ds, job];
+    let merged = futures::stream::select_all(
+        streams
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| s.default_backoff().map(move |t| (i, t)).boxed()),
+    );
+    (
+        Stores {
+            pods,
+            replicasets,
+            deployments,
+            statefulsets,
+            daemonsets,
+            jobs,
+        },
+        merged,
+    )
+}
+
+/// Run the reconcile loop until shutdown.
+pub async fn reconcile_loop(
+    client: Client,
+    hub: PolicyHub,
+    writer: Writer,
+    mut leader: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+) {
+    let (stores, events) = reflectors(&client);
+    let mut events = std::pin::pin!(events);
+    let mut ready = [false; 6];
+    let mut state = PolicyState::default();
+    let mut next_expiry: Option<jiff::Timestamp> = None;
+    loop {
+        let wake = async {
+            match next_expiry {
+                Some(at) => expiry::sleep_until_earliest([at], jiff::Timestamp::now()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            event = events.next() => {
+                let Some(event) = event else { break };
+                note(&mut ready, event);
+                // Coalesce a burst of watch events into one reconcile.
+                while let Some(Some(event)) = events.next().now_or_never() {
+                    note(&mut ready, event);
+                }
+            }
+            () = wake => {}
+            changed = leader.changed() => if changed.is_err() { break },
+        }
+        if !ready.iter().all(|r| *r) {
+            continue;
+        }
+        let pods = stores.pod_snapshots();
+        let outcome = state.reconcile(&pods, |k| stores.owner(k));
+        hub.metrics.reconciles.inc();
+        let versions: std::collections::BTreeSet<&str> =
+            outcome.pods.values().map(|p| p.version.as_str()).collect();
+        hub.metrics
+            .versions_published
+            .set(i64::try_from(versions.len()).unwrap_or(i64::MAX));
+        hub.publish_all(&outcome.pods);
+        let is_leader = *leader.borrow_and_update();
+        hub.metrics.leader.set(i64::from(is_leader));
+        if !is_leader {
+            // Only the leader acts on deadlines; followers see the result as
+            // a watch event.
+            next_expiry = None;
+            continue;
+        }
+        let now = jiff::Timestamp::now();
+        let (actions, next) = state.plan(&outcome.sources, now);
+        next_expiry = next;
+        for action in actions {
+            let key = match &action {
+                Action::RecordSeen { key, .. }
+                | Action::Expire { key, .. }
+                | Action::WarnInvalid { key, .. } => key,
+            };
+            let Some(src) = outcome.sources.get(key) else {
+                continue;
+            };
+            let expires = src.verdict.as_ref().ok().and_then(|p| {
+                let seen = match &action {
+                    Action::RecordSeen { value, .. } => expiry::SeenAt::parse(value).map(|s| s.at),
+                    _ => None,
+                };
+                seen.and_then(|at| expiry::deadline(p.duration(), p.until(), at))
+            });
+            let ctx = ActionContext {
+                uid: src.facts.uid.clone(),
+                pods: src.pods,
+                has_seen_at: src.facts.seen_at.is_some(),
+                expires,
+            };
+            if matches!(action, Action::Expire { .. }) {
+                hub.metrics.expired.inc();
+            } else if matches!(action, Action::WarnInvalid { .. }) {
+                hub.metrics.invalid.inc();
+            }
+            if let Err(error) = writer.perform(&action, &ctx).await {
+                tracing::warn!(%error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "controller write failed; will retry");
+                if !matches!(action, Action::WarnInvalid { .. }) {
+                    state.forget(&action);
+                    // Retry soon rather than on the next unrelated event.
+                    let retry = now
+                        .checked_add(jiff::SignedDuration::from_secs(2))
+                        .unwrap_or(now);
+                    next_expiry = Some(next_expiry.map_or(retry, |n| n.min(retry)));
+                }
+            } else {
+                tracing::info!(?action, "controller write done");
+            }
+        }
+    }
+}
+
+fn note(ready: &mut [bool; 6], (index, tick): (usize, Tick)) {
+    match tick {
+        Ok(true) => {
+            if let Some(r) = ready.get_mut(index) {
+                *r = true;
+            }
+        }
+        Ok(false) => {}
+        Err(error) => tracing::warn!(%error, "watch failed; retrying with backoff"),
+    }
+}

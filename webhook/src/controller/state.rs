@@ -1,0 +1,300 @@
+//! The controller's pure core: from a snapshot of pods and owners, compute
+//! each injected pod's effective policy (what the stream serves) and the
+//! writes the leader owes the API server (seen-at, expiry, Events).
+//!
+//! A policy that does not validate never reaches a proxy: the source keeps
+//! its last good policy (per object uid) or, for a pod that never had one
+//! from that source, what the pod ran before.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use faultline_proxy::policy::{self, Policy};
+use jiff::Timestamp;
+
+use super::expiry;
+pub use super::hub::{Peers, PodKey, PodPolicy};
+use super::objects::{ObjKey, ObjectFacts};
+use super::resolve::{Resolution, resolve};
+use super::version::{policy_version, text_version};
+
+/// A pod as the controller sees it.
+#[derive(Clone, Debug)]
+pub struct PodSnapshot {
+    pub facts: ObjectFacts,
+    pub labels: BTreeMap<String, String>,
+    pub ips: Vec<IpAddr>,
+    /// Carries `faultline.dev/injected=true`: has a proxy to serve.
+    pub injected: bool,
+    /// Succeeded/Failed pods are not peers.
+    pub terminal: bool,
+}
+
+/// One annotated object and what became of its annotation.
+#[derive(Clone, Debug)]
+pub struct SourceState {
+    pub facts: ObjectFacts,
+    pub text: String,
+    pub text_version: String,
+    /// The parsed policy, or the validation error text.
+    pub verdict: Result<Arc<Policy>, String>,
+    /// Injected pods it governs.
+    pub pods: usize,
+}
+
+/// A write the leader should perform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Record `faultline.dev/faults-seen-at` and emit `FaultsApplied`.
+    RecordSeen {
+        key: ObjKey,
+        value: String,
+        version: String,
+    },
+    /// Remove the annotation if it still equals `text`; emit `FaultsRecovered`.
+    Expire {
+        key: ObjKey,
+        text: String,
+        version: String,
+    },
+    /// Emit a `FaultsInvalid` Warning.
+    WarnInvalid { key: ObjKey, message: String },
+}
+
+#[derive(Clone)]
+struct Good {
+    uid: String,
+    text: String,
+    policy: Arc<Policy>,
+    json: Arc<serde_json::Value>,
+}
+
+/// State carried between reconciles.
+#[derive(Default)]
+pub struct PolicyState {
+    last_good: HashMap<ObjKey, Good>,
+    served: BTreeMap<PodKey, PodPolicy>,
+    /// (object, text version) pairs already acted on, so a write is not
+    /// repeated while the watch has not yet echoed it back.
+    seen_recorded: HashMap<ObjKey, expiry::SeenAt>,
+    warned: BTreeSet<(ObjKey, String)>,
+    expired: BTreeSet<(ObjKey, String)>,
+}
+
+/// Everything one reconcile produced.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub pods: BTreeMap<PodKey, PodPolicy>,
+    pub sources: BTreeMap<ObjKey, SourceState>,
+}
+
+impl PolicyState {
+    /// Compute the effective policy of every injected pod.
+    pub fn reconcile(
+        &mut self,
+        pods: &[PodSnapshot],
+        owners: impl Fn(&ObjKey) -> Option<ObjectFacts>,
+    ) -> Outcome {
+        let mut out = Outcome::default();
+        for pod in pods.iter().filter(|p| p.injected) {
+            let key = (pod.facts.key.namespace.clone(), pod.facts.key.name.clone());
+            let previous = self
+                .served
+                .get(&key)
+                .filter(|p| p.uid == pod.facts.uid)
+                .cloned();
+            let effective = match resolve(&pod.facts, &owners) {
+                Resolution::None => None,
+                Resolution::Incomplete { .. } => {
+                    if let Some(prev) = previous {
+                        out.pods.insert(key, prev);
+                    }
+                    continue;
+                }
+                Resolution::Annotated { source, text } => {
+                    let good = self.evaluate(&source, &text, &mut out);
+                    match good {
+                        Some(good) => Some((source.key.clone(), good)),
+                        // Invalid and nothing good from this source: keep the pod's last.
+                        None => {
+                            if let Some(prev) = previous {
+                                out.pods.insert(key, prev);
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            let policy = match effective {
+                None => PodPolicy {
+                    uid: pod.facts.uid.clone(),
+                    version: policy_version(None, &Peers::new()),
+                    policy: None,
+                    peers: Peers::new(),
+                    source: None,
+                },
+                Some((source, good)) => {
+                    let peers = resolve_peers(&good.policy, &pod.facts.key.namespace, pods);
+                    PodPolicy {
+                        uid: pod.facts.uid.clone(),
+                        version: policy_version(Some(&good.text), &peers),
+                        policy: Some(good.json.clone()),
+                        peers,
+                        source: Some(source),
+                    }
+                }
+            };
+            out.pods.insert(key, policy);
+        }
+        self.served = out.pods.clone();
+        // Forget sources that are gone so their memory does not grow forever.
+        self.last_good.retain(|k, _| out.sources.contains_key(k));
+        out
+    }
+
+    /// Validate a source's annotation (memoised per text), returning the
+    /// policy to serve: the new one if valid, else the last good one.
+    fn evaluate(&mut self, source: &ObjectFacts, text: &str, out: &mut Outcome) -> Option<Good> {
+        let version = text_version(text);
+        if let Some(state) = out.sources.get_mut(&source.key) {
+            state.pods += 1;
+            return self
+                .last_good
+                .get(&source.key)
+                .filter(|g| g.uid == source.uid)
+                .cloned();
+        }
+        let cached = self
+            .last_good
+            .get(&source.key)
+            .filter(|g| g.uid == source.uid && g.text == text)
+            .cloned();
+        let verdict = match cached {
+            Some(good) => Ok(good.policy),
+            None => match policy::parse(text) {
+                Ok(parsed) => {
+                    let json = serde_json::to_value(&parsed).unwrap_or(serde_json::Value::Null);
+                    let good = Good {
+                        uid: source.uid.clone(),
+                        text: text.to_string(),
+                        policy: Arc::new(parsed),
+                        json: Arc::new(json),
+                    };
+                    self.last_good.insert(source.key.clone(), good.clone());
+                    Ok(good.policy)
+                }
+                Err(error) => Err(error.to_string()),
+            },
+        };
+        out.sources.insert(
+            source.key.clone(),
+            SourceState {
+                facts: source.clone(),
+                text: text.to_string(),
+                text_version: version,
+                verdict,
+                pods: 1,
+            },
+        );
+        self.last_good
+            .get(&source.key)
+            .filter(|g| g.uid == source.uid)
+            .cloned()
+    }
+
+    /// Decide the leader's writes for `sources` at `now`, and the next
+    /// instant something expires.
+    pub fn plan(
+        &mut self,
+        sources: &BTreeMap<ObjKey, SourceState>,
+        now: Timestamp,
+    ) -> (Vec<Action>, Option<Timestamp>) {
+        let mut actions = Vec::new();
+        let mut next: Option<Timestamp> = None;
+        for (key, src) in sources {
+            let policy = match &src.verdict {
+                Err(message) => {
+                    if self.warned.insert((key.clone(), src.text_version.clone())) {
+                        actions.push(Action::WarnInvalid {
+                            key: key.clone(),
+                            message: message.clone(),
+                        });
+                    }
+                    continue;
+                }
+                Ok(policy) => policy,
+            };
+            let recorded = src.facts.seen_at.clone().or_else(|| {
+                self.seen_recorded
+                    .get(key)
+                    .filter(|s| s.version == src.text_version)
+                    .map(expiry::SeenAt::to_annotation)
+            });
+            let (seen, write) = expiry::first_seen(recorded.as_deref(), &src.text_version, now);
+            if write {
+                self.seen_recorded.insert(key.clone(), seen.clone());
+                actions.push(Action::RecordSeen {
+                    key: key.clone(),
+                    value: seen.to_annotation(),
+                    version: src.text_version.clone(),
+                });
+            }
+            let Some(deadline) = expiry::deadline(policy.duration(), policy.until(), seen.at)
+            else {
+                continue;
+            };
+            if deadline <= now {
+                if self.expired.insert((key.clone(), src.text_version.clone())) {
+                    actions.push(Action::Expire {
+                        key: key.clone(),
+                        text: src.text.clone(),
+                        version: src.text_version.clone(),
+                    });
+                }
+            } else {
+                next = Some(next.map_or(deadline, |n| n.min(deadline)));
+            }
+        }
+        let live: BTreeSet<&ObjKey> = sources.keys().collect();
+        self.seen_recorded.retain(|k, _| live.contains(k));
+        self.warned.retain(|(k, _)| live.contains(k));
+        self.expired.retain(|(k, _)| live.contains(k));
+        (actions, next)
+    }
+
+    /// Forget that an action was taken, so it is retried (its write failed).
+    pub fn forget(&mut self, action: &Action) {
+        match action {
+            Action::RecordSeen { key, .. } => {
+                self.seen_recorded.remove(key);
+            }
+            Action::Expire { key, version, .. } => {
+                self.expired.remove(&(key.clone(), version.clone()));
+            }
+            Action::WarnInvalid { .. } => {}
+        }
+    }
+}
+
+/// Resolve the policy's pod selectors into the IPs of matching, non-terminal
+/// pods in `namespace` (selectors are namespace-local, like NetworkPolicy's).
+pub fn resolve_peers(policy: &Policy, namespace: &str, pods: &[PodSnapshot]) -> Peers {
+    let mut peers = Peers::new();
+    for selector in policy.selectors() {
+        let key = selector.key();
+        let mut ips: Vec<IpAddr> = pods
+            .iter()
+            .filter(|p| !p.terminal && p.facts.key.namespace == namespace)
+            .filter(|p| selector.0.iter().all(|(k, v)| p.labels.get(k) == Some(v)))
+            .flat_map(|p| p.ips.iter().copied())
+            .collect();
+        ips.sort();
+        ips.dedup();
+        peers.insert(key, ips);
+    }
+    peers
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,194 @@
+//! `GET /v1/policy/stream`: the endpoint proxies hold open. Authenticates the
+//! bearer token (TokenReview, audience `faultline`), serves the pod the token
+//! is bound to only its own policy, pushes every new version and a heartbeat.
+//! The optional `?namespace=&pod=` query is checked against the token so a
+//! misconfigured proxy gets a clear 403 instead of someone else's policy.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use bytes::Bytes;
+use faultline_proxy::client::wire::{CONTENT_TYPE, STREAM_PATH, StreamMessage};
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::auth::{AuthError, Authenticator, Identity};
+use super::hub::{ConnectionGuard, Connections, PolicyHub};
+use super::state::PodPolicy;
+
+/// Interval between heartbeats (the proxy drops a stream after 3 missed).
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// Everything the stream handler needs.
+#[derive(Clone)]
+pub struct StreamServer {
+    pub hub: PolicyHub,
+    pub connections: Connections,
+    pub auth: Arc<dyn Authenticator>,
+    pub heartbeat: Duration,
+    /// Cancelled on SIGTERM: streams end so proxies move to another replica.
+    pub shutdown: CancellationToken,
+}
+
+impl StreamServer {
+    pub fn new(hub: PolicyHub, auth: Arc<dyn Authenticator>, shutdown: CancellationToken) -> Self {
+        Self {
+            hub,
+            connections: Connections::default(),
+            auth,
+            heartbeat: HEARTBEAT,
+            shutdown,
+        }
+    }
+
+    /// The router to merge into the webhook's TLS server.
+    pub fn router(self) -> Router {
+        Router::new()
+            .route(STREAM_PATH, get(stream))
+            .with_state(self)
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct StreamQuery {
+    namespace: Option<String>,
+    pod: Option<String>,
+}
+
+fn refuse(server: &StreamServer, status: StatusCode, message: String) -> Response {
+    server.hub.metrics.streams_refused.inc();
+    tracing::info!(%status, %message, "refused a policy stream");
+    (status, message).into_response()
+}
+
+async fn stream(
+    State(server): State<StreamServer>,
+    Query(query): Query<StreamQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
+    let Some(token) = token else {
+        return refuse(
+            &server,
+            StatusCode::UNAUTHORIZED,
+            "missing bearer token".into(),
+        );
+    };
+    let identity = match server.auth.authenticate(token).await {
+        Ok(id) => id,
+        Err(error @ AuthError::Review(_)) => {
+            tracing::warn!(%error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "token review failed");
+            return refuse(&server, StatusCode::SERVICE_UNAVAILABLE, error.to_string());
+        }
+        Err(error) => return refuse(&server, StatusCode::UNAUTHORIZED, error.to_string()),
+    };
+    if let Some(message) = mismatch(&identity, &query) {
+        return refuse(&server, StatusCode::FORBIDDEN, message);
+    }
+    let key = (identity.namespace.clone(), identity.pod.clone());
+    tracing::info!(namespace = %key.0, pod = %key.1, "proxy connected to the policy stream");
+    let rx = server.hub.subscribe(&key);
+    let guard = server.connections.open(key, server.hub.metrics.clone());
+    let body = body_stream(
+        rx,
+        identity.pod_uid,
+        guard,
+        server.heartbeat,
+        server.shutdown.clone(),
+    );
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, CONTENT_TYPE)
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(Body::from_stream(body))
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// A request may name its pod; it must be the token's.
+fn mismatch(identity: &Identity, query: &StreamQuery) -> Option<String> {
+    let ns_ok = query
+        .namespace
+        .as_deref()
+        .is_none_or(|ns| ns == identity.namespace);
+    let pod_ok = query.pod.as_deref().is_none_or(|p| p == identity.pod);
+    (!ns_ok || !pod_ok).then(|| {
+        format!(
+            "token belongs to pod {}/{}, not {}/{}",
+            identity.namespace,
+            identity.pod,
+            query.namespace.as_deref().unwrap_or(&identity.namespace),
+            query.pod.as_deref().unwrap_or(&identity.pod)
+        )
+    })
+}
+
+struct Cursor {
+    rx: watch::Receiver<Option<PodPolicy>>,
+    uid: String,
+    guard: ConnectionGuard,
+    heartbeat: tokio::time::Interval,
+    shutdown: CancellationToken,
+    check: bool,
+}
+
+fn body_stream(
+    rx: watch::Receiver<Option<PodPolicy>>,
+    uid: String,
+    guard: ConnectionGuard,
+    heartbeat: Duration,
+    shutdown: CancellationToken,
+) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send {
+    let mut interval = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let cursor = Cursor {
+        rx,
+        uid,
+        guard,
+        heartbeat: interval,
+        shutdown,
+        check: true,
+    };
+    futures::stream::unfold(cursor, |mut c| async move {
+        loop {
+            if c.check {
+                c.check = false;
+                let current = c.rx.borrow_and_update().clone();
+                // A policy for another uid belongs to a newer pod of the same
+                // name; this token's pod is gone, so wait (its token dies soon).
+                if let Some(policy) = current.filter(|p| p.uid == c.uid) {
+                    let line = StreamMessage::Policy {
+                        version: policy.version.clone(),
+                        policy: policy.policy.as_deref().cloned(),
+                        peers: policy.peers.clone(),
+                    }
+                    .to_line();
+                    c.guard.sent(&policy.version);
+                    return Some((Ok(Bytes::from(line)), c));
+                }
+            }
+            tokio::select! {
+                () = c.shutdown.cancelled() => return None,
+                changed = c.rx.changed() => match changed {
+                    Ok(()) => c.check = true,
+                    Err(_) => return None,
+                },
+                _ = c.heartbeat.tick() => {
+                    return Some((Ok(Bytes::from(StreamMessage::Heartbeat.to_line())), c));
+                }
+            }
+        }
+    })
+}
