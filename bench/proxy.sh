@@ -94,11 +94,11 @@ NGINX
 
 "$bin/examples/bench-upstream" "127.0.0.1:$up" "$threads" &
 pids+=($!)
-TOKIO_WORKER_THREADS=$threads FAULTLINE_LOG=warn "$bin/faultline-proxy" run \
+FAULTLINE_WORKERS=$threads FAULTLINE_LOG=warn "$bin/faultline-proxy" run \
   --listen "127.0.0.1:$p_empty" --upstream "127.0.0.1:$up" --admin-addr "127.0.0.1:$a_empty" &
 pid_empty=$!
 pids+=($pid_empty)
-TOKIO_WORKER_THREADS=$threads FAULTLINE_LOG=warn "$bin/faultline-proxy" run \
+FAULTLINE_WORKERS=$threads FAULTLINE_LOG=warn "$bin/faultline-proxy" run \
   --listen "127.0.0.1:$p_rules" --upstream "127.0.0.1:$up" --admin-addr "127.0.0.1:$a_rules" \
   --faults "$work/rules.yaml" &
 pid_rules=$!

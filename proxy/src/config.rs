@@ -38,6 +38,7 @@ pub const ENV_DRAIN_SECONDS: &str = "FAULTLINE_DRAIN_SECONDS";
 pub const ENV_MAX_CONNECTIONS: &str = "FAULTLINE_MAX_CONNECTIONS";
 pub const ENV_DETECT_TIMEOUT_MS: &str = "FAULTLINE_DETECT_TIMEOUT_MS";
 pub const ENV_READY_GRACE_SECONDS: &str = "FAULTLINE_READY_GRACE_SECONDS";
+pub const ENV_WORKERS: &str = "FAULTLINE_WORKERS";
 
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:15400";
 pub const DEFAULT_INBOUND_ADDR: &str = "0.0.0.0:15406";
@@ -135,6 +136,9 @@ pub struct Config {
     /// In controller mode, how long /readyz waits for a first policy before
     /// reporting ready anyway (a controller outage must not block the pod).
     pub ready_grace: Duration,
+    /// Worker threads that run connections (default: the CPUs available,
+    /// which in a pod is the CPU limit).
+    pub workers: usize,
 }
 
 impl Config {
@@ -265,6 +269,22 @@ impl Config {
             DEFAULT_READY_GRACE_SECONDS,
         )?);
 
+        let default_workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+        let workers = parse_num(
+            "--workers",
+            ENV_WORKERS,
+            get(&args.workers, ENV_WORKERS),
+            default_workers,
+        )?;
+        if !(1..=1024).contains(&workers) {
+            return Err(invalid(
+                "--workers",
+                ENV_WORKERS,
+                &workers.to_string(),
+                "a number of threads from 1 to 1024",
+            ));
+        }
+
         Ok(Config {
             mode,
             admin_addr,
@@ -276,6 +296,7 @@ impl Config {
             max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
             detect_timeout,
             ready_grace,
+            workers: usize::try_from(workers).unwrap_or(1),
         })
     }
 }

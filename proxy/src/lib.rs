@@ -9,8 +9,10 @@
 //!   (`detect`); then `http` (hyper, HTTP/1.1 + h2c + gRPC) or `tcp`.
 //! - `faults`: the effects the data plane applies, from policy decisions;
 //!   `io` (RST, byte-level faults), `throttle` (bandwidth),
-//!   `upstream` (pooled upstream connections).
-//! - `client`: the controller's policy stream; `faults_file`: the watched policy file; `admin`: /healthz /readyz
+//!   `upstream` (pooled upstream connections), `workers` (the
+//!   thread-per-core runtimes connections run on).
+//! - `client`: the controller's policy stream; `faults_file`: the watched
+//!   policy file; `admin`: /healthz /readyz
 //!   /metrics /policy; `metrics`; `telemetry` (logs).
 //!
 //! Tests and the e2e crate run the proxy in-process:
@@ -31,6 +33,7 @@ pub mod tcp;
 pub mod telemetry;
 pub mod throttle;
 pub mod upstream;
+pub mod workers;
 
 pub use config::Config;
 pub use server::{Proxy, RunError, run};

@@ -62,6 +62,8 @@ pub struct ConnCtx {
     /// `forward_to` as a URI authority (the HTTP/1.1 pool key).
     pub forward_authority: http::uri::Authority,
     pub protocol: Protocol,
+    /// The worker thread running this connection (its upstream pools).
+    pub worker: usize,
     reset: ResetFlag,
     killed: CancellationToken,
     throttle: Mutex<Option<Throttle>>,
@@ -116,10 +118,26 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Liste
                     drop(stream);
                     continue;
                 };
+                // Tracked from here, so the drain also waits for connections
+                // still queued for a worker.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::warn!(%error, "failed to hand a connection to a worker");
+                        continue;
+                    }
+                };
                 let shared2 = shared.clone();
-                shared.tracker.spawn(async move {
+                shared.workers.dispatch(|worker| shared.tracker.track_future(async move {
+                    let stream = match TcpStream::from_std(stream) {
+                        Ok(stream) => stream,
+                        Err(error) => {
+                            tracing::warn!(%error, "failed to register a connection with its worker");
+                            return;
+                        }
+                    };
                     tokio::select! {
-                        result = handle(&shared2, stream, client, kind, local) => {
+                        result = handle(&shared2, stream, client, kind, local, worker) => {
                             if let Err(error) = result {
                                 tracing::warn!(%client, error = %crate::error_chain(&error), "connection refused");
                             }
@@ -128,7 +146,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Liste
                         () = shared2.hard_stop.cancelled() => {}
                     }
                     drop(guard);
-                });
+                }));
             }
             Err(error) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -205,6 +223,7 @@ async fn handle(
     client: SocketAddr,
     kind: ListenerKind,
     local: Option<SocketAddr>,
+    worker: usize,
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let direction = kind.direction();
@@ -293,6 +312,7 @@ async fn handle(
         forward_to,
         forward_authority: authority_of(forward_to),
         protocol,
+        worker,
         reset: reset.clone(),
         killed: CancellationToken::new(),
         throttle: Mutex::new(None),

@@ -60,7 +60,9 @@ fn run(args: &RunArgs) -> ExitCode {
         eprintln!("faultline-proxy: {}", error_chain(&error));
         return ExitCode::from(EX_CONFIG);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    // Connections run on the worker threads (see `workers`); this runtime
+    // only accepts, serves the admin endpoints and watches the policy.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
     {
@@ -78,6 +80,7 @@ fn run(args: &RunArgs) -> ExitCode {
                 return match error {
                     RunError::FaultsFile(_) => ExitCode::from(EX_CONFIG),
                     RunError::Bind { .. } => ExitCode::from(EX_UNAVAILABLE),
+                    RunError::Workers(_) => ExitCode::from(EX_SOFTWARE),
                 };
             }
         };

@@ -22,6 +22,7 @@ use crate::listener::ListenerKind;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyStore, PolicyUpdate};
 use crate::upstream::Upstream;
+use crate::workers::{WorkerError, Workers};
 
 const LISTEN_BACKLOG: u32 = 4096;
 
@@ -36,13 +37,24 @@ pub enum RunError {
     },
     #[error(transparent)]
     FaultsFile(#[from] FaultsFileError),
+    #[error(transparent)]
+    Workers(WorkerError),
+}
+
+impl Shared {
+    /// The upstream pools of the worker running a connection.
+    pub fn upstream(&self, worker: usize) -> &Upstream {
+        &self.upstreams[worker % self.upstreams.len()]
+    }
 }
 
 /// State shared by every connection of one proxy.
 pub struct Shared {
     pub faults: Faults,
     pub metrics: Arc<Metrics>,
-    pub upstream: Upstream,
+    /// One set of upstream pools per worker thread (see `workers`).
+    pub upstreams: Vec<Upstream>,
+    pub workers: Workers,
     /// Cancelled on SIGTERM: stop accepting, finish in-flight work.
     pub shutdown: CancellationToken,
     /// Cancelled when the drain period is over: cut everything.
@@ -132,10 +144,12 @@ impl Proxy {
         if let Some(update) = self.initial {
             crate::faults_file::apply(&store, update, &metrics);
         }
+        let workers = Workers::start(self.config.workers).map_err(RunError::Workers)?;
         let shared = Arc::new(Shared {
             faults: Faults::new(store.clone()),
             metrics: metrics.clone(),
-            upstream: Upstream::new(),
+            upstreams: (0..workers.count()).map(|_| Upstream::new()).collect(),
+            workers,
             shutdown: shutdown.clone(),
             hard_stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
@@ -149,6 +163,9 @@ impl Proxy {
                 .as_ref()
                 .map(|_| self.config.ready_grace),
         ));
+        if let Ok(addr) = self.admin.local_addr() {
+            tracing::info!(%addr, "admin server listening");
+        }
         let admin_stop = CancellationToken::new();
         let admin = tokio::spawn(crate::admin::serve(
             self.admin,
@@ -200,6 +217,7 @@ impl Proxy {
             shared.hard_stop.cancel();
             shared.tracker.wait().await;
         }
+        shared.workers.close();
         admin_stop.cancel();
         let _ = admin.await;
         tracing::info!("stopped");

@@ -81,6 +81,9 @@ pub struct RunArgs {
     /// Wait this long for a client's first bytes before treating it as raw TCP [env: FAULTLINE_DETECT_TIMEOUT_MS] [default: 200]
     #[arg(long, value_name = "MS")]
     pub detect_timeout_ms: Option<String>,
+    /// Worker threads for connections [env: FAULTLINE_WORKERS] [default: available CPUs]
+    #[arg(long, value_name = "N")]
+    pub workers: Option<String>,
     /// Controller mode: /readyz turns ready after this long without a first policy [env: FAULTLINE_READY_GRACE_SECONDS] [default: 10]
     #[arg(long, value_name = "SECONDS")]
     pub ready_grace_seconds: Option<String>,

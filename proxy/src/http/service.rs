@@ -100,7 +100,7 @@ async fn forward(
     let result = if ctx.protocol == Protocol::Http2 {
         parts.uri = h2_uri(&parts.uri, &parts.headers, dest);
         shared
-            .upstream
+            .upstream(ctx.worker)
             .send_http2(dest, Request::from_parts(parts, body))
             .await
     } else {
@@ -109,7 +109,7 @@ async fn forward(
             parts.version = Version::HTTP_11;
         }
         shared
-            .upstream
+            .upstream(ctx.worker)
             .send_http1(Request::from_parts(parts, body))
             .await
     };

@@ -74,11 +74,11 @@ async fn request_delay_is_within_tolerance() {
     let elapsed = started.elapsed();
     assert_eq!(response.text().await.unwrap(), "hello");
     assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
-    assert!(elapsed < Duration::from_millis(450), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(750), "{elapsed:?}");
     // Other paths are not delayed.
     let started = Instant::now();
     client.get(proxy.url("/bytes/3")).send().await.unwrap();
-    assert!(started.elapsed() < Duration::from_millis(200));
+    assert!(started.elapsed() < Duration::from_millis(250));
     assert_eq!(
         proxy
             .metric("faultline_faults_injected_total{rule=\"slow\",kind=\"delay\"}")
@@ -100,11 +100,9 @@ async fn response_delay_happens_after_the_upstream_answered() {
     let request =
         tokio::spawn(async move { reqwest::get(url).await.unwrap().text().await.unwrap() });
     // The upstream sees the request long before the client gets an answer.
-    eventually(
-        "the upstream to be hit",
-        Duration::from_millis(300),
-        || async { upstream.hits() == 1 },
-    )
+    eventually("the upstream to be hit", Duration::from_secs(5), || async {
+        upstream.hits() == 1
+    })
     .await;
     assert!(!request.is_finished());
     assert_eq!(request.await.unwrap(), "hello");
@@ -333,12 +331,18 @@ async fn malformed_and_oversized_requests_get_400_and_431() {
         String::from_utf8_lossy(&bytes)
     );
     assert_eq!(upstream.hits(), 0);
-    assert_eq!(
-        proxy
-            .metric("faultline_bad_requests_total{direction=\"inbound\"}")
-            .await,
-        2.0
-    );
+    // Counted when the connection task finishes, just after the close.
+    eventually(
+        "both bad requests to be counted",
+        Duration::from_secs(5),
+        || async {
+            proxy
+                .metric("faultline_bad_requests_total{direction=\"inbound\"}")
+                .await
+                == 2.0
+        },
+    )
+    .await;
     // And the proxy keeps serving.
     assert_eq!(
         reqwest::get(proxy.url("/hello")).await.unwrap().status(),
@@ -414,7 +418,7 @@ async fn many_idle_keep_alive_connections_are_held_and_served() {
     let upstream = http_upstream().await;
     let proxy = start_proxy(upstream.addr, EMPTY).await;
     let mut senders = Vec::new();
-    for _ in 0..300 {
+    for _ in 0..1000 {
         let mut sender = h1_client(proxy.addr).await;
         let response = sender.send_request(get("/hello")).await.unwrap();
         assert_eq!(response.status(), 200);
@@ -424,7 +428,7 @@ async fn many_idle_keep_alive_connections_are_held_and_served() {
         proxy
             .metric("faultline_connections_active{direction=\"inbound\"}")
             .await,
-        300.0
+        1000.0
     );
     // Every idle connection is still usable.
     for sender in &mut senders {
@@ -467,4 +471,45 @@ async fn curl_sees_delay_abort_and_clean_traffic() {
     assert!(time >= 0.3, "{time}");
     let (code, _) = curl(proxy.url("/down")).await;
     assert_eq!(code, "503");
+}
+
+#[tokio::test]
+async fn reset_after_bytes_cuts_an_http_response_mid_body() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, "rules:\n- reset: {afterBytes: 50000}\n").await;
+    let response = reqwest::get(proxy.url("/bytes/400000")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let error = response.bytes().await.unwrap_err();
+    assert!(error.is_body() || error.is_decode(), "{error:?}");
+    assert_eq!(
+        proxy
+            .metric("faultline_faults_injected_total{rule=\"rules[0]\",kind=\"reset\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn bandwidth_also_paces_uploads() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- match: {path: /echo}\n  bandwidth: {bytesPerSecond: 100000}\n",
+    )
+    .await;
+    let started = Instant::now();
+    let body = reqwest::Client::new()
+        .post(proxy.url("/echo"))
+        .body(vec![3u8; 100_000])
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body.len(), 100_000);
+    // Upload and echoed download share the connection's bucket: 200 kB
+    // through a 100 kB/s limit.
+    let elapsed = started.elapsed().as_secs_f64();
+    assert!((1.7..=2.4).contains(&elapsed), "{elapsed:.2}s");
 }

@@ -271,3 +271,69 @@ fn example_policies_parse() {
         dir.display()
     );
 }
+
+#[tokio::test]
+async fn the_binary_logs_json_and_drains_on_sigterm() {
+    use tokio::io::AsyncBufReadExt;
+    let upstream = http_upstream().await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_faultline-proxy"))
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--upstream")
+        .arg(upstream.addr.to_string())
+        .env("FAULTLINE_LOG_FORMAT", "json")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut next_json = async || -> serde_json::Value {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("a log line");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+    };
+    let admin = loop {
+        let line = next_json().await;
+        if line["message"] == "admin server listening" {
+            break line["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    eventually("readyz", Duration::from_secs(10), || async {
+        reqwest::get(format!("http://{admin}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let pid = child.id().unwrap().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut messages = Vec::new();
+    loop {
+        let line = next_json().await;
+        let message = line["message"].as_str().unwrap_or_default().to_owned();
+        messages.push(message.clone());
+        if message == "stopped" {
+            break;
+        }
+    }
+    assert!(
+        messages.iter().any(|m| m.contains("draining")),
+        "{messages:?}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

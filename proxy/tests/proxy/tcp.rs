@@ -167,3 +167,41 @@ async fn unreachable_tcp_upstream_closes_and_counts() {
         1.0
     );
 }
+
+#[tokio::test]
+async fn tcp_delay_holds_the_upstream_connection_back() {
+    let echo = tcp_echo(None).await;
+    let proxy = start_proxy(
+        echo.addr,
+        "rules:\n- match: {protocol: tcp}\n  delay: {fixed: 300ms}\n",
+    )
+    .await;
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(NOT_HTTP).await.unwrap();
+    let mut buf = vec![0u8; NOT_HTTP.len()];
+    stream.read_exact(&mut buf).await.unwrap();
+    assert_eq!(buf, NOT_HTTP);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+}
+
+#[tokio::test]
+async fn tcp_hang_and_abort_reset() {
+    let echo = tcp_echo(None).await;
+    let proxy = start_proxy(echo.addr, "rules:\n- match: {protocol: tcp}\n  hang: {}\n").await;
+    let (bytes, result) = raw_exchange(proxy.addr, NOT_HTTP, Duration::from_millis(500)).await;
+    assert!(bytes.is_empty());
+    assert_eq!(result.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+    assert_eq!(echo.hits(), 0);
+
+    proxy
+        .set_policy("rules:\n- match: {protocol: tcp}\n  abort: {reset: true}\n")
+        .await;
+    let (bytes, result) = raw_exchange(proxy.addr, NOT_HTTP, Duration::from_secs(5)).await;
+    assert!(bytes.is_empty());
+    assert_eq!(
+        result.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionReset
+    );
+    assert_eq!(echo.hits(), 0);
+}
