@@ -28,7 +28,7 @@ trap cleanup EXIT
 "$BIN" certs --out-dir "$WORK" --san localhost,127.0.0.1 >/dev/null
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 FAULTLINE_LOG=warn "$BIN" serve --listen "127.0.0.1:$PORT" \
-  --cert-file "$WORK/tls.crt" --key-file "$WORK/tls.key" --native-sidecars false \
+  --cert-file "$WORK/tls.crt" --key-file "$WORK/tls.key" --native-sidecars false --disable-controller \
   2>"$OUT/webhook-server.log" &
 SERVER_PID=$!
 

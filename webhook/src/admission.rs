@@ -21,11 +21,11 @@ mod tests;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Json, Router};
 use base64::Engine;
 use bytes::Bytes;
 use k8s_openapi::api::core::v1::Pod;
@@ -34,8 +34,8 @@ use kube::core::TypeMeta;
 use kube::core::admission::{
     AdmissionRequest, AdmissionResponse, AdmissionReview, META_API_VERSION_V1, META_KIND, Operation,
 };
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 
 pub use mutate::{MutateError, Mutation, SkipReason, mutate};
 pub use validate::{Denial, check_policy, validate};
@@ -114,27 +114,56 @@ async fn validate_endpoint(State(state): State<AdmissionState>, body: Bytes) -> 
     body
 }
 
-/// The review as JSON, with `response.patch` base64-encoded as Kubernetes'
-/// `[]byte` fields are (kube-core serializes it as an array of numbers).
+/// The AdmissionReview we answer with, serialized in one pass; `patch` is
+/// base64 as Kubernetes' `[]byte` fields are (kube-core's own type would
+/// write an array of numbers).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'a str,
+    kind: &'a str,
+    response: ResponseOut<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ResponseOut<'a> {
+    uid: &'a str,
+    allowed: bool,
+    status: &'a kube::core::Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    patch_type: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warnings: Option<&'a Vec<String>>,
+}
+
 fn review_json(response: AdmissionResponse) -> Response {
     let patch = response
         .patch
         .as_deref()
         .map(|p| base64::engine::general_purpose::STANDARD.encode(p));
-    let mut review = match serde_json::to_value(response.into_review()) {
-        Ok(v) => v,
-        Err(e) => {
-            return (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("failed to encode the response: {e}\n"),
-            )
-                .into_response();
-        }
+    let out = ReviewOut {
+        api_version: &response.types.api_version,
+        kind: &response.types.kind,
+        response: ResponseOut {
+            uid: &response.uid,
+            allowed: response.allowed,
+            status: &response.result,
+            patch_type: patch.as_ref().map(|_| "JSONPatch"),
+            patch,
+            warnings: response.warnings.as_ref(),
+        },
     };
-    if let (Some(patch), Some(slot)) = (patch, review.pointer_mut("/response/patch")) {
-        *slot = Value::String(patch);
+    match serde_json::to_vec(&out) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to encode the response: {e}\n"),
+        )
+            .into_response(),
     }
-    Json(review).into_response()
 }
 
 /// Parse an AdmissionReview body, or say why not (answered with 400).
