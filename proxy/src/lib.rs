@@ -14,6 +14,8 @@
 //! - `client`: the controller's policy stream; `faults_file`: the watched
 //!   policy file; `admin`: /healthz /readyz
 //!   /metrics /policy; `metrics`; `telemetry` (logs).
+//! - `init`: `faultline-proxy init`, the iptables capture rules installed
+//!   by the `faultline-init` container.
 //!
 //! Tests and the e2e crate run the proxy in-process:
 //! `Proxy::bind(Config::from_env(env)?)` then `.run(store, shutdown)`.
@@ -24,6 +26,7 @@ pub mod detect;
 pub mod faults;
 pub mod faults_file;
 pub mod http;
+pub mod init;
 pub mod io;
 pub mod listener;
 pub mod metrics;

@@ -33,16 +33,19 @@ enum Command {
     /// Run the proxy (sidecar capture mode, or standalone with --listen/--upstream).
     Run(Box<RunArgs>),
     /// Install the iptables redirection that sends the pod's traffic through the proxy.
-    Init,
+    ///
+    /// Run once per pod by the faultline-init container (root, capabilities NET_ADMIN and
+    /// NET_RAW). Inbound TCP is redirected to --inbound-capture-port, outbound TCP to
+    /// --outbound-capture-port; traffic of --proxy-uid/--proxy-gid, the --admin-port, loopback
+    /// and the excluded ports and CIDRs are left alone. Rules live in FAULTLINE_* chains of the
+    /// nat table; running init again replaces them, --clean removes them.
+    Init(faultline_proxy::init::InitArgs),
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Run(args) => run(&args),
-        Command::Init => {
-            eprintln!("faultline-proxy init: not available in this build");
-            ExitCode::from(EX_SOFTWARE)
-        }
+        Command::Init(args) => faultline_proxy::init::run(args),
     }
 }
 

@@ -1,0 +1,230 @@
+//! Validated capture settings: turns the `init` flags into a [`CaptureConfig`]
+//! before anything touches the system, so a typo in a port list never leaves
+//! a half-written rule set behind.
+use std::fmt;
+use std::net::IpAddr;
+
+use super::InitArgs;
+
+/// Why the `init` flags were rejected (exit code 64).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error(
+        "failed to parse --{flag}: {value:?} is not a port or port range (1-65535, e.g. 8080 or 8000-8010)"
+    )]
+    BadPort { flag: &'static str, value: String },
+    #[error("failed to parse --{flag}: range {value:?} ends before it starts")]
+    BackwardsRange { flag: &'static str, value: String },
+    #[error(
+        "failed to parse --{flag}: \"*\" (all ports) is only allowed on its own in --include-inbound-ports"
+    )]
+    BadWildcard { flag: &'static str },
+    #[error(
+        "failed to parse --exclude-outbound-cidrs: {value:?} is not an IP address or CIDR (e.g. 10.0.0.0/8, fd00::/8)"
+    )]
+    BadCidr { value: String },
+    #[error("invalid --{flag}: port 0 cannot be used")]
+    ZeroPort { flag: &'static str },
+    #[error(
+        "invalid flags: --inbound-capture-port and --outbound-capture-port are both {0}; they must differ"
+    )]
+    SameCapturePorts(u16),
+    #[error("invalid flags: --admin-port {0} is also a capture port")]
+    AdminIsCapturePort(u16),
+}
+
+/// An inclusive TCP port range; a single port is `first == last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub first: u16,
+    pub last: u16,
+}
+
+impl fmt::Display for PortRange {
+    /// iptables' own spelling (`8000:8010`), so rendered rules match `iptables-save`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.first == self.last {
+            write!(f, "{}", self.first)
+        } else {
+            write!(f, "{}:{}", self.first, self.last)
+        }
+    }
+}
+
+/// Which inbound ports are captured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InboundPorts {
+    /// `*`: every port except the exclusions.
+    All,
+    /// Only these (an empty list captures no inbound traffic at all).
+    Only(Vec<PortRange>),
+}
+
+/// A network in CIDR form, stored with its host bits cleared (as iptables prints it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub network: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn is_ipv4(&self) -> bool {
+        self.network.is_ipv4()
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// Everything the rule generator needs; built only by [`CaptureConfig::from_args`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureConfig {
+    pub inbound_capture_port: u16,
+    pub outbound_capture_port: u16,
+    pub proxy_uid: u32,
+    pub proxy_gid: u32,
+    pub admin_port: u16,
+    pub include_inbound: InboundPorts,
+    pub exclude_inbound: Vec<PortRange>,
+    pub exclude_outbound: Vec<PortRange>,
+    pub exclude_outbound_cidrs: Vec<Cidr>,
+}
+
+impl CaptureConfig {
+    pub fn from_args(args: &InitArgs) -> Result<Self, ConfigError> {
+        for (flag, port) in [
+            ("inbound-capture-port", args.inbound_capture_port),
+            ("outbound-capture-port", args.outbound_capture_port),
+            ("admin-port", args.admin_port),
+        ] {
+            if port == 0 {
+                return Err(ConfigError::ZeroPort { flag });
+            }
+        }
+        if args.inbound_capture_port == args.outbound_capture_port {
+            return Err(ConfigError::SameCapturePorts(args.inbound_capture_port));
+        }
+        if args.admin_port == args.inbound_capture_port
+            || args.admin_port == args.outbound_capture_port
+        {
+            return Err(ConfigError::AdminIsCapturePort(args.admin_port));
+        }
+        let include_inbound = if args.include_inbound_ports.trim() == "*" {
+            InboundPorts::All
+        } else {
+            InboundPorts::Only(parse_ports(
+                "include-inbound-ports",
+                &args.include_inbound_ports,
+            )?)
+        };
+        Ok(Self {
+            inbound_capture_port: args.inbound_capture_port,
+            outbound_capture_port: args.outbound_capture_port,
+            proxy_uid: args.proxy_uid,
+            proxy_gid: args.proxy_gid,
+            admin_port: args.admin_port,
+            include_inbound,
+            exclude_inbound: parse_ports("exclude-inbound-ports", &args.exclude_inbound_ports)?,
+            exclude_outbound: parse_ports("exclude-outbound-ports", &args.exclude_outbound_ports)?,
+            exclude_outbound_cidrs: parse_cidrs(&args.exclude_outbound_cidrs)?,
+        })
+    }
+}
+
+/// Splits a comma-separated list, ignoring blanks (so `"8080,"` and `""` are fine).
+fn items(list: &str) -> impl Iterator<Item = &str> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+}
+
+/// Parses `8080,9000-9010`; duplicates are dropped, order is kept.
+pub fn parse_ports(flag: &'static str, list: &str) -> Result<Vec<PortRange>, ConfigError> {
+    let mut out: Vec<PortRange> = Vec::new();
+    for item in items(list) {
+        if item == "*" {
+            return Err(ConfigError::BadWildcard { flag });
+        }
+        let bad = || ConfigError::BadPort {
+            flag,
+            value: item.to_string(),
+        };
+        let port = |text: &str| -> Result<u16, ConfigError> {
+            match text.trim().parse::<u16>() {
+                Ok(0) | Err(_) => Err(bad()),
+                Ok(port) => Ok(port),
+            }
+        };
+        let range = match item.split_once('-') {
+            Some((first, last)) => PortRange {
+                first: port(first)?,
+                last: port(last)?,
+            },
+            None => {
+                let single = port(item)?;
+                PortRange {
+                    first: single,
+                    last: single,
+                }
+            }
+        };
+        if range.first > range.last {
+            return Err(ConfigError::BackwardsRange {
+                flag,
+                value: item.to_string(),
+            });
+        }
+        if !out.contains(&range) {
+            out.push(range);
+        }
+    }
+    Ok(out)
+}
+
+/// Parses `10.0.0.0/8,192.168.1.7,fd00::/8`; a bare address is a single host.
+pub fn parse_cidrs(list: &str) -> Result<Vec<Cidr>, ConfigError> {
+    let mut out: Vec<Cidr> = Vec::new();
+    for item in items(list) {
+        let bad = || ConfigError::BadCidr {
+            value: item.to_string(),
+        };
+        let (addr, prefix) = match item.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (item, None),
+        };
+        let addr: IpAddr = addr.parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(text) => text
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(bad)?,
+            None => max,
+        };
+        let cidr = Cidr {
+            network: mask(addr, prefix),
+            prefix,
+        };
+        if !out.contains(&cidr) {
+            out.push(cidr);
+        }
+    }
+    Ok(out)
+}
+
+fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(v4) => {
+            let bits = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V4((u32::from(v4) & bits).into())
+        }
+        IpAddr::V6(v6) => {
+            let bits = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+            IpAddr::V6((u128::from(v6) & bits).into())
+        }
+    }
+}

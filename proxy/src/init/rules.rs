@@ -1,0 +1,251 @@
+//! Pure rule generation: [`CaptureConfig`] + the current nat table (as
+//! `iptables-save` prints it) -> the `iptables-restore --noflush` input.
+//!
+//! Our rules live in chains of our own, so re-running only has to flush and
+//! refill them; the two hook rules in the built-in PREROUTING/OUTPUT chains
+//! are kept when they are already exactly right and otherwise deleted and
+//! re-added, which makes `init` idempotent without touching anyone else's rules.
+use std::collections::BTreeSet;
+
+use super::config::{CaptureConfig, InboundPorts, PortRange};
+
+/// Prefix of every chain we create (anything else in the table is not ours).
+pub const CHAIN_PREFIX: &str = "FAULTLINE_";
+/// Inbound dispatch, hooked from PREROUTING.
+pub const INBOUND: &str = "FAULTLINE_INBOUND";
+/// Inbound redirect to the inbound capture port.
+pub const IN_REDIRECT: &str = "FAULTLINE_IN_REDIRECT";
+/// Outbound dispatch, hooked from OUTPUT.
+pub const OUTPUT: &str = "FAULTLINE_OUTPUT";
+/// Outbound redirect to the outbound capture port.
+pub const REDIRECT: &str = "FAULTLINE_REDIRECT";
+const OUR_CHAINS: [&str; 4] = [INBOUND, IN_REDIRECT, OUTPUT, REDIRECT];
+
+const HOOK_INBOUND: &str = "-A PREROUTING -p tcp -m comment --comment \"faultline: capture inbound TCP\" -j FAULTLINE_INBOUND";
+const HOOK_OUTPUT: &str =
+    "-A OUTPUT -p tcp -m comment --comment \"faultline: capture outbound TCP\" -j FAULTLINE_OUTPUT";
+
+/// Address family of one rule set: `iptables` or `ip6tables`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+/// What of ours is already in the nat table, read from `iptables-save` output.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct NatState {
+    /// Our chains that exist (`FAULTLINE_*`).
+    pub chains: BTreeSet<String>,
+    /// Rules in chains that are not ours which jump into ours, exactly as saved.
+    pub hooks: Vec<String>,
+}
+
+impl NatState {
+    /// Reads the `*nat` section of `iptables-save` output; other tables are ignored.
+    pub fn parse(save: &str) -> Self {
+        let mut state = Self::default();
+        let mut in_nat = false;
+        for line in save.lines().map(str::trim) {
+            if let Some(table) = line.strip_prefix('*') {
+                in_nat = table == "nat";
+            } else if !in_nat {
+                continue;
+            } else if line == "COMMIT" {
+                in_nat = false;
+            } else if let Some(chain) = line.strip_prefix(':') {
+                let name = chain.split_whitespace().next().unwrap_or_default();
+                if name.starts_with(CHAIN_PREFIX) {
+                    state.chains.insert(name.to_string());
+                }
+            } else if let Some(rule) = line.strip_prefix("-A ") {
+                let chain = rule.split_whitespace().next().unwrap_or_default();
+                let jumps_to_ours = rule
+                    .split_once(" -j ")
+                    .is_some_and(|(_, target)| target.trim().starts_with(CHAIN_PREFIX));
+                if jumps_to_ours && !chain.starts_with(CHAIN_PREFIX) {
+                    state.hooks.push(line.to_string());
+                }
+            }
+        }
+        state
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty() && self.hooks.is_empty()
+    }
+}
+
+/// The restore input that installs `config` for `family`, given what is there now.
+pub fn render(config: &CaptureConfig, family: Family, current: &NatState) -> String {
+    let mut out = vec![
+        format!(
+            "# faultline capture rules ({}), for {} --noflush",
+            family.name(),
+            family.restore()
+        ),
+        "*nat".to_string(),
+    ];
+    let stale: Vec<&String> = current
+        .chains
+        .iter()
+        .filter(|c| !OUR_CHAINS.contains(&c.as_str()))
+        .collect();
+    // Declaring a chain in a --noflush restore creates it or flushes it.
+    out.extend(OUR_CHAINS.iter().map(|c| format!(":{c} - [0:0]")));
+    out.extend(stale.iter().map(|c| format!(":{c} - [0:0]")));
+
+    let wanted = [HOOK_INBOUND, HOOK_OUTPUT];
+    let keep_hooks = current.hooks.len() == wanted.len()
+        && wanted.iter().all(|w| current.hooks.iter().any(|h| h == w));
+    if !keep_hooks {
+        out.extend(current.hooks.iter().map(|h| delete(h)));
+    }
+    out.extend(stale.iter().map(|c| format!("-X {c}")));
+
+    out.push(rule(
+        IN_REDIRECT,
+        "",
+        "to the inbound capture port",
+        &format!("REDIRECT --to-ports {}", config.inbound_capture_port),
+    ));
+    out.push(rule(
+        REDIRECT,
+        "",
+        "to the outbound capture port",
+        &format!("REDIRECT --to-ports {}", config.outbound_capture_port),
+    ));
+    inbound_rules(config, &mut out);
+    outbound_rules(config, family, &mut out);
+    if !keep_hooks {
+        out.extend(wanted.iter().map(|w| w.to_string()));
+    }
+    out.push("COMMIT".to_string());
+    out.join("\n") + "\n"
+}
+
+/// The restore input that removes everything of ours, or `None` if nothing is there.
+pub fn render_clean(family: Family, current: &NatState) -> Option<String> {
+    if current.is_empty() {
+        return None;
+    }
+    let mut out = vec![
+        format!(
+            "# faultline clean-up ({}), for {} --noflush",
+            family.name(),
+            family.restore()
+        ),
+        "*nat".to_string(),
+    ];
+    out.extend(current.chains.iter().map(|c| format!(":{c} - [0:0]")));
+    out.extend(current.hooks.iter().map(|h| delete(h)));
+    out.extend(current.chains.iter().map(|c| format!("-X {c}")));
+    out.push("COMMIT".to_string());
+    Some(out.join("\n") + "\n")
+}
+
+fn inbound_rules(config: &CaptureConfig, out: &mut Vec<String>) {
+    // The admin port must stay reachable for probes and scrapes even when a
+    // rule would fault every inbound connection.
+    out.push(rule(
+        INBOUND,
+        &format!("-m tcp --dport {}", config.admin_port),
+        "proxy admin port is never captured",
+        "RETURN",
+    ));
+    for range in &config.exclude_inbound {
+        out.push(rule(
+            INBOUND,
+            &dport(range),
+            "excluded inbound port",
+            "RETURN",
+        ));
+    }
+    match &config.include_inbound {
+        InboundPorts::All => out.push(rule(INBOUND, "", "capture inbound", IN_REDIRECT)),
+        InboundPorts::Only(ranges) => {
+            for range in ranges {
+                out.push(rule(
+                    INBOUND,
+                    &dport(range),
+                    "included inbound port",
+                    IN_REDIRECT,
+                ));
+            }
+        }
+    }
+}
+
+fn outbound_rules(config: &CaptureConfig, family: Family, out: &mut Vec<String>) {
+    // The proxy's own connections (its upstreams) must never come back to it.
+    out.push(rule(
+        OUTPUT,
+        &format!("-m owner --uid-owner {}", config.proxy_uid),
+        "proxy own traffic (uid)",
+        "RETURN",
+    ));
+    out.push(rule(
+        OUTPUT,
+        &format!("-m owner --gid-owner {}", config.proxy_gid),
+        "proxy own traffic (gid)",
+        "RETURN",
+    ));
+    // Loopback is the proxy forwarding inbound to the app and the app talking
+    // to itself; neither leaves the pod.
+    out.push(format!(
+        "-A {OUTPUT} -o lo -p tcp -m comment --comment \"faultline: loopback\" -j RETURN"
+    ));
+    for cidr in config
+        .exclude_outbound_cidrs
+        .iter()
+        .filter(|c| c.is_ipv4() == (family == Family::V4))
+    {
+        out.push(format!(
+            "-A {OUTPUT} -d {cidr} -p tcp -m comment --comment \"faultline: excluded outbound CIDR\" -j RETURN"
+        ));
+    }
+    for range in &config.exclude_outbound {
+        out.push(rule(
+            OUTPUT,
+            &dport(range),
+            "excluded outbound port",
+            "RETURN",
+        ));
+    }
+    out.push(rule(OUTPUT, "", "capture outbound", REDIRECT));
+}
+
+/// One rule in `iptables-save`'s canonical spelling, so a re-read compares equal.
+fn rule(chain: &str, matches: &str, why: &str, target: &str) -> String {
+    let matches = if matches.is_empty() {
+        String::new()
+    } else {
+        format!(" {matches}")
+    };
+    format!("-A {chain} -p tcp{matches} -m comment --comment \"faultline: {why}\" -j {target}")
+}
+
+fn dport(range: &PortRange) -> String {
+    format!("-m tcp --dport {range}")
+}
+
+/// `-A CHAIN spec` -> `-D CHAIN spec`.
+fn delete(saved_rule: &str) -> String {
+    format!("-D {}", saved_rule.trim_start_matches("-A "))
+}
+
+impl Family {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::V4 => "IPv4",
+            Self::V6 => "IPv6",
+        }
+    }
+
+    fn restore(self) -> &'static str {
+        match self {
+            Self::V4 => "iptables-restore",
+            Self::V6 => "ip6tables-restore",
+        }
+    }
+}
