@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod grpc;
+mod http_edges;
 mod http_faults;
 mod operations;
 mod reload;
