@@ -11,7 +11,8 @@
 //!   `io` (RST, byte-level faults), `throttle` (bandwidth),
 //!   `upstream` (pooled upstream connections), `workers` (the
 //!   thread-per-core runtimes connections run on).
-//! - `client`: the controller's policy stream; `faults_file`: the watched policy file; `admin`: /healthz /readyz
+//! - `client`: the controller's policy stream; `faults_file`: the watched
+//!   policy file; `admin`: /healthz /readyz
 //!   /metrics /policy; `metrics`; `telemetry` (logs).
 //! - `init`: `faultline-proxy init`, the iptables capture rules installed
 //!   by the `faultline-init` container; `wait`: `faultline-proxy wait-ready`,

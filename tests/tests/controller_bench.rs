@@ -172,8 +172,6 @@ async fn controller_bench() -> anyhow::Result<()> {
             &format!("127.0.0.1:{port}"),
             "--native-sidecars",
             "false",
-            "--controller",
-            "true",
         ])
         .arg("--cert-file")
         .arg(dir.path().join("tls.crt"))

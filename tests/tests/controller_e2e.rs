@@ -637,3 +637,60 @@ async fn kubectl_fault_explains_what_is_wrong() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn one_replica_writes_and_another_takes_over() -> anyhow::Result<()> {
+    init_logs();
+    let Some(cp) = ControlPlane::shared_or_skip().await else {
+        return Ok(());
+    };
+    ensure_namespace(cp, "faultline-system").await?;
+    let start = |identity: &str| {
+        let mut lease = faultline_webhook::controller::LeaseConfig::new(identity);
+        // Its own Lease, so other tests' controllers in this binary do not compete.
+        lease.name = "faultline-controller-takeover".into();
+        lease.renew = Duration::from_millis(500);
+        lease.duration = Duration::from_secs(3);
+        let config = faultline_webhook::controller::ControllerConfig {
+            lease,
+            heartbeat: Duration::from_secs(10),
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let controller =
+            faultline_webhook::controller::Controller::new(cp.client(), config, stop.clone());
+        let metrics = controller.metrics().clone();
+        let task = tokio::spawn(controller.run());
+        (metrics, stop, task)
+    };
+    let (a, stop_a, task_a) = start("replica-a");
+    let (b, stop_b, task_b) = start("replica-b");
+    wait_for("exactly one leader", WAIT, || async {
+        match (a.leader.get(), b.leader.get()) {
+            (1, 0) | (0, 1) => Ok(()),
+            other => Err(format!("leader gauges {other:?}")),
+        }
+    })
+    .await?;
+    // Stay stable for a few renewals: the two must not flap.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ensure!(a.leader.get() + b.leader.get() == 1, "two writers or none");
+    }
+    let (leader_stop, leader_task, follower) = if a.leader.get() == 1 {
+        (stop_a, task_a, b.clone())
+    } else {
+        (stop_b, task_b, a.clone())
+    };
+    // The leader stops (and releases the Lease); the other takes over.
+    leader_stop.cancel();
+    leader_task.await?;
+    wait_for("the other replica to take over", WAIT, || async {
+        if follower.leader.get() == 1 {
+            Ok(())
+        } else {
+            Err("not yet")
+        }
+    })
+    .await?;
+    Ok(())
+}

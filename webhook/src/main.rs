@@ -37,7 +37,7 @@ const EXIT_USAGE: u8 = 64;
         Examples:\n  \
         faultline-webhook inject -f deploy.yaml | kubectl apply -f -\n  \
         faultline-webhook certs --out-dir certs/\n  \
-        faultline-webhook serve --cert-file certs/tls.crt --key-file certs/tls.key --native-sidecars false",
+        faultline-webhook serve --cert-file certs/tls.crt --key-file certs/tls.key \\\n    --native-sidecars false --disable-controller",
     args_conflicts_with_subcommands = true
 )]
 struct Cli {
@@ -132,14 +132,13 @@ struct ServeArgs {
     /// On SIGTERM: seconds to stay up not-ready (so endpoints drop us), then to drain connections.
     #[arg(long, env = "FAULTLINE_DRAIN_SECONDS", default_value_t = 5)]
     drain_seconds: u64,
+    /// Serve admission only: no policy controller (no Kubernetes client needed
+    /// with certificate files and --native-sidecars true|false).
+    #[arg(long, env = "FAULTLINE_DISABLE_CONTROLLER")]
+    disable_controller: bool,
     /// How often certificate files are checked for changes.
     #[arg(long, env = "FAULTLINE_WEBHOOK_CERT_POLL_SECONDS", default_value_t = 5)]
     cert_poll_seconds: u64,
-    /// Run the policy controller (reflectors, expiry, policy stream for proxies) in this
-    /// process. Default: when a Kubernetes client is available (in-cluster or a kubeconfig);
-    /// `true` makes a missing client an error, `false` serves admission only.
-    #[arg(long, env = "FAULTLINE_CONTROLLER", value_name = "BOOL")]
-    controller: Option<bool>,
     #[command(flatten)]
     injection: InjectionArgs,
 }
@@ -201,8 +200,8 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
         Err(Failure::Runtime(message)) => {
+            // Through the log (JSON in the cluster), which goes to stderr.
             tracing::error!("{message}");
-            eprintln!("faultline-webhook: {message}");
             ExitCode::FAILURE
         }
     }
@@ -339,19 +338,16 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     }
     injection_config(&args.injection, false, None)?;
 
-    let wants_controller = args.controller != Some(false);
-    let needs_client =
-        args.manage_certs || wants_controller || args.native_sidecars == NativeMode::Auto;
-    let client = if needs_client {
+    let needs_client = args.manage_certs || !args.disable_controller;
+    let wants_client = needs_client || args.native_sidecars == NativeMode::Auto;
+    let client = if wants_client {
         match kube::Client::try_default().await {
             Ok(client) => Some(client),
-            Err(e) if args.controller == Some(true) => {
+            Err(e) if needs_client => {
                 return Err(runtime(format!(
-                    "failed to connect to Kubernetes (the policy controller needs it; --controller=false runs admission only): {e}"
+                    "failed to connect to Kubernetes (needed by --manage-certs and the controller; \
+                     run with --disable-controller for an admission-only server): {e}"
                 )));
-            }
-            Err(e) if args.manage_certs => {
-                return Err(runtime(format!("failed to connect to Kubernetes: {e}")));
             }
             Err(e) => {
                 tracing::warn!(error = %e, "no Kubernetes client: assuming no native sidecar support");
@@ -417,15 +413,9 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         metrics,
         max_body_bytes: args.max_body_bytes,
     };
-    let extra = match (&client, wants_controller) {
-        (Some(client), true) => controller_routes(client, &mut registry, &shutdown),
-        (None, true) => {
-            tracing::warn!(
-                "no Kubernetes client: policy controller not started (proxies get no policies from here)"
-            );
-            Router::new()
-        }
-        (_, false) => Router::new(),
+    let extra = match (&client, args.disable_controller) {
+        (Some(client), false) => start_controller(client.clone(), &mut registry, &shutdown),
+        _ => Router::new(),
     };
     let app = admission::router(state)
         .merge(extra)
@@ -451,17 +441,16 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// The policy controller: its reconcile loop and Lease election run until
-/// `shutdown`; its router (`GET /v1/policy/stream`) is served on the same
-/// TLS listener as admission, and its metrics join the server's registry.
-fn controller_routes(
-    client: &kube::Client,
+/// The policy controller plugs in here: it runs its Lease election and
+/// reconcile loop (until `shutdown`) and returns its router
+/// (`GET /v1/policy/stream`), served on the same TLS listener as admission.
+fn start_controller(
+    client: kube::Client,
     registry: &mut Registry,
     shutdown: &CancellationToken,
 ) -> Router {
     let config = ControllerConfig::from_env(std::env::vars());
-    tracing::info!(identity = %config.lease.identity, "policy controller starting");
-    let controller = Controller::new(client.clone(), config, shutdown.clone());
+    let controller = Controller::new(client, config, shutdown.clone());
     controller.metrics().register(registry);
     let router = controller.router();
     tokio::spawn(controller.run());

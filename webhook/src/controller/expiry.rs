@@ -75,8 +75,9 @@ pub fn remaining(deadline: Timestamp, now: Timestamp) -> Duration {
 }
 
 /// Sleep until the earliest of `deadlines` (wall-clock instants), measured
-/// from the wall-clock `now` read once. Returns at once for an empty list
-/// never; callers only call it when there is a deadline.
+/// from the wall-clock `now` read once; at once for past deadlines, never
+/// for an empty list. The wait itself runs on tokio's clock, so tests can
+/// pause and advance it.
 pub async fn sleep_until_earliest(deadlines: impl IntoIterator<Item = Timestamp>, now: Timestamp) {
     match deadlines.into_iter().min() {
         Some(earliest) => tokio::time::sleep(remaining(earliest, now)).await,
