@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::admissionregistration::v1::{
-    MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
+    MutatingWebhookConfiguration, ValidatingWebhookConfiguration, WebhookClientConfig,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{ObjectMeta, Patch, PatchParams, PostParams};
@@ -208,6 +208,17 @@ fn from_secret(secret: &Secret) -> CertBundle {
     }
 }
 
+/// The `caBundle` of each webhook, as JSON, in order.
+fn ca_bundles<'a>(configs: impl Iterator<Item = &'a WebhookClientConfig>) -> Vec<Option<Value>> {
+    configs
+        .map(|c| {
+            c.ca_bundle
+                .as_ref()
+                .and_then(|b| serde_json::to_value(b).ok())
+        })
+        .collect()
+}
+
 /// Set `caBundle` on every webhook of our Mutating and Validating
 /// configurations named `name` (missing configurations are skipped: they may
 /// not be applied yet, the next pass will catch up).
@@ -229,17 +240,7 @@ pub async fn patch_ca_bundle(client: &Client, name: &str, ca_pem: &str) -> Resul
         .await
         .map_err(patch_error("MutatingWebhookConfiguration"))?
     {
-        let current: Vec<Option<Value>> = config
-            .webhooks
-            .iter()
-            .flatten()
-            .map(|w| {
-                w.client_config
-                    .ca_bundle
-                    .as_ref()
-                    .and_then(|b| serde_json::to_value(b).ok())
-            })
-            .collect();
+        let current = ca_bundles(config.webhooks.iter().flatten().map(|w| &w.client_config));
         apply_ca_patch(&mutating, name, &current, &bundle)
             .await
             .map_err(patch_error("MutatingWebhookConfiguration"))?;
@@ -249,17 +250,7 @@ pub async fn patch_ca_bundle(client: &Client, name: &str, ca_pem: &str) -> Resul
         .await
         .map_err(patch_error("ValidatingWebhookConfiguration"))?
     {
-        let current: Vec<Option<Value>> = config
-            .webhooks
-            .iter()
-            .flatten()
-            .map(|w| {
-                w.client_config
-                    .ca_bundle
-                    .as_ref()
-                    .and_then(|b| serde_json::to_value(b).ok())
-            })
-            .collect();
+        let current = ca_bundles(config.webhooks.iter().flatten().map(|w| &w.client_config));
         apply_ca_patch(&validating, name, &current, &bundle)
             .await
             .map_err(patch_error("ValidatingWebhookConfiguration"))?;
