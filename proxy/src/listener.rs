@@ -257,12 +257,8 @@ async fn handle(
     {
         match apply_conn_fault(shared, applied, client, &mut limits, &mut reset_after).await {
             Next::Continue => {}
-            Next::Reset => {
-                crate::io::reset(stream);
-                return Ok(());
-            }
-            Next::Blackhole => {
-                crate::tcp::blackhole(shared, stream).await;
+            end => {
+                end_connection(shared, end, stream).await;
                 return Ok(());
             }
         }
@@ -294,12 +290,8 @@ async fn handle(
     if let Some(applied) = tcp_fault {
         match apply_conn_fault(shared, applied, client, &mut limits, &mut reset_after).await {
             Next::Continue => {}
-            Next::Reset => {
-                crate::io::reset(stream);
-                return Ok(());
-            }
-            Next::Blackhole => {
-                crate::tcp::blackhole(shared, stream).await;
+            end => {
+                end_connection(shared, end, stream).await;
                 return Ok(());
             }
         }
@@ -344,6 +336,15 @@ enum Next {
     Continue,
     Reset,
     Blackhole,
+}
+
+/// Finishes a connection a connection-level fault took over.
+async fn end_connection(shared: &Arc<Shared>, end: Next, stream: TcpStream) {
+    match end {
+        Next::Reset => crate::io::reset(stream),
+        Next::Blackhole => crate::tcp::blackhole(shared, stream).await,
+        Next::Continue => {}
+    }
 }
 
 /// Counts and logs a connection-level fault and says what to do next;
