@@ -13,7 +13,8 @@
 //!   thread-per-core runtimes connections run on).
 //! - `client`: the controller's policy stream; `faults_file`: the watched
 //!   policy file; `admin`: /healthz /readyz
-//!   /metrics /policy; `metrics`; `telemetry` (logs).
+//!   /metrics /policy; `metrics`; `telemetry` (logs); `limits` (the
+//!   open-file limit, raised at start-up).
 //! - `init`: `faultline-proxy init`, the iptables capture rules installed
 //!   by the `faultline-init` container; `wait`: `faultline-proxy wait-ready`,
 //!   the classic sidecar's postStart hook.
@@ -29,6 +30,7 @@ pub mod faults_file;
 pub mod http;
 pub mod init;
 pub mod io;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod policy;

@@ -92,6 +92,8 @@ fn run(args: &RunArgs) -> ExitCode {
         eprintln!("faultline-proxy: {}", error_chain(&error));
         return ExitCode::from(EX_CONFIG);
     }
+    // Before any socket: every connection is a file descriptor.
+    faultline_proxy::limits::raise_open_file_limit(config.max_connections);
     // Connections run on the worker threads (see `workers`); this runtime
     // only accepts, serves the admin endpoints and watches the policy.
     let runtime = match tokio::runtime::Builder::new_current_thread()
