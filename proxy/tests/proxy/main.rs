@@ -7,6 +7,7 @@
 mod grpc;
 mod http_edges;
 mod http_faults;
+mod idle;
 mod operations;
 mod reload;
 mod support;
