@@ -6,9 +6,9 @@
 //! while the hard limit is far higher, so `faultline-proxy run` raises its
 //! soft limit to the hard one at start-up, as Go's runtime and nginx's
 //! `worker_rlimit_nofile` do. Raising the soft limit needs no privilege;
-//! failing to is a warning, not a reason to stop: the proxy still serves,
-//! and connections past the limit fail to accept (the accept loop backs
-//! off and keeps going).
+//! failing to is a warning, not a reason to stop: the proxy still serves
+//! what it holds, and past the limit accept fails (the accept loop backs
+//! off and retries) while new connections wait in the listen backlog.
 //!
 //! [`plan`] and [`below_connection_limit`] decide; [`raise_open_file_limit`]
 //! does the system calls and logs.
