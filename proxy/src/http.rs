@@ -39,13 +39,13 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Polls a hyper connection to completion; on drain asks it to finish
 /// in-flight requests and close; on a reset fault drops it at once.
 macro_rules! drive {
-    ($conn:ident, $shared:ident, $ctx:ident) => {{
+    ($conn:ident, $shutdown:ident, $ctx:ident) => {{
         let mut conn = std::pin::pin!($conn);
         let mut draining = false;
         loop {
             tokio::select! {
                 result = conn.as_mut() => break result,
-                () = $shared.shutdown.cancelled(), if !draining => {
+                () = $shutdown.cancelled(), if !draining => {
                     draining = true;
                     conn.as_mut().graceful_shutdown();
                 }
@@ -74,6 +74,10 @@ pub async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: ClientIo) {
         let (shared, ctx) = (shared.clone(), ctx.clone());
         service_fn(move |req| service::handle(shared.clone(), ctx.clone(), req))
     };
+    // Every wakeup of the connection polls the shutdown signal: a child
+    // token keeps that on this connection's own state rather than on the
+    // proxy-wide token that all worker threads would share.
+    let shutdown = shared.shutdown.child_token();
     let io = TokioIo::new(io);
     let result = match ctx.protocol {
         Protocol::Http2 | Protocol::Grpc => {
@@ -83,7 +87,7 @@ pub async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: ClientIo) {
                 .max_header_list_size(MAX_HEADER_BYTES as u32)
                 .adaptive_window(true);
             let conn = builder.serve_connection(io, service);
-            drive!(conn, shared, ctx)
+            drive!(conn, shutdown, ctx)
         }
         Protocol::Http1 | Protocol::Tcp => {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -92,7 +96,7 @@ pub async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: ClientIo) {
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(MAX_HEADER_BYTES);
             let conn = builder.serve_connection(io, service).with_upgrades();
-            drive!(conn, shared, ctx)
+            drive!(conn, shutdown, ctx)
         }
     };
     if let Err(error) = result {

@@ -8,9 +8,11 @@
 //! inbound traffic to the upstream's port).
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
@@ -64,6 +66,11 @@ pub struct ConnCtx {
     pub protocol: Protocol,
     /// The worker thread running this connection (its upstream pools).
     pub worker: usize,
+    /// This connection's series of the per-request metrics (labels fixed by
+    /// `direction` and `protocol`), looked up once instead of per request;
+    /// each is created on first use, as a per-request lookup would.
+    pub requests: OnceLock<Counter>,
+    pub upstream_latency: OnceLock<Histogram>,
     reset: ResetFlag,
     killed: CancellationToken,
     throttle: Mutex<Option<Throttle>>,
@@ -136,6 +143,9 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Liste
                             return;
                         }
                     };
+                    // Polled on every wakeup of the connection: a child token
+                    // keeps that off the token all worker threads share.
+                    let hard_stop = shared2.hard_stop.child_token();
                     tokio::select! {
                         result = handle(&shared2, stream, client, kind, local, worker) => {
                             if let Err(error) = result {
@@ -143,7 +153,7 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Liste
                             }
                         }
                         // The drain period is over.
-                        () = shared2.hard_stop.cancelled() => {}
+                        () = hard_stop.cancelled() => {}
                     }
                     drop(guard);
                 }));
@@ -305,6 +315,8 @@ async fn handle(
         forward_authority: authority_of(forward_to),
         protocol,
         worker,
+        requests: OnceLock::new(),
+        upstream_latency: OnceLock::new(),
         reset: reset.clone(),
         killed: CancellationToken::new(),
         throttle: Mutex::new(None),

@@ -1,9 +1,8 @@
 //! Connections to upstreams for HTTP, pooled per destination.
 //!
-//! HTTP/1.1 goes through hyper-util's pooling client: the request URI is
-//! rewritten to `http://<destination ip:port>/...` so the pool key is the
-//! real destination, while the `Host` header is left as the client sent it.
-//! HTTP/2 (h2c, gRPC) keeps the client's `:authority`, so it cannot use the
+//! HTTP/1.1 connections are pooled per destination in [`h1::H1Pool`] (one
+//! pool per worker thread, connections driven on that thread); the request
+//! goes out in origin form with the `Host` header the client sent. HTTP/2 (h2c, gRPC) keeps the client's `:authority`, so it cannot use the
 //! URI as the pool key; one multiplexed connection per destination is kept
 //! in [`H2Pool`] instead.
 //!
@@ -17,12 +16,12 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use hyper::client::conn::http2::SendRequest;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::http::ProxyBody;
+
+mod h1;
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -44,7 +43,7 @@ pub enum UpstreamError {
         source: hyper::Error,
     },
     #[error("failed to exchange HTTP/1.1 with upstream")]
-    Http1(#[source] hyper_util::client::legacy::Error),
+    Http1(#[source] hyper::Error),
     #[error("failed to exchange HTTP/2 with upstream")]
     Http2(#[source] hyper::Error),
 }
@@ -57,14 +56,13 @@ impl UpstreamError {
             UpstreamError::Connect { .. }
             | UpstreamError::ConnectTimeout { .. }
             | UpstreamError::Handshake { .. } => true,
-            UpstreamError::Http1(e) => e.is_connect(),
-            UpstreamError::Http2(_) => false,
+            UpstreamError::Http1(_) | UpstreamError::Http2(_) => false,
         }
     }
 }
 
 pub struct Upstream {
-    http1: Client<HttpConnector, ProxyBody>,
+    http1: h1::H1Pool,
     http2: H2Pool,
 }
 
@@ -76,27 +74,20 @@ impl Default for Upstream {
 
 impl Upstream {
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.enforce_http(true);
-        let http1 = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(IDLE_TIMEOUT)
-            .http1_preserve_header_case(false)
-            .build(connector);
         Upstream {
-            http1,
+            http1: h1::H1Pool::new(IDLE_TIMEOUT),
             http2: H2Pool::default(),
         }
     }
 
+    /// `req` must be in origin form (authority form for CONNECT) and carry
+    /// a `Host` header: it is written to `dest` as it is.
     pub async fn send_http1(
         &self,
+        dest: SocketAddr,
         req: http::Request<ProxyBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
-        self.http1.request(req).await.map_err(UpstreamError::Http1)
+        self.http1.send(dest, req).await
     }
 
     pub async fn send_http2(

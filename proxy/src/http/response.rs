@@ -98,6 +98,12 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// can frame the next hop itself. An upgrade keeps `Connection: upgrade`
 /// and `Upgrade`; `TE: trailers` is kept because gRPC requires it.
 pub fn strip_hop_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none: one pass over the few names they have is
+    // cheaper than the lookups below (every listed header only ever
+    // matters when it, or `Connection` naming others, is present).
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -131,6 +137,20 @@ pub fn strip_hop_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        header::CONNECTION,
+        header::UPGRADE,
+        header::TE,
+        header::TRANSFER_ENCODING,
+        header::PROXY_AUTHENTICATE,
+        header::PROXY_AUTHORIZATION,
+    ]
+    .contains(name)
+        || name == "proxy-connection"
+        || name == "keep-alive"
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,6 +178,32 @@ mod tests {
         ]);
         strip_hop_headers(&mut map, false);
         assert_eq!(map, headers(&[("x-end", "2"), ("te", "trailers")]));
+    }
+
+    #[test]
+    fn each_hop_header_alone_is_removed() {
+        for name in [
+            "connection",
+            "upgrade",
+            "te",
+            "transfer-encoding",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "proxy-connection",
+            "Keep-Alive",
+        ] {
+            let mut map = headers(&[("host", "a"), (name, "x")]);
+            strip_hop_headers(&mut map, false);
+            assert_eq!(map, headers(&[("host", "a")]), "{name}");
+        }
+    }
+
+    #[test]
+    fn end_to_end_headers_are_left_alone() {
+        let pairs = [("host", "a"), ("content-length", "3"), ("x-keep", "1")];
+        let mut map = headers(&pairs);
+        strip_hop_headers(&mut map, false);
+        assert_eq!(map, headers(&pairs));
     }
 
     #[test]

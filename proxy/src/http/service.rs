@@ -29,7 +29,16 @@ pub async fn handle(
         direction: ctx.direction,
         protocol,
     };
-    shared.metrics.requests.get_or_create(&labels).inc();
+    // gRPC calls on an h2c connection have their own label set, so only the
+    // connection's own protocol uses its cached series.
+    let cached = protocol == ctx.protocol;
+    if cached {
+        ctx.requests
+            .get_or_init(|| shared.metrics.requests.get_or_create(&labels).clone())
+            .inc();
+    } else {
+        shared.metrics.requests.get_or_create(&labels).inc();
+    }
 
     let mut response_delay = None;
     let mut throttle = None;
@@ -65,11 +74,24 @@ pub async fn handle(
         Ok(response) => response,
         Err(reply) => return Ok(reply),
     };
-    shared
-        .metrics
-        .upstream_latency
-        .get_or_create(&labels)
-        .observe(started.elapsed().as_secs_f64());
+    let latency = started.elapsed().as_secs_f64();
+    if cached {
+        ctx.upstream_latency
+            .get_or_init(|| {
+                shared
+                    .metrics
+                    .upstream_latency
+                    .get_or_create(&labels)
+                    .clone()
+            })
+            .observe(latency);
+    } else {
+        shared
+            .metrics
+            .upstream_latency
+            .get_or_create(&labels)
+            .observe(latency);
+    }
     if let Some(delay) = response_delay {
         tokio::time::sleep(delay).await;
     }
@@ -104,13 +126,13 @@ async fn forward(
             .send_http2(dest, Request::from_parts(parts, body))
             .await
     } else {
-        parts.uri = absolute_uri(&parts.uri, &ctx.forward_authority);
+        h1_target(&mut parts, &ctx.forward_authority);
         if parts.version != Version::HTTP_10 {
             parts.version = Version::HTTP_11;
         }
         shared
             .upstream(ctx.worker)
-            .send_http1(Request::from_parts(parts, body))
+            .send_http1(dest, Request::from_parts(parts, body))
             .await
     };
     let mut response = match result {
@@ -159,20 +181,30 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
     }
 }
 
-/// `http://<dest>/<path?query>`: the HTTP/1.1 pool is keyed by this
-/// authority, i.e. by the real destination. Built from parts (no string
-/// formatting or re-parsing per request).
-fn absolute_uri(uri: &Uri, dest: &http::uri::Authority) -> Uri {
-    let path = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
-    Uri::builder()
-        .scheme(http::uri::Scheme::HTTP)
-        .authority(dest.clone())
-        .path_and_query(path)
-        .build()
-        .unwrap_or_else(|_| uri.clone())
+/// The request line and `Host` as written to an HTTP/1.1 upstream: origin
+/// form (authority form for CONNECT), and a `Host` naming the destination
+/// when the client sent none (HTTP/1.0). A client's absolute-form target is
+/// reduced to its path, as the upstream is not a proxy.
+fn h1_target(parts: &mut http::request::Parts, dest: &http::uri::Authority) {
+    if parts.method == http::Method::CONNECT {
+        parts.uri = Uri::from(dest.clone());
+    } else if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
+    }
+    if !parts.headers.contains_key(http::header::HOST) {
+        let host = match dest.port_u16() {
+            Some(80) => dest.host(),
+            _ => dest.as_str(),
+        };
+        if let Ok(value) = http::HeaderValue::from_str(host) {
+            parts.headers.insert(http::header::HOST, value);
+        }
+    }
 }
 
 /// HTTP/2 keeps the client's `:authority`; fill it in (from Host, or the
@@ -195,4 +227,46 @@ fn h2_uri(uri: &Uri, headers: &http::HeaderMap, dest: std::net::SocketAddr) -> U
     format!("http://{authority}{path}")
         .parse()
         .unwrap_or_else(|_| uri.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h1_parts(method: &str, target: &str, host: Option<&str>) -> http::request::Parts {
+        let mut builder = Request::builder().method(method).uri(target);
+        if let Some(host) = host {
+            builder = builder.header(http::header::HOST, host);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn h1_target_is_origin_form_with_the_clients_host() {
+        let dest: http::uri::Authority = "10.0.0.7:8080".parse().unwrap();
+        let mut parts = h1_parts("GET", "/a/b?c=1", Some("app.example"));
+        h1_target(&mut parts, &dest);
+        assert_eq!(parts.uri, "/a/b?c=1");
+        assert_eq!(parts.headers[http::header::HOST], "app.example");
+
+        let mut parts = h1_parts("GET", "http://other.example/x", Some("other.example"));
+        h1_target(&mut parts, &dest);
+        assert_eq!(parts.uri.to_string(), "/x");
+        assert_eq!(parts.headers[http::header::HOST], "other.example");
+    }
+
+    #[test]
+    fn h1_target_names_the_destination_when_host_is_missing() {
+        let mut parts = h1_parts("GET", "/", None);
+        h1_target(&mut parts, &"10.0.0.7:8080".parse().unwrap());
+        assert_eq!(parts.headers[http::header::HOST], "10.0.0.7:8080");
+
+        let mut parts = h1_parts("GET", "/", None);
+        h1_target(&mut parts, &"10.0.0.7:80".parse().unwrap());
+        assert_eq!(parts.headers[http::header::HOST], "10.0.0.7");
+
+        let mut parts = h1_parts("CONNECT", "example.com:443", Some("example.com:443"));
+        h1_target(&mut parts, &"10.0.0.7:443".parse().unwrap());
+        assert_eq!(parts.uri.to_string(), "10.0.0.7:443");
+    }
 }
