@@ -1,10 +1,10 @@
-//! Connections to upstreams for HTTP, pooled per destination.
+//! Connections to upstreams for HTTP.
 //!
-//! HTTP/1.1 connections are pooled per destination in [`h1::H1Pool`] (one
-//! pool per worker thread, connections driven on that thread); the request
-//! goes out in origin form with the `Host` header the client sent. HTTP/2 (h2c, gRPC) keeps the client's `:authority`, so it cannot use the
-//! URI as the pool key; one multiplexed connection per destination is kept
-//! in [`H2Pool`] instead.
+//! HTTP/1.1: each client connection has its own upstream connection
+//! ([`H1Conn`], see `upstream/h1.rs` for why); the request goes out in
+//! origin form with the `Host` header the client sent. HTTP/2 (h2c, gRPC)
+//! multiplexes: one connection per destination and worker thread is kept
+//! in [`H2Pool`].
 //!
 //! The proxy's own upstream sockets are not captured again because the
 //! iptables rules skip the proxy's UID (15400) and loopback; `listener`
@@ -23,8 +23,9 @@ use crate::http::ProxyBody;
 
 mod h1;
 
+pub use h1::H1Conn;
+
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -61,8 +62,9 @@ impl UpstreamError {
     }
 }
 
+/// The upstream connections a worker thread shares between its client
+/// connections.
 pub struct Upstream {
-    http1: h1::H1Pool,
     http2: H2Pool,
 }
 
@@ -75,19 +77,8 @@ impl Default for Upstream {
 impl Upstream {
     pub fn new() -> Self {
         Upstream {
-            http1: h1::H1Pool::new(IDLE_TIMEOUT),
             http2: H2Pool::default(),
         }
-    }
-
-    /// `req` must be in origin form (authority form for CONNECT) and carry
-    /// a `Host` header: it is written to `dest` as it is.
-    pub async fn send_http1(
-        &self,
-        dest: SocketAddr,
-        req: http::Request<ProxyBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
-        self.http1.send(dest, req).await
     }
 
     pub async fn send_http2(

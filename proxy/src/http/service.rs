@@ -130,9 +130,8 @@ async fn forward(
         if parts.version != Version::HTTP_10 {
             parts.version = Version::HTTP_11;
         }
-        shared
-            .upstream(ctx.worker)
-            .send_http1(dest, Request::from_parts(parts, body))
+        ctx.upstream_h1
+            .send(dest, Request::from_parts(parts, body))
             .await
     };
     let mut response = match result {

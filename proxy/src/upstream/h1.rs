@@ -1,15 +1,16 @@
-//! Idle HTTP/1.1 connections per destination, owned by one worker.
+//! The HTTP/1.1 upstream connection of one client connection.
 //!
-//! Each worker thread has its own pool (see `workers`), so the lock is never
-//! contended and a connection, its driver task and every wakeup between
-//! them stay on one thread. A sender is taken out of the pool for the
-//! request head and put back once the response head arrives; it is only
-//! picked again when hyper reports it ready, i.e. after the response body
-//! has been read to the end.
-use std::collections::HashMap;
+//! Each client connection gets its own upstream connection, opened on its
+//! first request and closed with it: the upstream sees the connections the
+//! application would have opened without the proxy (a client's keep-alive
+//! connection stays one keep-alive connection upstream; a client opening a
+//! connection per request still does), and idle upstream connections never
+//! outlive the client connection they serve. HTTP/1.1 has one exchange at a
+//! time per connection, so one upstream connection is all a client
+//! connection ever needs; no pool, no lookup per request, no lock anyone
+//! else takes.
 use std::net::SocketAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -19,88 +20,71 @@ use crate::http::ProxyBody;
 
 type Sender = SendRequest<ProxyBody>;
 
-struct Idle {
-    sender: Sender,
-    since: Instant,
+#[derive(Default)]
+pub struct H1Conn {
+    sender: Mutex<Option<Sender>>,
 }
 
-pub struct H1Pool {
-    conns: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
-    idle_timeout: Duration,
-}
-
-impl H1Pool {
-    pub fn new(idle_timeout: Duration) -> Self {
-        H1Pool {
-            conns: Mutex::new(HashMap::new()),
-            idle_timeout,
-        }
-    }
-
+impl H1Conn {
+    /// Sends `req` (origin form, with a `Host` header) to `dest`, over the
+    /// connection of earlier requests while the upstream keeps it open.
     pub async fn send(
         &self,
         dest: SocketAddr,
         mut req: http::Request<ProxyBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
-        // A pooled connection the upstream closed before our request was
-        // written hands the request back: retry on another connection.
-        while let Some(mut sender) = self.checkout(dest) {
-            match sender.try_send_request(req).await {
-                Ok(response) => {
-                    self.checkin(dest, sender);
-                    return Ok(response);
+        if let Some(mut sender) = self.take() {
+            // Ready once the previous response body was read to its end;
+            // an error means the upstream closed the connection meanwhile.
+            if sender.ready().await.is_ok() {
+                match sender.try_send_request(req).await {
+                    Ok(response) => {
+                        self.put(sender);
+                        return Ok(response);
+                    }
+                    // The upstream closed the connection before the request
+                    // was written (an idle timeout racing this request):
+                    // hyper hands the request back, so send it on a fresh
+                    // connection. A request that was written is not retried.
+                    Err(mut error) => match error.take_message() {
+                        Some(unsent) => req = unsent,
+                        None => return Err(UpstreamError::Http1(error.into_error())),
+                    },
                 }
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(UpstreamError::Http1(error.into_error())),
-                },
             }
         }
-        let mut sender = self.open(dest).await?;
+        let mut sender = open(dest).await?;
         let response = sender
             .send_request(req)
             .await
             .map_err(UpstreamError::Http1)?;
-        self.checkin(dest, sender);
+        self.put(sender);
         Ok(response)
     }
 
-    async fn open(&self, dest: SocketAddr) -> Result<Sender, UpstreamError> {
-        let stream = connect(dest).await?;
-        let (sender, conn) = Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| UpstreamError::Handshake { addr: dest, source })?;
-        // Spawned on the current worker's runtime: the connection is driven
-        // on the same thread as the requests that use it.
-        tokio::spawn(async move {
-            if let Err(error) = conn.with_upgrades().await {
-                tracing::debug!(%error, %dest, "upstream HTTP/1.1 connection ended");
-            }
-        });
-        Ok(sender)
+    fn take(&self) -> Option<Sender> {
+        self.sender.lock().ok()?.take()
     }
 
-    /// Takes a ready connection, dropping closed and long-idle ones.
-    fn checkout(&self, dest: SocketAddr) -> Option<Sender> {
-        let mut conns = self.conns.lock().ok()?;
-        let idle = conns.get_mut(&dest)?;
-        let now = Instant::now();
-        // A sender that is not ready is still reading its last response
-        // body: busy, not idle, however long ago it was put back.
-        let expired =
-            |c: &Idle| c.sender.is_ready() && now.duration_since(c.since) > self.idle_timeout;
-        idle.retain(|c| !c.sender.is_closed() && !expired(c));
-        let ready = idle.iter().rposition(|c| c.sender.is_ready())?;
-        Some(idle.swap_remove(ready).sender)
-    }
-
-    fn checkin(&self, dest: SocketAddr, sender: Sender) {
-        if let Ok(mut conns) = self.conns.lock() {
-            conns.entry(dest).or_default().push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+    fn put(&self, sender: Sender) {
+        if let Ok(mut slot) = self.sender.lock() {
+            *slot = Some(sender);
         }
     }
+}
+
+async fn open(dest: SocketAddr) -> Result<Sender, UpstreamError> {
+    let stream = connect(dest).await?;
+    let (sender, conn) = Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| UpstreamError::Handshake { addr: dest, source })?;
+    // Driven on the client connection's worker thread; it ends (closing the
+    // socket) once the sender is dropped with the client connection.
+    tokio::spawn(async move {
+        if let Err(error) = conn.with_upgrades().await {
+            tracing::debug!(%error, %dest, "upstream HTTP/1.1 connection ended");
+        }
+    });
+    Ok(sender)
 }

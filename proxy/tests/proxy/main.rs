@@ -12,3 +12,4 @@ mod operations;
 mod reload;
 mod support;
 mod tcp;
+mod upstream_conns;
