@@ -5,7 +5,8 @@
 //! - `http/service.rs`: one request: decide the fault, apply it, forward;
 //! - `http/response.rs`: responses the proxy makes itself (aborts, gRPC
 //!   trailers-only statuses, 502) and hop-by-hop header handling;
-//! - `http/body.rs`: the bandwidth-limited body wrapper.
+//! - `http/body.rs`: the bandwidth-limited body wrapper;
+//! - `http/deadline.rs`: the header-read timeout on a coarse clock.
 //!
 //! Bodies are streamed frame by frame in both directions, trailers
 //! included (gRPC), and never buffered whole.
@@ -24,6 +25,7 @@ use crate::metrics::{DirectionLabels, Protocol};
 use crate::server::Shared;
 
 pub mod body;
+pub mod deadline;
 pub mod response;
 pub mod service;
 
@@ -92,7 +94,7 @@ pub async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: ClientIo) {
         Protocol::Http1 | Protocol::Tcp => {
             let mut builder = hyper::server::conn::http1::Builder::new();
             builder
-                .timer(TokioTimer::new())
+                .timer(deadline::HeaderTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(MAX_HEADER_BYTES);
             let conn = builder.serve_connection(io, service).with_upgrades();
