@@ -1,9 +1,10 @@
 //! Load generator for `bench/proxy.sh`, for what `wrk` cannot do:
 //!
 //! - `latency ADDR RATE CONNS SECONDS`: open-loop HTTP/1.1 at a fixed total
-//!   rate over CONNS keep-alive connections; latency is measured from each
-//!   request's *scheduled* send time, so a stall counts against every
-//!   request it delays (no coordinated omission). Prints
+//!   rate over CONNS keep-alive connections; latency is measured from the
+//!   send, or from the *scheduled* send time when the connection was still
+//!   busy then, so a stall counts against every request it delays (no
+//!   coordinated omission). Prints
 //!   `rate=<achieved> p50_us=.. p90_us=.. p99_us=.. p999_us=.. errors=..`.
 //! - `hold ADDR CONNS SECONDS`: opens CONNS keep-alive connections, sends
 //!   one request on each, then holds them idle for SECONDS (for RSS).
@@ -78,7 +79,18 @@ async fn latency(
             let record_from = start + Duration::from_secs(1);
             let end = start + length + Duration::from_secs(1);
             while next < end {
-                tokio::time::sleep_until(next.into()).await;
+                // On schedule: wait for the send time and measure from the
+                // moment the request really goes out (the timer's own
+                // millisecond granularity is not the server's latency).
+                // Behind schedule (the previous response came late): send
+                // at once and measure from the scheduled time, so a stall
+                // counts against every request it delays.
+                let from = if Instant::now() < next {
+                    tokio::time::sleep_until(next.into()).await;
+                    Instant::now()
+                } else {
+                    next
+                };
                 let ok = request(&mut sender).await.is_ok();
                 if !ok {
                     errors += 1;
@@ -88,7 +100,7 @@ async fn latency(
                     }
                 }
                 if next >= record_from && ok {
-                    samples.push(next.elapsed().as_micros() as u64);
+                    samples.push(from.elapsed().as_micros() as u64);
                 }
                 next += interval;
             }
