@@ -71,8 +71,6 @@ pub struct ConnCtx {
     /// each is created on first use, as a per-request lookup would.
     pub requests: OnceLock<Counter>,
     pub upstream_latency: OnceLock<Histogram>,
-    /// The HTTP/1.1 upstream connection serving this client connection.
-    pub upstream_h1: crate::upstream::H1Conn,
     reset: ResetFlag,
     killed: CancellationToken,
     throttle: Mutex<Option<Throttle>>,
@@ -319,7 +317,6 @@ async fn handle(
         worker,
         requests: OnceLock::new(),
         upstream_latency: OnceLock::new(),
-        upstream_h1: Default::default(),
         reset: reset.clone(),
         killed: CancellationToken::new(),
         throttle: Mutex::new(None),

@@ -1,10 +1,9 @@
 //! Connections to upstreams for HTTP.
 //!
-//! HTTP/1.1: each client connection has its own upstream connection
-//! ([`H1Conn`], see `upstream/h1.rs` for why); the request goes out in
-//! origin form with the `Host` header the client sent. HTTP/2 (h2c, gRPC)
-//! multiplexes: one connection per destination and worker thread is kept
-//! in [`H2Pool`].
+//! HTTP/1.1: idle connections are pooled per destination and worker thread
+//! ([`H1Pool`], see `upstream/h1.rs`); the request goes out in origin form
+//! with the `Host` header the client sent. HTTP/2 (h2c, gRPC) multiplexes:
+//! one connection per destination and worker thread is kept in [`H2Pool`].
 //!
 //! The proxy's own upstream sockets are not captured again because the
 //! iptables rules skip the proxy's UID (15400) and loopback; `listener`
@@ -23,9 +22,11 @@ use crate::http::ProxyBody;
 
 mod h1;
 
-pub use h1::H1Conn;
+pub use h1::{H1Pool, PooledBody};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Idle pooled HTTP/1.1 connections are closed after this long.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -65,6 +66,7 @@ impl UpstreamError {
 /// The upstream connections a worker thread shares between its client
 /// connections.
 pub struct Upstream {
+    http1: H1Pool,
     http2: H2Pool,
 }
 
@@ -77,8 +79,19 @@ impl Default for Upstream {
 impl Upstream {
     pub fn new() -> Self {
         Upstream {
+            http1: H1Pool::new(IDLE_TIMEOUT),
             http2: H2Pool::default(),
         }
+    }
+
+    /// `req` must be in origin form (authority form for CONNECT) and carry
+    /// a `Host` header: it is written to `dest` as it is.
+    pub async fn send_http1(
+        &self,
+        dest: SocketAddr,
+        req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<PooledBody>, UpstreamError> {
+        self.http1.send(dest, req).await
     }
 
     pub async fn send_http2(

@@ -121,18 +121,21 @@ async fn forward(
     let dest = ctx.forward_to;
     let result = if ctx.protocol == Protocol::Http2 {
         parts.uri = h2_uri(&parts.uri, &parts.headers, dest);
-        shared
+        let sent = shared
             .upstream(ctx.worker)
             .send_http2(dest, Request::from_parts(parts, body))
-            .await
+            .await;
+        sent.map(|r| r.map(|body| body.map_err(BoxError::from).boxed_unsync()))
     } else {
         h1_target(&mut parts, &ctx.forward_authority);
         if parts.version != Version::HTTP_10 {
             parts.version = Version::HTTP_11;
         }
-        ctx.upstream_h1
-            .send(dest, Request::from_parts(parts, body))
-            .await
+        let sent = shared
+            .upstream(ctx.worker)
+            .send_http1(dest, Request::from_parts(parts, body))
+            .await;
+        sent.map(|r| r.map(|body| body.map_err(BoxError::from).boxed_unsync()))
     };
     let mut response = match result {
         Ok(response) => response,
@@ -163,7 +166,7 @@ async fn forward(
         });
     }
     strip_hop_headers(response.headers_mut(), upgrade && switched);
-    Ok(response.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+    Ok(response)
 }
 
 /// After a 101, both sides speak the upgraded protocol (WebSocket...):

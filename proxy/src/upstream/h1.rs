@@ -1,17 +1,25 @@
-//! The HTTP/1.1 upstream connection of one client connection.
+//! Idle HTTP/1.1 upstream connections per destination, one pool per worker.
 //!
-//! Each client connection gets its own upstream connection, opened on its
-//! first request and closed with it: the upstream sees the connections the
-//! application would have opened without the proxy (a client's keep-alive
-//! connection stays one keep-alive connection upstream; a client opening a
-//! connection per request still does), and idle upstream connections never
-//! outlive the client connection they serve. HTTP/1.1 has one exchange at a
-//! time per connection, so one upstream connection is all a client
-//! connection ever needs; no pool, no lookup per request, no lock anyone
-//! else takes.
+//! Each worker thread has its own pool (see `workers`), so its lock is
+//! never contended and a connection, its driver task and every wakeup
+//! between them stay on one thread. A connection leaves the pool for one
+//! exchange and comes back when the response body has been read to its end
+//! ([`PooledBody`]); a body dropped half-read means hyper closes the
+//! connection, so it never comes back. Taking one is a pop, most recently
+//! used first (its socket is warm and least likely to have been closed by
+//! the upstream's own idle timeout); connections idle for longer than the
+//! pool's idle timeout are closed by a reaper task on the worker.
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 
@@ -20,37 +28,55 @@ use crate::http::ProxyBody;
 
 type Sender = SendRequest<ProxyBody>;
 
-#[derive(Default)]
-pub struct H1Conn {
-    sender: Mutex<Option<Sender>>,
+struct Idle {
+    sender: Sender,
+    since: Instant,
 }
 
-impl H1Conn {
-    /// Sends `req` (origin form, with a `Host` header) to `dest`, over the
-    /// connection of earlier requests while the upstream keeps it open.
+struct PoolInner {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle_timeout: Duration,
+    reaper_started: AtomicBool,
+}
+
+pub struct H1Pool {
+    inner: Arc<PoolInner>,
+}
+
+impl H1Pool {
+    pub fn new(idle_timeout: Duration) -> Self {
+        H1Pool {
+            inner: Arc::new(PoolInner {
+                idle: Mutex::new(HashMap::new()),
+                idle_timeout,
+                reaper_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Sends `req` (origin form, with a `Host` header) to `dest` over an
+    /// idle connection if there is one, else over a new one.
     pub async fn send(
         &self,
         dest: SocketAddr,
         mut req: http::Request<ProxyBody>,
-    ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
-        if let Some(mut sender) = self.take() {
-            // Ready once the previous response body was read to its end;
-            // an error means the upstream closed the connection meanwhile.
-            if sender.ready().await.is_ok() {
-                match sender.try_send_request(req).await {
-                    Ok(response) => {
-                        self.put(sender);
-                        return Ok(response);
-                    }
-                    // The upstream closed the connection before the request
-                    // was written (an idle timeout racing this request):
-                    // hyper hands the request back, so send it on a fresh
-                    // connection. A request that was written is not retried.
-                    Err(mut error) => match error.take_message() {
-                        Some(unsent) => req = unsent,
-                        None => return Err(UpstreamError::Http1(error.into_error())),
-                    },
-                }
+    ) -> Result<http::Response<PooledBody>, UpstreamError> {
+        while let Some(mut sender) = self.inner.checkout(dest) {
+            // Ready once its driver task has seen the last exchange end; an
+            // error means the upstream closed the connection meanwhile.
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(req).await {
+                Ok(response) => return Ok(self.pooled(dest, sender, response)),
+                // The upstream closed the connection before the request was
+                // written (its idle timeout racing this request): hyper
+                // hands the request back, so send it on another connection.
+                // A request that was written is not retried.
+                Err(mut error) => match error.take_message() {
+                    Some(unsent) => req = unsent,
+                    None => return Err(UpstreamError::Http1(error.into_error())),
+                },
             }
         }
         let mut sender = open(dest).await?;
@@ -58,18 +84,87 @@ impl H1Conn {
             .send_request(req)
             .await
             .map_err(UpstreamError::Http1)?;
-        self.put(sender);
-        Ok(response)
+        Ok(self.pooled(dest, sender, response))
     }
 
-    fn take(&self) -> Option<Sender> {
-        self.sender.lock().ok()?.take()
+    fn pooled(
+        &self,
+        dest: SocketAddr,
+        sender: Sender,
+        response: http::Response<Incoming>,
+    ) -> http::Response<PooledBody> {
+        let home = Home {
+            pool: Arc::downgrade(&self.inner),
+            dest,
+            sender,
+        };
+        response.map(|body| PooledBody {
+            body,
+            home: Some(home),
+        })
     }
 
-    fn put(&self, sender: Sender) {
-        if let Ok(mut slot) = self.sender.lock() {
-            *slot = Some(sender);
+    /// Idle connections to `dest` (for tests).
+    pub fn idle_count(&self, dest: SocketAddr) -> usize {
+        self.inner
+            .idle
+            .lock()
+            .map_or(0, |idle| idle.get(&dest).map_or(0, Vec::len))
+    }
+}
+
+impl PoolInner {
+    fn checkout(&self, dest: SocketAddr) -> Option<Sender> {
+        let mut idle = self.idle.lock().ok()?;
+        let conns = idle.get_mut(&dest)?;
+        while let Some(conn) = conns.pop() {
+            if !conn.sender.is_closed() {
+                return Some(conn.sender);
+            }
         }
+        None
+    }
+
+    fn checkin(self: &Arc<Self>, dest: SocketAddr, sender: Sender) {
+        if sender.is_closed() {
+            return;
+        }
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.entry(dest).or_default().push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+        if !self.reaper_started.swap(true, Ordering::Relaxed) {
+            // Spawned on the worker that owns this pool.
+            tokio::spawn(reap(Arc::downgrade(self), self.idle_timeout));
+        }
+    }
+
+    /// Closes connections idle for longer than the timeout, and forgets
+    /// those the upstream closed.
+    fn reap(&self, now: Instant) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        idle.retain(|_, conns| {
+            conns.retain(|c| {
+                !c.sender.is_closed() && now.duration_since(c.since) < self.idle_timeout
+            });
+            !conns.is_empty()
+        });
+    }
+}
+
+async fn reap(pool: Weak<PoolInner>, idle_timeout: Duration) {
+    let mut tick = tokio::time::interval((idle_timeout / 2).max(Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        pool.reap(Instant::now());
     }
 }
 
@@ -79,8 +174,9 @@ async fn open(dest: SocketAddr) -> Result<Sender, UpstreamError> {
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|source| UpstreamError::Handshake { addr: dest, source })?;
-    // Driven on the client connection's worker thread; it ends (closing the
-    // socket) once the sender is dropped with the client connection.
+    // Spawned on the current worker: the connection is driven on the same
+    // thread as the requests that use it. It ends, closing the socket, when
+    // its sender is dropped.
     tokio::spawn(async move {
         if let Err(error) = conn.with_upgrades().await {
             tracing::debug!(%error, %dest, "upstream HTTP/1.1 connection ended");
@@ -88,3 +184,67 @@ async fn open(dest: SocketAddr) -> Result<Sender, UpstreamError> {
     });
     Ok(sender)
 }
+
+/// Where a connection goes back to when its response body is done.
+struct Home {
+    pool: Weak<PoolInner>,
+    dest: SocketAddr,
+    sender: Sender,
+}
+
+impl Home {
+    fn checkin(self) {
+        if let Some(pool) = self.pool.upgrade() {
+            pool.checkin(self.dest, self.sender);
+        }
+    }
+}
+
+/// An upstream response body that puts its connection back in the pool
+/// once it has been read to the end.
+pub struct PooledBody {
+    body: Incoming,
+    home: Option<Home>,
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled
+            && let Some(home) = self.home.take()
+        {
+            home.checkin();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // A body with nothing left (HEAD, 204, 304, `Content-Length: 0`)
+        // may be dropped without ever being polled. A body dropped half
+        // read leaves a connection hyper closes: it is not checked in.
+        if self.body.is_end_stream()
+            && let Some(home) = self.home.take()
+        {
+            home.checkin();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
