@@ -23,6 +23,7 @@ use crate::io::ClientIo;
 use crate::listener::ConnCtx;
 use crate::metrics::{DirectionLabels, Protocol};
 use crate::server::Shared;
+use crate::signal::{DRAIN, KILL, STOP};
 
 pub mod body;
 pub mod deadline;
@@ -41,17 +42,19 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Polls a hyper connection to completion; on drain asks it to finish
 /// in-flight requests and close; on a reset fault drops it at once.
 macro_rules! drive {
-    ($conn:ident, $shutdown:ident, $ctx:ident) => {{
+    ($conn:ident, $ctx:ident) => {{
         let mut conn = std::pin::pin!($conn);
-        let mut draining = false;
+        let mut awaited = DRAIN | KILL | STOP;
         loop {
             tokio::select! {
                 result = conn.as_mut() => break result,
-                () = $shutdown.cancelled(), if !draining => {
-                    draining = true;
+                flags = $ctx.signal.raised(awaited) => {
+                    if flags & (KILL | STOP) != 0 {
+                        break Ok(());
+                    }
+                    awaited = KILL | STOP;
                     conn.as_mut().graceful_shutdown();
                 }
-                () = $ctx.killed() => break Ok(()),
             }
         }
     }};
@@ -73,13 +76,9 @@ pub fn empty() -> ProxyBody {
 /// reset fault kills it (dropping the connection closes it with RST).
 pub async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: ClientIo) {
     let service = {
-        let (shared, ctx) = (shared.clone(), ctx.clone());
-        service_fn(move |req| service::handle(shared.clone(), ctx.clone(), req))
+        let ctx = ctx.clone();
+        service_fn(move |req| service::handle(ctx.clone(), req))
     };
-    // Every wakeup of the connection polls the shutdown signal: a child
-    // token keeps that on this connection's own state rather than on the
-    // proxy-wide token that all worker threads would share.
-    let shutdown = shared.shutdown.child_token();
     let io = TokioIo::new(io);
     let result = match ctx.protocol {
         Protocol::Http2 | Protocol::Grpc => {
@@ -89,7 +88,7 @@ pub async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: ClientIo) {
                 .max_header_list_size(MAX_HEADER_BYTES as u32)
                 .adaptive_window(true);
             let conn = builder.serve_connection(io, service);
-            drive!(conn, shutdown, ctx)
+            drive!(conn, ctx)
         }
         Protocol::Http1 | Protocol::Tcp => {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -98,7 +97,7 @@ pub async fn serve(shared: Arc<Shared>, ctx: Arc<ConnCtx>, io: ClientIo) {
                 .header_read_timeout(HEADER_READ_TIMEOUT)
                 .max_buf_size(MAX_HEADER_BYTES);
             let conn = builder.serve_connection(io, service).with_upgrades();
-            drive!(conn, shutdown, ctx)
+            drive!(conn, ctx)
         }
     };
     if let Err(error) = result {

@@ -35,6 +35,7 @@ pub mod listener;
 pub mod metrics;
 pub mod policy;
 pub mod server;
+pub mod signal;
 pub mod tcp;
 pub mod telemetry;
 pub mod throttle;

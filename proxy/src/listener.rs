@@ -21,6 +21,7 @@ use crate::faults::{Applied, ConnFault};
 use crate::io::{ClientIo, Limits, ResetFlag};
 use crate::metrics::{Direction, DirectionLabels, Protocol, RejectLabels, TrafficLabels};
 use crate::server::Shared;
+use crate::signal::{ConnSignal, KILL, STOP};
 use crate::throttle::Throttle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub enum ConnError {
 
 /// What every part of a connection's handling needs to know about it.
 pub struct ConnCtx {
+    /// The proxy's shared state, for code that only holds the connection.
+    pub shared: Arc<Shared>,
     pub direction: Direction,
     pub client: SocketAddr,
     /// The destination the client meant (its port is what rules match).
@@ -72,7 +75,7 @@ pub struct ConnCtx {
     pub requests: OnceLock<Counter>,
     pub upstream_latency: OnceLock<Histogram>,
     reset: ResetFlag,
-    killed: CancellationToken,
+    pub signal: Arc<ConnSignal>,
     throttle: Mutex<Option<Throttle>>,
 }
 
@@ -80,11 +83,13 @@ impl ConnCtx {
     /// Closes the client connection with a RST (the reset fault).
     pub fn kill(&self) {
         self.reset.set();
-        self.killed.cancel();
+        self.signal.raise(KILL);
     }
 
+    /// Killed by a reset fault, or the drain period is over. Only the
+    /// connection's own task may wait for this (see `signal`).
     pub async fn killed(&self) {
-        self.killed.cancelled().await;
+        self.signal.raised(KILL | STOP).await;
     }
 
     /// The connection's bandwidth bucket: requests on one connection share
@@ -143,17 +148,15 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Liste
                             return;
                         }
                     };
-                    // Polled on every wakeup of the connection: a child token
-                    // keeps that off the token all worker threads share.
-                    let hard_stop = shared2.hard_stop.child_token();
+                    let signal = shared2.signals.register();
                     tokio::select! {
-                        result = handle(&shared2, stream, client, kind, local, worker) => {
+                        result = handle(&shared2, stream, client, kind, local, worker, &signal) => {
                             if let Err(error) = result {
                                 tracing::warn!(%client, error = %crate::error_chain(&error), "connection refused");
                             }
                         }
                         // The drain period is over.
-                        () = hard_stop.cancelled() => {}
+                        _ = signal.raised(STOP) => {}
                     }
                     drop(guard);
                 }));
@@ -234,6 +237,7 @@ async fn handle(
     kind: ListenerKind,
     local: Option<SocketAddr>,
     worker: usize,
+    signal: &Arc<ConnSignal>,
 ) -> Result<(), ConnError> {
     let _ = stream.set_nodelay(true);
     let direction = kind.direction();
@@ -308,6 +312,7 @@ async fn handle(
     }
     let reset = ResetFlag::default();
     let ctx = Arc::new(ConnCtx {
+        shared: shared.clone(),
         direction,
         client,
         original_dst,
@@ -318,21 +323,21 @@ async fn handle(
         requests: OnceLock::new(),
         upstream_latency: OnceLock::new(),
         reset: reset.clone(),
-        killed: CancellationToken::new(),
+        signal: signal.clone(),
         throttle: Mutex::new(None),
     });
+    let done = CancellationToken::new();
     if let Some(after) = reset_after {
-        let ctx = ctx.clone();
+        let (ctx, done) = (ctx.clone(), done.clone());
         tokio::spawn(async move {
             tokio::select! {
                 () = tokio::time::sleep(after) => ctx.kill(),
                 // The connection ended on its own first.
-                () = ctx.killed() => {}
+                () = done.cancelled() => {}
             }
         });
     }
     let io = ClientIo::new(stream, sniffed.prefix, reset, limits);
-    let done = ctx.killed.clone();
     match protocol {
         Protocol::Http1 | Protocol::Http2 | Protocol::Grpc => {
             crate::http::serve(shared.clone(), ctx, io).await

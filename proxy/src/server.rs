@@ -21,6 +21,7 @@ use crate::faults_file::FaultsFileError;
 use crate::listener::ListenerKind;
 use crate::metrics::Metrics;
 use crate::policy::{PolicyStore, PolicyUpdate};
+use crate::signal::{DRAIN, STOP, Signals};
 use crate::upstream::Upstream;
 use crate::workers::{WorkerError, Workers};
 
@@ -59,6 +60,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Cancelled when the drain period is over: cut everything.
     pub hard_stop: CancellationToken,
+    /// Drain and stop, as each connection's own task sees them.
+    pub signals: Signals,
     /// Every connection task, so the drain can wait for them.
     pub tracker: TaskTracker,
     pub detect_timeout: Duration,
@@ -152,6 +155,7 @@ impl Proxy {
             workers,
             shutdown: shutdown.clone(),
             hard_stop: CancellationToken::new(),
+            signals: Signals::default(),
             tracker: TaskTracker::new(),
             detect_timeout: self.config.detect_timeout,
             max_connections: self.config.max_connections,
@@ -198,6 +202,7 @@ impl Proxy {
 
         shutdown.cancelled().await;
         readiness.set_draining();
+        shared.signals.raise(DRAIN);
         // The accept loops return on shutdown and drop their listeners.
         while accept_loops.join_next().await.is_some() {}
         shared.tracker.close();
@@ -215,6 +220,7 @@ impl Proxy {
                 "drain period over; closing the remaining connections"
             );
             shared.hard_stop.cancel();
+            shared.signals.raise(STOP);
             shared.tracker.wait().await;
         }
         shared.workers.close();

@@ -99,7 +99,11 @@ impl Upstream {
         dest: SocketAddr,
         req: http::Request<ProxyBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
-        let mut sender = self.http2.get(dest).await?;
+        let mut sender = match self.http2.cached(dest) {
+            Some(sender) => sender,
+            // Boxed, like the HTTP/1.1 connect: rare, and large.
+            None => Box::pin(self.http2.get(dest)).await?,
+        };
         let result = sender.send_request(req).await;
         if result.is_err() && sender.is_closed() {
             self.http2.forget(dest);

@@ -78,6 +78,12 @@ impl Clock {
     }
 }
 
+/// The coarse clock's time: behind the real one by up to a [`TICK`], and
+/// free (no clock read) for code that only needs seconds.
+pub fn coarse_now() -> Instant {
+    CLOCK.base + Duration::from_millis(CLOCK.now_ms())
+}
+
 /// One connection's deadline: armed by the sleep hyper holds, checked by
 /// the clock thread.
 struct Slot {
@@ -147,7 +153,7 @@ impl Timer for HeaderTimer {
 
     /// The coarse clock: no clock read per request.
     fn now(&self) -> Instant {
-        CLOCK.base + Duration::from_millis(CLOCK.now_ms())
+        coarse_now()
     }
 
     fn reset(&self, sleep: &mut Pin<Box<dyn Sleep>>, new_deadline: Instant) {

@@ -19,10 +19,12 @@ use crate::server::Shared;
 use crate::throttle::Throttle;
 
 pub async fn handle(
-    shared: Arc<Shared>,
     ctx: Arc<ConnCtx>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    // Borrowed from the connection: every worker cloning the proxy-wide Arc
+    // per request would bounce its counter between CPUs.
+    let shared: &Shared = &ctx.shared;
     let grpc = is_grpc(req.headers());
     let protocol = if grpc { Protocol::Grpc } else { ctx.protocol };
     let labels = TrafficLabels {
@@ -69,7 +71,9 @@ pub async fn handle(
     }
 
     let started = Instant::now();
-    let response = forward(&shared, &ctx, req, throttle.clone(), grpc).await;
+    // Boxed: hyper moves the request future around (into its in-flight
+    // slot), and forwarding is most of its size.
+    let response = Box::pin(forward(shared, &ctx, req, throttle.clone(), grpc)).await;
     let mut response = match response {
         Ok(response) => response,
         Err(reply) => return Ok(reply),

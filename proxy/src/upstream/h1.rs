@@ -79,7 +79,9 @@ impl H1Pool {
                 },
             }
         }
-        let mut sender = open(dest).await?;
+        // Boxed: connecting is rare, and its state would otherwise make every
+        // request's future (moved around by hyper) that much larger.
+        let mut sender = Box::pin(open(dest)).await?;
         let response = sender
             .send_request(req)
             .await
@@ -132,7 +134,7 @@ impl PoolInner {
         if let Ok(mut idle) = self.idle.lock() {
             idle.entry(dest).or_default().push(Idle {
                 sender,
-                since: Instant::now(),
+                since: crate::http::deadline::coarse_now(),
             });
         }
         if !self.reaper_started.swap(true, Ordering::Relaxed) {
@@ -149,7 +151,7 @@ impl PoolInner {
         };
         idle.retain(|_, conns| {
             conns.retain(|c| {
-                !c.sender.is_closed() && now.duration_since(c.since) < self.idle_timeout
+                !c.sender.is_closed() && now.saturating_duration_since(c.since) < self.idle_timeout
             });
             !conns.is_empty()
         });
@@ -164,7 +166,7 @@ async fn reap(pool: Weak<PoolInner>, idle_timeout: Duration) {
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        pool.reap(Instant::now());
+        pool.reap(crate::http::deadline::coarse_now());
     }
 }
 
