@@ -12,12 +12,6 @@ use faultline_proxy::policy::PolicyStore;
 use faultline_proxy::{Proxy, RunError, error_chain, telemetry};
 use tokio_util::sync::CancellationToken;
 
-// Per-request allocations are small and short-lived; mimalloc serves them
-// from thread-local pages. It matters most in the image, whose musl libc
-// allocator is far slower than glibc's under this load.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 const EX_CONFIG: u8 = 64;
 const EX_UNAVAILABLE: u8 = 69;
 const EX_SOFTWARE: u8 = 70;
