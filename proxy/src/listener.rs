@@ -113,6 +113,7 @@ impl ConnCtx {
 /// the drain can wait for it.
 pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: ListenerKind) {
     let local = listener.local_addr().ok();
+    let mut reserve = spare_descriptor();
     loop {
         let accepted = tokio::select! {
             () = shared.shutdown.cancelled() => break,
@@ -161,14 +162,57 @@ pub async fn accept_loop(shared: Arc<Shared>, listener: TcpListener, kind: Liste
                     drop(guard);
                 }));
             }
+            Err(error) if out_of_descriptors(&error) && reserve.is_some() => {
+                shed_one(&shared, &listener, &mut reserve).await;
+            }
             Err(error) => {
-                // EMFILE and friends: back off instead of spinning.
+                // Back off instead of spinning.
                 tracing::warn!(%error, "failed to accept a connection");
                 tokio::time::sleep(Duration::from_millis(50)).await;
+                if reserve.is_none() {
+                    reserve = spare_descriptor();
+                }
             }
         }
     }
     tracing::debug!(?local, "listener closed");
+}
+
+/// A descriptor held in reserve for when the open-file limit is reached:
+/// `accept` then fails, and the connection waiting in the listen backlog
+/// would hang there until descriptors free up. Releasing the reserve lets
+/// the proxy accept it and close it at once, so the client learns right
+/// away; then the reserve is taken back.
+fn spare_descriptor() -> Option<socket2::Socket> {
+    socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()
+}
+
+fn out_of_descriptors(error: &std::io::Error) -> bool {
+    matches!(
+        rustix::io::Errno::from_io_error(error),
+        Some(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
+    )
+}
+
+async fn shed_one(shared: &Shared, listener: &TcpListener, reserve: &mut Option<socket2::Socket>) {
+    drop(reserve.take());
+    // Ready at once: a connection is waiting, that is why accept failed.
+    let accepted = tokio::time::timeout(Duration::from_millis(100), listener.accept()).await;
+    if let Ok(Ok((stream, client))) = accepted {
+        shared
+            .metrics
+            .connections_rejected
+            .get_or_create(&RejectLabels { reason: "fd_limit" })
+            .inc();
+        tracing::warn!(%client, "out of file descriptors (RLIMIT_NOFILE); closing a new connection");
+        drop(stream);
+    }
+    *reserve = spare_descriptor();
+    if reserve.is_none() {
+        // Still at the limit (another listener took the descriptor).
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        *reserve = spare_descriptor();
+    }
 }
 
 /// Counts a connection against the limit for as long as it lives.

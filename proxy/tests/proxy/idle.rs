@@ -35,6 +35,9 @@ const CONCURRENCY: usize = 250;
 const NEEDED: u64 = (HELD + SILENT + CONCURRENCY + 1_500) as u64;
 const ACTIVE: &str = "faultline_connections_active{direction=\"inbound\"}";
 const RAW_TCP: &str = "faultline_connections_total{direction=\"inbound\",protocol=\"tcp\"}";
+/// The open-file limit (soft and hard) of the proxy that runs out.
+const SCARCE_FILES: u64 = 80;
+
 /// Sanity bounds, not performance claims (those live in `bench/`): about
 /// twice what 10k connections cost (~22 kB each, mostly per-connection
 /// buffers: hyper's read buffer, the TCP copy's two 8 kB buffers) ...
@@ -158,6 +161,71 @@ async fn ten_thousand_idle_connections_are_held_and_everyone_is_served() {
 }
 
 /// Bounds a phase: on a machine this slow, the numbers mean nothing.
+/// At its open-file limit the proxy cannot accept; it closes each new
+/// connection at once (a reserved descriptor makes room to accept and
+/// close it) rather than leaving clients in the listen backlog, and serves
+/// new clients again as soon as descriptors free up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_new_connections_are_closed_at_once() {
+    let upstream = http_upstream().await;
+    let limit = format!("ulimit -n {SCARCE_FILES}");
+    let proxy = ChildProxy::start_with(upstream.addr, &limit).await;
+    assert_eq!(proxy.open_file_limit(), SCARCE_FILES);
+    let addr = proxy.addr;
+    let mut held = Vec::new();
+    let (mut refused, mut bad_gateway) = (0, 0);
+    bounded("connections up to and past the limit", async {
+        for _ in 0..2 * SCARCE_FILES {
+            let mut sender = h1_client(addr).await;
+            match sender.send_request(get("/hello")).await {
+                Ok(response) if response.status() == 200 => held.push(sender),
+                // Accepted, but no descriptor left for the upstream: a
+                // clear error for this client only.
+                Ok(response) => {
+                    assert_eq!(response.status(), 502);
+                    bad_gateway += 1;
+                }
+                // Closed without an answer, promptly (the phase is bounded).
+                Err(_) => refused += 1,
+            }
+        }
+    })
+    .await;
+    eprintln!(
+        "{} connections served, {bad_gateway} answered 502, {refused} closed at the limit",
+        held.len()
+    );
+    assert!(refused > 0, "no connection was closed at the limit");
+    assert!(
+        held.len() > (SCARCE_FILES / 3) as usize,
+        "only {} served",
+        held.len()
+    );
+
+    drop(held);
+    eventually(
+        "a new client to be served again",
+        Duration::from_secs(10),
+        || async move {
+            let mut sender = h1_client(addr).await;
+            sender
+                .send_request(get("/hello"))
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+    let rejected = proxy
+        .metric("faultline_connections_rejected_total{reason=\"fd_limit\"}")
+        .await;
+    assert!(
+        rejected >= refused as f64,
+        "{rejected} counted, {refused} refused"
+    );
+    let logs = proxy.logs.lock().unwrap().join("\n");
+    assert!(logs.contains("out of file descriptors"), "{logs}");
+}
+
 async fn bounded<T>(what: &str, phase: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), phase)
         .await
@@ -244,8 +312,14 @@ impl ChildProxy {
     async fn start(upstream: SocketAddr) -> Self {
         // A low soft limit (the hard one is inherited), as many container
         // runtimes start processes: the proxy has to raise it itself.
+        Self::start_with(upstream, "ulimit -S -n 1024").await
+    }
+
+    /// Starts the proxy after the shell command `limit` (a `ulimit`).
+    async fn start_with(upstream: SocketAddr, limit: &str) -> Self {
+        let script = format!("{limit} && exec \"$@\"");
         let mut child = tokio::process::Command::new("sh")
-            .args(["-c", "ulimit -S -n 1024 && exec \"$@\"", "sh"])
+            .args(["-c", &script, "sh"])
             .arg(env!("CARGO_BIN_EXE_faultline-proxy"))
             .args([
                 "run",
