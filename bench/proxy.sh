@@ -7,8 +7,12 @@
 #            proxy+10    the same with 10 rules that never match
 #            nginx       client -> nginx (proxy_pass, keepalive) -> upstream
 #   latency  fixed rate (BENCH_RATE req/s over 50 keep-alive connections,
-#            open loop, from the scheduled send time: bench-client latency)
+#            open loop: from the send, or from the scheduled send time when
+#            the connection was behind schedule; bench-client latency)
 #   h1 rps   saturated HTTP/1.1 throughput (wrk, BENCH_CONNS connections)
+#   CPU us   user+system CPU time of the target per request during that run
+#            (less noisy than throughput: it does not depend on how the
+#            cores were shared with the load generator and the upstream)
 #   h2c rps  saturated h2c throughput (h2load, 10 streams per connection)
 #   RSS      VmRSS of the proxy (nginx: master + workers) idle, and while
 #            1000 keep-alive connections are held open
@@ -138,6 +142,15 @@ rss_holding() { # PORT PID -> KiB while 1000 keep-alive connections are open
   echo "$kib"
 }
 
+# utime + stime in clock ticks of a process and its children (nginx workers).
+cpu_ticks() {
+  local total=0 pid
+  for pid in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+
 declare -A result
 measure() { # NAME H1PORT H2PORT PID
   local name=$1 port=$2 h2port=$3 pid=$4
@@ -150,10 +163,18 @@ measure() { # NAME H1PORT H2PORT PID
   result[$name.p50]=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$lat")
   result[$name.p99]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$lat")
   result[$name.rate]=$(sed -E 's/^rate=([0-9]+).*/\1/' <<<"$lat")
-  local w
+  local w cpu0 cpu1
+  cpu0=$(cpu_ticks "$pid")
   w=$(wrk -t"$threads" -c"$conns" -d"${secs}s" "http://127.0.0.1:$port/")
+  cpu1=$(cpu_ticks "$pid")
   result[$name.h1]=$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w")
-  echo "   wrk: ${result[$name.h1]} req/s" >&2
+  # CPU time (user + system) the target spent per proxied request: less
+  # noisy than throughput on a shared machine, since it does not depend on
+  # how the cores were split between the load generator and the upstream.
+  result[$name.cpu]=$(awk -v t=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" \
+    -v n="$(awk '/requests in/ {print $1}' <<<"$w")" \
+    'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }')
+  echo "   wrk: ${result[$name.h1]} req/s, ${result[$name.cpu]} us CPU per request" >&2
   local h
   h=$(h2load -t"$threads" -c"$conns" -m10 -D"$secs" "http://127.0.0.1:$h2port/" 2>&1)
   result[$name.h2]=$(sed -nE 's/^finished in [^,]+, ([0-9.]+) req\/s.*/\1/p' <<<"$h" | cut -d. -f1)
@@ -170,15 +191,17 @@ mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 echo
 echo "faultline-proxy benchmark: $(nproc) cores, $threads worker threads each, ${secs}s per run, fixed rate $rate req/s"
-printf '%-9s | %7s %7s | %8s %8s | %9s %6s %6s | %9s %6s | %8s %8s\n' \
-  target "p50 us" "p99 us" "+p50 us" "+p99 us" "h1 rps" "/dir" "/nginx" "h2c rps" "/nginx" "RSS MB" "1k MB"
+printf '%-9s | %7s %7s | %8s %8s | %9s %6s %6s | %7s %6s | %9s %6s | %8s %8s\n' \
+  target "p50 us" "p99 us" "+p50 us" "+p99 us" "h1 rps" "/dir" "/nginx" "CPU us" "/nginx" "h2c rps" "/nginx" "RSS MB" "1k MB"
 for name in direct proxy proxy+10 nginx; do
-  printf '%-9s | %7s %7s | %8s %8s | %9s %6s %6s | %9s %6s | %8s %8s\n' "$name" \
+  printf '%-9s | %7s %7s | %8s %8s | %9s %6s %6s | %7s %6s | %9s %6s | %8s %8s\n' "$name" \
     "${result[$name.p50]}" "${result[$name.p99]}" \
     "$((result[$name.p50] - result[direct.p50]))" "$((result[$name.p99] - result[direct.p99]))" \
     "${result[$name.h1]}" "$(ratio "${result[$name.h1]}" "${result[direct.h1]}")" \
     "$(ratio "${result[$name.h1]}" "${result[nginx.h1]}")" \
+    "${result[$name.cpu]}" "$(ratio "${result[$name.cpu]}" "${result[nginx.cpu]}")" \
     "${result[$name.h2]}" "$(ratio "${result[$name.h2]}" "${result[nginx.h2]}")" \
     "$(mib "${result[$name.rss_idle]}")" "$(mib "${result[$name.rss_1k]}")"
 done
-echo "(+p50/+p99: added over direct at the fixed rate; /dir, /nginx: throughput ratios; direct RSS is the upstream's)"
+echo "(+p50/+p99: added over direct at the fixed rate; /dir, /nginx: throughput ratios;"
+echo " CPU us: the target's user+system CPU per request during the h1 run (direct: the upstream's); direct RSS is the upstream's)"
