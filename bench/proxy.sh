@@ -19,7 +19,8 @@
 #
 # The proxy and nginx get the same number of worker threads/processes
 # (BENCH_THREADS). Needs: wrk, h2load (nghttp2-client), nginx, curl.
-# Env: BENCH_THREADS=2 BENCH_SECONDS=10 BENCH_RATE=5000 BENCH_CONNS=64 BENCH_PORT=19500
+# Env: BENCH_THREADS=2 BENCH_SECONDS=5 BENCH_ROUNDS=3 BENCH_RATE=5000 BENCH_CONNS=64
+#      BENCH_PORT=19500
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -31,7 +32,8 @@ for tool in wrk h2load nginx curl; do
   }
 done
 threads="${BENCH_THREADS:-2}"
-secs="${BENCH_SECONDS:-10}"
+secs="${BENCH_SECONDS:-5}"
+rounds="${BENCH_ROUNDS:-3}"
 rate="${BENCH_RATE:-5000}"
 conns="${BENCH_CONNS:-64}"
 base="${BENCH_PORT:-19500}"
@@ -152,56 +154,80 @@ cpu_ticks() {
 }
 
 declare -A result
+# Appends one round's figures for a target to its lists in `result`.
+add() { result[$1]="${result[$1]:-} $2"; }
 measure() { # NAME H1PORT H2PORT PID
   local name=$1 port=$2 h2port=$3 pid=$4
-  echo "== $name" >&2
-  result[$name.rss_idle]=$(rss_kib "$pid")
-  result[$name.rss_1k]=$(rss_holding "$port" "$pid")
+  echo "== $name (round $round)" >&2
   local lat
   lat=$("$bin/examples/bench-client" latency "127.0.0.1:$port" "$rate" 50 "$secs")
   echo "   latency: $lat" >&2
-  result[$name.p50]=$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$lat")
-  result[$name.p99]=$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$lat")
-  result[$name.rate]=$(sed -E 's/^rate=([0-9]+).*/\1/' <<<"$lat")
-  local w cpu0 cpu1
+  add "$name.p50" "$(sed -E 's/.*p50_us=([0-9]+).*/\1/' <<<"$lat")"
+  add "$name.p99" "$(sed -E 's/.*p99_us=([0-9]+).*/\1/' <<<"$lat")"
+  local w cpu0 cpu1 h1 cpu
   cpu0=$(cpu_ticks "$pid")
   w=$(wrk -t"$threads" -c"$conns" -d"${secs}s" "http://127.0.0.1:$port/")
   cpu1=$(cpu_ticks "$pid")
-  result[$name.h1]=$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w")
+  h1=$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w")
   # CPU time (user + system) the target spent per proxied request: less
   # noisy than throughput on a shared machine, since it does not depend on
   # how the cores were split between the load generator and the upstream.
-  result[$name.cpu]=$(awk -v t=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" \
+  cpu=$(awk -v t=$((cpu1 - cpu0)) -v hz="$(getconf CLK_TCK)" \
     -v n="$(awk '/requests in/ {print $1}' <<<"$w")" \
     'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }')
-  echo "   wrk: ${result[$name.h1]} req/s, ${result[$name.cpu]} us CPU per request" >&2
-  local h
+  add "$name.h1" "$h1"
+  add "$name.cpu" "$cpu"
+  echo "   wrk: $h1 req/s, $cpu us CPU per request" >&2
+  local h h2
   h=$(h2load -t"$threads" -c"$conns" -m10 -D"$secs" "http://127.0.0.1:$h2port/" 2>&1)
-  result[$name.h2]=$(sed -nE 's/^finished in [^,]+, ([0-9.]+) req\/s.*/\1/p' <<<"$h" | cut -d. -f1)
-  echo "   h2load: ${result[$name.h2]} req/s ($(grep -E '^requests:' <<<"$h"))" >&2
+  h2=$(sed -nE 's/^finished in [^,]+, ([0-9.]+) req\/s.*/\1/p' <<<"$h" | cut -d. -f1)
+  add "$name.h2" "${h2:-0}"
+  echo "   h2load: $h2 req/s ($(grep -E '^requests:' <<<"$h"))" >&2
 }
 
-measure direct "$up" "$up" "$pid_up"
-measure proxy "$p_empty" "$p_empty" "$pid_empty"
-measure proxy+10 "$p_rules" "$p_rules" "$pid_rules"
-measure nginx "$p_nginx" "$p_nginx_h2" "$pid_nginx"
+targets=(direct proxy proxy+10 nginx)
+declare -A h1port=([direct]=$up [proxy]=$p_empty [proxy+10]=$p_rules [nginx]=$p_nginx)
+declare -A h2port=([direct]=$up [proxy]=$p_empty [proxy+10]=$p_rules [nginx]=$p_nginx_h2)
+declare -A tpid=([direct]=$pid_up [proxy]=$pid_empty [proxy+10]=$pid_rules [nginx]=$pid_nginx)
+for name in "${targets[@]}"; do
+  result[$name.rss_idle]=$(rss_kib "${tpid[$name]}")
+  result[$name.rss_1k]=$(rss_holding "${h1port[$name]}" "${tpid[$name]}")
+done
+# Rounds interleave the targets, so a slow spell of the machine hits all
+# of them instead of one; every figure is the median over the rounds.
+for round in $(seq "$rounds"); do
+  for name in "${targets[@]}"; do
+    measure "$name" "${h1port[$name]}" "${h2port[$name]}" "${tpid[$name]}"
+  done
+done
 
+median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{v[NR] = $1} END { print v[int((NR + 1) / 2)] }'; }
+# The median over rounds of a target's figure minus direct's in the same round.
+added() {
+  paste -d' ' <(tr ' ' '\n' <<<"${result[$1.$2]}" | awk 'NF') \
+    <(tr ' ' '\n' <<<"${result[direct.$2]}" | awk 'NF') |
+    awk '{print $1 - $2}' | sort -g | awk '{v[NR] = $1} END { print v[int((NR + 1) / 2)] }'
+}
+for name in "${targets[@]}"; do
+  for key in p50 p99 h1 cpu h2; do
+    result[$name.$key.m]=$(median "${result[$name.$key]}")
+  done
+done
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
 echo
-echo "faultline-proxy benchmark: $(nproc) cores, $threads worker threads each, ${secs}s per run, fixed rate $rate req/s"
+echo "faultline-proxy benchmark: $(nproc) cores, $threads worker threads each, medians of $rounds interleaved rounds of ${secs}s, fixed rate $rate req/s"
 printf '%-9s | %7s %7s | %8s %8s | %9s %6s %6s | %7s %6s | %9s %6s | %8s %8s\n' \
   target "p50 us" "p99 us" "+p50 us" "+p99 us" "h1 rps" "/dir" "/nginx" "CPU us" "/nginx" "h2c rps" "/nginx" "RSS MB" "1k MB"
-for name in direct proxy proxy+10 nginx; do
+for name in "${targets[@]}"; do
+  m() { echo "${result[$1.$2.m]}"; }
   printf '%-9s | %7s %7s | %8s %8s | %9s %6s %6s | %7s %6s | %9s %6s | %8s %8s\n' "$name" \
-    "${result[$name.p50]}" "${result[$name.p99]}" \
-    "$((result[$name.p50] - result[direct.p50]))" "$((result[$name.p99] - result[direct.p99]))" \
-    "${result[$name.h1]}" "$(ratio "${result[$name.h1]}" "${result[direct.h1]}")" \
-    "$(ratio "${result[$name.h1]}" "${result[nginx.h1]}")" \
-    "${result[$name.cpu]}" "$(ratio "${result[$name.cpu]}" "${result[nginx.cpu]}")" \
-    "${result[$name.h2]}" "$(ratio "${result[$name.h2]}" "${result[nginx.h2]}")" \
+    "$(m "$name" p50)" "$(m "$name" p99)" "$(added "$name" p50)" "$(added "$name" p99)" \
+    "$(m "$name" h1)" "$(ratio "$(m "$name" h1)" "$(m direct h1)")" "$(ratio "$(m "$name" h1)" "$(m nginx h1)")" \
+    "$(m "$name" cpu)" "$(ratio "$(m "$name" cpu)" "$(m nginx cpu)")" \
+    "$(m "$name" h2)" "$(ratio "$(m "$name" h2)" "$(m nginx h2)")" \
     "$(mib "${result[$name.rss_idle]}")" "$(mib "${result[$name.rss_1k]}")"
 done
-echo "(+p50/+p99: added over direct at the fixed rate; /dir, /nginx: throughput ratios;"
+echo "(+p50/+p99: added over direct at the fixed rate, median of the per-round differences; /dir, /nginx: ratios of medians;"
 echo " CPU us: the target's user+system CPU per request during the h1 run (direct: the upstream's); direct RSS is the upstream's)"
