@@ -1,8 +1,10 @@
 //! How client connections map to upstream connections: idle upstream
-//! connections are reused by later client connections, and an upstream that
-//! closes connections between requests is invisible to clients.
+//! connections are reused by later client connections, an upstream that
+//! closes connections between requests is invisible to clients, and one
+//! that resets a connection fails only the request it hit.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -106,4 +108,85 @@ async fn an_upstream_closing_connections_between_requests_is_invisible_to_client
     // closed one), and the client's own connection survived them all.
     assert_eq!(upstream.accepted.load(Ordering::SeqCst), 50);
     assert!(!client.is_closed());
+}
+
+/// An HTTP/1.1 upstream that resets the connection (RST) on `/reset-now`
+/// before answering, and on `/reset-mid` after the response head and 2 of
+/// 100 announced body bytes; other paths get `ok`.
+async fn resetting_upstream() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while let Ok(n) = stream.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let reset = |stream: tokio::net::TcpStream| {
+                            let _ =
+                                socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                            drop(stream);
+                        };
+                        if head.starts_with("GET /reset-now ") {
+                            return reset(stream);
+                        }
+                        if head.starts_with("GET /reset-mid ") {
+                            let partial = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nab";
+                            let _ = stream.write_all(partial).await;
+                            let _ = stream.flush().await;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            return reset(stream);
+                        }
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(ok).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_reset_fails_only_the_request_it_hit() {
+    let upstream = resetting_upstream().await;
+    let proxy = start_proxy(upstream, EMPTY).await;
+    let mut bystander = h1_client(proxy.addr).await;
+    ok(&mut bystander).await;
+
+    // Reset before any response byte: a 502 that says why, and the
+    // client's own connection stays usable.
+    let mut client = h1_client(proxy.addr).await;
+    let response = client.send_request(get("/reset-now")).await.unwrap();
+    assert_eq!(response.status(), 502);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("upstream"), "{body}");
+    ok(&mut client).await;
+
+    // Reset mid-body: the status was already sent, so the client's
+    // connection is cut (it cannot be told otherwise) and its body errors.
+    let mut cut = h1_client(proxy.addr).await;
+    let response = cut.send_request(get("/reset-mid")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(response.into_body().collect().await.is_err());
+
+    // Everyone else, and new clients, are served as before.
+    ok(&mut bystander).await;
+    ok(&mut h1_client(proxy.addr).await).await;
+    assert!(
+        proxy
+            .metric("faultline_requests_total{direction=\"inbound\",protocol=\"http1\"}")
+            .await
+            >= 6.0
+    );
 }
