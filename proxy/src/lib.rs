@@ -10,7 +10,8 @@
 //! - `faults`: the effects the data plane applies, from policy decisions;
 //!   `io` (RST, byte-level faults), `throttle` (bandwidth),
 //!   `upstream` (pooled upstream connections), `workers` (the
-//!   thread-per-core runtimes connections run on).
+//!   thread-per-core runtimes connections run on), `signal` (drain, stop
+//!   and reset-fault events as each connection's task sees them).
 //! - `client`: the controller's policy stream; `faults_file`: the watched
 //!   policy file; `admin`: /healthz /readyz
 //!   /metrics /policy; `metrics`; `telemetry` (logs); `limits` (the
