@@ -28,6 +28,14 @@ use crate::http::ProxyBody;
 
 type Sender = SendRequest<ProxyBody>;
 
+/// A connection idle for this long may be closed by the upstream's own idle
+/// timeout just as a request is written to it. An idempotent request
+/// without a body sent on such a connection is kept, and replayed once on a
+/// fresh connection if the upstream closes without answering: what HTTP
+/// clients do for their own stale keep-alive connections (RFC 9110 section
+/// 9.2.2). Connections reused sooner are not worth the copy.
+const STALE_AFTER: Duration = Duration::from_secs(1);
+
 struct Idle {
     sender: Sender,
     since: Instant,
@@ -36,6 +44,7 @@ struct Idle {
 struct PoolInner {
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
     idle_timeout: Duration,
+    stale_after: Duration,
     reaper_started: AtomicBool,
 }
 
@@ -49,6 +58,19 @@ impl H1Pool {
             inner: Arc::new(PoolInner {
                 idle: Mutex::new(HashMap::new()),
                 idle_timeout,
+                stale_after: STALE_AFTER,
+                reaper_started: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    #[cfg(test)]
+    fn with_stale_after(idle_timeout: Duration, stale_after: Duration) -> Self {
+        H1Pool {
+            inner: Arc::new(PoolInner {
+                idle: Mutex::new(HashMap::new()),
+                idle_timeout,
+                stale_after,
                 reaper_started: AtomicBool::new(false),
             }),
         }
@@ -61,21 +83,33 @@ impl H1Pool {
         dest: SocketAddr,
         mut req: http::Request<ProxyBody>,
     ) -> Result<http::Response<PooledBody>, UpstreamError> {
-        while let Some(mut sender) = self.inner.checkout(dest) {
+        while let Some((mut sender, since)) = self.inner.checkout(dest) {
             // Ready once its driver task has seen the last exchange end; an
             // error means the upstream closed the connection meanwhile.
             if sender.ready().await.is_err() {
                 continue;
             }
+            let idle = crate::http::deadline::coarse_now().saturating_duration_since(since);
+            let replay = if idle >= self.inner.stale_after {
+                replayable(&req)
+            } else {
+                None
+            };
             match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.pooled(dest, sender, response)),
                 // The upstream closed the connection before the request was
                 // written (its idle timeout racing this request): hyper
                 // hands the request back, so send it on another connection.
-                // A request that was written is not retried.
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) => req = unsent,
-                    None => return Err(UpstreamError::Http1(error.into_error())),
+                Err(mut error) => match (error.take_message(), replay) {
+                    (Some(unsent), _) => req = unsent,
+                    // Written, and the upstream closed without a word: a
+                    // stale connection. Replay a kept copy on a fresh one.
+                    (None, Some(copy)) if error.error().is_incomplete_message() => {
+                        tracing::debug!(%dest, "upstream closed an idle connection under a request; replaying it");
+                        req = copy;
+                        break;
+                    }
+                    (None, _) => return Err(UpstreamError::Http1(error.into_error())),
                 },
             }
         }
@@ -115,13 +149,38 @@ impl H1Pool {
     }
 }
 
+/// A copy of `req` to replay, if it is idempotent and has no body (an
+/// upgrade is never replayed).
+fn replayable(req: &http::Request<ProxyBody>) -> Option<http::Request<ProxyBody>> {
+    use http::Method;
+    let idempotent = matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    );
+    use http_body::Body as _;
+    if !idempotent
+        || !req.body().is_end_stream()
+        || req.headers().contains_key(http::header::UPGRADE)
+    {
+        return None;
+    }
+    let mut copy = http::Request::new(crate::http::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
 impl PoolInner {
-    fn checkout(&self, dest: SocketAddr) -> Option<Sender> {
+    /// The most recently used live connection to `dest`, and since when it
+    /// has been idle.
+    fn checkout(&self, dest: SocketAddr) -> Option<(Sender, Instant)> {
         let mut idle = self.idle.lock().ok()?;
         let conns = idle.get_mut(&dest)?;
         while let Some(conn) = conns.pop() {
             if !conn.sender.is_closed() {
-                return Some(conn.sender);
+                return Some((conn.sender, conn.since));
             }
         }
         None

@@ -142,3 +142,89 @@ async fn concurrent_exchanges_use_separate_connections() {
     assert_eq!(pool.idle_count(addr), 1);
     drop(stalled);
 }
+
+/// An upstream that answers the first request on each connection and
+/// closes the connection, without answering, when a second one arrives:
+/// its idle timeout firing just as the proxy reuses the connection.
+async fn closing_on_reuse() -> (SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let (mut buf, mut chunk, mut served) = (Vec::new(), [0u8; 1024], 0);
+                while let Ok(n) = stream.read(&mut chunk).await {
+                    if n == 0 {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        buf.drain(..end + 4);
+                        if served == 1 {
+                            return;
+                        }
+                        served += 1;
+                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        let _ = stream.write_all(ok).await;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+fn post(path: &str) -> http::Request<ProxyBody> {
+    http::Request::post(path)
+        .header(http::header::HOST, "test")
+        .body(crate::http::empty())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_idempotent_request_on_a_stale_connection_is_replayed_once() {
+    let (addr, accepted) = closing_on_reuse().await;
+    let pool = H1Pool::with_stale_after(Duration::from_secs(60), Duration::ZERO);
+    for _ in 0..3 {
+        let response = pool.send(addr, get("/")).await.unwrap();
+        assert_eq!(
+            response.into_body().collect().await.unwrap().to_bytes(),
+            "ok"
+        );
+    }
+    // The first request opened a connection; each later one was written to
+    // the previous connection, lost, and replayed on a fresh one.
+    assert_eq!(accepted.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn a_request_that_is_not_idempotent_is_never_replayed() {
+    let (addr, accepted) = closing_on_reuse().await;
+    let pool = H1Pool::with_stale_after(Duration::from_secs(60), Duration::ZERO);
+    let response = pool.send(addr, post("/")).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    let error = pool
+        .send(addr, post("/"))
+        .await
+        .err()
+        .expect("a POST was replayed");
+    assert!(
+        matches!(error, UpstreamError::Http1(ref e) if e.is_incomplete_message()),
+        "{error}"
+    );
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_connection_reused_at_once_is_not_worth_a_copy() {
+    let (addr, accepted) = closing_on_reuse().await;
+    let pool = H1Pool::new(Duration::from_secs(60));
+    let response = pool.send(addr, get("/")).await.unwrap();
+    response.into_body().collect().await.unwrap();
+    assert!(pool.send(addr, get("/")).await.is_err());
+    assert_eq!(accepted.load(Ordering::SeqCst), 1);
+}
