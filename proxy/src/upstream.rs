@@ -99,11 +99,7 @@ impl Upstream {
         dest: SocketAddr,
         req: http::Request<ProxyBody>,
     ) -> Result<http::Response<hyper::body::Incoming>, UpstreamError> {
-        let mut sender = match self.http2.cached(dest) {
-            Some(sender) => sender,
-            // Boxed, like the HTTP/1.1 connect: rare, and large.
-            None => Box::pin(self.http2.get(dest)).await?,
-        };
+        let mut sender = self.http2.get(dest).await?;
         let result = sender.send_request(req).await;
         if result.is_err() && sender.is_closed() {
             self.http2.forget(dest);
@@ -120,9 +116,15 @@ pub struct H2Pool {
 
 impl H2Pool {
     async fn get(&self, dest: SocketAddr) -> Result<SendRequest<ProxyBody>, UpstreamError> {
-        if let Some(sender) = self.cached(dest) {
-            return Ok(sender);
+        match self.cached(dest) {
+            Some(sender) => Ok(sender),
+            // Boxed, like the HTTP/1.1 connect: rare, and its state would
+            // otherwise enlarge every request's future.
+            None => Box::pin(self.open(dest)).await,
         }
+    }
+
+    async fn open(&self, dest: SocketAddr) -> Result<SendRequest<ProxyBody>, UpstreamError> {
         // Two requests racing here may both connect; the later one wins the
         // map slot and the other connection closes when its request is done.
         let stream = connect(dest).await?;

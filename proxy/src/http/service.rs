@@ -1,13 +1,14 @@
 //! One HTTP request or gRPC call: ask the policy for a fault, apply it, and
 //! forward to the upstream (unless the fault answers for it).
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::family::Family;
 
 use super::body::Throttled;
 use super::response::{bad_gateway, fixed, grpc_abort, is_grpc, is_upgrade, strip_hop_headers};
@@ -34,13 +35,15 @@ pub async fn handle(
     // gRPC calls on an h2c connection have their own label set, so only the
     // connection's own protocol uses its cached series.
     let cached = protocol == ctx.protocol;
-    if cached {
-        ctx.requests
-            .get_or_init(|| shared.metrics.requests.get_or_create(&labels).clone())
-            .inc();
-    } else {
-        shared.metrics.requests.get_or_create(&labels).inc();
-    }
+    with_series(
+        &ctx.requests,
+        &shared.metrics.requests,
+        &labels,
+        cached,
+        |c| {
+            c.inc();
+        },
+    );
 
     let mut response_delay = None;
     let mut throttle = None;
@@ -79,23 +82,13 @@ pub async fn handle(
         Err(reply) => return Ok(reply),
     };
     let latency = started.elapsed().as_secs_f64();
-    if cached {
-        ctx.upstream_latency
-            .get_or_init(|| {
-                shared
-                    .metrics
-                    .upstream_latency
-                    .get_or_create(&labels)
-                    .clone()
-            })
-            .observe(latency);
-    } else {
-        shared
-            .metrics
-            .upstream_latency
-            .get_or_create(&labels)
-            .observe(latency);
-    }
+    with_series(
+        &ctx.upstream_latency,
+        &shared.metrics.upstream_latency,
+        &labels,
+        cached,
+        |h| h.observe(latency),
+    );
     if let Some(delay) = response_delay {
         tokio::time::sleep(delay).await;
     }
@@ -129,7 +122,7 @@ async fn forward(
             .upstream(ctx.worker)
             .send_http2(dest, Request::from_parts(parts, body))
             .await;
-        sent.map(|r| r.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+        sent.map(|r| r.map(boxed))
     } else {
         h1_target(&mut parts, &ctx.forward_authority);
         if parts.version != Version::HTTP_10 {
@@ -139,7 +132,7 @@ async fn forward(
             .upstream(ctx.worker)
             .send_http1(dest, Request::from_parts(parts, body))
             .await;
-        sent.map(|r| r.map(|body| body.map_err(BoxError::from).boxed_unsync()))
+        sent.map(|r| r.map(boxed))
     };
     let mut response = match result {
         Ok(response) => response,
@@ -171,6 +164,30 @@ async fn forward(
     }
     strip_hop_headers(response.headers_mut(), upgrade && switched);
     Ok(response)
+}
+
+/// A connection's cached series of a per-request metric, for its own
+/// protocol; any other label set (gRPC on an h2c connection) is looked up.
+fn with_series<M: Clone>(
+    cache: &OnceLock<M>,
+    family: &Family<TrafficLabels, M>,
+    labels: &TrafficLabels,
+    cached: bool,
+    record: impl FnOnce(&M),
+) {
+    if cached {
+        record(cache.get_or_init(|| family.get_or_create(labels).clone()));
+    } else {
+        record(&family.get_or_create(labels));
+    }
+}
+
+/// An upstream response body as the proxy sends it on.
+fn boxed<B>(body: B) -> ProxyBody
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + 'static,
+{
+    body.map_err(BoxError::from).boxed_unsync()
 }
 
 /// After a 101, both sides speak the upgraded protocol (WebSocket...):

@@ -54,18 +54,10 @@ pub struct H1Pool {
 
 impl H1Pool {
     pub fn new(idle_timeout: Duration) -> Self {
-        H1Pool {
-            inner: Arc::new(PoolInner {
-                idle: Mutex::new(HashMap::new()),
-                idle_timeout,
-                stale_after: STALE_AFTER,
-                reaper_started: AtomicBool::new(false),
-            }),
-        }
+        Self::with_timeouts(idle_timeout, STALE_AFTER)
     }
 
-    #[cfg(test)]
-    fn with_stale_after(idle_timeout: Duration, stale_after: Duration) -> Self {
+    fn with_timeouts(idle_timeout: Duration, stale_after: Duration) -> Self {
         H1Pool {
             inner: Arc::new(PoolInner {
                 idle: Mutex::new(HashMap::new()),

@@ -188,7 +188,7 @@ fn post(path: &str) -> http::Request<ProxyBody> {
 #[tokio::test]
 async fn an_idempotent_request_on_a_stale_connection_is_replayed_once() {
     let (addr, accepted) = closing_on_reuse().await;
-    let pool = H1Pool::with_stale_after(Duration::from_secs(60), Duration::ZERO);
+    let pool = H1Pool::with_timeouts(Duration::from_secs(60), Duration::ZERO);
     for _ in 0..3 {
         let response = pool.send(addr, get("/")).await.unwrap();
         assert_eq!(
@@ -204,7 +204,7 @@ async fn an_idempotent_request_on_a_stale_connection_is_replayed_once() {
 #[tokio::test]
 async fn a_request_that_is_not_idempotent_is_never_replayed() {
     let (addr, accepted) = closing_on_reuse().await;
-    let pool = H1Pool::with_stale_after(Duration::from_secs(60), Duration::ZERO);
+    let pool = H1Pool::with_timeouts(Duration::from_secs(60), Duration::ZERO);
     let response = pool.send(addr, post("/")).await.unwrap();
     response.into_body().collect().await.unwrap();
     let error = pool
