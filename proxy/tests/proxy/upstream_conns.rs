@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
 
@@ -37,21 +37,9 @@ async fn counting_upstream(one_shot: bool) -> CountingUpstream {
             let o = o.clone();
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while let Ok(n) = stream.read(&mut chunk).await {
-                    if n == 0 {
-                        break;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    // Bodiless requests: every head ends with an empty line.
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        buf.drain(..end + 4);
-                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if stream.write_all(reply).await.is_err() {
-                            break;
-                        }
-                    }
-                    if one_shot {
+                while next_head(&mut stream, &mut buf).await.is_some() {
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(reply).await.is_err() || one_shot {
                         break;
                     }
                 }
@@ -64,6 +52,23 @@ async fn counting_upstream(one_shot: bool) -> CountingUpstream {
         addr,
         accepted,
         open,
+    }
+}
+
+/// The next head of a bodiless request on `stream`, or `None` once the
+/// client is gone; `buf` holds bytes read past it.
+async fn next_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+            buf.drain(..end + 4);
+            return Some(head);
+        }
+        let mut chunk = [0u8; 1024];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
     }
 }
 
@@ -120,34 +125,24 @@ async fn resetting_upstream() -> std::net::SocketAddr {
         while let Ok((mut stream, _)) = listener.accept().await {
             tokio::spawn(async move {
                 let mut buf = Vec::new();
-                let mut chunk = [0u8; 1024];
-                while let Ok(n) = stream.read(&mut chunk).await {
-                    if n == 0 {
-                        return;
+                while let Some(head) = next_head(&mut stream, &mut buf).await {
+                    let reset = |stream: tokio::net::TcpStream| {
+                        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                        drop(stream);
+                    };
+                    if head.starts_with("GET /reset-now ") {
+                        return reset(stream);
                     }
-                    buf.extend_from_slice(&chunk[..n]);
-                    while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-                        buf.drain(..end + 4);
-                        let reset = |stream: tokio::net::TcpStream| {
-                            let _ =
-                                socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-                            drop(stream);
-                        };
-                        if head.starts_with("GET /reset-now ") {
-                            return reset(stream);
-                        }
-                        if head.starts_with("GET /reset-mid ") {
-                            let partial = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nab";
-                            let _ = stream.write_all(partial).await;
-                            let _ = stream.flush().await;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            return reset(stream);
-                        }
-                        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                        if stream.write_all(ok).await.is_err() {
-                            return;
-                        }
+                    if head.starts_with("GET /reset-mid ") {
+                        let partial = b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nab";
+                        let _ = stream.write_all(partial).await;
+                        let _ = stream.flush().await;
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        return reset(stream);
+                    }
+                    let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if stream.write_all(ok).await.is_err() {
+                        return;
                     }
                 }
             });
