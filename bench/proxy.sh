@@ -204,9 +204,8 @@ done
 median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{v[NR] = $1} END { print v[int((NR + 1) / 2)] }'; }
 # The median over rounds of a target's figure minus direct's in the same round.
 added() {
-  paste -d' ' <(tr ' ' '\n' <<<"${result[$1.$2]}" | awk 'NF') \
-    <(tr ' ' '\n' <<<"${result[direct.$2]}" | awk 'NF') |
-    awk '{print $1 - $2}' | sort -g | awk '{v[NR] = $1} END { print v[int((NR + 1) / 2)] }'
+  median "$(paste -d' ' <(tr ' ' '\n' <<<"${result[$1.$2]}" | awk 'NF') \
+    <(tr ' ' '\n' <<<"${result[direct.$2]}" | awk 'NF') | awk '{print $1 - $2}' | tr '\n' ' ')"
 }
 for name in "${targets[@]}"; do
   for key in p50 p99 h1 cpu h2; do
