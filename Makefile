@@ -45,7 +45,7 @@ bench: release ## benchmarks: ratios against direct connections and nginx, measu
 	@set -e; for s in bench/*.sh; do echo "== $$s"; bash "$$s"; done
 
 fuzz: ## fuzz the policy parser (needs cargo-fuzz and a nightly toolchain)
-	cd proxy && mkdir -p fuzz/corpus/parse && cargo +nightly fuzz run parse fuzz/corpus/parse fuzz/seeds -- -max_total_time=120
+	cd policy && mkdir -p fuzz/corpus/parse && cargo +nightly fuzz run parse fuzz/corpus/parse fuzz/seeds -- -max_total_time=120
 
 image: ## container images faultline-proxy and faultline-webhook (needs docker or podman: DOCKER=podman)
 	REGISTRY=$(REGISTRY) bash scripts/image.sh $(VERSION)

@@ -17,9 +17,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::{ProxyBody, full};
+use crate::body::{ProxyBody, full};
 use crate::metrics::Metrics;
-use crate::policy::{PolicySource, PolicyStore};
+use crate::source::store::{PolicySource, PolicyStore};
 
 pub struct Readiness {
     bound: AtomicBool,
@@ -184,7 +184,7 @@ fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{PeerIps, PolicyUpdate};
+    use {crate::source::store::PolicyUpdate, faultline_policy::PeerIps};
 
     #[test]
     fn ready_once_bound_and_not_while_draining() {

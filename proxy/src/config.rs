@@ -20,32 +20,9 @@ mod tests;
 pub use args::RunArgs;
 use parse::{controller_config, invalid, parse_addr, parse_num, resolve_addr};
 
-pub const ENV_ADMIN_ADDR: &str = "FAULTLINE_ADMIN_ADDR";
-pub const ENV_INBOUND_ADDR: &str = "FAULTLINE_INBOUND_ADDR";
-pub const ENV_OUTBOUND_ADDR: &str = "FAULTLINE_OUTBOUND_ADDR";
-pub const ENV_LISTEN: &str = "FAULTLINE_LISTEN";
-pub const ENV_UPSTREAM: &str = "FAULTLINE_UPSTREAM";
-pub const ENV_FAULTS_FILE: &str = "FAULTLINE_FAULTS_FILE";
-pub const ENV_CONTROLLER_URL: &str = "FAULTLINE_CONTROLLER_URL";
-pub const ENV_TOKEN_FILE: &str = "FAULTLINE_TOKEN_FILE";
-pub const ENV_CA_PEM: &str = "FAULTLINE_CA_PEM";
-pub const ENV_CA_FILE: &str = "FAULTLINE_CA_FILE";
-pub const ENV_POD_NAME: &str = "FAULTLINE_POD_NAME";
-pub const ENV_POD_NAMESPACE: &str = "FAULTLINE_POD_NAMESPACE";
-pub const ENV_POD_IP: &str = "FAULTLINE_POD_IP";
-pub const ENV_SERVICE_ACCOUNT: &str = "FAULTLINE_SERVICE_ACCOUNT";
-pub const ENV_LOG: &str = "FAULTLINE_LOG";
-pub const ENV_LOG_FORMAT: &str = "FAULTLINE_LOG_FORMAT";
-pub const ENV_DRAIN_SECONDS: &str = "FAULTLINE_DRAIN_SECONDS";
-pub const ENV_MAX_CONNECTIONS: &str = "FAULTLINE_MAX_CONNECTIONS";
-pub const ENV_DETECT_TIMEOUT_MS: &str = "FAULTLINE_DETECT_TIMEOUT_MS";
-pub const ENV_READY_GRACE_SECONDS: &str = "FAULTLINE_READY_GRACE_SECONDS";
-pub const ENV_WORKERS: &str = "FAULTLINE_WORKERS";
+pub use faultline_policy::contract::env;
+use faultline_policy::contract::{ADMIN_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT};
 
-pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:15400";
-pub const DEFAULT_INBOUND_ADDR: &str = "0.0.0.0:15406";
-pub const DEFAULT_OUTBOUND_ADDR: &str = "0.0.0.0:15401";
-pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/faultline/token";
 pub const DEFAULT_LOG: &str = "info";
 pub const DEFAULT_DRAIN_SECONDS: u64 = 5;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
@@ -174,29 +151,29 @@ impl Config {
 
         let admin_addr = parse_addr(
             "--admin-addr",
-            ENV_ADMIN_ADDR,
-            get(&args.admin_addr, ENV_ADMIN_ADDR).as_deref(),
-            DEFAULT_ADMIN_ADDR,
+            env::ADMIN_ADDR,
+            get(&args.admin_addr, env::ADMIN_ADDR).as_deref(),
+            wildcard(ADMIN_PORT),
         )?;
-        let listen = get(&args.listen, ENV_LISTEN);
-        let upstream = get(&args.upstream, ENV_UPSTREAM);
+        let listen = get(&args.listen, env::LISTEN);
+        let upstream = get(&args.upstream, env::UPSTREAM);
         let mode = match (listen, upstream) {
             (Some(listen), Some(upstream)) => Mode::Standalone {
-                listen: parse_addr("--listen", ENV_LISTEN, Some(&listen), "")?,
-                upstream: resolve_addr("--upstream", ENV_UPSTREAM, &upstream)?,
+                listen: parse_addr("--listen", env::LISTEN, Some(&listen), wildcard(0))?,
+                upstream: resolve_addr("--upstream", env::UPSTREAM, &upstream)?,
             },
             (None, None) => Mode::Sidecar {
                 inbound: parse_addr(
                     "--inbound-addr",
-                    ENV_INBOUND_ADDR,
-                    get(&args.inbound_addr, ENV_INBOUND_ADDR).as_deref(),
-                    DEFAULT_INBOUND_ADDR,
+                    env::INBOUND_ADDR,
+                    get(&args.inbound_addr, env::INBOUND_ADDR).as_deref(),
+                    wildcard(INBOUND_CAPTURE_PORT),
                 )?,
                 outbound: parse_addr(
                     "--outbound-addr",
-                    ENV_OUTBOUND_ADDR,
-                    get(&args.outbound_addr, ENV_OUTBOUND_ADDR).as_deref(),
-                    DEFAULT_OUTBOUND_ADDR,
+                    env::OUTBOUND_ADDR,
+                    get(&args.outbound_addr, env::OUTBOUND_ADDR).as_deref(),
+                    wildcard(OUTBOUND_CAPTURE_PORT),
                 )?,
             },
             _ => {
@@ -206,8 +183,8 @@ impl Config {
             }
         };
 
-        let faults_file = get(&args.faults, ENV_FAULTS_FILE).map(PathBuf::from);
-        let controller = get(&args.controller_url, ENV_CONTROLLER_URL)
+        let faults_file = get(&args.faults, env::FAULTS_FILE).map(PathBuf::from);
+        let controller = get(&args.controller_url, env::CONTROLLER_URL)
             .map(|url| controller_config(args, &get, url))
             .transpose()?;
         if faults_file.is_some() && controller.is_some() {
@@ -216,23 +193,23 @@ impl Config {
             ));
         }
 
-        let log_format = match get(&args.log_format, ENV_LOG_FORMAT).as_deref() {
+        let log_format = match get(&args.log_format, env::LOG_FORMAT).as_deref() {
             None | Some("plain") => LogFormat::Plain,
             Some("json") => LogFormat::Json,
             Some(other) => {
                 return Err(invalid(
                     "--log-format",
-                    ENV_LOG_FORMAT,
+                    env::LOG_FORMAT,
                     other,
                     "json or plain",
                 ));
             }
         };
-        let log_filter = get(&args.log, ENV_LOG).unwrap_or_else(|| DEFAULT_LOG.to_owned());
+        let log_filter = get(&args.log, env::LOG).unwrap_or_else(|| DEFAULT_LOG.to_owned());
         if tracing_subscriber::EnvFilter::try_new(&log_filter).is_err() {
             return Err(invalid(
                 "--log",
-                ENV_LOG,
+                env::LOG,
                 &log_filter,
                 "a tracing filter such as info or faultline_proxy=debug",
             ));
@@ -240,48 +217,48 @@ impl Config {
 
         let drain = Duration::from_secs(parse_num(
             "--drain-seconds",
-            ENV_DRAIN_SECONDS,
-            get(&args.drain_seconds, ENV_DRAIN_SECONDS),
+            env::DRAIN_SECONDS,
+            get(&args.drain_seconds, env::DRAIN_SECONDS),
             DEFAULT_DRAIN_SECONDS,
         )?);
         let max_connections = parse_num(
             "--max-connections",
-            ENV_MAX_CONNECTIONS,
-            get(&args.max_connections, ENV_MAX_CONNECTIONS),
+            env::MAX_CONNECTIONS,
+            get(&args.max_connections, env::MAX_CONNECTIONS),
             DEFAULT_MAX_CONNECTIONS as u64,
         )?;
         if max_connections == 0 {
             return Err(invalid(
                 "--max-connections",
-                ENV_MAX_CONNECTIONS,
+                env::MAX_CONNECTIONS,
                 "0",
                 "a positive number",
             ));
         }
         let detect_timeout = Duration::from_millis(parse_num(
             "--detect-timeout-ms",
-            ENV_DETECT_TIMEOUT_MS,
-            get(&args.detect_timeout_ms, ENV_DETECT_TIMEOUT_MS),
+            env::DETECT_TIMEOUT_MS,
+            get(&args.detect_timeout_ms, env::DETECT_TIMEOUT_MS),
             DEFAULT_DETECT_TIMEOUT_MS,
         )?);
         let ready_grace = Duration::from_secs(parse_num(
             "--ready-grace-seconds",
-            ENV_READY_GRACE_SECONDS,
-            get(&args.ready_grace_seconds, ENV_READY_GRACE_SECONDS),
+            env::READY_GRACE_SECONDS,
+            get(&args.ready_grace_seconds, env::READY_GRACE_SECONDS),
             DEFAULT_READY_GRACE_SECONDS,
         )?);
 
         let default_workers = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
         let workers = parse_num(
             "--workers",
-            ENV_WORKERS,
-            get(&args.workers, ENV_WORKERS),
+            env::WORKERS,
+            get(&args.workers, env::WORKERS),
             default_workers,
         )?;
         if !(1..=1024).contains(&workers) {
             return Err(invalid(
                 "--workers",
-                ENV_WORKERS,
+                env::WORKERS,
                 &workers.to_string(),
                 "a number of threads from 1 to 1024",
             ));
@@ -301,4 +278,9 @@ impl Config {
             workers: usize::try_from(workers).unwrap_or(1),
         })
     }
+}
+
+/// `0.0.0.0:port`, where the sidecar's listeners bind by default.
+fn wildcard(port: u16) -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], port))
 }

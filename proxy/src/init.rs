@@ -16,6 +16,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
+use faultline_policy::contract::{self, init_flag};
 
 pub mod apply;
 pub mod backend;
@@ -39,31 +40,31 @@ faultline-proxy init --include-inbound-ports 8080       # capture only inbound p
 faultline-proxy init --clean                            # remove every faultline rule")]
 pub struct InitArgs {
     /// Port the proxy accepts redirected inbound connections on.
-    #[arg(long, value_name = "PORT", default_value_t = 15406)]
+    #[arg(long = init_flag::INBOUND_CAPTURE_PORT, value_name = "PORT", default_value_t = contract::INBOUND_CAPTURE_PORT)]
     pub inbound_capture_port: u16,
     /// Port the proxy accepts redirected outbound connections on.
-    #[arg(long, value_name = "PORT", default_value_t = 15401)]
+    #[arg(long = init_flag::OUTBOUND_CAPTURE_PORT, value_name = "PORT", default_value_t = contract::OUTBOUND_CAPTURE_PORT)]
     pub outbound_capture_port: u16,
     /// UID the proxy runs as; its own connections are never redirected.
-    #[arg(long, value_name = "UID", default_value_t = 15400)]
+    #[arg(long = init_flag::PROXY_UID, value_name = "UID", default_value_t = contract::PROXY_UID)]
     pub proxy_uid: u32,
     /// GID the proxy runs as; its own connections are never redirected.
-    #[arg(long, value_name = "GID", default_value_t = 15400)]
+    #[arg(long = init_flag::PROXY_GID, value_name = "GID", default_value_t = contract::PROXY_GID)]
     pub proxy_gid: u32,
     /// The proxy's admin port (health, metrics); never redirected.
-    #[arg(long, value_name = "PORT", default_value_t = 15400)]
+    #[arg(long = init_flag::ADMIN_PORT, value_name = "PORT", default_value_t = contract::ADMIN_PORT)]
     pub admin_port: u16,
     /// Inbound ports to capture: "*" for all, or a list like 8080,9000-9010 (empty: none).
-    #[arg(long, value_name = "LIST", default_value = "*")]
+    #[arg(long = init_flag::INCLUDE_INBOUND_PORTS, value_name = "LIST", default_value = "*")]
     pub include_inbound_ports: String,
     /// Inbound ports that bypass the proxy, e.g. 8081,9000-9010.
-    #[arg(long, value_name = "LIST", default_value = "")]
+    #[arg(long = init_flag::EXCLUDE_INBOUND_PORTS, value_name = "LIST", default_value = "")]
     pub exclude_inbound_ports: String,
     /// Outbound destination ports that bypass the proxy, e.g. 5432,6379.
-    #[arg(long, value_name = "LIST", default_value = "")]
+    #[arg(long = init_flag::EXCLUDE_OUTBOUND_PORTS, value_name = "LIST", default_value = "")]
     pub exclude_outbound_ports: String,
     /// Outbound destination networks that bypass the proxy, e.g. 169.254.169.254/32,fd00::/8.
-    #[arg(long, value_name = "LIST", default_value = "")]
+    #[arg(long = init_flag::EXCLUDE_OUTBOUND_CIDRS, value_name = "LIST", default_value = "")]
     pub exclude_outbound_cidrs: String,
     /// iptables backend; auto uses the one that already has rules here, else nft.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]

@@ -1,51 +1,54 @@
 //! faultline-proxy: the fault-injection data plane.
 //!
-//! Layout, for a newcomer:
-//! - `policy`: the fault language (parse, validate, compile, decide) and
-//!   the `PolicyStore` holding the active policy. No I/O.
-//! - `config`: `faultline-proxy run` flags and `FAULTLINE_*` variables.
-//! - `server`: bind, run, drain; `listener`: accept, connection limit,
-//!   original destination, connection faults, protocol detection
-//!   (`detect`); then `http` (hyper, HTTP/1.1 + h2c + gRPC) or `tcp`.
-//! - `faults`: the effects the data plane applies, from policy decisions;
-//!   `io` (RST, byte-level faults), `throttle` (bandwidth),
-//!   `upstream` (pooled upstream connections), `workers` (the
-//!   thread-per-core runtimes connections run on), `signal` (drain, stop
-//!   and reset-fault events as each connection's task sees them).
-//! - `client`: the controller's policy stream; `faults_file`: the watched
-//!   policy file; `admin`: /healthz /readyz
-//!   /metrics /policy; `metrics`; `telemetry` (logs); `limits` (the
-//!   open-file limit, raised at start-up).
-//! - `init`: `faultline-proxy init`, the iptables capture rules installed
-//!   by the `faultline-init` container; `wait`: `faultline-proxy wait-ready`,
-//!   the classic sidecar's postStart hook.
+//! The fault language itself (parse, validate, compile, decide) is the
+//! `faultline-policy` crate; this crate applies its decisions to traffic.
+//! Modules, bottom layer first; each uses only the layers below it:
+//!
+//! 1. Leaves, used everywhere: `body` (the one body type), `clock` (a
+//!    coarse clock and hyper's header deadline on it), `events` (drain,
+//!    stop and reset-fault events as each connection's task sees them),
+//!    `metrics`, `throttle` (bandwidth buckets); process setup: `config`
+//!    (`faultline-proxy run` flags and `FAULTLINE_*` variables),
+//!    `telemetry` (logs), `limits` (the open-file limit), `workers` (the
+//!    thread-per-core runtimes connections run on).
+//! 2. `source`: the policy store and what feeds it (the watched policy
+//!    file, the controller's stream); `upstream`: pooled upstream
+//!    connections.
+//! 3. `state` ([`state::ProxyState`], shared by every connection) and
+//!    `conn` ([`conn::ConnCtx`], one connection).
+//! 4. `traffic`: accept, detect, then `http` (hyper, HTTP/1.1 + h2c +
+//!    gRPC) or `tcp`, with `effects` (policy decisions as effects) and
+//!    `client_io`; beside it `admin`: /healthz /readyz /metrics /policy.
+//! 5. `server`: bind, run, drain ([`Proxy`]).
+//!
+//! Other commands: `init` (`faultline-proxy init`, the iptables capture
+//! rules installed by the `faultline-init` container) and `wait`
+//! (`faultline-proxy wait-ready`, the classic sidecar's postStart hook).
 //!
 //! Tests and the e2e crate run the proxy in-process:
 //! `Proxy::bind(Config::from_env(env)?)` then `.run(store, shutdown)`.
 pub mod admin;
-pub mod client;
+pub mod body;
+pub mod clock;
 pub mod config;
-pub mod detect;
-pub mod faults;
-pub mod faults_file;
-pub mod http;
+pub mod conn;
+pub mod events;
 pub mod init;
-pub mod io;
 pub mod limits;
-pub mod listener;
 pub mod metrics;
-pub mod policy;
 pub mod server;
-pub mod signal;
-pub mod tcp;
+pub mod source;
+pub mod state;
 pub mod telemetry;
 pub mod throttle;
+pub mod traffic;
 pub mod upstream;
 pub mod wait;
 pub mod workers;
 
 pub use config::Config;
 pub use server::{Proxy, RunError, run};
+pub use source::store::PolicyStore;
 
 /// An error and its causes on one line: "failed to x: failed to y: cause".
 pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {

@@ -7,8 +7,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use faultline_policy::contract::wait_flag;
+use faultline_proxy::PolicyStore;
 use faultline_proxy::config::{Config, RunArgs};
-use faultline_proxy::policy::PolicyStore;
 use faultline_proxy::{Proxy, RunError, error_chain, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -52,10 +53,10 @@ enum Command {
 #[derive(clap::Args)]
 struct WaitReadyArgs {
     /// The proxy's admin port on 127.0.0.1.
-    #[arg(long, default_value_t = faultline_proxy::wait::DEFAULT_ADMIN_PORT)]
+    #[arg(long = wait_flag::ADMIN_PORT, default_value_t = faultline_proxy::wait::DEFAULT_ADMIN_PORT)]
     admin_port: u16,
     /// Give up after this many seconds.
-    #[arg(long, default_value_t = faultline_proxy::wait::DEFAULT_TIMEOUT_SECONDS)]
+    #[arg(long = wait_flag::TIMEOUT_SECONDS, default_value_t = faultline_proxy::wait::DEFAULT_TIMEOUT_SECONDS)]
     timeout_seconds: u64,
 }
 

@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
@@ -16,12 +15,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminState, Readiness};
 use crate::config::{Config, ControllerConfig, Mode};
-use crate::faults::Faults;
-use crate::faults_file::FaultsFileError;
-use crate::listener::ListenerKind;
+use crate::events::{DRAIN, ProxyEvents, STOP};
 use crate::metrics::Metrics;
-use crate::policy::{PolicyStore, PolicyUpdate};
-use crate::signal::{DRAIN, STOP, Signals};
+use crate::source::file::FaultsFileError;
+use crate::source::store::{PolicyStore, PolicyUpdate};
+use crate::state::ProxyState;
+use crate::traffic::accept::ListenerKind;
 use crate::upstream::Upstream;
 use crate::workers::{WorkerError, Workers};
 
@@ -42,33 +41,6 @@ pub enum RunError {
     Workers(WorkerError),
 }
 
-impl Shared {
-    /// The upstream pools of the worker running a connection.
-    pub fn upstream(&self, worker: usize) -> &Upstream {
-        &self.upstreams[worker % self.upstreams.len()]
-    }
-}
-
-/// State shared by every connection of one proxy.
-pub struct Shared {
-    pub faults: Faults,
-    pub metrics: Arc<Metrics>,
-    /// One set of upstream pools per worker thread (see `workers`).
-    pub upstreams: Vec<Upstream>,
-    pub workers: Workers,
-    /// Cancelled on SIGTERM: stop accepting, finish in-flight work.
-    pub shutdown: CancellationToken,
-    /// Cancelled when the drain period is over: cut everything.
-    pub hard_stop: CancellationToken,
-    /// Drain and stop, as each connection's own task sees them.
-    pub signals: Signals,
-    /// Every connection task, so the drain can wait for them.
-    pub tracker: TaskTracker,
-    pub detect_timeout: Duration,
-    pub max_connections: usize,
-    pub active: AtomicUsize,
-}
-
 /// A proxy whose sockets are bound, ready to [`run`](Proxy::run).
 pub struct Proxy {
     config: Config,
@@ -84,7 +56,7 @@ impl Proxy {
         let initial = config
             .faults_file
             .as_deref()
-            .map(crate::faults_file::load)
+            .map(crate::source::file::load)
             .transpose()?;
         let admin = bind_one("admin", config.admin_addr)?;
         let mut listeners = Vec::new();
@@ -145,17 +117,17 @@ impl Proxy {
     ) -> Result<(), RunError> {
         let metrics = Arc::new(Metrics::new());
         if let Some(update) = self.initial {
-            crate::faults_file::apply(&store, update, &metrics);
+            crate::source::file::apply(&store, update, &metrics);
         }
         let workers = Workers::start(self.config.workers).map_err(RunError::Workers)?;
-        let shared = Arc::new(Shared {
-            faults: Faults::new(store.clone()),
+        let shared = Arc::new(ProxyState {
+            store: store.clone(),
             metrics: metrics.clone(),
             upstreams: (0..workers.count()).map(|_| Upstream::new()).collect(),
             workers,
             shutdown: shutdown.clone(),
             hard_stop: CancellationToken::new(),
-            signals: Signals::default(),
+            events: ProxyEvents::default(),
             tracker: TaskTracker::new(),
             detect_timeout: self.config.detect_timeout,
             max_connections: self.config.max_connections,
@@ -181,7 +153,7 @@ impl Proxy {
             admin_stop.clone(),
         ));
         if let Some(path) = self.config.faults_file.clone() {
-            tokio::spawn(crate::faults_file::watch(
+            tokio::spawn(crate::source::file::watch(
                 path,
                 store.clone(),
                 metrics.clone(),
@@ -196,13 +168,17 @@ impl Proxy {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, ?kind, "listening");
             }
-            accept_loops.spawn(crate::listener::accept_loop(shared.clone(), listener, kind));
+            accept_loops.spawn(crate::traffic::accept::accept_loop(
+                shared.clone(),
+                listener,
+                kind,
+            ));
         }
         readiness.set_bound();
 
         shutdown.cancelled().await;
         readiness.set_draining();
-        shared.signals.raise(DRAIN);
+        shared.events.raise(DRAIN);
         // The accept loops return on shutdown and drop their listeners.
         while accept_loops.join_next().await.is_some() {}
         shared.tracker.close();
@@ -220,7 +196,7 @@ impl Proxy {
                 "drain period over; closing the remaining connections"
             );
             shared.hard_stop.cancel();
-            shared.signals.raise(STOP);
+            shared.events.raise(STOP);
             shared.tracker.wait().await;
         }
         shared.workers.close();
@@ -248,7 +224,7 @@ fn spawn_controller_client(
     store: &PolicyStore,
     shutdown: &CancellationToken,
 ) {
-    crate::client::spawn(controller, store, shutdown);
+    crate::source::stream::spawn(controller, store, shutdown);
 }
 
 fn bind_one(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {

@@ -18,7 +18,7 @@ use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
-use crate::http::ProxyBody;
+use crate::body::ProxyBody;
 
 mod h1;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// Flags of `faultline-proxy wait-ready` (as injected by the webhook).
-pub const DEFAULT_ADMIN_PORT: u16 = 15400;
+pub const DEFAULT_ADMIN_PORT: u16 = faultline_policy::contract::ADMIN_PORT;
 pub const DEFAULT_TIMEOUT_SECONDS: u64 = 120;
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 const IO_TIMEOUT: Duration = Duration::from_secs(1);

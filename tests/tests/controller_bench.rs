@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use faultline_e2e::{ControlPlane, unique_name, wait_for};
-use faultline_proxy::client::{ClientConfig, run as run_client};
-use faultline_proxy::policy::PolicyStore;
+use faultline_proxy::PolicyStore;
+use faultline_proxy::source::stream::{ClientConfig, run as run_client};
 use faultline_webhook::controller::version::policy_version;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};

@@ -470,9 +470,9 @@ async fn selector_peers_follow_pod_ips() -> anyhow::Result<()> {
     let token = cp.pod_token(&ns, "orders", "default", "faultline").await?;
     let token_file = tempfile::NamedTempFile::new()?;
     std::fs::write(token_file.path(), token)?;
-    let store = faultline_proxy::policy::PolicyStore::new();
+    let store = faultline_proxy::PolicyStore::new();
     let stop = tokio_util::sync::CancellationToken::new();
-    let config = faultline_proxy::client::ClientConfig {
+    let config = faultline_proxy::source::stream::ClientConfig {
         url: format!("https://localhost:{}", webhook.port),
         ca_pem: certs.ca_cert_pem.clone().into_bytes(),
         token_file: token_file.path().to_path_buf(),
@@ -481,12 +481,12 @@ async fn selector_peers_follow_pod_ips() -> anyhow::Result<()> {
         backoff_base: Duration::from_millis(50),
         backoff_max: Duration::from_secs(1),
     };
-    tokio::spawn(faultline_proxy::client::run(
+    tokio::spawn(faultline_proxy::source::stream::run(
         config,
         store.clone(),
         stop.clone(),
     ));
-    let peers_of = |store: &faultline_proxy::policy::PolicyStore| {
+    let peers_of = |store: &faultline_proxy::PolicyStore| {
         store
             .current()
             .peers
@@ -618,7 +618,7 @@ async fn kubectl_fault_explains_what_is_wrong() -> anyhow::Result<()> {
         .get("faultline.dev/faults")
         .cloned()
         .ok_or_else(|| anyhow!("no annotation"))?;
-    let policy = faultline_proxy::policy::parse(&text)?;
+    let policy = faultline_policy::parse(&text)?;
     ensure!(policy.duration() == Some(Duration::from_secs(60)));
     let list = cli(cp, &["list", "-n", &on]).await?;
     ensure!(

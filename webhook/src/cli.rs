@@ -14,7 +14,9 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::controller::objects::{Kind, NAMESPACE_LABEL};
+use faultline_policy::contract::NAMESPACE_INJECTION_LABEL;
+
+use crate::controller::objects::Kind;
 
 /// Command line of `kubectl fault`.
 #[derive(Debug, Parser)]
@@ -118,7 +120,7 @@ pub enum CliError {
     },
     #[error(
         "namespace {0} is not opted in to faultline, so its pods have no proxy; \
-         run `kubectl label namespace {0} {NAMESPACE_LABEL}=enabled` and restart the workload"
+         run `kubectl label namespace {0} {NAMESPACE_INJECTION_LABEL}=enabled` and restart the workload"
     )]
     NotOptedIn(String),
     #[error("failed to load the kubeconfig")]

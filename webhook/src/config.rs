@@ -1,5 +1,6 @@
-//! Injection configuration: what `mutate` puts into a pod, plus the names and
-//! ports that are part of faultline's contract with users (DESIGN.md "Names").
+//! Injection configuration: what `mutate` puts into a pod, plus the names of
+//! the webhook's own objects. The names and ports shared with the proxy and
+//! with users live in `faultline_policy::contract`.
 //!
 //! Every server-side knob is a field of [`Config`]; the `serve` and `inject`
 //! commands fill it from flags/env and call [`Config::validate`] before any
@@ -10,44 +11,26 @@ use thiserror::Error;
 
 use crate::admission::quantity;
 
-/// Namespace label that opts every pod of the namespace in.
-pub const NAMESPACE_INJECTION_LABEL: &str = "faultline.dev/injection";
-/// Pod label: `true` opts a pod in (outside labelled namespaces), `false` opts out.
-pub const INJECT_LABEL: &str = "faultline.dev/inject";
-/// Label put on injected pods so the controller can watch only those.
-pub const INJECTED_LABEL: &str = "faultline.dev/injected";
-/// Annotation recording what was injected (JSON, see [`InjectionStatus`]).
-pub const STATUS_ANNOTATION: &str = "faultline.dev/status";
-/// Fault policy annotation (workload, pod template or pod).
-pub const FAULTS_ANNOTATION: &str = "faultline.dev/faults";
-/// Per-pod overrides.
-pub const EXCLUDE_INBOUND_PORTS_ANNOTATION: &str = "faultline.dev/exclude-inbound-ports";
-pub const EXCLUDE_OUTBOUND_PORTS_ANNOTATION: &str = "faultline.dev/exclude-outbound-ports";
-pub const EXCLUDE_OUTBOUND_CIDRS_ANNOTATION: &str = "faultline.dev/exclude-outbound-cidrs";
-pub const PROXY_CPU_ANNOTATION: &str = "faultline.dev/proxy-cpu";
-pub const PROXY_MEMORY_ANNOTATION: &str = "faultline.dev/proxy-memory";
-pub const NATIVE_SIDECAR_ANNOTATION: &str = "faultline.dev/native-sidecar";
+/// The names, ports and identities shared with the proxy and with users
+/// (defined once, in `faultline_policy::contract`).
+pub use faultline_policy::contract::{
+    ADMIN_PORT, EXCLUDE_INBOUND_PORTS_ANNOTATION, EXCLUDE_OUTBOUND_CIDRS_ANNOTATION,
+    EXCLUDE_OUTBOUND_PORTS_ANNOTATION, FAULTS_ANNOTATION, INBOUND_CAPTURE_PORT,
+    INIT_CONTAINER_NAME, INJECT_LABEL, INJECTED_LABEL, NAMESPACE_INJECTION_LABEL,
+    NATIVE_SIDECAR_ANNOTATION, OUTBOUND_CAPTURE_PORT, PROXY_CONTAINER_NAME, PROXY_CPU_ANNOTATION,
+    PROXY_GID, PROXY_MEMORY_ANNOTATION, PROXY_UID, STATUS_ANNOTATION, TOKEN_AUDIENCE, TOKEN_FILE,
+    TOKEN_MOUNT_PATH,
+};
+
 /// Standard annotation read by `kubectl logs/exec`; we point it at the app so
 /// the sidecar placed first (classic mode) does not become the default.
 pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 
-pub const INIT_CONTAINER_NAME: &str = "faultline-init";
-pub const PROXY_CONTAINER_NAME: &str = "faultline-proxy";
 pub const TOKEN_VOLUME_NAME: &str = "faultline-token";
 /// Scratch `/run` for the init container: iptables-legacy takes a lock file
 /// there and the init container's root filesystem is read-only.
 pub const XTABLES_VOLUME_NAME: &str = "faultline-xtables";
-pub const TOKEN_MOUNT_PATH: &str = "/var/run/secrets/faultline";
-pub const TOKEN_FILE: &str = "/var/run/secrets/faultline/token";
-/// Audience of the projected token the proxy presents to the controller.
-pub const TOKEN_AUDIENCE: &str = "faultline";
 pub const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
-
-pub const ADMIN_PORT: u16 = 15400;
-pub const OUTBOUND_CAPTURE_PORT: u16 = 15401;
-pub const INBOUND_CAPTURE_PORT: u16 = 15406;
-pub const PROXY_UID: i64 = 15400;
-pub const PROXY_GID: i64 = 15400;
 
 /// Kubernetes names of our own objects.
 pub const SYSTEM_NAMESPACE: &str = "faultline-system";

@@ -45,7 +45,7 @@ pub use stream::StreamServer;
 
 /// Env var: this replica's name (the Downward API pod name); Lease identity
 /// and Event reporting instance.
-pub const ENV_POD_NAME: &str = "FAULTLINE_POD_NAME";
+pub const ENV_POD_NAME: &str = faultline_policy::contract::env::POD_NAME;
 
 /// Controller settings.
 #[derive(Clone, Debug)]
@@ -159,6 +159,3 @@ impl Controller {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -3,8 +3,8 @@
 
 use tracing_subscriber::EnvFilter;
 
-pub const LOG_ENV: &str = "FAULTLINE_LOG";
-pub const LOG_FORMAT_ENV: &str = "FAULTLINE_LOG_FORMAT";
+pub const LOG_ENV: &str = faultline_policy::contract::env::LOG;
+pub const LOG_FORMAT_ENV: &str = faultline_policy::contract::env::LOG_FORMAT;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {

@@ -13,7 +13,7 @@ pub(super) fn controller_config(
     let parsed: http::Uri = url.parse().map_err(|_| {
         invalid(
             "--controller-url",
-            ENV_CONTROLLER_URL,
+            env::CONTROLLER_URL,
             &url,
             "an https:// URL",
         )
@@ -21,20 +21,20 @@ pub(super) fn controller_config(
     if parsed.scheme_str() != Some("https") || parsed.authority().is_none() {
         return Err(invalid(
             "--controller-url",
-            ENV_CONTROLLER_URL,
+            env::CONTROLLER_URL,
             &url,
             "an https:// URL",
         ));
     }
     let ca = match (
-        get(&args.ca_pem, ENV_CA_PEM),
-        get(&args.ca_file, ENV_CA_FILE),
+        get(&args.ca_pem, env::CA_PEM),
+        get(&args.ca_file, env::CA_FILE),
     ) {
         (Some(pem), _) => {
             if !pem.contains("-----BEGIN CERTIFICATE-----") {
                 return Err(invalid(
                     "--ca-pem",
-                    ENV_CA_PEM,
+                    env::CA_PEM,
                     "<pem>",
                     "a PEM certificate",
                 ));
@@ -47,13 +47,14 @@ pub(super) fn controller_config(
     Ok(ControllerConfig {
         url,
         token_file: PathBuf::from(
-            get(&args.token_file, ENV_TOKEN_FILE).unwrap_or_else(|| DEFAULT_TOKEN_FILE.to_owned()),
+            get(&args.token_file, env::TOKEN_FILE)
+                .unwrap_or_else(|| faultline_policy::contract::TOKEN_FILE.to_owned()),
         ),
         ca,
-        pod_name: get(&args.pod_name, ENV_POD_NAME),
-        pod_namespace: get(&args.pod_namespace, ENV_POD_NAMESPACE),
-        pod_ip: get(&args.pod_ip, ENV_POD_IP),
-        service_account: get(&args.service_account, ENV_SERVICE_ACCOUNT),
+        pod_name: get(&args.pod_name, env::POD_NAME),
+        pod_namespace: get(&args.pod_namespace, env::POD_NAMESPACE),
+        pod_ip: get(&args.pod_ip, env::POD_IP),
+        service_account: get(&args.service_account, env::SERVICE_ACCOUNT),
     })
 }
 
@@ -75,9 +76,11 @@ pub(super) fn parse_addr(
     flag: &'static str,
     env: &'static str,
     value: Option<&str>,
-    default: &str,
+    default: SocketAddr,
 ) -> Result<SocketAddr, ConfigError> {
-    let value = value.unwrap_or(default);
+    let Some(value) = value else {
+        return Ok(default);
+    };
     value
         .parse()
         .map_err(|_| invalid(flag, env, value, "an IP:port address such as 0.0.0.0:15400"))

@@ -26,9 +26,9 @@ fn defaults_are_sidecar_mode_on_the_documented_ports() {
 #[test]
 fn standalone_mode_from_env_resolves_names() {
     let config = Config::from_env(env(&[
-        (ENV_LISTEN, "127.0.0.1:0"),
-        (ENV_UPSTREAM, "localhost:8080"),
-        (ENV_FAULTS_FILE, "/tmp/f.yaml"),
+        (env::LISTEN, "127.0.0.1:0"),
+        (env::UPSTREAM, "localhost:8080"),
+        (env::FAULTS_FILE, "/tmp/f.yaml"),
     ]))
     .unwrap();
     let Mode::Standalone { upstream, .. } = config.mode else {
@@ -45,13 +45,13 @@ fn flags_win_over_env() {
         admin_addr: Some("127.0.0.1:9".into()),
         ..RunArgs::default()
     };
-    let config = Config::from_sources(&args, env(&[(ENV_ADMIN_ADDR, "127.0.0.1:8")])).unwrap();
+    let config = Config::from_sources(&args, env(&[(env::ADMIN_ADDR, "127.0.0.1:8")])).unwrap();
     assert_eq!(config.admin_addr, "127.0.0.1:9".parse().unwrap());
 }
 
 #[test]
 fn listen_without_upstream_is_refused() {
-    let err = Config::from_env(env(&[(ENV_LISTEN, "127.0.0.1:0")])).unwrap_err();
+    let err = Config::from_env(env(&[(env::LISTEN, "127.0.0.1:0")])).unwrap_err();
     assert!(err.to_string().contains("--upstream"), "{err}");
 }
 
@@ -59,15 +59,15 @@ fn listen_without_upstream_is_refused() {
 fn bad_values_name_the_flag_and_variable() {
     for (key, value, needle) in [
         (
-            ENV_ADMIN_ADDR,
+            env::ADMIN_ADDR,
             "nope",
             "--admin-addr / FAULTLINE_ADMIN_ADDR",
         ),
-        (ENV_LOG_FORMAT, "xml", "--log-format"),
-        (ENV_DRAIN_SECONDS, "-1", "--drain-seconds"),
-        (ENV_MAX_CONNECTIONS, "0", "--max-connections"),
-        (ENV_CONTROLLER_URL, "http://plain", "--controller-url"),
-        (ENV_LOG, "[[[", "--log"),
+        (env::LOG_FORMAT, "xml", "--log-format"),
+        (env::DRAIN_SECONDS, "-1", "--drain-seconds"),
+        (env::MAX_CONNECTIONS, "0", "--max-connections"),
+        (env::CONTROLLER_URL, "http://plain", "--controller-url"),
+        (env::LOG, "[[[", "--log"),
     ] {
         let err = Config::from_env(env(&[(key, value)])).unwrap_err();
         assert!(err.to_string().contains(needle), "{key}={value}: {err}");
@@ -77,9 +77,9 @@ fn bad_values_name_the_flag_and_variable() {
 #[test]
 fn faults_file_and_controller_are_exclusive() {
     let err = Config::from_env(env(&[
-        (ENV_FAULTS_FILE, "/tmp/x"),
+        (env::FAULTS_FILE, "/tmp/x"),
         (
-            ENV_CONTROLLER_URL,
+            env::CONTROLLER_URL,
             "https://faultline-webhook.faultline-system.svc:443",
         ),
     ]))
@@ -91,23 +91,27 @@ fn faults_file_and_controller_are_exclusive() {
 fn controller_settings_are_collected() {
     let config = Config::from_env(env(&[
         (
-            ENV_CONTROLLER_URL,
+            env::CONTROLLER_URL,
             "https://faultline-webhook.faultline-system.svc:443",
         ),
-        (ENV_POD_NAME, "checkout-1"),
-        (ENV_POD_NAMESPACE, "shop"),
-        (ENV_CA_FILE, "/etc/ca.pem"),
+        (env::POD_NAME, "checkout-1"),
+        (env::POD_NAMESPACE, "shop"),
+        (env::CA_FILE, "/etc/ca.pem"),
     ]))
     .unwrap();
     let controller = config.controller.unwrap();
     assert_eq!(controller.pod_name.as_deref(), Some("checkout-1"));
     assert_eq!(controller.ca, CaSource::File("/etc/ca.pem".into()));
-    assert_eq!(controller.token_file, PathBuf::from(DEFAULT_TOKEN_FILE));
+    assert_eq!(
+        controller.token_file,
+        PathBuf::from(faultline_policy::contract::TOKEN_FILE)
+    );
 }
 
 #[test]
 fn empty_values_count_as_unset() {
-    let config = Config::from_env(env(&[(ENV_LOG_FORMAT, ""), (ENV_CONTROLLER_URL, " ")])).unwrap();
+    let config =
+        Config::from_env(env(&[(env::LOG_FORMAT, ""), (env::CONTROLLER_URL, " ")])).unwrap();
     assert_eq!(config.log_format, LogFormat::Plain);
     assert!(config.controller.is_none());
 }

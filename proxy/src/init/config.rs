@@ -1,8 +1,11 @@
 //! Validated capture settings: turns the `init` flags into a [`CaptureConfig`]
 //! before anything touches the system, so a typo in a port list never leaves
 //! a half-written rule set behind.
-use std::fmt;
 use std::net::IpAddr;
+
+pub use faultline_policy::Cidr;
+use faultline_policy::contract::init_flag;
+pub use faultline_policy::contract::{InboundPorts, PortRange};
 
 use super::InitArgs;
 
@@ -33,52 +36,6 @@ pub enum ConfigError {
     AdminIsCapturePort(u16),
 }
 
-/// An inclusive TCP port range; a single port is `first == last`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PortRange {
-    pub first: u16,
-    pub last: u16,
-}
-
-impl fmt::Display for PortRange {
-    /// iptables' own spelling (`8000:8010`), so rendered rules match `iptables-save`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}:{}", self.first, self.last)
-        }
-    }
-}
-
-/// Which inbound ports are captured.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum InboundPorts {
-    /// `*`: every port except the exclusions.
-    All,
-    /// Only these (an empty list captures no inbound traffic at all).
-    Only(Vec<PortRange>),
-}
-
-/// A network in CIDR form, stored with its host bits cleared (as iptables prints it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub network: IpAddr,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    pub fn is_ipv4(&self) -> bool {
-        self.network.is_ipv4()
-    }
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.network, self.prefix)
-    }
-}
-
 /// Everything the rule generator needs; built only by [`CaptureConfig::from_args`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CaptureConfig {
@@ -96,9 +53,9 @@ pub struct CaptureConfig {
 impl CaptureConfig {
     pub fn from_args(args: &InitArgs) -> Result<Self, ConfigError> {
         for (flag, port) in [
-            ("inbound-capture-port", args.inbound_capture_port),
-            ("outbound-capture-port", args.outbound_capture_port),
-            ("admin-port", args.admin_port),
+            (init_flag::INBOUND_CAPTURE_PORT, args.inbound_capture_port),
+            (init_flag::OUTBOUND_CAPTURE_PORT, args.outbound_capture_port),
+            (init_flag::ADMIN_PORT, args.admin_port),
         ] {
             if port == 0 {
                 return Err(ConfigError::ZeroPort { flag });
@@ -116,7 +73,7 @@ impl CaptureConfig {
             InboundPorts::All
         } else {
             InboundPorts::Only(parse_ports(
-                "include-inbound-ports",
+                init_flag::INCLUDE_INBOUND_PORTS,
                 &args.include_inbound_ports,
             )?)
         };
@@ -127,8 +84,14 @@ impl CaptureConfig {
             proxy_gid: args.proxy_gid,
             admin_port: args.admin_port,
             include_inbound,
-            exclude_inbound: parse_ports("exclude-inbound-ports", &args.exclude_inbound_ports)?,
-            exclude_outbound: parse_ports("exclude-outbound-ports", &args.exclude_outbound_ports)?,
+            exclude_inbound: parse_ports(
+                init_flag::EXCLUDE_INBOUND_PORTS,
+                &args.exclude_inbound_ports,
+            )?,
+            exclude_outbound: parse_ports(
+                init_flag::EXCLUDE_OUTBOUND_PORTS,
+                &args.exclude_outbound_ports,
+            )?,
             exclude_outbound_cidrs: parse_cidrs(&args.exclude_outbound_cidrs)?,
         })
     }
@@ -159,19 +122,10 @@ pub fn parse_ports(flag: &'static str, list: &str) -> Result<Vec<PortRange>, Con
             }
         };
         let range = match item.split_once('-') {
-            Some((first, last)) => PortRange {
-                first: port(first)?,
-                last: port(last)?,
-            },
-            None => {
-                let single = port(item)?;
-                PortRange {
-                    first: single,
-                    last: single,
-                }
-            }
+            Some((first, last)) => PortRange::new(port(first)?, port(last)?),
+            None => PortRange::single(port(item)?),
         };
-        if range.first > range.last {
+        if range.start > range.end {
             return Err(ConfigError::BackwardsRange {
                 flag,
                 value: item.to_string(),
@@ -205,26 +159,10 @@ pub fn parse_cidrs(list: &str) -> Result<Vec<Cidr>, ConfigError> {
                 .ok_or_else(bad)?,
             None => max,
         };
-        let cidr = Cidr {
-            network: mask(addr, prefix),
-            prefix,
-        };
+        let cidr = Cidr::masked(addr, prefix);
         if !out.contains(&cidr) {
             out.push(cidr);
         }
     }
     Ok(out)
-}
-
-fn mask(addr: IpAddr, prefix: u8) -> IpAddr {
-    match addr {
-        IpAddr::V4(v4) => {
-            let bits = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V4((u32::from(v4) & bits).into())
-        }
-        IpAddr::V6(v6) => {
-            let bits = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-            IpAddr::V6((u128::from(v6) & bits).into())
-        }
-    }
 }

@@ -225,8 +225,14 @@ fn rule(chain: &str, matches: &str, why: &str, target: &str) -> String {
     format!("-A {chain} -p tcp{matches} -m comment --comment \"faultline: {why}\" -j {target}")
 }
 
+/// iptables' own spelling of a range (`8000:8010`), so rendered rules
+/// match `iptables-save`.
 fn dport(range: &PortRange) -> String {
-    format!("-m tcp --dport {range}")
+    if range.start == range.end {
+        format!("-m tcp --dport {}", range.start)
+    } else {
+        format!("-m tcp --dport {}:{}", range.start, range.end)
+    }
 }
 
 /// `-A CHAIN spec` -> `-D CHAIN spec`.

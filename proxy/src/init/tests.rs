@@ -164,16 +164,7 @@ fn port_lists_accept_ranges_blanks_and_duplicates() {
     let parsed = parse_ports("exclude-inbound-ports", " 80, 8000-8010,,80 ").expect("valid");
     assert_eq!(
         parsed,
-        vec![
-            PortRange {
-                first: 80,
-                last: 80
-            },
-            PortRange {
-                first: 8000,
-                last: 8010
-            }
-        ]
+        vec![PortRange::single(80), PortRange::new(8000, 8010)]
     );
     assert_eq!(parse_ports("exclude-inbound-ports", ""), Ok(vec![]));
 }

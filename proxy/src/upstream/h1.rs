@@ -24,7 +24,7 @@ use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::{UpstreamError, connect};
-use crate::http::ProxyBody;
+use crate::body::ProxyBody;
 
 type Sender = SendRequest<ProxyBody>;
 
@@ -81,7 +81,7 @@ impl H1Pool {
             if sender.ready().await.is_err() {
                 continue;
             }
-            let idle = crate::http::deadline::coarse_now().saturating_duration_since(since);
+            let idle = crate::clock::coarse_now().saturating_duration_since(since);
             let replay = if idle >= self.inner.stale_after {
                 replayable(&req)
             } else {
@@ -156,7 +156,7 @@ fn replayable(req: &http::Request<ProxyBody>) -> Option<http::Request<ProxyBody>
     {
         return None;
     }
-    let mut copy = http::Request::new(crate::http::empty());
+    let mut copy = http::Request::new(crate::body::empty());
     *copy.method_mut() = req.method().clone();
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
@@ -185,7 +185,7 @@ impl PoolInner {
         if let Ok(mut idle) = self.idle.lock() {
             idle.entry(dest).or_default().push(Idle {
                 sender,
-                since: crate::http::deadline::coarse_now(),
+                since: crate::clock::coarse_now(),
             });
         }
         if !self.reaper_started.swap(true, Ordering::Relaxed) {
@@ -217,7 +217,7 @@ async fn reap(pool: Weak<PoolInner>, idle_timeout: Duration) {
         let Some(pool) = pool.upgrade() else {
             return;
         };
-        pool.reap(crate::http::deadline::coarse_now());
+        pool.reap(crate::clock::coarse_now());
     }
 }
 

@@ -225,10 +225,7 @@ async fn capture_listeners_refuse_connections_that_were_not_redirected() {
     let addrs = proxy.listen_addrs();
     assert_eq!(addrs.len(), 2, "{addrs:?}");
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let task = tokio::spawn(proxy.run(
-        faultline_proxy::policy::PolicyStore::new(),
-        shutdown.clone(),
-    ));
+    let task = tokio::spawn(proxy.run(faultline_proxy::PolicyStore::new(), shutdown.clone()));
     for (_, addr) in addrs {
         let (bytes, result) = raw_exchange(
             addr,
@@ -260,7 +257,7 @@ fn example_policies_parse() {
     for entry in std::fs::read_dir(&dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        if let Err(error) = faultline_proxy::policy::parse(&text) {
+        if let Err(error) = faultline_policy::parse(&text) {
             panic!("{}: {error}", path.display());
         }
         seen += 1;

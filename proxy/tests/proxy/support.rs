@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use faultline_proxy::policy::PolicyStore;
+use faultline_proxy::PolicyStore;
 use faultline_proxy::{Config, Proxy};
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
@@ -228,7 +228,7 @@ impl TestProxy {
     /// Replaces the policy file and waits until the proxy applied it.
     pub async fn set_policy(&self, policy: &str) {
         std::fs::write(&self.faults, policy).unwrap();
-        let version = faultline_proxy::faults_file::version_of(policy);
+        let version = faultline_proxy::source::file::version_of(policy);
         eventually(
             "the new policy to be applied",
             Duration::from_secs(5),

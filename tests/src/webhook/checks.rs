@@ -75,7 +75,7 @@ pub fn check_injected(pod: &Pod) -> anyhow::Result<()> {
         .as_ref()
         .with_context(|| format!("pod {name}: {PROXY_CONTAINER_NAME} has no securityContext"))?;
     ensure!(
-        sc.run_as_user == Some(PROXY_UID)
+        sc.run_as_user == Some(i64::from(PROXY_UID))
             && sc.run_as_non_root == Some(true)
             && sc.read_only_root_filesystem == Some(true),
         "pod {name}: {PROXY_CONTAINER_NAME} securityContext {sc:?}"

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, anyhow, bail};
 use faultline_e2e::ControlPlane;
 use faultline_e2e::webhook::scoped_configurations;
-use faultline_proxy::policy::PolicyStore;
+use faultline_proxy::PolicyStore;
 use faultline_webhook::admission::{self, AdmissionState};
 use faultline_webhook::certs::CertBundle;
 use faultline_webhook::controller::{Controller, ControllerConfig, LeaseConfig};

@@ -5,67 +5,49 @@
 
 use serde_json::{Value, json};
 
-use super::overrides::{Overrides, PortRange, join};
+use faultline_policy::contract::{InboundPorts, PROXY_BINARY, env, init_flag, join, wait_flag};
+
+use super::overrides::Overrides;
 use crate::config::{
     ADMIN_PORT, Config, INBOUND_CAPTURE_PORT, INIT_CONTAINER_NAME, OUTBOUND_CAPTURE_PORT,
     PROXY_CONTAINER_NAME, PROXY_GID, PROXY_UID, TOKEN_AUDIENCE, TOKEN_EXPIRATION_SECONDS,
     TOKEN_FILE, TOKEN_MOUNT_PATH, TOKEN_VOLUME_NAME, XTABLES_VOLUME_NAME,
 };
 
-/// Which inbound ports the init container redirects to the proxy.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum InboundPorts {
-    /// The pod declares no TCP ports: capture every inbound port.
-    All,
-    /// The declared container ports, minus the excluded ones (may be empty).
-    Only(Vec<u16>),
-}
-
 /// `faultline-proxy init ...` with exactly the flags of the capture contract.
 pub fn init_command(inbound: &InboundPorts, overrides: &Overrides) -> Vec<String> {
-    let mut cmd: Vec<String> = [
-        "faultline-proxy",
-        "init",
-        "--inbound-capture-port",
-        &INBOUND_CAPTURE_PORT.to_string(),
-        "--outbound-capture-port",
-        &OUTBOUND_CAPTURE_PORT.to_string(),
-        "--proxy-uid",
-        &PROXY_UID.to_string(),
-        "--proxy-gid",
-        &PROXY_GID.to_string(),
-        "--admin-port",
-        &ADMIN_PORT.to_string(),
-    ]
-    .iter()
-    .map(ToString::to_string)
-    .collect();
+    let mut cmd = vec![PROXY_BINARY.to_string(), "init".to_string()];
     let mut flag = |name: &str, value: String| {
-        cmd.push(name.to_string());
+        cmd.push(format!("--{name}"));
         cmd.push(value);
     };
-    match inbound {
-        InboundPorts::All => flag("--include-inbound-ports", "*".into()),
-        InboundPorts::Only(ports) => {
-            let ranges: Vec<PortRange> = ports.iter().copied().map(PortRange::single).collect();
-            flag("--include-inbound-ports", join(&ranges));
-        }
-    }
+    flag(
+        init_flag::INBOUND_CAPTURE_PORT,
+        INBOUND_CAPTURE_PORT.to_string(),
+    );
+    flag(
+        init_flag::OUTBOUND_CAPTURE_PORT,
+        OUTBOUND_CAPTURE_PORT.to_string(),
+    );
+    flag(init_flag::PROXY_UID, PROXY_UID.to_string());
+    flag(init_flag::PROXY_GID, PROXY_GID.to_string());
+    flag(init_flag::ADMIN_PORT, ADMIN_PORT.to_string());
+    flag(init_flag::INCLUDE_INBOUND_PORTS, inbound.to_string());
     if !overrides.exclude_inbound_ports.is_empty() {
         flag(
-            "--exclude-inbound-ports",
+            init_flag::EXCLUDE_INBOUND_PORTS,
             join(&overrides.exclude_inbound_ports),
         );
     }
     if !overrides.exclude_outbound_ports.is_empty() {
         flag(
-            "--exclude-outbound-ports",
+            init_flag::EXCLUDE_OUTBOUND_PORTS,
             join(&overrides.exclude_outbound_ports),
         );
     }
     if !overrides.exclude_outbound_cidrs.is_empty() {
         flag(
-            "--exclude-outbound-cidrs",
+            init_flag::EXCLUDE_OUTBOUND_CIDRS,
             overrides.exclude_outbound_cidrs.join(","),
         );
     }
@@ -108,31 +90,28 @@ pub fn proxy_container(config: &Config, overrides: &Overrides, native: bool) -> 
     let field =
         |path: &str| json!({"valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": path}}});
     let mut env = vec![
-        env_from("FAULTLINE_POD_NAME", field("metadata.name")),
-        env_from("FAULTLINE_POD_NAMESPACE", field("metadata.namespace")),
-        env_from("FAULTLINE_POD_IP", field("status.podIP")),
-        env_from(
-            "FAULTLINE_SERVICE_ACCOUNT",
-            field("spec.serviceAccountName"),
-        ),
-        env_value("FAULTLINE_ADMIN_ADDR", &format!("0.0.0.0:{ADMIN_PORT}")),
+        env_from(env::POD_NAME, field("metadata.name")),
+        env_from(env::POD_NAMESPACE, field("metadata.namespace")),
+        env_from(env::POD_IP, field("status.podIP")),
+        env_from(env::SERVICE_ACCOUNT, field("spec.serviceAccountName")),
+        env_value(env::ADMIN_ADDR, &format!("0.0.0.0:{ADMIN_PORT}")),
         env_value(
-            "FAULTLINE_INBOUND_ADDR",
+            env::INBOUND_ADDR,
             &format!("0.0.0.0:{INBOUND_CAPTURE_PORT}"),
         ),
         env_value(
-            "FAULTLINE_OUTBOUND_ADDR",
+            env::OUTBOUND_ADDR,
             &format!("0.0.0.0:{OUTBOUND_CAPTURE_PORT}"),
         ),
-        env_value("FAULTLINE_CONTROLLER_URL", &config.controller_url),
-        env_value("FAULTLINE_TOKEN_FILE", TOKEN_FILE),
-        env_value("FAULTLINE_LOG_FORMAT", "json"),
+        env_value(env::CONTROLLER_URL, &config.controller_url),
+        env_value(env::TOKEN_FILE, TOKEN_FILE),
+        env_value(env::LOG_FORMAT, "json"),
     ];
     if let Some(pem) = &config.ca_pem {
-        env.push(env_value("FAULTLINE_CA_PEM", pem));
+        env.push(env_value(env::CA_PEM, pem));
     }
     if let Some(filter) = &config.proxy_log {
-        env.push(env_value("FAULTLINE_LOG", filter));
+        env.push(env_value(env::LOG, filter));
     }
     let probe = |path: &str, period: u32, failures: u32| {
         json!({
@@ -145,7 +124,7 @@ pub fn proxy_container(config: &Config, overrides: &Overrides, native: bool) -> 
     let mut c = json!({
         "name": PROXY_CONTAINER_NAME,
         "image": config.proxy_image,
-        "command": ["faultline-proxy", "run"],
+        "command": [PROXY_BINARY, "run"],
         "ports": [{"name": "faultline-admin", "containerPort": ADMIN_PORT, "protocol": "TCP"}],
         "env": env,
         "resources": resources(config, overrides),
@@ -175,9 +154,9 @@ pub fn proxy_container(config: &Config, overrides: &Overrides, native: bool) -> 
         // The kubelet starts containers in order and runs each postStart hook
         // to completion first, so the app starts only once the proxy is ready.
         c["lifecycle"] = json!({"postStart": {"exec": {"command": [
-            "faultline-proxy", "wait-ready",
-            "--admin-port", ADMIN_PORT.to_string(),
-            "--timeout-seconds", config.wait_ready_timeout_seconds.to_string(),
+            PROXY_BINARY, "wait-ready",
+            format!("--{}", wait_flag::ADMIN_PORT), ADMIN_PORT.to_string(),
+            format!("--{}", wait_flag::TIMEOUT_SECONDS), config.wait_ready_timeout_seconds.to_string(),
         ]}}});
     }
     c

@@ -20,7 +20,9 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use serde_json::{Value, json};
 use thiserror::Error;
 
-use super::containers::{self, InboundPorts};
+use faultline_policy::contract::{InboundPorts, PortRange};
+
+use super::containers;
 use super::overrides::{OverrideError, Overrides};
 use crate::config::{
     ADMIN_PORT, Config, DEFAULT_CONTAINER_ANNOTATION, INBOUND_CAPTURE_PORT, INIT_CONTAINER_NAME,
@@ -269,6 +271,7 @@ fn inbound_ports(
         declared
             .into_iter()
             .filter(|p| !proxy_ports.contains(p) && !excluded(p))
+            .map(PortRange::single)
             .collect(),
     )
 }

@@ -4,9 +4,9 @@
 //! instead of producing an init container that fails at pod start.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::IpAddr;
 
+use faultline_policy::contract::PortRange;
 use thiserror::Error;
 
 use super::quantity;
@@ -23,45 +23,6 @@ pub struct OverrideError {
     pub annotation: &'static str,
     pub value: String,
     pub reason: String,
-}
-
-/// An inclusive port range; a single port has `first == last`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PortRange {
-    pub first: u16,
-    pub last: u16,
-}
-
-impl PortRange {
-    pub fn single(port: u16) -> Self {
-        Self {
-            first: port,
-            last: port,
-        }
-    }
-
-    pub fn contains(&self, port: u16) -> bool {
-        (self.first..=self.last).contains(&port)
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.first == self.last {
-            write!(f, "{}", self.first)
-        } else {
-            write!(f, "{}-{}", self.first, self.last)
-        }
-    }
-}
-
-/// Comma-joined, as `faultline-proxy init` expects LIST arguments.
-pub fn join<T: fmt::Display>(items: &[T]) -> String {
-    items
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
 }
 
 /// The pod's overrides, validated.
@@ -144,7 +105,7 @@ fn ports(list: &str, named_ports: &BTreeMap<String, u16>) -> Result<Vec<PortRang
                 if first > last {
                     return Err(format!("range {item:?} is reversed"));
                 }
-                PortRange { first, last }
+                PortRange::new(first, last)
             }
             _ if item.chars().all(|c| c.is_ascii_digit()) => PortRange::single(port(item)?),
             _ => match named_ports.get(item) {
@@ -195,6 +156,8 @@ fn cidrs(list: &str) -> Result<Vec<String>, String> {
 
 #[cfg(test)]
 mod tests {
+    use faultline_policy::contract::join;
+
     use super::*;
 
     fn read(pairs: &[(&str, &str)]) -> Result<Overrides, OverrideError> {

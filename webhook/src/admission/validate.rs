@@ -75,7 +75,7 @@ fn faults_at<'a>(object: &'a Value, path: &[&str]) -> Option<&'a str> {
 
 /// The policy check used by the server: the fault language's own parser.
 pub fn check_policy(text: &str) -> Result<(), String> {
-    faultline_proxy::policy::parse(text)
+    faultline_policy::parse(text)
         .map(|_| ())
         .map_err(|e| e.to_string())
 }

@@ -156,7 +156,7 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use faultline_proxy::policy;
+    use faultline_policy as policy;
 
     fn flags() -> FaultFlags {
         FaultFlags {

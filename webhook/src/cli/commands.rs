@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
-use faultline_proxy::policy;
+use faultline_policy as policy;
 use kube::Client;
 use kube::api::Patch;
 use serde_json::json;

@@ -12,10 +12,10 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
 use super::CliError;
-use crate::controller::objects::{Kind, NAMESPACE_LABEL};
+use faultline_policy::contract::{ADMIN_PORT, NAMESPACE_INJECTION_LABEL};
 
-/// The proxy's admin port, reached through the API server's pod proxy.
-pub const ADMIN_PORT: u16 = 15400;
+use crate::controller::objects::Kind;
+
 const PROXY_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A client and the namespace to use by default.
@@ -200,7 +200,7 @@ pub async fn check_opted_in(client: &Client, namespace: &str) -> Result<(), CliE
         .metadata
         .labels
         .as_ref()
-        .and_then(|l| l.get(NAMESPACE_LABEL))
+        .and_then(|l| l.get(NAMESPACE_INJECTION_LABEL))
         .map(String::as_str)
         == Some("enabled");
     if enabled {

@@ -11,14 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource;
 
-/// The fault policy annotation (workload, pod template or pod).
-pub const FAULTS_ANNOTATION: &str = "faultline.dev/faults";
-/// When the controller first saw the current policy version: `RFC3339;VERSION`.
-pub const SEEN_AT_ANNOTATION: &str = "faultline.dev/faults-seen-at";
-/// Label the webhook puts on injected pods.
-pub const INJECTED_LABEL: &str = "faultline.dev/injected";
-/// Namespace opt-in label.
-pub const NAMESPACE_LABEL: &str = "faultline.dev/injection";
+pub use faultline_policy::contract::{FAULTS_ANNOTATION, INJECTED_LABEL, SEEN_AT_ANNOTATION};
 
 /// The kinds that can carry a policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use faultline_proxy::policy::{self, Policy};
+use faultline_policy::{self as policy, Policy};
 use jiff::Timestamp;
 
 use super::expiry;

@@ -15,7 +15,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use faultline_proxy::client::wire::{CONTENT_TYPE, STREAM_PATH, StreamMessage};
+use faultline_policy::wire::{CONTENT_TYPE, STREAM_PATH, StreamMessage};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;

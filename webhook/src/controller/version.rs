@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use faultline_proxy::client::wire::NO_FAULTS_VERSION;
+use faultline_policy::wire::NO_FAULTS_VERSION;
 
 /// Hash of the annotation text alone: identifies "this version of the
 /// annotation" for expiry bookkeeping (peer IP churn must not restart a

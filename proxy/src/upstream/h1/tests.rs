@@ -61,7 +61,7 @@ use futures::StreamExt;
 fn get(path: &str) -> http::Request<ProxyBody> {
     http::Request::get(path)
         .header(http::header::HOST, "test")
-        .body(crate::http::empty())
+        .body(crate::body::empty())
         .unwrap()
 }
 
@@ -181,7 +181,7 @@ async fn closing_on_reuse() -> (SocketAddr, Arc<AtomicUsize>) {
 fn post(path: &str) -> http::Request<ProxyBody> {
     http::Request::post(path)
         .header(http::header::HOST, "test")
-        .body(crate::http::empty())
+        .body(crate::body::empty())
         .unwrap()
 }
 

@@ -1,0 +1,58 @@
+//! Fuzzes `policy::parse` with arbitrary text: it must never panic, every
+//! accepted policy must survive a JSON round trip unchanged, and compiling
+//! it and deciding on a request and a connection must not panic either.
+#![no_main]
+
+use std::net::{IpAddr, Ipv4Addr};
+
+use faultline_policy::{self as policy, ConnInfo, Direction, PeerIps, Protocol, RequestInfo};
+use libfuzzer_sys::fuzz_target;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(parsed) = policy::parse(text) else {
+        return;
+    };
+    let json = serde_json::to_string(&parsed).expect("a parsed policy serializes");
+    let again = policy::parse(&json).expect("serialized policy parses again");
+    assert_eq!(again, parsed, "JSON round trip changed the policy: {json}");
+
+    let peers: PeerIps = parsed
+        .selectors()
+        .iter()
+        .map(|s| (s.key(), vec![IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2))]))
+        .collect();
+    let compiled = policy::compile(&parsed, &peers);
+    let mut rng = StdRng::seed_from_u64(data.len() as u64);
+    let mut headers = http::HeaderMap::new();
+    headers.insert("user-agent", http::HeaderValue::from_static("fuzz/1"));
+    headers.insert("x-test-user", http::HeaderValue::from_static("a"));
+    let source = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+    let destination = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+    for direction in [Direction::Inbound, Direction::Outbound] {
+        let request = RequestInfo {
+            direction,
+            destination_port: 8080,
+            protocol: Protocol::Http,
+            method: &http::Method::POST,
+            path: "/api/checkout/1",
+            headers: &headers,
+            source_ip: source,
+            destination_ip: destination,
+            host: Some("payments.shop.svc.cluster.local:80"),
+        };
+        let _ = compiled.decide_request(&request, &mut rng);
+        let conn = ConnInfo {
+            direction,
+            destination_port: 8080,
+            source_ip: source,
+            destination_ip: destination,
+        };
+        let _ = compiled.decide_connection(&conn, &mut rng);
+        let _ = compiled.decide_tcp(&conn, &mut rng);
+    }
+});

@@ -1,0 +1,87 @@
+//! What a decision asks the data plane to do: the [`Action`] with its
+//! random parts already sampled, and the [`Decision`] that names the rule it
+//! came from. `compile` prebuilds the responses; `decide` picks one.
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, StatusCode};
+
+use crate::model::{DelaySide, FaultKind, GrpcCode, PartitionMode};
+
+/// A fault to apply, with the rule it came from (for metrics and logs).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Position of the rule in the policy's `rules`.
+    pub rule_index: usize,
+    /// The rule's `name`, or `rules[i]` when it has none.
+    pub rule_name: Arc<str>,
+    pub kind: FaultKind,
+    pub action: Action,
+}
+
+/// The fault with its random parts already sampled.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Wait `duration` before forwarding the request (side `Request`) or
+    /// before returning the response (side `Response`). On raw TCP: before
+    /// connecting upstream.
+    Delay {
+        duration: Duration,
+        side: DelaySide,
+    },
+    Abort(AbortAction),
+    /// Answer with this response instead of forwarding.
+    Respond(Arc<HttpResponse>),
+    /// Never answer; keep the connection until the client gives up.
+    Hang,
+    /// Throttle the connection (raw TCP: both directions; HTTP: the
+    /// request's body and its response) to this many bytes per second.
+    Bandwidth {
+        bytes_per_second: u64,
+    },
+    /// `Reject`: reset the connection at once; `Drop`: accept it and let
+    /// nothing pass.
+    Partition {
+        mode: PartitionMode,
+    },
+    /// Forward normally, then reset the connection after `after_bytes`
+    /// (counted in both directions) or `after`, whichever comes first.
+    Reset {
+        after_bytes: Option<u64>,
+        after: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AbortAction {
+    /// Answer with this HTTP response.
+    Http(Arc<HttpResponse>),
+    /// Answer with a trailers-only gRPC response carrying this status.
+    Grpc(Arc<GrpcAbort>),
+    /// Reset the client connection (TCP RST) instead of answering.
+    Reset,
+}
+
+/// A prebuilt response: headers do not include `content-length`, which
+/// the data plane sets from `body`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpcAbort {
+    pub code: GrpcCode,
+    /// Already percent-encoded for the `grpc-message` header.
+    pub message: Option<HeaderValue>,
+}
+
+impl GrpcAbort {
+    /// The `grpc-status` header value.
+    pub fn status_header(&self) -> HeaderValue {
+        HeaderValue::from(u16::from(self.code.code()))
+    }
+}

@@ -1,0 +1,344 @@
+//! `compile`: turns a [`Policy`] into [`CompiledPolicy`], where every
+//! matcher is prebuilt (header names, methods, path patterns, CIDRs as
+//! integers, pod selectors as sorted IP lists), every response is a ready
+//! `HeaderMap` + `Bytes`, and each rule is filed under the stage where the
+//! data plane asks about it (connection open, raw TCP, HTTP request).
+//!
+//! `compile` is infallible: `parse` has already validated the policy. For a
+//! `Policy` built or deserialized by other means, a rule that cannot be
+//! compiled is left out (and logged) rather than half-applied.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
+use rand_distr::Normal;
+
+mod first;
+mod matchers;
+
+pub use first::FIRST_MAX_CLIENTS;
+
+use first::FirstCounter;
+use matchers::{HostMatcher, Pattern, PeerMatcher};
+
+use crate::PeerIps;
+use crate::action::{AbortAction, GrpcAbort, HttpResponse};
+use crate::model::{
+    Abort, Delay, DelaySide, Direction, FaultKind, FaultSpec, PartitionMode, Policy, PortRange,
+    Protocol, Respond, Rule,
+};
+
+/// A policy ready for per-request decisions. Cheap to share behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct CompiledPolicy {
+    pub(crate) rules: Vec<CompiledRule>,
+    /// Indices into `rules`, per decision stage, in rule order.
+    pub(crate) on_connect: Vec<usize>,
+    pub(crate) on_tcp: Vec<usize>,
+    pub(crate) on_request: Vec<usize>,
+    /// After this instant nothing is faulted any more (the policy's
+    /// `until`/`duration`, set by the store), so faults end even when the
+    /// controller that would remove the policy is unreachable.
+    pub(crate) expires: Option<Instant>,
+}
+
+#[derive(Debug)]
+pub(crate) struct CompiledRule {
+    pub index: usize,
+    /// The rule's name, or `rules[i]` when it has none.
+    pub name: Arc<str>,
+    pub kind: FaultKind,
+    pub matcher: Matcher,
+    pub chance: Chance,
+    pub first: Option<Arc<FirstCounter>>,
+    pub fault: CompiledFault,
+    /// The source rule, to carry `first` counts over identical recompiles.
+    pub source: Rule,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Matcher {
+    pub direction: Option<Direction>,
+    pub ports: Option<Box<[PortRange]>>,
+    pub protocol: Option<Protocol>,
+    pub methods: Box<[Method]>,
+    pub path: Option<Pattern>,
+    pub headers: Box<[(HeaderName, Pattern)]>,
+    pub host: Option<HostMatcher>,
+    pub from: Option<PeerMatcher>,
+    pub to: Option<PeerMatcher>,
+    pub probes: bool,
+}
+
+/// `percent` as a threshold on a uniform `u64` draw: exact to 2^-64.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Chance {
+    Always,
+    Never,
+    Below(u64),
+}
+
+impl Chance {
+    pub fn from_percent(percent: Option<f64>) -> Self {
+        match percent {
+            None => Self::Always,
+            Some(p) if p.is_nan() || p <= 0.0 => Self::Never,
+            Some(p) if p >= 100.0 => Self::Always,
+            // 2^64 * p / 100; the float-to-int cast saturates.
+            Some(p) => Self::Below((p / 100.0 * 18_446_744_073_709_551_616.0) as u64),
+        }
+    }
+}
+
+#[derive(Debug)]
+pub(crate) enum CompiledFault {
+    Delay {
+        sampler: DelaySampler,
+        side: DelaySide,
+    },
+    Abort(AbortAction),
+    Respond(Arc<HttpResponse>),
+    Hang,
+    Bandwidth(u64),
+    Partition(PartitionMode),
+    Reset {
+        after_bytes: Option<u64>,
+        after: Option<Duration>,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum DelaySampler {
+    /// `fixed` ± uniform `jitter`, in nanoseconds.
+    Uniform { fixed: u64, jitter: u64 },
+    /// Normal in seconds, clamped at 0.
+    Normal(Normal<f64>),
+}
+
+/// Compiles a policy against the current pod IPs of its selectors.
+pub fn compile(policy: &Policy, peers: &PeerIps) -> CompiledPolicy {
+    let mut out = CompiledPolicy::default();
+    for (index, rule) in policy.rules.iter().enumerate() {
+        match compile_rule(index, rule, peers) {
+            Ok(compiled) => {
+                let at = out.rules.len();
+                let m = &compiled.matcher;
+                if compiled.kind.is_connection_level() {
+                    out.on_connect.push(at);
+                } else {
+                    // Rules that need HTTP to match (or to act) never see
+                    // raw TCP; the rest act on both.
+                    let http_only = m.protocol.is_some_and(|p| p != Protocol::Tcp)
+                        || !m.methods.is_empty()
+                        || m.path.is_some()
+                        || !m.headers.is_empty()
+                        || m.host.is_some()
+                        || matches!(
+                            compiled.fault,
+                            CompiledFault::Respond(_)
+                                | CompiledFault::Abort(AbortAction::Http(_) | AbortAction::Grpc(_))
+                        );
+                    if !http_only {
+                        out.on_tcp.push(at);
+                    }
+                    if m.protocol != Some(Protocol::Tcp) {
+                        out.on_request.push(at);
+                    }
+                }
+                out.rules.push(compiled);
+            }
+            Err(why) => {
+                tracing::warn!(rule = index, error = %why, "skipping a rule that failed to compile");
+            }
+        }
+    }
+    out
+}
+
+fn compile_rule(index: usize, rule: &Rule, peers: &PeerIps) -> Result<CompiledRule, String> {
+    let fault = rule
+        .fault()
+        .ok_or("the rule does not set exactly one fault")?;
+    let m = &rule.r#match;
+    let methods = m
+        .methods
+        .iter()
+        .map(|s| parse_method(s))
+        .collect::<Result<Box<[Method]>, String>>()?;
+    let headers = m
+        .headers
+        .iter()
+        .map(|(k, v)| Ok((parse_header_name(k)?, Pattern::new(v))))
+        .collect::<Result<Box<[_]>, String>>()?;
+    let matcher = Matcher {
+        direction: m.direction,
+        ports: m.port.as_ref().map(|p| p.0.clone().into_boxed_slice()),
+        protocol: m.protocol,
+        methods,
+        path: m.path.as_deref().map(Pattern::new),
+        headers,
+        host: m.host.as_deref().map(HostMatcher::new),
+        from: m.from.as_ref().map(|p| PeerMatcher::new(p, peers)),
+        to: m.to.as_ref().map(|p| PeerMatcher::new(p, peers)),
+        probes: m.probes,
+    };
+    Ok(CompiledRule {
+        index,
+        name: rule
+            .name
+            .as_deref()
+            .map_or_else(|| Arc::from(format!("rules[{index}]")), Arc::from),
+        kind: fault.kind(),
+        matcher,
+        chance: Chance::from_percent(rule.percent),
+        first: rule.first.map(|n| Arc::new(FirstCounter::new(n))),
+        fault: compile_fault(fault)?,
+        source: rule.clone(),
+    })
+}
+
+fn compile_fault(fault: FaultSpec<'_>) -> Result<CompiledFault, String> {
+    Ok(match fault {
+        FaultSpec::Delay(d) => CompiledFault::Delay {
+            sampler: delay_sampler(d)?,
+            side: d.side,
+        },
+        FaultSpec::Abort(a) => CompiledFault::Abort(abort_action(a)?),
+        FaultSpec::Respond(r) => CompiledFault::Respond(Arc::new(respond_response(r)?)),
+        FaultSpec::Hang(_) => CompiledFault::Hang,
+        FaultSpec::Bandwidth(b) => {
+            CompiledFault::Bandwidth(b.bytes_per_second().ok_or("bandwidth without a rate")?)
+        }
+        FaultSpec::Partition(p) => CompiledFault::Partition(p.mode),
+        FaultSpec::Reset(r) => CompiledFault::Reset {
+            after_bytes: r.after_bytes,
+            after: r.after.map(|d| d.get()),
+        },
+    })
+}
+
+pub(crate) fn delay_sampler(d: &Delay) -> Result<DelaySampler, String> {
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    match (&d.fixed, &d.normal) {
+        (Some(fixed), None) => Ok(DelaySampler::Uniform {
+            fixed: nanos(fixed.get()),
+            jitter: d.jitter.map_or(0, |j| nanos(j.get())),
+        }),
+        (None, Some(n)) => Normal::new(n.mean.get().as_secs_f64(), n.stddev.get().as_secs_f64())
+            .map(DelaySampler::Normal)
+            .map_err(|e| format!("bad normal distribution: {e}")),
+        _ => Err("delay needs exactly one of fixed and normal".into()),
+    }
+}
+
+pub(crate) fn parse_method(s: &str) -> Result<Method, String> {
+    Method::from_bytes(s.trim().to_ascii_uppercase().as_bytes())
+        .map_err(|_| format!("{} is not an HTTP method", crate::model::quoted(s)))
+}
+
+pub(crate) fn parse_header_name(s: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(s.trim().to_ascii_lowercase().as_bytes())
+        .map_err(|_| format!("{} is not a valid header name", crate::model::quoted(s)))
+}
+
+/// Headers the proxy sets itself (from the body) or that would break framing.
+pub(crate) const RESERVED_RESPONSE_HEADERS: [&str; 5] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "upgrade",
+];
+
+fn header_map(headers: &std::collections::BTreeMap<String, String>) -> Result<HeaderMap, String> {
+    let mut map = HeaderMap::with_capacity(headers.len());
+    for (k, v) in headers {
+        let name = parse_header_name(k)?;
+        if RESERVED_RESPONSE_HEADERS.contains(&name.as_str()) {
+            return Err(format!("header {name} is set by the proxy"));
+        }
+        let value = HeaderValue::from_str(v)
+            .map_err(|_| format!("header {name}: value is not a valid header value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+fn http_response(
+    status: u16,
+    body: Option<&str>,
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<HttpResponse, String> {
+    let status =
+        StatusCode::from_u16(status).map_err(|_| format!("{status} is not an HTTP status"))?;
+    let mut headers = header_map(headers)?;
+    let body = Bytes::from(body.unwrap_or_default().to_owned());
+    if !body.is_empty() && !headers.contains_key(http::header::CONTENT_TYPE) {
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+    }
+    Ok(HttpResponse {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn abort_action(a: &Abort) -> Result<AbortAction, String> {
+    match (a.status, a.grpc, a.reset) {
+        (Some(status), None, false) => Ok(AbortAction::Http(Arc::new(http_response(
+            status,
+            a.body.as_deref(),
+            &a.headers,
+        )?))),
+        (None, Some(code), false) => Ok(AbortAction::Grpc(Arc::new(GrpcAbort {
+            code,
+            message: a
+                .message
+                .as_deref()
+                .map(|m| HeaderValue::from_str(&grpc_percent_encode(m)))
+                .transpose()
+                .map_err(|_| "grpc message cannot be encoded".to_owned())?,
+        }))),
+        (None, None, true) => Ok(AbortAction::Reset),
+        _ => Err("abort needs exactly one of status, grpc and reset".into()),
+    }
+}
+
+fn respond_response(r: &Respond) -> Result<HttpResponse, String> {
+    http_response(r.status.unwrap_or(200), r.body.as_deref(), &r.headers)
+}
+
+/// `grpc-message` is percent-encoded: everything outside printable ASCII
+/// (0x20-0x7E) and `%` itself (gRPC HTTP/2 protocol spec).
+pub(crate) fn grpc_percent_encode(message: &str) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(message.len());
+    for b in message.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+impl CompiledPolicy {
+    /// Shares `first` counters with `previous` for rules that are unchanged
+    /// (same position, same definition), so re-applying the same policy
+    /// does not grant `first: N` faults again.
+    pub fn adopt_counters(&mut self, previous: &CompiledPolicy) {
+        for rule in &mut self.rules {
+            let Some(old) = previous.rules.iter().find(|r| r.index == rule.index) else {
+                continue;
+            };
+            if old.source == rule.source && old.first.is_some() {
+                rule.first = old.first.clone();
+            }
+        }
+    }
+}

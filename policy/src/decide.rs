@@ -1,0 +1,256 @@
+//! The per-request (and per-connection) decision: pure functions of a
+//! [`CompiledPolicy`], what the data plane knows about the traffic, and a
+//! random number generator (seeded in tests).
+//!
+//! The data plane asks at three points:
+//! 1. [`CompiledPolicy::decide_connection`] when a connection is accepted,
+//!    before reading anything: `partition` and `reset` rules.
+//! 2. [`CompiledPolicy::decide_tcp`] once the connection turned out to be
+//!    neither HTTP nor gRPC: `delay`, `hang`, `abort: {reset: true}` and
+//!    `bandwidth` rules without HTTP matchers.
+//! 3. [`CompiledPolicy::decide_request`] for each HTTP/gRPC request:
+//!    every rule except `partition`/`reset` and `protocol: tcp` ones.
+//!
+//! Rules are tried in order; the first that matches, wins its `percent`
+//! draw and has `first` budget left for the client applies, and it is the
+//! only fault for that request or connection.
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{HeaderMap, Method};
+use rand::Rng;
+
+use crate::action::{Action, Decision};
+use crate::compile::{Chance, CompiledFault, CompiledPolicy, CompiledRule, DelaySampler, Matcher};
+use crate::model::{Direction, Protocol};
+
+#[cfg(test)]
+mod tests;
+
+/// What the data plane knows about an HTTP or gRPC request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    pub direction: Direction,
+    /// The original destination port (inbound: the application's port).
+    pub destination_port: u16,
+    /// `Http` or `Grpc` (see [`Protocol::of_request`]).
+    pub protocol: Protocol,
+    pub method: &'a Method,
+    /// The path without the query string.
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub source_ip: IpAddr,
+    pub destination_ip: IpAddr,
+    /// The authority (`:authority` or `Host`), possibly with a port.
+    pub host: Option<&'a str>,
+}
+
+/// What the data plane knows about a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnInfo {
+    pub direction: Direction,
+    pub destination_port: u16,
+    pub source_ip: IpAddr,
+    pub destination_ip: IpAddr,
+}
+
+const PROBE_USER_AGENT: &[u8] = b"kube-probe/";
+
+/// True for kubelet probes, which no rule faults unless it says `probes: true`.
+pub fn is_probe(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::USER_AGENT)
+        .is_some_and(|ua| ua.as_bytes().starts_with(PROBE_USER_AGENT))
+}
+
+impl CompiledPolicy {
+    /// A policy with no rules: nothing is ever faulted.
+    pub fn empty() -> Self {
+        Self::default()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Number of rules that compiled.
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// When the policy stops applying, if it has `until` or `duration`.
+    pub fn expires(&self) -> Option<Instant> {
+        self.expires
+    }
+
+    /// Stops all faults at `at` (the store derives it from `until` or
+    /// `duration`).
+    pub fn set_expires(&mut self, at: Option<Instant>) {
+        self.expires = at;
+    }
+
+    fn expired(&self) -> bool {
+        // Only policies with an end pay for reading the clock.
+        self.expires.is_some_and(|at| Instant::now() >= at)
+    }
+
+    /// How often rule `rule_index` (a `first: N` rule) fired for `client`.
+    pub fn first_used(&self, rule_index: usize, client: IpAddr) -> Option<u32> {
+        let rule = self.rules.iter().find(|r| r.index == rule_index)?;
+        rule.first.as_ref().map(|f| f.used(client))
+    }
+
+    /// The fault for an HTTP/gRPC request, if any.
+    pub fn decide_request<R: Rng + ?Sized>(
+        &self,
+        req: &RequestInfo<'_>,
+        rng: &mut R,
+    ) -> Option<Decision> {
+        if self.on_request.is_empty() || self.expired() {
+            return None;
+        }
+        let probe = is_probe(req.headers);
+        let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
+        self.first_firing(&self.on_request, req.source_ip, rng, |m| {
+            (!probe || m.probes)
+                && m.l4_matches(
+                    req.direction,
+                    req.destination_port,
+                    req.source_ip,
+                    req.destination_ip,
+                )
+                && m.protocol.is_none_or(|p| p == req.protocol)
+                && (m.methods.is_empty() || m.methods.contains(req.method))
+                && m.path.as_ref().is_none_or(|p| p.matches(path.as_bytes()))
+                && m.host
+                    .as_ref()
+                    .is_none_or(|h| req.host.is_some_and(|host| h.matches(host)))
+                && m.headers.iter().all(|(name, pattern)| {
+                    req.headers
+                        .get_all(name)
+                        .iter()
+                        .any(|v| pattern.matches(v.as_bytes()))
+                })
+        })
+    }
+
+    /// The connection-level fault (`partition`, `reset`) for a new connection.
+    pub fn decide_connection<R: Rng + ?Sized>(
+        &self,
+        conn: &ConnInfo,
+        rng: &mut R,
+    ) -> Option<Decision> {
+        self.decide_l4(&self.on_connect, conn, rng)
+    }
+
+    /// The fault for a connection detected as raw TCP (not HTTP or gRPC).
+    pub fn decide_tcp<R: Rng + ?Sized>(&self, conn: &ConnInfo, rng: &mut R) -> Option<Decision> {
+        self.decide_l4(&self.on_tcp, conn, rng)
+    }
+
+    fn decide_l4<R: Rng + ?Sized>(
+        &self,
+        stage: &[usize],
+        conn: &ConnInfo,
+        rng: &mut R,
+    ) -> Option<Decision> {
+        if stage.is_empty() || self.expired() {
+            return None;
+        }
+        self.first_firing(stage, conn.source_ip, rng, |m| {
+            m.l4_matches(
+                conn.direction,
+                conn.destination_port,
+                conn.source_ip,
+                conn.destination_ip,
+            )
+        })
+    }
+
+    fn first_firing<R: Rng + ?Sized>(
+        &self,
+        stage: &[usize],
+        client: IpAddr,
+        rng: &mut R,
+        matches: impl Fn(&Matcher) -> bool,
+    ) -> Option<Decision> {
+        stage
+            .iter()
+            .filter_map(|i| self.rules.get(*i))
+            .find(|rule| matches(&rule.matcher) && rule.fires(client, rng))
+            .map(|rule| rule.decision(rng))
+    }
+}
+
+impl Matcher {
+    fn l4_matches(
+        &self,
+        direction: Direction,
+        port: u16,
+        source: IpAddr,
+        destination: IpAddr,
+    ) -> bool {
+        self.direction.is_none_or(|d| d == direction)
+            && self
+                .ports
+                .as_ref()
+                .is_none_or(|ps| ps.iter().any(|r| r.contains(port)))
+            && self.from.as_ref().is_none_or(|p| p.matches(source))
+            && self.to.as_ref().is_none_or(|p| p.matches(destination))
+    }
+}
+
+impl CompiledRule {
+    /// The `percent` draw, then the `first` budget (only spent when firing).
+    fn fires<R: Rng + ?Sized>(&self, client: IpAddr, rng: &mut R) -> bool {
+        let drawn = match self.chance {
+            Chance::Always => true,
+            Chance::Never => false,
+            Chance::Below(threshold) => rng.next_u64() < threshold,
+        };
+        drawn && self.first.as_ref().is_none_or(|f| f.try_take(client))
+    }
+
+    fn decision<R: Rng + ?Sized>(&self, rng: &mut R) -> Decision {
+        let action = match &self.fault {
+            CompiledFault::Delay { sampler, side } => Action::Delay {
+                duration: sampler.sample(rng),
+                side: *side,
+            },
+            CompiledFault::Abort(a) => Action::Abort(a.clone()),
+            CompiledFault::Respond(r) => Action::Respond(Arc::clone(r)),
+            CompiledFault::Hang => Action::Hang,
+            CompiledFault::Bandwidth(b) => Action::Bandwidth {
+                bytes_per_second: *b,
+            },
+            CompiledFault::Partition(mode) => Action::Partition { mode: *mode },
+            CompiledFault::Reset { after_bytes, after } => Action::Reset {
+                after_bytes: *after_bytes,
+                after: *after,
+            },
+        };
+        Decision {
+            rule_index: self.index,
+            rule_name: Arc::clone(&self.name),
+            kind: self.kind,
+            action,
+        }
+    }
+}
+
+impl DelaySampler {
+    pub(crate) fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Duration {
+        match *self {
+            Self::Uniform { fixed, jitter: 0 } => Duration::from_nanos(fixed),
+            Self::Uniform { fixed, jitter } => {
+                let spread = rng.random_range(0..=jitter.saturating_mul(2));
+                Duration::from_nanos(fixed.saturating_add(spread).saturating_sub(jitter))
+            }
+            Self::Normal(normal) => {
+                let secs: f64 = rng.sample(normal);
+                Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::ZERO)
+            }
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! One test per class of error, each asserting the exact message users see.
+use crate::parse::tests::{err, rule};
+use crate::*;
+
+#[test]
+fn error_abort_status_out_of_range() {
+    let doc = "rules:\n- name: ok\n  hang: {}\n- name: payments-down\n  abort: {status: 700}\n";
+    assert_eq!(
+        err(doc),
+        r#"rules[1] "payments-down": abort.status: 700 is not an HTTP status (100-599)"#
+    );
+    assert_eq!(
+        err(&rule("abort: {status: 70000}")),
+        r#"rules[0] "r": abort.status: 70000 is not an HTTP status (100-599) (line 3, column 19)"#
+    );
+    assert_eq!(
+        err(&rule("respond: {status: 101}")),
+        r#"rules[0] "r": respond.status: 101 is an informational status; use 200-599"#
+    );
+}
+
+#[test]
+fn error_unnamed_rule_is_named_by_index() {
+    assert_eq!(
+        err("rules:\n- abort: {status: 99}\n"),
+        "rules[0]: abort.status: 99 is not an HTTP status (100-599)"
+    );
+}
+
+#[test]
+fn error_yaml_syntax_has_position_and_no_document() {
+    let secret = "do-not-echo-this-document-text";
+    let doc = format!("rules: [\n  {{name: {secret}, delay: {{fixed: 1s}}\n");
+    let e = parse(&doc).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "failed to parse policy: did not find expected ',' or '}' at line 3 column 1, while parsing a flow mapping at line 2 column 3"
+    );
+    assert!(matches!(
+        e,
+        PolicyError::Syntax {
+            location: Location { line: Some(3), .. },
+            ..
+        }
+    ));
+}
+
+#[test]
+fn error_type_errors_do_not_repeat_long_values() {
+    let long = "x".repeat(500);
+    let e = err(&format!("\"{long}\""));
+    assert_eq!(
+        e,
+        format!(
+            "failed to parse policy: invalid type: string \"{}...\", expected a mapping (line 1, column 1)",
+            "x".repeat(40)
+        )
+    );
+}
+
+#[test]
+fn error_empty_and_oversized_documents() {
+    assert_eq!(
+        err("  \n"),
+        "failed to parse policy: the document is empty (write `rules: []` for no faults)"
+    );
+    let big = format!("rules: []\n#{}", "x".repeat(MAX_POLICY_BYTES));
+    assert_eq!(
+        err(&big),
+        "failed to parse policy: the document is larger than 1048576 bytes"
+    );
+}
+
+#[test]
+fn error_unknown_fields_are_named() {
+    assert_eq!(
+        err("foo: 1\n"),
+        "foo: unknown field (expected one of duration, until, rules) (line 1, column 1)"
+    );
+    assert_eq!(
+        err(&rule("precent: 20\nhang: {}")),
+        r#"rules[0] "r": precent: unknown field (did you mean `percent`?) (line 3, column 3)"#
+    );
+    assert_eq!(
+        err(&rule("match: {hosts: a}\nhang: {}")),
+        r#"rules[0] "r": match.hosts: unknown field (did you mean `host`?) (line 3, column 11)"#
+    );
+    assert_eq!(
+        err(&rule("delay: {normal: {mean: 1s, stdev: 1s}}")),
+        r#"rules[0] "r": delay.normal.stdev: unknown field (did you mean `stddev`?) (line 3, column 30)"#
+    );
+    assert_eq!(
+        err(&rule("hang: {forever: true}")),
+        r#"rules[0] "r": hang: takes no settings (found `forever`) (line 3, column 9)"#
+    );
+}
+
+#[test]
+fn error_exactly_one_fault() {
+    assert_eq!(
+        err(&rule("match: {port: 80}")),
+        r#"rules[0] "r": no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset"#
+    );
+    assert_eq!(
+        err(&rule("delay: {fixed: 1s}\nabort: {status: 500}")),
+        r#"rules[0] "r": several faults (delay, abort): a rule sets exactly one"#
+    );
+}
+
+#[test]
+fn error_percent_and_first() {
+    assert_eq!(
+        err(&rule("percent: 100.5\nhang: {}")),
+        r#"rules[0] "r": percent: 100.5 is not between 0 and 100"#
+    );
+    assert_eq!(
+        err(&rule("percent: -1\nhang: {}")),
+        r#"rules[0] "r": percent: -1 is not between 0 and 100"#
+    );
+    assert_eq!(
+        err(&rule("percent: lots\nhang: {}")),
+        r#"rules[0] "r": percent: "lots" is not a percentage such as 20 or 0.5 (line 3, column 12)"#
+    );
+    assert_eq!(
+        err(&rule("first: 0\nhang: {}")),
+        r#"rules[0] "r": first: must be at least 1"#
+    );
+    assert!(parse(&rule("percent: 0.001\nhang: {}")).is_ok());
+}
+
+#[test]
+fn error_durations() {
+    assert_eq!(
+        err("duration: 10\n"),
+        "duration: 10 has no unit (write e.g. 10ms or 10s) (line 1, column 11)"
+    );
+    assert_eq!(
+        err("duration: 5parsecs\n"),
+        r#"duration: "5parsecs" has an unknown unit "parsecs" (use ns, us, ms, s, m or h) (line 1, column 11)"#
+    );
+    assert_eq!(
+        err("duration: -5s\n"),
+        r#"duration: "-5s" is negative (line 1, column 11)"#
+    );
+    assert_eq!(err("duration: 0s\n"), "duration: must be longer than 0s");
+    assert_eq!(
+        err(&rule("delay: {fixed: soon}")),
+        r#"rules[0] "r": delay.fixed: "soon" is not a duration (expected e.g. 200ms, 1.5s, 2m) (line 3, column 18)"#
+    );
+}
+
+#[test]
+fn error_duration_xor_until() {
+    assert_eq!(
+        err("duration: 60s\nuntil: 2030-01-01T00:00:00Z\nrules: []\n"),
+        "until: cannot be combined with duration (set one of them)"
+    );
+    assert!(err("until: yesterday\n").starts_with(
+        r#"until: "yesterday" is not an RFC 3339 timestamp like 2026-01-31T12:00:00Z"#
+    ));
+}
+
+#[test]
+fn error_delay_shape() {
+    assert_eq!(
+        err(&rule("delay: {}")),
+        r#"rules[0] "r": delay: set fixed (e.g. fixed: 200ms) or normal: {mean, stddev}"#
+    );
+    assert_eq!(
+        err(&rule("delay: {fixed: 1s, normal: {mean: 1s, stddev: 1ms}}")),
+        r#"rules[0] "r": delay: set one of fixed and normal, not both"#
+    );
+    assert_eq!(
+        err(&rule(
+            "delay: {normal: {mean: 1s, stddev: 1ms}, jitter: 1ms}"
+        )),
+        r#"rules[0] "r": delay.jitter: only applies to fixed (normal has stddev)"#
+    );
+    assert_eq!(
+        err(&rule("delay: {fixed: 200ms, jitter: 300ms}")),
+        r#"rules[0] "r": delay.jitter: 300ms is larger than fixed (200ms); a delay cannot be negative"#
+    );
+    assert_eq!(
+        err(&rule("delay: {fixed: 1s, side: both}")),
+        r#"rules[0] "r": delay.side: unknown variant `both`, expected `request` or `response` (line 3, column 28)"#
+    );
+}
+
+#[test]
+fn error_abort_shape() {
+    assert_eq!(
+        err(&rule("abort: {}")),
+        r#"rules[0] "r": abort: set one of status, grpc or reset"#
+    );
+    assert_eq!(
+        err(&rule("abort: {status: 500, reset: true}")),
+        r#"rules[0] "r": abort: set only one of status, grpc and reset"#
+    );
+    assert_eq!(
+        err(&rule("abort: {reset: true, body: x}")),
+        r#"rules[0] "r": abort.body: only applies to an HTTP abort (with status)"#
+    );
+    assert_eq!(
+        err(&rule("abort: {status: 500, message: x}")),
+        r#"rules[0] "r": abort.message: only applies to a gRPC abort (with grpc)"#
+    );
+    assert_eq!(
+        err(&rule(
+            "abort: {status: 500, headers: {content-length: \"5\"}}"
+        )),
+        r#"rules[0] "r": abort.headers.content-length: is set by the proxy"#
+    );
+    assert_eq!(
+        err(&rule("abort: {status: 500, headers: {\"bad header\": x}}")),
+        r#"rules[0] "r": abort.headers.bad header: "bad header" is not a valid header name"#
+    );
+}
+
+#[test]
+fn error_grpc_abort_needs_grpc_protocol() {
+    assert_eq!(
+        err(&rule("abort: {grpc: UNAVAILABLE}")),
+        r#"rules[0] "r": abort.grpc: needs match.protocol: grpc"#
+    );
+    assert_eq!(
+        err(&rule("abort: {grpc: OK}\nmatch: {protocol: grpc}")),
+        r#"rules[0] "r": abort.grpc: OK (0) is not an error; use e.g. UNAVAILABLE"#
+    );
+    assert_eq!(
+        err(&rule("abort: {grpc: NOPE}\nmatch: {protocol: grpc}")),
+        r#"rules[0] "r": abort.grpc: "NOPE" is not a gRPC status (e.g. UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL or 0-16) (line 3, column 17)"#
+    );
+    assert_eq!(
+        err(&rule("abort: {grpc: 17}\nmatch: {protocol: grpc}")),
+        r#"rules[0] "r": abort.grpc: 17 is not a gRPC status code (0-16) (line 3, column 17)"#
+    );
+}
+
+#[test]
+fn error_http_matchers_with_protocol_tcp() {
+    assert_eq!(
+        err(&rule(
+            "match: {protocol: tcp, methods: [GET]}\ndelay: {fixed: 1s}"
+        )),
+        r#"rules[0] "r": match.methods: needs HTTP: cannot be combined with protocol tcp"#
+    );
+    assert_eq!(
+        err(&rule("match: {protocol: tcp}\nrespond: {status: 200}")),
+        r#"rules[0] "r": respond: protocol tcp has no HTTP responses (use abort: {reset: true})"#
+    );
+    assert_eq!(
+        err(&rule("match: {protocol: tcp}\nabort: {status: 503}")),
+        r#"rules[0] "r": abort.status: protocol tcp has no HTTP responses (use abort: {reset: true})"#
+    );
+}
+
+#[test]
+fn error_connection_faults_with_request_matchers() {
+    assert_eq!(
+        err(&rule("match: {path: /x}\npartition: {}")),
+        r#"rules[0] "r": match.path: partition acts on whole connections, decided before any request is read; select peers with port, from or to"#
+    );
+    assert_eq!(
+        err(&rule("match: {protocol: tcp}\nreset: {afterBytes: 10}")),
+        r#"rules[0] "r": match.protocol: reset is decided when a connection opens, before its protocol is known; remove protocol"#
+    );
+}
+
+#[test]
+fn error_cidrs() {
+    assert_eq!(
+        err(&rule("match: {to: {cidrs: [10.0.0.1/8]}}\npartition: {}")),
+        r#"rules[0] "r": match.to.cidrs[0]: "10.0.0.1/8" has host bits set (did you mean 10.0.0.0/8?) (line 3, column 23)"#
+    );
+    assert_eq!(
+        err(&rule(
+            "match: {from: {cidrs: [10.0.0.0/33]}}\npartition: {}"
+        )),
+        r#"rules[0] "r": match.from.cidrs[0]: "10.0.0.0/33": prefix must be 0-32 (line 3, column 25)"#
+    );
+    assert_eq!(
+        err(&rule("match: {from: {cidrs: [ten]}}\npartition: {}")),
+        r#"rules[0] "r": match.from.cidrs[0]: "ten" is not a CIDR (expected e.g. 10.0.0.0/8) (line 3, column 25)"#
+    );
+    assert_eq!(
+        err(&rule("match: {to: {}}\npartition: {}")),
+        r#"rules[0] "r": match.to: set podSelector, cidrs or both"#
+    );
+}
+
+#[test]
+fn error_hosts() {
+    assert_eq!(
+        err(&rule("match: {host: \"payments:80\"}\nhang: {}")),
+        r#"rules[0] "r": match.host: "payments:80" must not include a port (use match.port)"#
+    );
+    assert_eq!(
+        err(&rule("match: {host: -bad-.example}\nhang: {}")),
+        r#"rules[0] "r": match.host: "-bad-.example" is not a host name (letters, digits and '-' in dot-separated labels; '*.' prefix allowed)"#
+    );
+}
+
+#[test]
+fn error_ports() {
+    assert_eq!(
+        err(&rule("match: {port: 70000}\nhang: {}")),
+        r#"rules[0] "r": match.port: 70000 is not a port (1-65535) (line 3, column 17)"#
+    );
+    assert_eq!(
+        err(&rule("match: {port: 0}\nhang: {}")),
+        r#"rules[0] "r": match.port: 0 is not a port (1-65535) (line 3, column 17)"#
+    );
+    assert_eq!(
+        err(&rule("match: {port: \"90-80\"}\nhang: {}")),
+        r#"rules[0] "r": match.port: "90-80" is an empty range (start > end) (line 3, column 17)"#
+    );
+    assert_eq!(
+        err(&rule("match: {port: [80, http]}\nhang: {}")),
+        r#"rules[0] "r": match.port[1]: "http" is not a port or port range like 8000-8010 (line 3, column 22)"#
+    );
+}
+
+#[test]
+fn error_methods_paths_headers() {
+    assert_eq!(
+        err(&rule("match: {methods: [\"GE T\"]}\nhang: {}")),
+        r#"rules[0] "r": match.methods[0]: "GE T" is not an HTTP method"#
+    );
+    assert_eq!(
+        err(&rule("match: {path: api/*}\nhang: {}")),
+        r#"rules[0] "r": match.path: "api/*" must start with / (or *)"#
+    );
+    assert_eq!(
+        err(&rule("match: {path: \"/a?b=1\"}\nhang: {}")),
+        r#"rules[0] "r": match.path: "/a?b=1" may not contain '?', spaces or control characters (the query is not matched)"#
+    );
+    assert_eq!(
+        err(&rule("match: {headers: {\"x y\": \"1\"}}\nhang: {}")),
+        r#"rules[0] "r": match.headers.x y: "x y" is not a valid header name"#
+    );
+    assert_eq!(
+        err(&rule("match: {headers: {Host: a}}\nhang: {}")),
+        r#"rules[0] "r": match.headers.Host: match the destination host with match.host"#
+    );
+}
+
+#[test]
+fn error_pod_selectors() {
+    assert_eq!(
+        err(&rule("match: {to: {podSelector: {}}}\npartition: {}")),
+        r#"rules[0] "r": match.to.podSelector: needs at least one label (an empty selector would select every pod)"#
+    );
+    assert_eq!(
+        err(&rule(
+            "match: {to: {podSelector: {app: \"no spaces\"}}}\npartition: {}"
+        )),
+        r#"rules[0] "r": match.to.podSelector: app: "no spaces" is not a valid label value"#
+    );
+    assert!(
+        parse(&rule(
+            "match: {to: {podSelector: {app.kubernetes.io/name: nats}}}\npartition: {}"
+        ))
+        .is_ok()
+    );
+}
+
+#[test]
+fn error_rule_names() {
+    assert_eq!(
+        err("rules:\n- {name: a, hang: {}}\n- {name: a, hang: {}}\n"),
+        r#"rules[1] "a": name: duplicate of rules[0]"#
+    );
+    assert_eq!(
+        err("rules:\n- {name: \"has space\", hang: {}}\n"),
+        r#"rules[0] "has space": name: must be 1-63 characters of letters, digits, '-', '_' or '.'"#
+    );
+}
+
+#[test]
+fn error_bandwidth_and_reset() {
+    assert_eq!(
+        err(&rule("bandwidth: {}")),
+        r#"rules[0] "r": bandwidth: set bytesPerSecond or rate (e.g. rate: 64KiB)"#
+    );
+    assert_eq!(
+        err(&rule("bandwidth: {bytesPerSecond: 1, rate: 1KiB}")),
+        r#"rules[0] "r": bandwidth: set one of bytesPerSecond and rate, not both"#
+    );
+    assert_eq!(
+        err(&rule("bandwidth: {rate: 0KiB}")),
+        r#"rules[0] "r": bandwidth.rate: must be at least 1 byte per second"#
+    );
+    assert_eq!(
+        err(&rule("bandwidth: {rate: 5 bananas}")),
+        r#"rules[0] "r": bandwidth.rate: "5 bananas" has an unknown unit "bananas" (use B, KB, KiB, MB, MiB, GB or GiB) (line 3, column 21)"#
+    );
+    assert_eq!(
+        err(&rule("reset: {}")),
+        r#"rules[0] "r": reset: set afterBytes, after, or both (whichever comes first)"#
+    );
+    assert_eq!(
+        err(&rule("partition: {mode: maybe}")),
+        r#"rules[0] "r": partition.mode: unknown variant `maybe`, expected `reject` or `drop` (line 3, column 21)"#
+    );
+}
+
+#[test]
+fn error_wrong_types_and_enums() {
+    assert_eq!(
+        err("rules: 5\n"),
+        "rules: invalid type: integer `5`, expected a sequence (line 1, column 8)"
+    );
+    assert_eq!(
+        err(&rule("match: {direction: sideways}\nhang: {}")),
+        r#"rules[0] "r": match.direction: unknown variant `sideways`, expected `inbound` or `outbound` (line 3, column 22)"#
+    );
+    assert_eq!(
+        err(&rule("hang: false")),
+        r#"rules[0] "r": hang: false is not allowed (remove the field instead) (line 3, column 9)"#
+    );
+}

@@ -1,0 +1,55 @@
+//! faultline-policy: the fault language of `faultline.dev/faults` and the
+//! names, ports and flags the webhook and the proxy agree on. Pure: no I/O,
+//! no Kubernetes, no HTTP server; the webhook validates with it, the proxy
+//! decides with it, the controller and the proxy speak its stream format.
+//!
+//! Layout (each module only uses the ones above it in this list):
+//! - `model`: the document as data ([`Policy`], [`Rule`], [`Match`]); its
+//!   files `faults` (the seven faults), `units` (durations, rates) and
+//!   `net` (ports, CIDRs) hold the values with a text form. Serde in and
+//!   out; the JSON output parses again to the same policy.
+//! - `error`: [`PolicyError`], naming rule, field and problem.
+//! - `validate`: the cross-field checks; `parse`: [`parse`] reads YAML or
+//!   JSON and validates everything.
+//! - `action`: what a decision asks the data plane to do ([`Action`],
+//!   [`Decision`]).
+//! - `compile`: [`compile`] builds a [`CompiledPolicy`] whose matchers do
+//!   no allocation per request; its files `matchers` and `first` (the
+//!   bounded `first: N` counters).
+//! - `decide`: [`CompiledPolicy::decide_request`], `decide_connection`
+//!   and `decide_tcp`, pure functions of the compiled policy, what the data
+//!   plane knows about the traffic and a random number generator.
+//! - `wire`: the policy stream's ndjson messages (controller to proxy).
+//! - `contract`: every name, port, UID, environment variable and `init`
+//!   flag shared by the webhook (which writes them into pods) and the
+//!   proxy (which reads them).
+//!
+//! The user reference is `docs/fault-language.md`; `docs/design.md` shows
+//! where this crate sits.
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+mod action;
+mod compile;
+pub mod contract;
+mod decide;
+mod error;
+mod model;
+mod parse;
+mod validate;
+pub mod wire;
+
+pub use action::{AbortAction, Action, Decision, GrpcAbort, HttpResponse};
+pub use compile::{CompiledPolicy, FIRST_MAX_CLIENTS, compile};
+pub use decide::{ConnInfo, RequestInfo, is_probe};
+pub use error::{FieldError, Location, PolicyError, RuleRef};
+pub use model::{
+    Abort, Bandwidth, ByteRate, Cidr, Delay, DelaySide, Direction, FaultKind, FaultSpec, GrpcCode,
+    Hang, HumanDuration, Match, NormalDelay, Partition, PartitionMode, Peer, Policy, PortRange,
+    Ports, Protocol, Reset, Respond, Rule, Selector,
+};
+pub use parse::{MAX_POLICY_BYTES, parse};
+pub use validate::validate;
+
+/// Pod IPs per selector key ([`Selector::key`]), resolved by the controller.
+pub type PeerIps = BTreeMap<String, Vec<IpAddr>>;

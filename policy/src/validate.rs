@@ -1,0 +1,385 @@
+//! Validation of a deserialized [`Policy`]: everything serde cannot check
+//! on its own (ranges, exactly-one-of, cross-field constraints such as
+//! "abort.grpc needs protocol grpc"). The first problem found is returned,
+//! naming the rule and the field.
+use std::collections::{BTreeMap, HashMap};
+
+use http::HeaderValue;
+
+use crate::compile::{RESERVED_RESPONSE_HEADERS, parse_header_name, parse_method};
+use crate::error::{PolicyError, RuleRef};
+use crate::model::quoted;
+use crate::model::{
+    Abort, Delay, FaultSpec, Match, Peer, Policy, Protocol, Respond, Rule, Selector,
+};
+
+type Check = Result<(), (String, String)>;
+
+fn fail<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, (String, String)> {
+    Err((field.into(), message.into()))
+}
+
+/// Checks a policy; `parse` calls this after deserializing.
+pub fn validate(policy: &Policy) -> Result<(), PolicyError> {
+    if policy.duration.is_some() && policy.until.is_some() {
+        return Err(PolicyError::at(
+            None,
+            "until",
+            "cannot be combined with duration (set one of them)",
+        ));
+    }
+    if policy.duration().is_some_and(|d| d.is_zero()) {
+        return Err(PolicyError::at(None, "duration", "must be longer than 0s"));
+    }
+    let mut names: HashMap<&str, usize> = HashMap::new();
+    for (index, rule) in policy.rules.iter().enumerate() {
+        let at = |(field, message): (String, String)| {
+            PolicyError::at(
+                Some(RuleRef {
+                    index,
+                    name: rule.name.clone(),
+                }),
+                field,
+                message,
+            )
+        };
+        if let Some(name) = &rule.name
+            && let Some(first) = names.insert(name.as_str(), index)
+        {
+            return Err(at(("name".into(), format!("duplicate of rules[{first}]"))));
+        }
+        validate_rule(rule).map_err(at)?;
+    }
+    Ok(())
+}
+
+fn validate_rule(rule: &Rule) -> Check {
+    if let Some(name) = &rule.name {
+        validate_rule_name(name)?;
+    }
+    let faults = rule.faults();
+    let fault = match faults.as_slice() {
+        [one] => *one,
+        [] => {
+            return fail(
+                "",
+                "no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset",
+            );
+        }
+        many => {
+            let kinds: Vec<&str> = many.iter().map(|f| f.kind().as_str()).collect();
+            return fail(
+                "",
+                format!(
+                    "several faults ({}): a rule sets exactly one",
+                    kinds.join(", ")
+                ),
+            );
+        }
+    };
+    if let Some(p) = rule.percent
+        && !(0.0..=100.0).contains(&p)
+    {
+        return fail("percent", format!("{p} is not between 0 and 100"));
+    }
+    if rule.first == Some(0) {
+        return fail("first", "must be at least 1");
+    }
+    validate_match(&rule.r#match)?;
+    validate_fault_vs_match(fault, &rule.r#match)?;
+    match fault {
+        FaultSpec::Delay(d) => validate_delay(d),
+        FaultSpec::Abort(a) => validate_abort(a, rule.r#match.protocol),
+        FaultSpec::Respond(r) => validate_respond(r),
+        FaultSpec::Hang(_) => Ok(()),
+        FaultSpec::Bandwidth(b) => match (b.bytes_per_second, b.rate) {
+            (Some(_), Some(_)) => fail("bandwidth", "set one of bytesPerSecond and rate, not both"),
+            (None, None) => fail("bandwidth", "set bytesPerSecond or rate (e.g. rate: 64KiB)"),
+            (Some(0), _) => fail("bandwidth.bytesPerSecond", "must be at least 1"),
+            (_, Some(r)) if r.0 == 0 => {
+                fail("bandwidth.rate", "must be at least 1 byte per second")
+            }
+            _ => Ok(()),
+        },
+        FaultSpec::Partition(_) => Ok(()),
+        FaultSpec::Reset(r) => {
+            if r.after_bytes.is_none() && r.after.is_none() {
+                return fail(
+                    "reset",
+                    "set afterBytes, after, or both (whichever comes first)",
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+fn validate_rule_name(name: &str) -> Check {
+    let ok_chars = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if name.is_empty() || name.len() > 63 || !ok_chars {
+        return fail(
+            "name",
+            "must be 1-63 characters of letters, digits, '-', '_' or '.'",
+        );
+    }
+    Ok(())
+}
+
+fn validate_match(m: &Match) -> Check {
+    for (i, method) in m.methods.iter().enumerate() {
+        parse_method(method).map_err(|e| (format!("match.methods[{i}]"), e))?;
+    }
+    if let Some(path) = &m.path {
+        if !(path.starts_with('/') || path.starts_with('*')) {
+            return fail(
+                "match.path",
+                format!("{} must start with / (or *)", quoted(path)),
+            );
+        }
+        if path.contains('?') || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return fail(
+                "match.path",
+                format!(
+                    "{} may not contain '?', spaces or control characters (the query is not matched)",
+                    quoted(path)
+                ),
+            );
+        }
+    }
+    for (name, pattern) in &m.headers {
+        let field = format!("match.headers.{name}");
+        let header = parse_header_name(name).map_err(|e| (field.clone(), e))?;
+        if header == http::header::HOST {
+            return fail(field, "match the destination host with match.host");
+        }
+        if pattern.chars().any(|c| c.is_control()) {
+            return fail(field, "value pattern may not contain control characters");
+        }
+    }
+    if let Some(host) = &m.host {
+        validate_host(host).map_err(|e| ("match.host".to_owned(), e))?;
+    }
+    for (field, peer) in [("match.from", &m.from), ("match.to", &m.to)] {
+        if let Some(peer) = peer {
+            validate_peer(field, peer)?;
+        }
+    }
+    if m.protocol == Some(Protocol::Tcp)
+        && let Some(first) = m.l7_fields().first()
+    {
+        return fail(
+            format!("match.{first}"),
+            "needs HTTP: cannot be combined with protocol tcp",
+        );
+    }
+    Ok(())
+}
+
+fn validate_fault_vs_match(fault: FaultSpec<'_>, m: &Match) -> Check {
+    let kind = fault.kind();
+    if kind.is_connection_level() {
+        if let Some(first) = m.l7_fields().first() {
+            return fail(
+                format!("match.{first}"),
+                format!(
+                    "{kind} acts on whole connections, decided before any request is read; \
+                     select peers with port, from or to"
+                ),
+            );
+        }
+        if m.protocol.is_some() {
+            return fail(
+                "match.protocol",
+                format!(
+                    "{kind} is decided when a connection opens, before its protocol is known; remove protocol"
+                ),
+            );
+        }
+    }
+    if m.protocol == Some(Protocol::Tcp) {
+        match fault {
+            FaultSpec::Respond(_) => {
+                return fail(
+                    "respond",
+                    "protocol tcp has no HTTP responses (use abort: {reset: true})",
+                );
+            }
+            FaultSpec::Abort(a) if a.status.is_some() || a.grpc.is_some() => {
+                let field = if a.status.is_some() {
+                    "abort.status"
+                } else {
+                    "abort.grpc"
+                };
+                return fail(
+                    field,
+                    "protocol tcp has no HTTP responses (use abort: {reset: true})",
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn validate_delay(d: &Delay) -> Check {
+    match (&d.fixed, &d.normal, &d.jitter) {
+        (Some(_), Some(_), _) => fail("delay", "set one of fixed and normal, not both"),
+        (None, None, _) => fail(
+            "delay",
+            "set fixed (e.g. fixed: 200ms) or normal: {mean, stddev}",
+        ),
+        (None, Some(_), Some(_)) => {
+            fail("delay.jitter", "only applies to fixed (normal has stddev)")
+        }
+        (Some(fixed), None, Some(jitter)) if jitter > fixed => fail(
+            "delay.jitter",
+            format!("{jitter} is larger than fixed ({fixed}); a delay cannot be negative"),
+        ),
+        _ => Ok(()),
+    }
+}
+
+fn validate_status(field: &str, status: u16) -> Check {
+    match status {
+        200..=599 => Ok(()),
+        100..=199 => fail(
+            field,
+            format!("{status} is an informational status; use 200-599"),
+        ),
+        _ => fail(field, format!("{status} is not an HTTP status (100-599)")),
+    }
+}
+
+fn validate_headers(field: &str, headers: &BTreeMap<String, String>) -> Check {
+    for (name, value) in headers {
+        let field = format!("{field}.{name}");
+        let header = parse_header_name(name).map_err(|e| (field.clone(), e))?;
+        if RESERVED_RESPONSE_HEADERS.contains(&header.as_str()) {
+            return fail(field, "is set by the proxy");
+        }
+        if HeaderValue::from_str(value).is_err() {
+            return fail(field, "value is not a valid header value (printable ASCII)");
+        }
+    }
+    Ok(())
+}
+
+fn validate_abort(a: &Abort, protocol: Option<Protocol>) -> Check {
+    let set = [a.status.is_some(), a.grpc.is_some(), a.reset];
+    match set.iter().filter(|s| **s).count() {
+        0 => return fail("abort", "set one of status, grpc or reset"),
+        1 => {}
+        _ => return fail("abort", "set only one of status, grpc and reset"),
+    }
+    if let Some(status) = a.status {
+        validate_status("abort.status", status)?;
+        validate_headers("abort.headers", &a.headers)?;
+    } else {
+        if a.body.is_some() {
+            return fail("abort.body", "only applies to an HTTP abort (with status)");
+        }
+        if !a.headers.is_empty() {
+            return fail("abort.headers", "only apply to an HTTP abort (with status)");
+        }
+    }
+    if let Some(code) = a.grpc {
+        if code.code() == 0 {
+            return fail("abort.grpc", "OK (0) is not an error; use e.g. UNAVAILABLE");
+        }
+        if protocol != Some(Protocol::Grpc) {
+            return fail("abort.grpc", "needs match.protocol: grpc");
+        }
+    } else if a.message.is_some() {
+        return fail("abort.message", "only applies to a gRPC abort (with grpc)");
+    }
+    Ok(())
+}
+
+fn validate_respond(r: &Respond) -> Check {
+    if let Some(status) = r.status {
+        validate_status("respond.status", status)?;
+    }
+    validate_headers("respond.headers", &r.headers)
+}
+
+fn validate_peer(field: &str, peer: &Peer) -> Check {
+    if peer.pod_selector.is_none() && peer.cidrs.is_empty() {
+        return fail(field, "set podSelector, cidrs or both");
+    }
+    if let Some(sel) = &peer.pod_selector {
+        validate_selector(sel).map_err(|e| (format!("{field}.podSelector"), e))?;
+    }
+    Ok(())
+}
+
+fn validate_selector(sel: &Selector) -> Result<(), String> {
+    if sel.0.is_empty() {
+        return Err("needs at least one label (an empty selector would select every pod)".into());
+    }
+    for (key, value) in &sel.0 {
+        let (prefix, name) = key
+            .rsplit_once('/')
+            .map_or((None, key.as_str()), |(p, n)| (Some(p), n));
+        if let Some(prefix) = prefix
+            && (validate_host(prefix).is_err() || prefix.starts_with('*'))
+        {
+            return Err(format!(
+                "{}: label key prefix must be a DNS name",
+                quoted(key)
+            ));
+        }
+        if name.is_empty() || !is_label_value(name) {
+            return Err(format!("{} is not a valid label key", quoted(key)));
+        }
+        if !is_label_value(value) {
+            return Err(format!(
+                "{key}: {} is not a valid label value",
+                quoted(value)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Kubernetes label value syntax (also the name part of a key): at most
+/// 63 characters, alphanumeric at both ends, `-_.` inside; may be empty.
+fn is_label_value(s: &str) -> bool {
+    let b = s.as_bytes();
+    s.len() <= 63
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.first().is_none_or(u8::is_ascii_alphanumeric)
+        && b.last().is_none_or(u8::is_ascii_alphanumeric)
+}
+
+/// A DNS name (optionally `*.`-prefixed) or an IP address, without a port.
+pub(crate) fn validate_host(host: &str) -> Result<(), String> {
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    if host.contains(':') {
+        return Err(format!(
+            "{} must not include a port (use match.port)",
+            quoted(host)
+        ));
+    }
+    let name = host.strip_prefix("*.").unwrap_or(host);
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let label_ok = |l: &str| {
+        let b = l.as_bytes();
+        !l.is_empty()
+            && l.len() <= 63
+            && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'-')
+            && b.first().is_some_and(u8::is_ascii_alphanumeric)
+            && b.last().is_some_and(u8::is_ascii_alphanumeric)
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "{} is not a host name (letters, digits and '-' in dot-separated labels; '*.' prefix allowed)",
+            quoted(host)
+        ));
+    }
+    Ok(())
+}

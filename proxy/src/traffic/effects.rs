@@ -1,0 +1,267 @@
+//! The effects the data plane knows how to apply, and the bridge from the
+//! policy module's decisions to them.
+//!
+//! `faultline_policy` decides *whether* and *which* fault applies (pure,
+//! seeded RNG in tests); this module turns a decision into an
+//! [`HttpFault`] or a [`ConnFault`] that `http::service`, `accept` and
+//! `tcp` act on. Keeping the two
+//! apart means the policy language can grow without the I/O code changing.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Request, StatusCode};
+
+use faultline_policy::{
+    AbortAction, Action, ConnInfo, Decision, DelaySide, Direction, PartitionMode,
+    Protocol as PolicyProtocol, RequestInfo,
+};
+
+use crate::source::store::PolicyStore;
+
+/// A fault applied to one HTTP request or gRPC call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum HttpFault {
+    /// Wait before forwarding the request.
+    DelayRequest(Duration),
+    /// Wait after the upstream answered, before returning its headers.
+    DelayResponse(Duration),
+    /// Answer without forwarding (abort and respond are the same effect).
+    Respond {
+        status: StatusCode,
+        headers: HeaderMap,
+        body: Bytes,
+    },
+    /// A trailers-only gRPC response carrying `grpc-status`/`grpc-message`
+    /// (the message already percent-encoded).
+    Grpc {
+        status: HeaderValue,
+        message: Option<HeaderValue>,
+    },
+    /// Close the client connection with a TCP RST.
+    Reset,
+    /// Never answer; the request is dropped when the client goes away.
+    Hang,
+    /// Limit the request and response bodies of this connection.
+    Bandwidth(u64),
+}
+
+/// A fault applied to a whole connection (any protocol).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ConnFault {
+    /// Reset the connection at once (partition reject, TCP abort reset).
+    Reject,
+    /// Accept, read and discard, never answer, never connect upstream
+    /// (partition drop, TCP hang).
+    Drop,
+    /// Forward, then reset after this many bytes (both directions summed)
+    /// or this much time, whichever comes first.
+    ResetAfter {
+        bytes: Option<u64>,
+        after: Option<Duration>,
+    },
+    /// Limit the connection's throughput (each direction).
+    Bandwidth(u64),
+    /// Wait before connecting upstream.
+    Delay(Duration),
+}
+
+/// A fault the policy chose, with what metrics and logs need to know
+/// about it: the rule that chose it and the fault's kind.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Injected<F> {
+    pub fault: F,
+    pub rule: Arc<str>,
+    pub kind: &'static str,
+}
+
+impl<F> Injected<F> {
+    fn from_decision(decision: &Decision, fault: F) -> Self {
+        Injected {
+            fault,
+            rule: Arc::clone(&decision.rule_name),
+            kind: decision.kind.as_str(),
+        }
+    }
+}
+
+/// What the policy knows of a connection: its direction and addresses.
+pub fn conn_info(direction: Direction, client: SocketAddr, dst: SocketAddr) -> ConnInfo {
+    ConnInfo {
+        direction,
+        destination_port: dst.port(),
+        source_ip: client.ip(),
+        destination_ip: dst.ip(),
+    }
+}
+
+/// The fault for one HTTP request or gRPC call on connection `conn`.
+pub fn request_fault<B>(
+    store: &PolicyStore,
+    conn: &ConnInfo,
+    req: &Request<B>,
+    grpc: bool,
+) -> Option<Injected<HttpFault>> {
+    let compiled = store.compiled();
+    if compiled.is_empty() {
+        return None;
+    }
+    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    let info = RequestInfo {
+        direction: conn.direction,
+        destination_port: conn.destination_port,
+        protocol: if grpc {
+            PolicyProtocol::Grpc
+        } else {
+            PolicyProtocol::Http
+        },
+        method: req.method(),
+        path: req.uri().path(),
+        headers: req.headers(),
+        source_ip: conn.source_ip,
+        destination_ip: conn.destination_ip,
+        host,
+    };
+    let decision = compiled.decide_request(&info, &mut rand::rng())?;
+    let fault = http_fault(&decision.action)?;
+    Some(Injected::from_decision(&decision, fault))
+}
+
+/// Faults decided when a connection is accepted: partition, reset.
+pub fn connection_fault(store: &PolicyStore, conn: &ConnInfo) -> Option<Injected<ConnFault>> {
+    let decision = store.compiled().decide_connection(conn, &mut rand::rng())?;
+    let fault = conn_fault(&decision.action)?;
+    Some(Injected::from_decision(&decision, fault))
+}
+
+/// Faults for a connection detected as raw TCP: delay, hang, abort
+/// reset, bandwidth.
+pub fn tcp_fault(store: &PolicyStore, conn: &ConnInfo) -> Option<Injected<ConnFault>> {
+    let decision = store.compiled().decide_tcp(conn, &mut rand::rng())?;
+    let fault = conn_fault(&decision.action)?;
+    Some(Injected::from_decision(&decision, fault))
+}
+
+/// The request-stage actions; L4-only actions never come from that stage.
+pub fn http_fault(action: &Action) -> Option<HttpFault> {
+    Some(match action {
+        Action::Delay {
+            duration,
+            side: DelaySide::Request,
+        } => HttpFault::DelayRequest(*duration),
+        Action::Delay {
+            duration,
+            side: DelaySide::Response,
+        } => HttpFault::DelayResponse(*duration),
+        Action::Abort(AbortAction::Http(response)) | Action::Respond(response) => {
+            HttpFault::Respond {
+                status: response.status,
+                headers: response.headers.clone(),
+                body: response.body.clone(),
+            }
+        }
+        Action::Abort(AbortAction::Grpc(grpc)) => HttpFault::Grpc {
+            status: grpc.status_header(),
+            message: grpc.message.clone(),
+        },
+        Action::Abort(AbortAction::Reset) => HttpFault::Reset,
+        Action::Hang => HttpFault::Hang,
+        Action::Bandwidth { bytes_per_second } => HttpFault::Bandwidth(*bytes_per_second),
+        Action::Partition { .. } | Action::Reset { .. } => return None,
+    })
+}
+
+/// The connection- and TCP-stage actions.
+pub fn conn_fault(action: &Action) -> Option<ConnFault> {
+    Some(match action {
+        Action::Partition {
+            mode: PartitionMode::Reject,
+        }
+        | Action::Abort(AbortAction::Reset) => ConnFault::Reject,
+        Action::Partition {
+            mode: PartitionMode::Drop,
+        }
+        | Action::Hang => ConnFault::Drop,
+        Action::Reset { after_bytes, after } => ConnFault::ResetAfter {
+            bytes: *after_bytes,
+            after: *after,
+        },
+        Action::Bandwidth { bytes_per_second } => ConnFault::Bandwidth(*bytes_per_second),
+        Action::Delay { duration, .. } => ConnFault::Delay(*duration),
+        Action::Abort(_) | Action::Respond(_) => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use faultline_policy::HttpResponse;
+
+    #[test]
+    fn request_stage_actions_map_to_http_effects() {
+        let delay = Action::Delay {
+            duration: Duration::from_millis(5),
+            side: DelaySide::Response,
+        };
+        assert_eq!(
+            http_fault(&delay),
+            Some(HttpFault::DelayResponse(Duration::from_millis(5)))
+        );
+        let response = Arc::new(HttpResponse {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            headers: HeaderMap::new(),
+            body: Bytes::from_static(b"down"),
+        });
+        assert_eq!(
+            http_fault(&Action::Abort(AbortAction::Http(response.clone()))),
+            http_fault(&Action::Respond(response)),
+        );
+        assert_eq!(
+            http_fault(&Action::Abort(AbortAction::Reset)),
+            Some(HttpFault::Reset)
+        );
+        // L4-only actions never apply to a request.
+        assert_eq!(
+            http_fault(&Action::Partition {
+                mode: PartitionMode::Drop
+            }),
+            None
+        );
+    }
+
+    #[test]
+    fn connection_stage_actions_map_to_connection_effects() {
+        assert_eq!(
+            conn_fault(&Action::Partition {
+                mode: PartitionMode::Reject
+            }),
+            Some(ConnFault::Reject)
+        );
+        assert_eq!(conn_fault(&Action::Hang), Some(ConnFault::Drop));
+        assert_eq!(
+            conn_fault(&Action::Abort(AbortAction::Reset)),
+            Some(ConnFault::Reject)
+        );
+        assert_eq!(
+            conn_fault(&Action::Reset {
+                after_bytes: Some(10),
+                after: None
+            }),
+            Some(ConnFault::ResetAfter {
+                bytes: Some(10),
+                after: None
+            })
+        );
+        assert_eq!(
+            conn_fault(&Action::Bandwidth {
+                bytes_per_second: 9
+            }),
+            Some(ConnFault::Bandwidth(9))
+        );
+    }
+}

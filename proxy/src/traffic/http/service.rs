@@ -1,0 +1,300 @@
+//! One HTTP request or gRPC call: ask the policy for a fault, apply it, and
+//! forward to the upstream (unless the fault answers for it).
+use std::convert::Infallible;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use prometheus_client::metrics::family::Family;
+
+use super::response::{bad_gateway, fixed, grpc_abort, is_grpc, is_upgrade, strip_hop_headers};
+use super::throttled::Throttled;
+use crate::body::{BoxError, ProxyBody};
+use crate::conn::ConnCtx;
+use crate::metrics::{DirectionLabels, Protocol, TrafficLabels};
+use crate::state::ProxyState;
+use crate::throttle::Throttle;
+use crate::traffic::effects::{self, HttpFault};
+
+pub async fn handle(
+    ctx: Arc<ConnCtx>,
+    req: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    // Borrowed from the connection: every worker cloning the proxy-wide Arc
+    // per request would bounce its counter between CPUs.
+    let shared: &ProxyState = &ctx.shared;
+    let grpc = is_grpc(req.headers());
+    let protocol = if grpc { Protocol::Grpc } else { ctx.protocol };
+    let labels = TrafficLabels {
+        direction: ctx.direction,
+        protocol,
+    };
+    // gRPC calls on an h2c connection have their own label set, so only the
+    // connection's own protocol uses its cached series.
+    let cached = protocol == ctx.protocol;
+    with_series(
+        &ctx.requests,
+        &shared.metrics.requests,
+        &labels,
+        cached,
+        |c| {
+            c.inc();
+        },
+    );
+
+    let mut response_delay = None;
+    let mut throttle = None;
+    if let Some(applied) = effects::request_fault(
+        &shared.store,
+        &effects::conn_info(ctx.direction, ctx.client, ctx.original_dst),
+        &req,
+        grpc,
+    ) {
+        shared.metrics.fault(&applied.rule, applied.kind);
+        tracing::debug!(rule = %applied.rule, kind = applied.kind, path = %req.uri().path(), "fault injected");
+        match applied.fault {
+            HttpFault::DelayRequest(delay) => tokio::time::sleep(delay).await,
+            HttpFault::DelayResponse(delay) => response_delay = Some(delay),
+            HttpFault::Respond {
+                status,
+                headers,
+                body,
+            } => return Ok(fixed(status, &headers, body)),
+            HttpFault::Grpc { status, message } => return Ok(grpc_abort(status, message)),
+            HttpFault::Reset => {
+                ctx.kill();
+                return std::future::pending().await;
+            }
+            HttpFault::Hang => {
+                // Dropping the body lets hyper notice the client leaving,
+                // which drops this future.
+                drop(req);
+                return std::future::pending().await;
+            }
+            HttpFault::Bandwidth(rate) => throttle = Some(ctx.throttle(rate)),
+        }
+    }
+
+    let started = Instant::now();
+    // Boxed: hyper moves the request future around (into its in-flight
+    // slot), and forwarding is most of its size.
+    let response = Box::pin(forward(shared, &ctx, req, throttle.clone(), grpc)).await;
+    let mut response = match response {
+        Ok(response) => response,
+        Err(reply) => return Ok(reply),
+    };
+    let latency = started.elapsed().as_secs_f64();
+    with_series(
+        &ctx.upstream_latency,
+        &shared.metrics.upstream_latency,
+        &labels,
+        cached,
+        |h| h.observe(latency),
+    );
+    if let Some(delay) = response_delay {
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(throttle) = throttle {
+        response = response.map(|body| Throttled::new(body, throttle).boxed_unsync());
+    }
+    Ok(response)
+}
+
+/// Sends the request upstream; on failure returns the response the client
+/// gets instead (502 or gRPC UNAVAILABLE).
+async fn forward(
+    shared: &ProxyState,
+    ctx: &ConnCtx,
+    mut req: Request<Incoming>,
+    throttle: Option<Throttle>,
+    grpc: bool,
+) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
+    let upgrade = ctx.protocol == Protocol::Http1 && is_upgrade(req.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    let (mut parts, body) = req.into_parts();
+    strip_hop_headers(&mut parts.headers, upgrade);
+    let body: ProxyBody = match throttle {
+        Some(throttle) => Throttled::new(body, throttle).boxed_unsync(),
+        None => body.map_err(BoxError::from).boxed_unsync(),
+    };
+    let dest = ctx.forward_to;
+    let result = if ctx.protocol == Protocol::Http2 {
+        parts.uri = h2_uri(&parts.uri, &parts.headers, dest);
+        let sent = shared
+            .upstream(ctx.worker)
+            .send_http2(dest, Request::from_parts(parts, body))
+            .await;
+        sent.map(|r| r.map(boxed))
+    } else {
+        h1_target(&mut parts, &ctx.forward_authority);
+        if parts.version != Version::HTTP_10 {
+            parts.version = Version::HTTP_11;
+        }
+        let sent = shared
+            .upstream(ctx.worker)
+            .send_http1(dest, Request::from_parts(parts, body))
+            .await;
+        sent.map(|r| r.map(boxed))
+    };
+    let mut response = match result {
+        Ok(response) => response,
+        Err(error) => {
+            let reason = crate::error_chain(&error);
+            if error.is_connect() {
+                shared
+                    .metrics
+                    .upstream_connect_errors
+                    .get_or_create(&DirectionLabels {
+                        direction: ctx.direction,
+                    })
+                    .inc();
+            }
+            tracing::warn!(%dest, error = %reason, "upstream request failed");
+            return Err(bad_gateway(grpc, &reason));
+        }
+    };
+    let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if let (Some(client_upgrade), true) = (client_upgrade, switched) {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let hard_stop = shared.hard_stop.clone();
+        shared.tracker.spawn(async move {
+            tokio::select! {
+                () = tunnel(client_upgrade, upstream_upgrade) => {}
+                () = hard_stop.cancelled() => {}
+            }
+        });
+    }
+    strip_hop_headers(response.headers_mut(), upgrade && switched);
+    Ok(response)
+}
+
+/// A connection's cached series of a per-request metric, for its own
+/// protocol; any other label set (gRPC on an h2c connection) is looked up.
+fn with_series<M: Clone>(
+    cache: &OnceLock<M>,
+    family: &Family<TrafficLabels, M>,
+    labels: &TrafficLabels,
+    cached: bool,
+    record: impl FnOnce(&M),
+) {
+    if cached {
+        record(cache.get_or_init(|| family.get_or_create(labels).clone()));
+    } else {
+        record(&family.get_or_create(labels));
+    }
+}
+
+/// An upstream response body as the proxy sends it on.
+fn boxed<B>(body: B) -> ProxyBody
+where
+    B: http_body::Body<Data = bytes::Bytes, Error = hyper::Error> + Send + 'static,
+{
+    body.map_err(BoxError::from).boxed_unsync()
+}
+
+/// After a 101, both sides speak the upgraded protocol (WebSocket...):
+/// copy bytes both ways until either closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+            if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(%error, "upgraded connection ended with an error");
+            }
+        }
+        Err(error) => tracing::debug!(%error, "failed to complete the upgrade"),
+    }
+}
+
+/// The request line and `Host` as written to an HTTP/1.1 upstream: origin
+/// form (authority form for CONNECT), and a `Host` naming the destination
+/// when the client sent none (HTTP/1.0). A client's absolute-form target is
+/// reduced to its path, as the upstream is not a proxy.
+fn h1_target(parts: &mut http::request::Parts, dest: &http::uri::Authority) {
+    if parts.method == http::Method::CONNECT {
+        parts.uri = Uri::from(dest.clone());
+    } else if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+        parts.uri = Uri::from(path);
+    }
+    if !parts.headers.contains_key(http::header::HOST) {
+        let host = match dest.port_u16() {
+            Some(80) => dest.host(),
+            _ => dest.as_str(),
+        };
+        if let Ok(value) = http::HeaderValue::from_str(host) {
+            parts.headers.insert(http::header::HOST, value);
+        }
+    }
+}
+
+/// HTTP/2 keeps the client's `:authority`; fill it in (from Host, or the
+/// destination) when the client left it out.
+fn h2_uri(uri: &Uri, headers: &http::HeaderMap, dest: std::net::SocketAddr) -> Uri {
+    if uri.scheme().is_some() && uri.authority().is_some() {
+        return uri.clone();
+    }
+    let authority = uri
+        .authority()
+        .map(|a| a.as_str().to_owned())
+        .or_else(|| {
+            headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| dest.to_string());
+    let path = uri.path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{authority}{path}")
+        .parse()
+        .unwrap_or_else(|_| uri.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h1_parts(method: &str, target: &str, host: Option<&str>) -> http::request::Parts {
+        let mut builder = Request::builder().method(method).uri(target);
+        if let Some(host) = host {
+            builder = builder.header(http::header::HOST, host);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn h1_target_is_origin_form_with_the_clients_host() {
+        let dest: http::uri::Authority = "10.0.0.7:8080".parse().unwrap();
+        let mut parts = h1_parts("GET", "/a/b?c=1", Some("app.example"));
+        h1_target(&mut parts, &dest);
+        assert_eq!(parts.uri, "/a/b?c=1");
+        assert_eq!(parts.headers[http::header::HOST], "app.example");
+
+        let mut parts = h1_parts("GET", "http://other.example/x", Some("other.example"));
+        h1_target(&mut parts, &dest);
+        assert_eq!(parts.uri.to_string(), "/x");
+        assert_eq!(parts.headers[http::header::HOST], "other.example");
+    }
+
+    #[test]
+    fn h1_target_names_the_destination_when_host_is_missing() {
+        let mut parts = h1_parts("GET", "/", None);
+        h1_target(&mut parts, &"10.0.0.7:8080".parse().unwrap());
+        assert_eq!(parts.headers[http::header::HOST], "10.0.0.7:8080");
+
+        let mut parts = h1_parts("GET", "/", None);
+        h1_target(&mut parts, &"10.0.0.7:80".parse().unwrap());
+        assert_eq!(parts.headers[http::header::HOST], "10.0.0.7");
+
+        let mut parts = h1_parts("CONNECT", "example.com:443", Some("example.com:443"));
+        h1_target(&mut parts, &"10.0.0.7:443".parse().unwrap());
+        assert_eq!(parts.uri.to_string(), "10.0.0.7:443");
+    }
+}

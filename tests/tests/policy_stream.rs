@@ -1,0 +1,323 @@
+//! The stream server over real TLS on 127.0.0.1:0 with the real proxy
+//! client. Tokens are checked by a fixed table here because no API server
+//! runs in this test; `tests/tests/controller_e2e.rs` covers TokenReview.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use faultline_proxy::PolicyStore;
+use faultline_proxy::source::stream::{ClientConfig, run as run_client};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use faultline_webhook::controller::auth::{AuthError, Authenticator, Identity};
+use faultline_webhook::controller::hub::{PodPolicy, PolicyHub};
+use faultline_webhook::controller::stream::StreamServer;
+
+struct Table(HashMap<String, Identity>);
+
+impl Authenticator for Table {
+    fn authenticate<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Identity, AuthError>> + Send + 'a>>
+    {
+        Box::pin(async move {
+            self.0
+                .get(token)
+                .cloned()
+                .ok_or_else(|| AuthError::Rejected("unknown token".into()))
+        })
+    }
+}
+
+fn identity(pod: &str) -> Identity {
+    Identity {
+        namespace: "shop".into(),
+        pod: pod.into(),
+        pod_uid: format!("uid-{pod}"),
+        service_account: "default".into(),
+    }
+}
+
+struct Fixture {
+    url: String,
+    ca_pem: String,
+    hub: PolicyHub,
+    server: StreamServer,
+    shutdown: CancellationToken,
+}
+
+async fn serve(heartbeat: Duration) -> Fixture {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
+    let mut tls = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![leaf.der().clone()], key)
+    .unwrap();
+    tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let hub = PolicyHub::default();
+    let shutdown = CancellationToken::new();
+    let table = Table(
+        ["a", "b"]
+            .iter()
+            .map(|p| (format!("token-{p}"), identity(p)))
+            .collect(),
+    );
+    let mut server = StreamServer::new(hub.clone(), Arc::new(table), shutdown.clone());
+    server.heartbeat = heartbeat;
+    let router = server.clone().router();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                return;
+            };
+            let (acceptor, router) = (acceptor.clone(), router.clone());
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let service = TowerToHyperService::new(router);
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await;
+            });
+        }
+    });
+    Fixture {
+        url: format!("https://localhost:{port}"),
+        ca_pem: ca.pem(),
+        hub,
+        server,
+        shutdown,
+    }
+}
+
+fn policy(pod: &str, version: &str, json: Option<&str>) -> PodPolicy {
+    PodPolicy {
+        uid: format!("uid-{pod}"),
+        version: version.into(),
+        policy: json.map(|j| Arc::new(serde_json::from_str(j).unwrap())),
+        peers: Default::default(),
+        source: None,
+    }
+}
+
+const SLOW: &str =
+    r#"{"rules":[{"name":"slow","match":{"direction":"inbound"},"delay":{"fixed":"200ms"}}]}"#;
+const DOWN: &str =
+    r#"{"rules":[{"name":"down","match":{"direction":"inbound"},"abort":{"status":503}}]}"#;
+
+fn publish(hub: &PolicyHub, items: &[PodPolicy]) {
+    let map = items
+        .iter()
+        .map(|p| {
+            (
+                (
+                    "shop".to_string(),
+                    p.uid.trim_start_matches("uid-").to_string(),
+                ),
+                p.clone(),
+            )
+        })
+        .collect();
+    hub.publish_all(&map);
+}
+
+struct Proxy {
+    store: PolicyStore,
+    _token: tempfile::NamedTempFile,
+    stop: CancellationToken,
+}
+
+fn proxy(f: &Fixture, token: &str, pod: &str) -> Proxy {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), token).unwrap();
+    let config = ClientConfig {
+        url: f.url.clone(),
+        ca_pem: f.ca_pem.clone().into_bytes(),
+        token_file: file.path().to_path_buf(),
+        pod: Some(("shop".into(), pod.into())),
+        heartbeat_timeout: Duration::from_secs(5),
+        backoff_base: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(200),
+    };
+    let store = PolicyStore::new();
+    let stop = CancellationToken::new();
+    tokio::spawn(run_client(config, store.clone(), stop.clone()));
+    Proxy {
+        store,
+        _token: file,
+        stop,
+    }
+}
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn each_proxy_gets_its_own_pods_policy_and_every_new_version() {
+    let f = serve(Duration::from_secs(10)).await;
+    publish(
+        &f.hub,
+        &[policy("a", "v1", Some(SLOW)), policy("b", "none", None)],
+    );
+    let a = proxy(&f, "token-a", "a");
+    let b = proxy(&f, "token-b", "b");
+    eventually("a on v1", || {
+        a.store.current().version == "v1" && a.store.connected()
+    })
+    .await;
+    eventually("b on none", || {
+        b.store.current().version == "none" && b.store.connected()
+    })
+    .await;
+    assert!(b.store.current().policy.is_none());
+    eventually("two streams", || f.hub.metrics.connected.get() == 2).await;
+
+    publish(
+        &f.hub,
+        &[policy("a", "v2", Some(DOWN)), policy("b", "none", None)],
+    );
+    eventually("a on v2", || a.store.current().version == "v2").await;
+    let rules = &a.store.current().policy.clone().unwrap().rules;
+    assert_eq!(rules[0].name.as_deref(), Some("down"));
+    assert_eq!(b.store.current().version, "none");
+    let status = f.server.connections.snapshot();
+    assert!(
+        status
+            .iter()
+            .any(|s| s.pod == "a" && s.version.as_deref() == Some("v2")),
+        "{status:?}"
+    );
+
+    a.stop.cancel();
+    b.stop.cancel();
+    eventually("streams closed", || f.hub.metrics.connected.get() == 0).await;
+}
+
+#[tokio::test]
+async fn a_stream_waits_for_a_pod_the_controller_has_not_resolved_yet() {
+    let f = serve(Duration::from_secs(10)).await;
+    let a = proxy(&f, "token-a", "a");
+    eventually("stream open", || f.hub.metrics.connected.get() == 1).await;
+    assert_eq!(a.store.current().version, "");
+    publish(&f.hub, &[policy("a", "v1", Some(SLOW))]);
+    eventually("a on v1", || a.store.current().version == "v1").await;
+}
+
+async fn raw_get(f: &Fixture, token: Option<&str>, query: &str) -> reqwest::Response {
+    let ca = reqwest::Certificate::from_pem(f.ca_pem.as_bytes()).unwrap();
+    let http = reqwest::Client::builder()
+        .add_root_certificate(ca)
+        .build()
+        .unwrap();
+    let mut req = http.get(format!("{}/v1/policy/stream{query}", f.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_only_serve_their_own_pod() {
+    let f = serve(Duration::from_secs(10)).await;
+    publish(
+        &f.hub,
+        &[policy("a", "v1", Some(SLOW)), policy("b", "vb", Some(DOWN))],
+    );
+    assert_eq!(raw_get(&f, None, "").await.status(), 401);
+    assert_eq!(raw_get(&f, Some("forged"), "").await.status(), 401);
+    let wrong = raw_get(&f, Some("token-a"), "?namespace=shop&pod=b").await;
+    assert_eq!(wrong.status(), 403);
+    assert!(
+        wrong
+            .text()
+            .await
+            .unwrap()
+            .contains("token belongs to pod shop/a")
+    );
+    assert_eq!(
+        raw_get(&f, Some("token-a"), "?namespace=other&pod=a")
+            .await
+            .status(),
+        403
+    );
+    assert_eq!(f.hub.metrics.streams_refused.get(), 4);
+    // Through the real client: a proxy that claims pod b with a's token never gets b's policy.
+    let confused = proxy(&f, "token-a", "b");
+    eventually("two more refusals", || {
+        f.hub.metrics.streams_refused.get() >= 6
+    })
+    .await;
+    assert_eq!(confused.store.current().version, "");
+    assert!(!confused.store.connected());
+}
+
+#[tokio::test]
+async fn the_stream_is_ndjson_with_heartbeats_and_ends_on_shutdown() {
+    let f = serve(Duration::from_millis(50)).await;
+    publish(&f.hub, &[policy("a", "v1", None)]);
+    let mut resp = raw_get(&f, Some("token-a"), "").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/x-ndjson");
+    let mut text = String::new();
+    while !text.contains("\"type\":\"heartbeat\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), resp.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        text.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let first = text.lines().next().unwrap();
+    assert_eq!(
+        first,
+        r#"{"type":"policy","version":"v1","policy":null,"peers":{}}"#
+    );
+    f.shutdown.cancel();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await;
+    assert!(end.is_ok(), "stream did not end on shutdown");
+}
+
+#[tokio::test]
+async fn a_pod_recreated_under_the_same_name_is_not_served_to_the_old_token() {
+    let f = serve(Duration::from_secs(10)).await;
+    let mut newer = policy("a", "v9", Some(SLOW));
+    newer.uid = "uid-a-recreated".into();
+    publish(&f.hub, &[newer]);
+    let a = proxy(&f, "token-a", "a");
+    eventually("stream open", || f.hub.metrics.connected.get() == 1).await;
+    publish(&f.hub, &[policy("a", "v1", Some(DOWN))]);
+    eventually("a on v1", || a.store.current().version == "v1").await;
+}
