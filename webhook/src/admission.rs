@@ -10,7 +10,7 @@
 //!   limit 413 (the API server then applies `failurePolicy: Ignore`).
 
 pub mod containers;
-mod mutate;
+pub mod mutate;
 pub mod overrides;
 pub mod quantity;
 mod validate;

@@ -5,18 +5,16 @@
 //! - `faultline_webhook_skipped_pods_total{reason}`
 //! - `faultline_webhook_tls_reloads_total{outcome}`
 
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::admission::SkipReason;
-
-type Labels2 = [(&'static str, &'static str); 2];
-type Labels1 = [(&'static str, &'static str); 1];
+use crate::admission::mutate::SkipReason;
 
 /// Which endpoint handled a review.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ReviewKind {
     Mutate,
     Validate,
@@ -32,7 +30,7 @@ impl ReviewKind {
 }
 
 /// How a review ended; `error` is a review we could not read (HTTP 400).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Outcome {
     Injected,
     Skipped,
@@ -53,12 +51,61 @@ impl Outcome {
     }
 }
 
+/// Whether a serving certificate reload worked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ReloadOutcome {
+    Ok,
+    Error,
+}
+
+impl ReloadOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+        }
+    }
+}
+
+// Label values in the usual lowercase Prometheus style.
+macro_rules! label_value {
+    ($($t:ty),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.as_str())
+            }
+        }
+    )*};
+}
+label_value!(ReviewKind, Outcome, ReloadOutcome, SkipReason);
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReviewLabels {
+    kind: ReviewKind,
+    outcome: Outcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct KindLabels {
+    kind: ReviewKind,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct SkipLabels {
+    reason: SkipReason,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct ReloadLabels {
+    outcome: ReloadOutcome,
+}
+
 #[derive(Clone, Debug)]
 pub struct Metrics {
-    requests: Family<Labels2, Counter>,
-    duration: Family<Labels1, Histogram>,
-    skipped: Family<Labels1, Counter>,
-    tls_reloads: Family<Labels1, Counter>,
+    requests: Family<ReviewLabels, Counter>,
+    duration: Family<KindLabels, Histogram>,
+    skipped: Family<SkipLabels, Counter>,
+    tls_reloads: Family<ReloadLabels, Counter>,
 }
 
 impl Metrics {
@@ -95,31 +142,33 @@ impl Metrics {
             metrics.tls_reloads.clone(),
         );
         for reason in SkipReason::ALL {
-            let _ = metrics
-                .skipped
-                .get_or_create(&[("reason", reason.as_str())]);
+            let _ = metrics.skipped.get_or_create(&SkipLabels { reason });
         }
         metrics
     }
 
     pub fn observe(&self, kind: ReviewKind, outcome: Outcome, seconds: f64) {
         self.requests
-            .get_or_create(&[("kind", kind.as_str()), ("outcome", outcome.as_str())])
+            .get_or_create(&ReviewLabels { kind, outcome })
             .inc();
         self.duration
-            .get_or_create(&[("kind", kind.as_str())])
+            .get_or_create(&KindLabels { kind })
             .observe(seconds);
     }
 
     pub fn skipped(&self, reason: SkipReason) {
-        self.skipped
-            .get_or_create(&[("reason", reason.as_str())])
-            .inc();
+        self.skipped.get_or_create(&SkipLabels { reason }).inc();
     }
 
     pub fn tls_reload(&self, ok: bool) {
         self.tls_reloads
-            .get_or_create(&[("outcome", if ok { "ok" } else { "error" })])
+            .get_or_create(&ReloadLabels {
+                outcome: if ok {
+                    ReloadOutcome::Ok
+                } else {
+                    ReloadOutcome::Error
+                },
+            })
             .inc();
     }
 }
