@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams};
 
-pub use assets::Assets;
+pub use assets::{Assets, CI_ENV};
 pub use flags::SERVICE_ACCOUNT_ISSUER;
 use flags::{Layout, files};
 pub use objects::{KUBECTL_ENV, unique_name};

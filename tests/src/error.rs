@@ -93,6 +93,23 @@ pub enum HarnessError {
 
     #[error("the shared control plane failed to start: {0}")]
     Shared(String),
+
+    #[error("failed to run {what}")]
+    RunCommand {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{what} failed ({status}):\n{output}")]
+    CommandFailed {
+        what: String,
+        status: String,
+        output: String,
+    },
+
+    #[error("the test node is not available: {0}")]
+    NodeUnavailable(String),
 }
 
 impl HarnessError {

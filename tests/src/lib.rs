@@ -14,10 +14,12 @@
 //! Layout: `control_plane` (start, stop, clients; submodules for assets,
 //! keys, flags, processes, object helpers), `wait` (polling with a
 //! deadline), `webhook` (faultline's webhook in-process and registered with
-//! the API server), `error`. Tests live in `tests/tests/*.rs`.
+//! the API server), `node` (a real node joined to the control plane, with
+//! faultline installed from its manifests), `error`. Tests live in `tests/tests/*.rs`.
 
 pub mod control_plane;
 mod error;
+pub mod node;
 pub mod wait;
 pub mod webhook;
 

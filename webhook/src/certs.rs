@@ -132,6 +132,46 @@ pub fn not_after(cert_pem: &str) -> Result<OffsetDateTime, CertError> {
         .map_err(|e| CertError::X509(e.to_string()))
 }
 
+/// Whether the certificate names every one of `names` (DNS names or IPs) as
+/// a subject alternative name; false when it does not parse.
+pub fn covers(cert_pem: &str, names: &[String]) -> bool {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
+        return false;
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        return false;
+    };
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    let present: Vec<String> = san
+        .value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some((*d).to_string()),
+            GeneralName::IPAddress(bytes) => ip_from_bytes(bytes).map(|ip| ip.to_string()),
+            _ => None,
+        })
+        .collect();
+    names.iter().all(|wanted| {
+        let wanted = match wanted.parse::<std::net::IpAddr>() {
+            Ok(ip) => ip.to_string(),
+            Err(_) => wanted.clone(),
+        };
+        present.contains(&wanted)
+    })
+}
+
+fn ip_from_bytes(bytes: &[u8]) -> Option<std::net::IpAddr> {
+    match bytes.len() {
+        4 => <[u8; 4]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        16 => <[u8; 16]>::try_from(bytes).ok().map(std::net::IpAddr::from),
+        _ => None,
+    }
+}
+
 /// What to do with the certificates found in the Secret.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Renewal {
@@ -190,6 +230,21 @@ mod tests {
         // The pair loads in rustls (key matches certificate).
         crate::tls::certified_key(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes()).unwrap();
         assert_eq!(renewal(&bundle, now), Renewal::Keep);
+    }
+
+    #[test]
+    fn covers_checks_every_dns_name_and_ip() {
+        let now = OffsetDateTime::now_utc();
+        let mut wanted = names();
+        wanted.push("10.88.0.1".into());
+        let bundle = generate(&wanted, now).unwrap();
+        assert!(covers(&bundle.cert_pem, &wanted));
+        assert!(covers(&bundle.cert_pem, &["10.88.0.1".to_string()]));
+        let plain = generate(&names(), now).unwrap();
+        assert!(covers(&plain.cert_pem, &names()));
+        assert!(!covers(&plain.cert_pem, &wanted));
+        assert!(!covers(&plain.cert_pem, &["127.0.0.1".to_string()]));
+        assert!(!covers("garbage", &names()));
     }
 
     #[test]

@@ -139,6 +139,10 @@ struct ServeArgs {
     /// How often certificate files are checked for changes.
     #[arg(long, env = "FAULTLINE_WEBHOOK_CERT_POLL_SECONDS", default_value_t = 5)]
     cert_poll_seconds: u64,
+    /// With --manage-certs: extra DNS names or IPs for the serving certificate, comma-separated
+    /// (e.g. a node address that a `url:` webhook clientConfig and --controller-url point at).
+    #[arg(long = "san", env = "FAULTLINE_WEBHOOK_EXTRA_SANS", value_delimiter = ',')]
+    extra_sans: Vec<String>,
     #[command(flatten)]
     injection: InjectionArgs,
 }
@@ -299,7 +303,7 @@ async fn run_certs(args: CertsArgs) -> Result<(), Failure> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| runtime(format!("failed to connect to Kubernetes: {e}")))?;
-    let manager = CertManager::new(client.clone(), &args.namespace);
+    let manager = CertManager::new(client.clone(), &args.namespace).with_extra_names(&args.extra_sans);
     let bundle = manager.ensure().await.map_err(runtime)?;
     certs::patch_ca_bundle(&client, WEBHOOK_CONFIG_NAME, &bundle.ca_cert_pem)
         .await
@@ -378,7 +382,7 @@ async fn run_serve(args: ServeArgs) -> Result<(), Failure> {
         let Some(client) = client.clone() else {
             return Err(runtime("no Kubernetes client"));
         };
-        let manager = CertManager::new(client, &args.namespace);
+        let manager = CertManager::new(client, &args.namespace).with_extra_names(&args.extra_sans);
         let bundle = manager.ensure().await.map_err(runtime)?;
         let tls = TlsReloader::from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
             .map_err(runtime)?;

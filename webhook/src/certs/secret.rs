@@ -18,7 +18,7 @@ use thiserror::Error;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::{CertBundle, CertError, Renewal, dns_names, generate, issue, renewal};
+use super::{CertBundle, CertError, Renewal, covers, dns_names, generate, issue, renewal};
 use crate::config::{TLS_SECRET_NAME, WEBHOOK_CONFIG_NAME, WEBHOOK_SERVICE};
 use crate::tls::TlsReloader;
 
@@ -71,6 +71,18 @@ impl CertManager {
         }
     }
 
+    /// Also serve these DNS names or IPs: for API servers and proxies that
+    /// reach the webhook by a `url:` (e.g. a node address) rather than
+    /// through its Service. A serving certificate that lacks one is reissued.
+    pub fn with_extra_names(mut self, names: &[String]) -> Self {
+        for name in names {
+            if !self.names.contains(name) {
+                self.names.push(name.clone());
+            }
+        }
+        self
+    }
+
     fn api_error(&self, action: &'static str) -> impl FnOnce(kube::Error) -> SecretError + '_ {
         move |source| SecretError::Api {
             action,
@@ -105,7 +117,11 @@ impl CertManager {
                 }
             };
             let current = from_secret(&existing);
-            let renewed = match renewal(&current, now) {
+            let decision = match renewal(&current, now) {
+                Renewal::Keep if !covers(&current.cert_pem, &self.names) => Renewal::ServingCert,
+                decision => decision,
+            };
+            let renewed = match decision {
                 Renewal::Keep => return Ok(current),
                 Renewal::ServingCert => {
                     let (cert_pem, key_pem) =

@@ -1,0 +1,58 @@
+//! Label the namespace, restart the workload: the pods come back with the
+//! sidecar, the init container has done its work, and traffic flows through
+//! the proxy, clean.
+
+use std::time::Instant;
+
+use faultline_e2e::node::NodeCluster;
+use faultline_e2e::node::apps::{self, APP_PORT};
+
+use crate::support::{self, create_deployment, namespace, ready_app, web_spec};
+
+#[tokio::test]
+async fn label_and_rollout_restart_inject_existing_workloads() -> anyhow::Result<()> {
+    let Some(cluster) = NodeCluster::shared_or_skip().await else {
+        return Ok(());
+    };
+    let _story = NodeCluster::shared_lock().await;
+    let ns = namespace(cluster, "node-inject", false).await?;
+    create_deployment(cluster, &ns, "web", 2, web_spec()).await?;
+    ready_app(cluster, &ns, "web", 2, false).await?;
+
+    cluster
+        .kubectl_ok(&["label", "namespace", &ns, "faultline.dev/injection=enabled"])
+        .await?;
+    let restarted = Instant::now();
+    cluster
+        .kubectl_ok(&["rollout", "restart", "-n", &ns, "deploy/web"])
+        .await?;
+    cluster.rollout_status(&ns, "deploy/web").await?;
+    let pods = ready_app(cluster, &ns, "web", 2, true).await?;
+    eprintln!("rollout restart to 2 injected ready pods: {:?}", restarted.elapsed());
+    for (pod, _) in &pods {
+        anyhow::ensure!(
+            apps::init_exit_code(pod, "faultline-init") == Some(0),
+            "faultline-init did not exit 0: {}",
+            apps::describe(std::slice::from_ref(pod))
+        );
+    }
+
+    // Traffic from the host to the pod IP goes through the proxy, and is clean.
+    let http = apps::http_client();
+    for (pod, ip) in &pods {
+        let before = apps::proxy_metric(&http, ip, "faultline_requests_total", Some("direction=\"inbound\"")).await?;
+        for _ in 0..5 {
+            let (status, body, _) = apps::get(&http, &format!("http://{ip}:{APP_PORT}/clean.html")).await?;
+            anyhow::ensure!(status == 200 && body.trim() == "clean", "{}: {status} {body}", apps::name(pod));
+        }
+        let after = apps::proxy_metric(&http, ip, "faultline_requests_total", Some("direction=\"inbound\"")).await?;
+        anyhow::ensure!(
+            after - before >= 5.0,
+            "the proxy of {} counted {} inbound requests for 5 sent",
+            apps::name(pod),
+            after - before
+        );
+    }
+    support::cleanup(cluster, &ns).await;
+    Ok(())
+}
