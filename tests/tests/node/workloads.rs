@@ -23,7 +23,10 @@ async fn statefulsets_and_daemonsets_are_injected() -> anyhow::Result<()> {
     let _story = NodeCluster::shared_lock().await;
     let ns = namespace(cluster, "node-workloads", true).await?;
     let sts = StatefulSet {
-        metadata: ObjectMeta { name: Some("db".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("db".into()),
+            ..Default::default()
+        },
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
             service_name: Some("db".into()),
@@ -37,7 +40,10 @@ async fn statefulsets_and_daemonsets_are_injected() -> anyhow::Result<()> {
         .create(&PostParams::default(), &sts)
         .await?;
     let ds = DaemonSet {
-        metadata: ObjectMeta { name: Some("agent".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("agent".into()),
+            ..Default::default()
+        },
         spec: Some(DaemonSetSpec {
             selector: selector("agent"),
             template: template("agent", web_spec()),
@@ -52,7 +58,10 @@ async fn statefulsets_and_daemonsets_are_injected() -> anyhow::Result<()> {
         let pods = ready_app(cluster, &ns, app, 1, true).await?;
         let ips: Vec<String> = pods.iter().map(|(_, ip)| ip.clone()).collect();
         all_answer_now(&ips, "/clean.html", 200).await?;
-        eprintln!("{app}: {}", apps::describe(&pods.into_iter().map(|(p, _)| p).collect::<Vec<_>>()));
+        eprintln!(
+            "{app}: {}",
+            apps::describe(&pods.into_iter().map(|(p, _)| p).collect::<Vec<_>>())
+        );
     }
     crate::support::cleanup(cluster, &ns).await;
     Ok(())
