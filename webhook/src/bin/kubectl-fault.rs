@@ -1,8 +1,8 @@
-//! `kubectl-fault`: the `kubectl fault` plugin (see `faultline_webhook::cli`).
+//! `kubectl-fault`: the `kubectl fault` plugin (see `faultline_webhook::kubectl_fault`).
 use std::process::ExitCode;
 
 use clap::Parser;
-use faultline_webhook::cli::{Cli, commands};
+use faultline_webhook::kubectl_fault::{Cli, commands};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

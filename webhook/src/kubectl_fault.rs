@@ -1,12 +1,12 @@
 //! `kubectl fault`: inject, list, recover and inspect fault policies from
 //! the command line (installed as the `kubectl-fault` plugin binary).
 //!
-//! Layout: this file holds the arguments and errors; `build` turns flags into
+//! Layout: this file holds the arguments and errors; `inject_flags` turns flags into
 //! a policy (pure); `kube_io` reads and patches objects; `commands` runs each
 //! subcommand; `table` prints aligned columns.
 
-pub mod build;
 pub mod commands;
+pub mod inject_flags;
 pub mod kube_io;
 pub mod table;
 
@@ -64,7 +64,7 @@ pub enum Command {
         #[arg(short = 'f', long = "filename", value_name = "FILE")]
         file: Option<PathBuf>,
         #[command(flatten)]
-        flags: build::FaultFlags,
+        flags: inject_flags::FaultFlags,
         /// Print the policy instead of writing it.
         #[arg(long)]
         dry_run: bool,

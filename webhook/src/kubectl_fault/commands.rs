@@ -11,7 +11,7 @@ use kube::Client;
 use kube::api::Patch;
 use serde_json::json;
 
-use super::build::{FaultFlags, parse_target, policy_from_flags};
+use super::inject_flags::{FaultFlags, parse_target, policy_from_flags};
 use super::kube_io::{self, proxy_get};
 use super::table::render;
 use super::{Cli, CliError, Command};

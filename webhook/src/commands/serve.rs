@@ -1,0 +1,236 @@
+//! `faultline-webhook serve` (the default command): admission, the policy
+//! controller's stream and the operations endpoints on one TLS listener.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use clap::{Args, ValueEnum};
+use prometheus_client::registry::Registry;
+use tokio_util::sync::CancellationToken;
+
+use super::{CommandError, InjectionArgs};
+use crate::admission::{self, AdmissionState, DEFAULT_MAX_BODY_BYTES};
+use crate::certs::CertManager;
+use crate::config::{self, SYSTEM_NAMESPACE};
+use crate::controller::{Controller, ControllerConfig};
+use crate::metrics::Metrics;
+use crate::server::{self, Readiness, ServeOptions};
+use crate::tls::TlsReloader;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum NativeMode {
+    /// Use native sidecars when the API server is 1.29 or newer.
+    Auto,
+    True,
+    False,
+}
+
+#[derive(Args, Clone)]
+pub struct ServeArgs {
+    /// Address to listen on (the Service maps 443 to it).
+    #[arg(long, env = "FAULTLINE_WEBHOOK_LISTEN", default_value = "0.0.0.0:8443")]
+    listen: SocketAddr,
+    /// Serving certificate (PEM), reloaded when it changes. With --key-file, instead of --manage-certs.
+    #[arg(long, env = "FAULTLINE_WEBHOOK_CERT_FILE", requires = "key_file")]
+    cert_file: Option<PathBuf>,
+    /// Private key (PEM) of --cert-file.
+    #[arg(long, env = "FAULTLINE_WEBHOOK_KEY_FILE", requires = "cert_file")]
+    key_file: Option<PathBuf>,
+    /// Keep certificates in the Secret faultline-webhook-tls (create, renew) and patch caBundle.
+    #[arg(
+        long,
+        env = "FAULTLINE_WEBHOOK_MANAGE_CERTS",
+        conflicts_with = "cert_file"
+    )]
+    manage_certs: bool,
+    /// Namespace of the webhook (its Secret and Service).
+    #[arg(long, env = "FAULTLINE_POD_NAMESPACE", default_value = SYSTEM_NAMESPACE)]
+    namespace: String,
+    /// Inject native sidecars (init containers with restartPolicy Always).
+    #[arg(
+        long,
+        env = "FAULTLINE_NATIVE_SIDECARS",
+        value_enum,
+        default_value = "auto"
+    )]
+    native_sidecars: NativeMode,
+    /// Largest AdmissionReview accepted; larger bodies get 413.
+    #[arg(long, env = "FAULTLINE_WEBHOOK_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
+    max_body_bytes: usize,
+    /// On SIGTERM: seconds to stay up not-ready (so endpoints drop us), then to drain connections.
+    #[arg(long, env = "FAULTLINE_DRAIN_SECONDS", default_value_t = 5)]
+    drain_seconds: u64,
+    /// Serve admission only: no policy controller (no Kubernetes client needed
+    /// with certificate files and --native-sidecars true|false).
+    #[arg(long, env = "FAULTLINE_DISABLE_CONTROLLER")]
+    disable_controller: bool,
+    /// How often certificate files are checked for changes.
+    #[arg(long, env = "FAULTLINE_WEBHOOK_CERT_POLL_SECONDS", default_value_t = 5)]
+    cert_poll_seconds: u64,
+    /// With --manage-certs: extra DNS names or IPs for the serving certificate, comma-separated
+    /// (e.g. a node address that a `url:` webhook clientConfig and --controller-url point at).
+    #[arg(
+        long = "san",
+        env = "FAULTLINE_WEBHOOK_EXTRA_SANS",
+        value_delimiter = ','
+    )]
+    extra_sans: Vec<String>,
+    #[command(flatten)]
+    injection: InjectionArgs,
+}
+
+pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
+    // Everything that can be wrong with flags is checked before binding.
+    if !args.manage_certs && args.cert_file.is_none() {
+        return Err(CommandError::NoCertificate);
+    }
+    if args.max_body_bytes < 64 * 1024 {
+        return Err(CommandError::MaxBodyTooSmall);
+    }
+    args.injection.config(false, None)?;
+
+    let client = kube_client(&args).await?;
+    let native = native_sidecars(args.native_sidecars, client.as_ref()).await;
+
+    let shutdown = CancellationToken::new();
+    let mut registry = Registry::default();
+    let metrics = Metrics::register(&mut registry);
+
+    let (tls, managed_ca, manager) = if args.manage_certs {
+        let Some(client) = client.clone() else {
+            return Err(CommandError::NoKubeClient);
+        };
+        let manager = CertManager::new(client, &args.namespace).with_extra_names(&args.extra_sans);
+        let bundle = manager.ensure().await?;
+        let tls = TlsReloader::from_pem(bundle.cert_pem.as_bytes(), bundle.key_pem.as_bytes())
+            .map_err(CommandError::Tls)?;
+        (tls, Some(bundle.ca_cert_pem), Some(manager))
+    } else {
+        let (Some(cert), Some(key)) = (&args.cert_file, &args.key_file) else {
+            return Err(CommandError::CertWithoutKey);
+        };
+        let tls = TlsReloader::from_files(cert, key).map_err(CommandError::TlsFiles)?;
+        (tls, None, None)
+    };
+    let config = args.injection.config(native, managed_ca)?;
+    tracing::info!(native_sidecars = native, image = %config.proxy_image, "injection configured");
+
+    match manager {
+        Some(manager) => {
+            tokio::spawn(manager.run(tls.clone(), Duration::from_secs(3600), shutdown.clone()));
+        }
+        None => {
+            let m = metrics.clone();
+            tls.watch(
+                Duration::from_secs(args.cert_poll_seconds.max(1)),
+                shutdown.clone(),
+                move |ok| m.tls_reload(ok),
+            );
+        }
+    }
+
+    let readiness = Readiness::default();
+    let state = AdmissionState {
+        config: Arc::new(config),
+        metrics,
+        max_body_bytes: args.max_body_bytes,
+    };
+    let extra = match (&client, args.disable_controller) {
+        (Some(client), false) => start_controller(client.clone(), &mut registry, &shutdown),
+        _ => Router::new(),
+    };
+    let app = admission::router(state)
+        .merge(extra)
+        .merge(server::ops_router(Arc::new(registry), readiness.clone()));
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|error| CommandError::Listen {
+            addr: args.listen,
+            error,
+        })?;
+    readiness.set(true);
+    tokio::spawn(stop_on_signal(
+        shutdown.clone(),
+        readiness,
+        Duration::from_secs(args.drain_seconds),
+    ));
+    let options = ServeOptions {
+        drain_timeout: Duration::from_secs(args.drain_seconds.max(1) * 3),
+        ..ServeOptions::default()
+    };
+    server::serve_with(listener, tls, app, shutdown, options).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A Kubernetes client when the flags need one (managed certificates, the
+/// controller) or can use one (native sidecar detection).
+async fn kube_client(args: &ServeArgs) -> Result<Option<kube::Client>, CommandError> {
+    let needs_client = args.manage_certs || !args.disable_controller;
+    let wants_client = needs_client || args.native_sidecars == NativeMode::Auto;
+    if !wants_client {
+        return Ok(None);
+    }
+    match kube::Client::try_default().await {
+        Ok(client) => Ok(Some(client)),
+        Err(error) if needs_client => Err(CommandError::KubeForServe(error)),
+        Err(error) => {
+            tracing::warn!(%error, "no Kubernetes client: assuming no native sidecar support");
+            Ok(None)
+        }
+    }
+}
+
+async fn native_sidecars(mode: NativeMode, client: Option<&kube::Client>) -> bool {
+    match (mode, client) {
+        (NativeMode::True, _) => true,
+        (NativeMode::False, _) | (NativeMode::Auto, None) => false,
+        (NativeMode::Auto, Some(client)) => match client.apiserver_version().await {
+            Ok(info) => config::native_sidecars_supported(&info.major, &info.minor),
+            Err(error) => {
+                tracing::warn!(%error, "failed to read the API server version: assuming no native sidecars");
+                false
+            }
+        },
+    }
+}
+
+/// The policy controller plugs in here: it runs its Lease election and
+/// reconcile loop (until `shutdown`) and returns its router
+/// (`GET /v1/policy/stream`), served on the same TLS listener as admission.
+fn start_controller(
+    client: kube::Client,
+    registry: &mut Registry,
+    shutdown: &CancellationToken,
+) -> Router {
+    let config = ControllerConfig::from_env(std::env::vars());
+    let controller = Controller::new(client, config, shutdown.clone());
+    controller.metrics().register(registry);
+    let router = controller.router();
+    tokio::spawn(controller.run());
+    router
+}
+
+/// SIGTERM/SIGINT: report not-ready first (endpoints stop sending us new
+/// reviews), wait `delay`, then stop accepting and drain.
+async fn stop_on_signal(shutdown: CancellationToken, readiness: Readiness, delay: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        tracing::error!("failed to install signal handlers");
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tracing::info!(?delay, "shutting down: not ready, then draining");
+    readiness.set(false);
+    tokio::time::sleep(delay).await;
+    shutdown.cancel();
+}
