@@ -5,7 +5,7 @@
 //! timer-wheel insertion and removal per request and, often, a wakeup of
 //! the worker's event loop (an eventfd write) to re-arm its timeout: a
 //! measurable share of a proxied request's cost, for a slowloris guard of
-//! [`HEADER_READ_TIMEOUT`](super::HEADER_READ_TIMEOUT) that needs no
+//! [`HEADER_READ_TIMEOUT`](crate::traffic::http::HEADER_READ_TIMEOUT) that needs no
 //! precision. Here arming is two atomic stores in the connection's own
 //! [`Slot`], and one thread (`faultline-clock`) advances a millisecond
 //! clock and wakes the connections whose deadline has passed, once per

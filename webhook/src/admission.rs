@@ -10,7 +10,7 @@
 //!   limit 413 (the API server then applies `failurePolicy: Ignore`).
 
 pub mod containers;
-pub mod mutate;
+pub(crate) mod mutate;
 pub mod overrides;
 pub mod quantity;
 mod validate;

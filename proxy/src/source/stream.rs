@@ -1,4 +1,4 @@
-//! The proxy's policy stream client: keeps this proxy's [`PolicyStore`] in
+//! The proxy's policy stream client: keeps this proxy's [`PolicyStore`](super::store::PolicyStore) in
 //! step with the controller.
 //!
 //! Layout: the ndjson message format is `faultline_policy::wire` (shared
@@ -7,7 +7,7 @@
 //!
 //! Behaviour: every connect re-reads the bearer token file (projected service
 //! account tokens rotate), each `policy` line is re-validated with
-//! [`policy::parse`] and applied atomically, a line that fails validation is
+//! [`faultline_policy::parse`] and applied atomically, a line that fails validation is
 //! logged and ignored (the last good policy stays), a stream silent for longer
 //! than the heartbeat timeout is dropped, and while disconnected the proxy keeps
 //! its last good policy and reports `connected = false`.
