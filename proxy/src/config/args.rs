@@ -1,7 +1,9 @@
-//! The flags of `faultline-proxy run`. Each flag mirrors a `FAULTLINE_*`
-//! variable; the merge and validation live in `config.rs`, so these are all
-//! plain optional strings.
+//! The flags of `faultline-proxy run`. Each flag has a `FAULTLINE_*`
+//! variable (clap's `env`, as in `faultline-webhook`); the defaults and
+//! the validation live in `config.rs` (so that `Config::from_env` applies
+//! them too), so these are all plain optional strings.
 use clap::Args;
+use faultline_policy::contract::env;
 
 #[derive(Debug, Clone, Default, Args)]
 #[command(after_help = "\
@@ -24,67 +26,70 @@ EXAMPLES
 
 Admin endpoints (read-only) on --admin-addr: /healthz /readyz /metrics /policy")]
 pub struct RunArgs {
-    /// Admin server address (/healthz /readyz /metrics /policy) [env: FAULTLINE_ADMIN_ADDR] [default: 0.0.0.0:15400]
-    #[arg(long, value_name = "ADDR")]
+    /// Admin server address (/healthz /readyz /metrics /policy) [default: 0.0.0.0:15400]
+    #[arg(long, env = env::ADMIN_ADDR, value_name = "ADDR")]
     pub admin_addr: Option<String>,
-    /// Inbound capture listener (sidecar mode) [env: FAULTLINE_INBOUND_ADDR] [default: 0.0.0.0:15406]
-    #[arg(long, value_name = "ADDR")]
+    /// Inbound capture listener (sidecar mode) [default: 0.0.0.0:15406]
+    #[arg(long, env = env::INBOUND_ADDR, value_name = "ADDR")]
     pub inbound_addr: Option<String>,
-    /// Outbound capture listener (sidecar mode) [env: FAULTLINE_OUTBOUND_ADDR] [default: 0.0.0.0:15401]
-    #[arg(long, value_name = "ADDR")]
+    /// Outbound capture listener (sidecar mode) [default: 0.0.0.0:15401]
+    #[arg(long, env = env::OUTBOUND_ADDR, value_name = "ADDR")]
     pub outbound_addr: Option<String>,
+    // These two are read from the environment by `config.rs`, not by clap:
+    // clap's `requires` would then turn a half-set pair of variables into a
+    // usage error (exit 2) instead of a configuration error (exit 64).
     /// Standalone mode: address to listen on [env: FAULTLINE_LISTEN]
     #[arg(long, value_name = "ADDR", requires = "upstream")]
     pub listen: Option<String>,
     /// Standalone mode: HOST:PORT to forward to [env: FAULTLINE_UPSTREAM]
     #[arg(long, value_name = "HOST:PORT", requires = "listen")]
     pub upstream: Option<String>,
-    /// Fault policy file, watched for changes [env: FAULTLINE_FAULTS_FILE]
-    #[arg(long, value_name = "FILE")]
+    /// Fault policy file, watched for changes
+    #[arg(long, env = env::FAULTS_FILE, value_name = "FILE")]
     pub faults: Option<String>,
-    /// Controller policy stream base URL (https) [env: FAULTLINE_CONTROLLER_URL]
-    #[arg(long, value_name = "URL")]
+    /// Controller policy stream base URL (https)
+    #[arg(long, env = env::CONTROLLER_URL, value_name = "URL")]
     pub controller_url: Option<String>,
-    /// Projected service account token for the controller [env: FAULTLINE_TOKEN_FILE] [default: /var/run/secrets/faultline/token]
-    #[arg(long, value_name = "FILE")]
+    /// Projected service account token for the controller [default: /var/run/secrets/faultline/token]
+    #[arg(long, env = env::TOKEN_FILE, value_name = "FILE")]
     pub token_file: Option<String>,
-    /// PEM text of the controller's CA [env: FAULTLINE_CA_PEM]
-    #[arg(long, value_name = "PEM")]
+    /// PEM text of the controller's CA
+    #[arg(long, env = env::CA_PEM, hide_env_values = true, value_name = "PEM")]
     pub ca_pem: Option<String>,
-    /// File with the controller's CA [env: FAULTLINE_CA_FILE]
-    #[arg(long, value_name = "FILE")]
+    /// File with the controller's CA
+    #[arg(long, env = env::CA_FILE, value_name = "FILE")]
     pub ca_file: Option<String>,
-    /// This pod's name [env: FAULTLINE_POD_NAME]
-    #[arg(long, value_name = "NAME")]
+    /// This pod's name
+    #[arg(long, env = env::POD_NAME, value_name = "NAME")]
     pub pod_name: Option<String>,
-    /// This pod's namespace [env: FAULTLINE_POD_NAMESPACE]
-    #[arg(long, value_name = "NAMESPACE")]
+    /// This pod's namespace
+    #[arg(long, env = env::POD_NAMESPACE, value_name = "NAMESPACE")]
     pub pod_namespace: Option<String>,
-    /// This pod's IP [env: FAULTLINE_POD_IP]
-    #[arg(long, value_name = "IP")]
+    /// This pod's IP
+    #[arg(long, env = env::POD_IP, value_name = "IP")]
     pub pod_ip: Option<String>,
-    /// This pod's service account [env: FAULTLINE_SERVICE_ACCOUNT]
-    #[arg(long, value_name = "NAME")]
+    /// This pod's service account
+    #[arg(long, env = env::SERVICE_ACCOUNT, value_name = "NAME")]
     pub service_account: Option<String>,
-    /// Log filter, e.g. info or faultline_proxy=debug [env: FAULTLINE_LOG] [default: info]
-    #[arg(long, value_name = "FILTER")]
+    /// Log filter, e.g. info or faultline_proxy=debug [default: info]
+    #[arg(long, env = env::LOG, value_name = "FILTER")]
     pub log: Option<String>,
-    /// Log format: plain or json [env: FAULTLINE_LOG_FORMAT] [default: plain]
-    #[arg(long, value_name = "FORMAT")]
+    /// Log format: plain or json [default: plain]
+    #[arg(long, env = env::LOG_FORMAT, value_name = "FORMAT")]
     pub log_format: Option<String>,
-    /// Seconds in-flight requests may run after SIGTERM [env: FAULTLINE_DRAIN_SECONDS] [default: 5]
-    #[arg(long, value_name = "SECONDS")]
+    /// Seconds in-flight requests may run after SIGTERM [default: 5]
+    #[arg(long, env = env::DRAIN_SECONDS, value_name = "SECONDS")]
     pub drain_seconds: Option<String>,
-    /// Connections over this are closed on accept [env: FAULTLINE_MAX_CONNECTIONS] [default: 20000]
-    #[arg(long, value_name = "N")]
+    /// Connections over this are closed on accept [default: 20000]
+    #[arg(long, env = env::MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: Option<String>,
-    /// Wait this long for a client's first bytes before treating it as raw TCP [env: FAULTLINE_DETECT_TIMEOUT_MS] [default: 200]
-    #[arg(long, value_name = "MS")]
+    /// Wait this long for a client's first bytes before treating it as raw TCP [default: 200]
+    #[arg(long, env = env::DETECT_TIMEOUT_MS, value_name = "MS")]
     pub detect_timeout_ms: Option<String>,
-    /// Worker threads for connections [env: FAULTLINE_WORKERS] [default: available CPUs]
-    #[arg(long, value_name = "N")]
+    /// Worker threads for connections [default: available CPUs]
+    #[arg(long, env = env::WORKERS, value_name = "N")]
     pub workers: Option<String>,
-    /// Controller mode: /readyz turns ready after this long without a first policy [env: FAULTLINE_READY_GRACE_SECONDS] [default: 10]
-    #[arg(long, value_name = "SECONDS")]
+    /// Controller mode: /readyz turns ready after this long without a first policy [default: 10]
+    #[arg(long, env = env::READY_GRACE_SECONDS, value_name = "SECONDS")]
     pub ready_grace_seconds: Option<String>,
 }
