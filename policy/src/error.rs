@@ -98,3 +98,20 @@ impl fmt::Display for FieldError {
         write!(f, "{sep}{}", self.message)
     }
 }
+
+/// An error and its causes on one line, as every faultline binary prints
+/// them: "failed to x: failed to y: cause". A cause whose text the line
+/// already holds (a message that quotes its source) is not repeated.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}

@@ -8,7 +8,8 @@
 //!   files `faults` (the seven faults), `units` (durations, rates) and
 //!   `net` (ports, CIDRs) hold the values with a text form. Serde in and
 //!   out; the JSON output parses again to the same policy.
-//! - `error`: [`PolicyError`], naming rule, field and problem.
+//! - `error`: [`PolicyError`], naming rule, field and problem; and
+//!   [`error_chain`], the one-line form in which the binaries print errors.
 //! - `validate`: the cross-field checks; `parse`: [`parse`] reads YAML or
 //!   JSON and validates everything.
 //! - `action`: what a decision asks the data plane to do ([`Action`],
@@ -42,7 +43,7 @@ pub mod wire;
 pub use action::{AbortAction, Action, Decision, GrpcAbort, HttpResponse};
 pub use compile::{CompiledPolicy, FIRST_MAX_CLIENTS, compile};
 pub use decide::{ConnInfo, RequestInfo, is_probe};
-pub use error::{FieldError, Location, PolicyError, RuleRef};
+pub use error::{FieldError, Location, PolicyError, RuleRef, error_chain};
 pub use model::{
     Abort, Bandwidth, ByteRate, Cidr, Delay, DelaySide, Direction, FaultKind, FaultSpec, GrpcCode,
     Hang, HumanDuration, Match, NormalDelay, Partition, PartitionMode, Peer, Policy, PortRange,

@@ -95,12 +95,7 @@ pub fn run(args: InitArgs) -> ExitCode {
     match execute(&args, &config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let mut message = error.to_string();
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
+            let message = crate::error_chain(&error);
             tracing::error!(error = %message, "init failed");
             eprintln!("faultline-proxy init: {message}");
             ExitCode::from(error.exit_code())

@@ -47,20 +47,6 @@ pub mod wait;
 pub mod workers;
 
 pub use config::Config;
+pub use faultline_policy::error_chain;
 pub use server::{Proxy, RunError, run};
 pub use source::store::PolicyStore;
-
-/// An error and its causes on one line: "failed to x: failed to y: cause".
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !out.contains(&text) {
-            out.push_str(": ");
-            out.push_str(&text);
-        }
-        source = cause.source();
-    }
-    out
-}

@@ -9,9 +9,8 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use capture::{
-    NetnsPair, PEER_IP, PEER_IP6, POD_IP, POD_IP6, connect, eventually, listen, setup, v4, v6,
-};
+use capture::{NetnsPair, PEER_IP, PEER_IP6, POD_IP, POD_IP6, connect, listen, setup, v4, v6};
+use faultline_test_support::until_some;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -105,14 +104,6 @@ async fn get(ns: &str, addr: SocketAddr, path: &str) -> Result<(u16, String, Dur
     ))
 }
 
-/// Sum of every `/metrics` sample whose name starts with `family` and whose labels contain `label`.
-fn metric(text: &str, family: &str, label: &str) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && l.starts_with(family) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// `[packets:bytes]` counter of the first saved nat rule containing `needle`.
 fn rule_packets(pair: &NetnsPair, needle: &str) -> u64 {
     let out = pair.exec(&pair.pod, "iptables-nft-save", &["-c", "-t", "nat"]);
@@ -162,7 +153,7 @@ fn start_proxy(pair: &mut NetnsPair, dir: &tempfile::TempDir, env: &[(&str, &str
 /// Polls the proxy's `/readyz` from the peer namespace; fails fast if it exited.
 async fn wait_ready(pair: &mut NetnsPair, admin: SocketAddr) {
     let peer = pair.peer.clone();
-    let ready = eventually(Duration::from_secs(15), async || {
+    let ready = until_some(Duration::from_secs(15), async || {
         pair.assert_children_running();
         get(&peer, admin, "/readyz")
             .await
@@ -264,10 +255,10 @@ async fn real_proxy_faults_captured_inbound_and_outbound_traffic() {
     let (status, metrics, _) = get(&peer, admin, "/metrics").await.expect("metrics");
     assert_eq!(status, 200);
     for rule in ["slow-orders", "broken-checkout", "ledger-partition"] {
-        let count = metric(
+        let count = faultline_test_support::metrics::sum(
             &metrics,
             "faultline_faults_injected_total",
-            &format!("rule=\"{rule}\""),
+            Some(&format!("rule=\"{rule}\"")),
         );
         assert_eq!(count, 1.0, "{rule} counted {count} times in:\n{metrics}");
     }

@@ -38,6 +38,7 @@ use pki::Pki;
 use process::{DIR_PREFIX, Process};
 
 use crate::HarnessError;
+use crate::error_chain;
 use crate::wait::{Backoff, WaitError};
 
 /// How long kube-apiserver may take to report `/readyz` (it is slow on a
@@ -355,16 +356,4 @@ where
         }
         backoff.pause().await;
     }
-}
-
-/// An error and all its sources on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(src) = cur {
-        s.push_str(": ");
-        s.push_str(&src.to_string());
-        cur = src.source();
-    }
-    s
 }

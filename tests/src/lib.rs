@@ -13,18 +13,17 @@
 //!
 //! Layout: `control_plane` (start, stop, clients; submodules for assets,
 //! keys, flags, processes, object helpers), `wait` (polling with a
-//! deadline), `webhook` (faultline's webhook in-process and registered with
+//! deadline, from `faultline-test-support`), `webhook` (faultline's webhook in-process and registered with
 //! the API server), `node` (a real node joined to the control plane, with
 //! faultline installed from its manifests), `error`. Tests live in `tests/tests/*.rs`.
 
 pub mod control_plane;
 mod error;
 pub mod node;
-pub mod wait;
 pub mod webhook;
 
-pub use control_plane::{
-    Assets, ControlPlane, KUBECTL_ENV, SERVICE_ACCOUNT_ISSUER, error_chain, unique_name,
-};
+pub use control_plane::{Assets, ControlPlane, KUBECTL_ENV, SERVICE_ACCOUNT_ISSUER, unique_name};
 pub use error::HarnessError;
-pub use wait::{Backoff, WaitError, wait_for};
+pub use faultline_policy::error_chain;
+pub use faultline_test_support::wait;
+pub use faultline_test_support::{Backoff, WaitError, wait_for};

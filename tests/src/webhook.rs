@@ -29,9 +29,9 @@ use faultline_webhook::webhook_config::{self, Endpoint};
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
 };
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, LabelSelectorRequirement};
-use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::api::{Api, DeleteParams, PostParams};
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -228,21 +228,7 @@ pub async fn register_scoped(
 
 /// A minimal pod: one container, an image that is never pulled (no kubelet).
 pub fn plain_pod(name: &str) -> Pod {
-    Pod {
-        metadata: ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        spec: Some(PodSpec {
-            containers: vec![Container {
-                name: "app".to_owned(),
-                image: Some("registry.invalid/app:1".to_owned()),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    faultline_test_support::fixtures::pod(name)
 }
 
 /// Whether `pod` carries the `faultline.dev/injected=true` label.

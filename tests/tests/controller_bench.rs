@@ -15,14 +15,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use faultline_e2e::{ControlPlane, unique_name, wait_for};
+use faultline_policy::contract::INJECTED_LABEL;
 use faultline_proxy::PolicyStore;
 use faultline_proxy::source::stream::{ClientConfig, run as run_client};
+use faultline_test_support::fixtures::deployment;
 use faultline_webhook::controller::version::policy_version;
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
 use tokio_util::sync::CancellationToken;
 
@@ -64,43 +65,6 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn deployment(replicas: i32) -> Deployment {
-    let labels = BTreeMap::from([
-        ("app".to_string(), "bench".to_string()),
-        // Stands in for the webhook's injection: the controller serves pods with this label.
-        ("faultline.dev/injected".to_string(), "true".to_string()),
-    ]);
-    Deployment {
-        metadata: ObjectMeta {
-            name: Some("bench".into()),
-            ..Default::default()
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "app".into(),
-                        image: Some("registry.invalid/app:1".into()),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 struct ServerProcess(tokio::process::Child);
 
 impl Drop for ServerProcess {
@@ -131,7 +95,7 @@ async fn controller_bench() -> anyhow::Result<()> {
     cp.create_namespace(&ns, &[]).await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     deployments
-        .create(&PostParams::default(), &deployment(i32::try_from(n)?))
+        .create(&PostParams::default(), &bench_deployment(i32::try_from(n)?))
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let pod_names: Vec<String> =
@@ -368,4 +332,12 @@ async fn controller_bench() -> anyhow::Result<()> {
     println!("rss_streams_kib={rss_streams_kib}");
     println!("idle_cpu_pct={idle_cpu_pct:.2}");
     Ok(())
+}
+
+fn bench_deployment(replicas: i32) -> Deployment {
+    deployment("bench")
+        .replicas(replicas)
+        // Stands in for the webhook's injection: the controller serves pods with this label.
+        .label(INJECTED_LABEL, "true")
+        .build()
 }

@@ -16,12 +16,12 @@ use anyhow::{Context, anyhow, bail, ensure};
 use clap::Parser;
 use faultline_e2e::webhook::{SCOPE_LABEL, is_injected, wait_until_injecting};
 use faultline_e2e::{ControlPlane, unique_name, wait_for};
+use faultline_test_support::fixtures::{app_labels, deployment};
 use faultline_webhook::controller::version::policy_version;
 use faultline_webhook::kubectl_fault::{Cli, CliError, commands};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use support::{NodeProxy, Webhook, all_on, bundle, init_logs, register_webhooks, upstream};
 
@@ -34,43 +34,6 @@ const TEAPOT: &str =
     "rules:\n- name: teapot\n  match: {direction: inbound, path: /brew*}\n  abort: {status: 418}\n";
 const INVALID: &str =
     "rules:\n- name: payments-down\n  match: {direction: inbound}\n  abort: {status: 700}\n";
-
-fn labels(app: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("app".to_owned(), app.to_owned())])
-}
-
-fn deployment(name: &str, replicas: i32) -> Deployment {
-    Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels(name)),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels(name)),
-                    ..Default::default()
-                }),
-                spec: Some(PodSpec {
-                    containers: vec![Container {
-                        name: "app".into(),
-                        // Never pulled: there is no kubelet; the test plays the node.
-                        image: Some("registry.invalid/app:1".into()),
-                        ..Default::default()
-                    }],
-                    ..Default::default()
-                }),
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 async fn annotate(api: &Api<Deployment>, name: &str, faults: Option<&str>) -> anyhow::Result<()> {
     let patch = serde_json::json!({"metadata": {"annotations": {"faultline.dev/faults": faults}}});
@@ -162,7 +125,10 @@ async fn annotations_drive_running_proxies_end_to_end() -> anyhow::Result<()> {
     wait_until_injecting(&client, &ns).await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     deployments
-        .create(&PostParams::default(), &deployment("web", 2))
+        .create(
+            &PostParams::default(),
+            &deployment("web").replicas(2).build(),
+        )
         .await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let web_pods = wait_for("2 injected pods of web", WAIT, || async {
@@ -433,7 +399,7 @@ async fn selector_peers_follow_pod_ips() -> anyhow::Result<()> {
     cp.create_namespace(&ns, &[]).await?;
     let pods: Api<Pod> = Api::namespaced(cp.client(), &ns);
     let pod = |name: &str, app: &str, extra: &[(&str, &str)]| {
-        let mut l = labels(app);
+        let mut l = app_labels(app);
         l.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Pod {
             metadata: ObjectMeta {
@@ -441,7 +407,7 @@ async fn selector_peers_follow_pod_ips() -> anyhow::Result<()> {
                 labels: Some(l),
                 ..Default::default()
             },
-            spec: deployment(app, 1).spec.and_then(|s| s.template.spec),
+            spec: deployment(app).build().spec.and_then(|s| s.template.spec),
             ..Default::default()
         }
     };
@@ -540,10 +506,16 @@ async fn kubectl_fault_explains_what_is_wrong() -> anyhow::Result<()> {
     cp.create_namespace(&on, &[("faultline.dev/injection", "enabled")])
         .await?;
     Api::<Deployment>::namespaced(cp.client(), &on)
-        .create(&PostParams::default(), &deployment("api", 1))
+        .create(
+            &PostParams::default(),
+            &deployment("api").replicas(1).build(),
+        )
         .await?;
     Api::<Deployment>::namespaced(cp.client(), &plain)
-        .create(&PostParams::default(), &deployment("api", 1))
+        .create(
+            &PostParams::default(),
+            &deployment("api").replicas(1).build(),
+        )
         .await?;
 
     let err = cli(

@@ -13,6 +13,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use faultline_test_support::eventually;
 use faultline_webhook::controller::auth::{AuthError, Authenticator, Identity};
 use faultline_webhook::controller::hub::{PodPolicy, PolicyHub};
 use faultline_webhook::controller::stream::StreamServer;
@@ -171,17 +172,6 @@ fn proxy(f: &Fixture, token: &str, pod: &str) -> Proxy {
     }
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test]
 async fn each_proxy_gets_its_own_pods_policy_and_every_new_version() {
     let f = serve(Duration::from_secs(10)).await;
@@ -191,22 +181,28 @@ async fn each_proxy_gets_its_own_pods_policy_and_every_new_version() {
     );
     let a = proxy(&f, "token-a", "a");
     let b = proxy(&f, "token-b", "b");
-    eventually("a on v1", || {
+    eventually("a on v1", Duration::from_secs(10), async || {
         a.store.current().version == "v1" && a.store.connected()
     })
     .await;
-    eventually("b on none", || {
+    eventually("b on none", Duration::from_secs(10), async || {
         b.store.current().version == "none" && b.store.connected()
     })
     .await;
     assert!(b.store.current().policy.is_none());
-    eventually("two streams", || f.hub.metrics.connected.get() == 2).await;
+    eventually("two streams", Duration::from_secs(10), async || {
+        f.hub.metrics.connected.get() == 2
+    })
+    .await;
 
     publish(
         &f.hub,
         &[policy("a", "v2", Some(DOWN)), policy("b", "none", None)],
     );
-    eventually("a on v2", || a.store.current().version == "v2").await;
+    eventually("a on v2", Duration::from_secs(10), async || {
+        a.store.current().version == "v2"
+    })
+    .await;
     let rules = &a.store.current().policy.clone().unwrap().rules;
     assert_eq!(rules[0].name.as_deref(), Some("down"));
     assert_eq!(b.store.current().version, "none");
@@ -220,17 +216,26 @@ async fn each_proxy_gets_its_own_pods_policy_and_every_new_version() {
 
     a.stop.cancel();
     b.stop.cancel();
-    eventually("streams closed", || f.hub.metrics.connected.get() == 0).await;
+    eventually("streams closed", Duration::from_secs(10), async || {
+        f.hub.metrics.connected.get() == 0
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn a_stream_waits_for_a_pod_the_controller_has_not_resolved_yet() {
     let f = serve(Duration::from_secs(10)).await;
     let a = proxy(&f, "token-a", "a");
-    eventually("stream open", || f.hub.metrics.connected.get() == 1).await;
+    eventually("stream open", Duration::from_secs(10), async || {
+        f.hub.metrics.connected.get() == 1
+    })
+    .await;
     assert_eq!(a.store.current().version, "");
     publish(&f.hub, &[policy("a", "v1", Some(SLOW))]);
-    eventually("a on v1", || a.store.current().version == "v1").await;
+    eventually("a on v1", Duration::from_secs(10), async || {
+        a.store.current().version == "v1"
+    })
+    .await;
 }
 
 async fn raw_get(f: &Fixture, token: Option<&str>, query: &str) -> reqwest::Response {
@@ -273,7 +278,7 @@ async fn tokens_are_required_and_only_serve_their_own_pod() {
     assert_eq!(f.hub.metrics.streams_refused.get(), 4);
     // Through the real client: a proxy that claims pod b with a's token never gets b's policy.
     let confused = proxy(&f, "token-a", "b");
-    eventually("two more refusals", || {
+    eventually("two more refusals", Duration::from_secs(10), async || {
         f.hub.metrics.streams_refused.get() >= 6
     })
     .await;
@@ -317,7 +322,13 @@ async fn a_pod_recreated_under_the_same_name_is_not_served_to_the_old_token() {
     newer.uid = "uid-a-recreated".into();
     publish(&f.hub, &[newer]);
     let a = proxy(&f, "token-a", "a");
-    eventually("stream open", || f.hub.metrics.connected.get() == 1).await;
+    eventually("stream open", Duration::from_secs(10), async || {
+        f.hub.metrics.connected.get() == 1
+    })
+    .await;
     publish(&f.hub, &[policy("a", "v1", Some(DOWN))]);
-    eventually("a on v1", || a.store.current().version == "v1").await;
+    eventually("a on v1", Duration::from_secs(10), async || {
+        a.store.current().version == "v1"
+    })
+    .await;
 }

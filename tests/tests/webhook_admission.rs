@@ -17,12 +17,12 @@ use faultline_e2e::webhook::{
     register_scoped, wait_until_injecting,
 };
 use faultline_e2e::{ControlPlane, unique_name, wait_for};
+use faultline_test_support::fixtures::deployment;
 use faultline_webhook::Config;
 use faultline_webhook::config::{FAULTS_ANNOTATION, INJECT_LABEL, NAMESPACE_INJECTION_LABEL};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -150,33 +150,6 @@ async fn unlabelled_namespaces_and_opted_out_pods_are_untouched() -> anyhow::Res
     scene.finish().await
 }
 
-fn deployment(name: &str, replicas: i32) -> Deployment {
-    let labels = BTreeMap::from([("app".to_owned(), name.to_owned())]);
-    let template = plain_pod("");
-    Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels.clone()),
-                ..Default::default()
-            },
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(labels),
-                    ..Default::default()
-                }),
-                spec: template.spec,
-            },
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
-
 const RESTARTED_AT: &str = "kubectl.kubernetes.io/restartedAt";
 
 fn restarted(pod: &Pod) -> bool {
@@ -193,7 +166,10 @@ async fn deployment_pods_are_injected_also_after_rollout_restart() -> anyhow::Re
     };
     let ns = scene.injecting_namespace().await?;
     Api::<Deployment>::namespaced(scene.client.clone(), &ns)
-        .create(&PostParams::default(), &deployment("web", 2))
+        .create(
+            &PostParams::default(),
+            &deployment("web").replicas(2).build(),
+        )
         .await?;
     let pods = scene.pods(&ns);
     let lp = ListParams::default().labels("app=web");
@@ -283,7 +259,7 @@ async fn invalid_fault_annotations_are_refused_naming_rule_and_field() -> anyhow
 
     // The validating configuration has its own informer in the API server:
     // wait until it is consulted (dry runs store nothing).
-    let bad = with_template_faults(deployment("bad", 1), INVALID_FAULTS);
+    let bad = with_template_faults(deployment("bad").build(), INVALID_FAULTS);
     wait_for("the validating webhook to refuse", WAIT, || async {
         match deployments.create(&dry, &bad).await {
             Err(kube::Error::Api(e)) if e.message.contains("denied the request") => Ok(()),
@@ -300,7 +276,7 @@ async fn invalid_fault_annotations_are_refused_naming_rule_and_field() -> anyhow
     assert_names_rule_and_field(&err);
 
     // A valid policy passes, and then changing it to an invalid one is refused.
-    let good = with_template_faults(deployment("good", 1), VALID_FAULTS);
+    let good = with_template_faults(deployment("good").build(), VALID_FAULTS);
     deployments.create(&pp, &good).await?;
     let patch =
         serde_json::json!({"metadata": {"annotations": {FAULTS_ANNOTATION: INVALID_FAULTS}}});

@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
@@ -221,23 +221,6 @@ pub async fn connect(ns: &str, addr: SocketAddr) -> std::io::Result<tokio::net::
     .expect("connect task")?;
     std.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(std)
-}
-
-/// Polls `check` until it returns `Some` or `timeout` passes.
-pub async fn eventually<T>(
-    timeout: Duration,
-    mut check: impl AsyncFnMut() -> Option<T>,
-) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return Some(value);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 pub fn v4(ip: Ipv4Addr, port: u16) -> SocketAddr {

@@ -394,7 +394,7 @@ impl ChildProxy {
         let response = reqwest::get(format!("http://{}/metrics", self.admin))
             .await
             .unwrap();
-        metric_value(&response.text().await.unwrap(), series)
+        metrics::value(&response.text().await.unwrap(), series)
     }
 
     fn proc(&self, file: &str) -> String {

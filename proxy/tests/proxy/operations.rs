@@ -46,21 +46,21 @@ async fn metrics_count_requests_faults_latency_and_policy() {
     }
     let text = proxy.metrics().await;
     assert_eq!(
-        metric_value(
+        metrics::value(
             &text,
             "faultline_requests_total{direction=\"inbound\",protocol=\"http1\"}"
         ),
         3.0
     );
     assert_eq!(
-        metric_value(
+        metrics::value(
             &text,
             "faultline_faults_injected_total{rule=\"boom\",kind=\"abort\"}"
         ),
         1.0
     );
     assert_eq!(
-        metric_value(
+        metrics::value(
             &text,
             "faultline_upstream_latency_seconds_count{direction=\"inbound\",protocol=\"http1\"}"
         ),

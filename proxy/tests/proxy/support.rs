@@ -3,7 +3,6 @@
 //! raw TCP echo server, and the proxy itself, in-process in standalone mode
 //! on 127.0.0.1:0. Readiness is polled with deadlines, never slept for.
 use std::convert::Infallible;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,24 +26,8 @@ pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
 
-/// Polls `check` every 10 ms until it returns true or `within` passes.
-pub async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
+pub use faultline_test_support::eventually;
+pub use faultline_test_support::metrics;
 
 /// A hyper upstream serving HTTP/1.1 and h2c on one port.
 pub struct Upstream {
@@ -222,7 +205,7 @@ impl TestProxy {
 
     /// The value of one metric series (0 when absent).
     pub async fn metric(&self, series: &str) -> f64 {
-        metric_value(&self.metrics().await, series)
+        metrics::value(&self.metrics().await, series)
     }
 
     /// Replaces the policy file and waits until the proxy applied it.
@@ -236,18 +219,6 @@ impl TestProxy {
         )
         .await;
     }
-}
-
-pub fn metric_value(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix(series)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
 }
 
 pub async fn start_proxy(upstream: SocketAddr, policy: &str) -> TestProxy {

@@ -7,8 +7,9 @@
 //! not dropped); the processes die with the test process and the directory
 //! is swept by the next start.
 
-use super::{Assets, ControlPlane, error_chain};
+use super::{Assets, ControlPlane};
 use crate::HarnessError;
+use crate::error_chain;
 
 static SHARED: tokio::sync::OnceCell<Result<ControlPlane, String>> =
     tokio::sync::OnceCell::const_new();

@@ -2,15 +2,13 @@
 //! what tests do with their running pods: wait for them, call them over
 //! HTTP from the host, run commands in them, read their proxy's metrics.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{
     Container, ContainerPort, HTTPGetAction, Pod, PodSpec, PodTemplateSpec, Probe,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, ObjectMeta};
 
@@ -77,9 +75,7 @@ pub fn client_spec() -> PodSpec {
     }
 }
 
-pub fn app_labels(app: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("app".to_owned(), app.to_owned())])
-}
+pub use faultline_test_support::fixtures::app_labels;
 
 pub fn template(app: &str, spec: PodSpec) -> PodTemplateSpec {
     PodTemplateSpec {
@@ -93,22 +89,10 @@ pub fn template(app: &str, spec: PodSpec) -> PodTemplateSpec {
 
 /// A Deployment `name` of `replicas` pods labelled `app=<name>`.
 pub fn deployment(name: &str, replicas: i32, spec: PodSpec) -> Deployment {
-    Deployment {
-        metadata: ObjectMeta {
-            name: Some(name.into()),
-            ..Default::default()
-        },
-        spec: Some(DeploymentSpec {
-            replicas: Some(replicas),
-            selector: LabelSelector {
-                match_labels: Some(app_labels(name)),
-                ..Default::default()
-            },
-            template: template(name, spec),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    faultline_test_support::fixtures::deployment(name)
+        .replicas(replicas)
+        .spec(spec)
+        .build()
 }
 
 /// Whether the pod carries the injected proxy (classic or native layout).
@@ -301,42 +285,5 @@ pub async fn proxy_metric(
     if status != 200 {
         bail!("GET {url}: {status}");
     }
-    Ok(sum_metric(&text, metric, label))
-}
-
-/// Sums the samples of `metric` (exact name, any labels) in Prometheus text.
-pub fn sum_metric(text: &str, metric: &str, label: Option<&str>) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            let name = series.split('{').next()?;
-            if name != metric || label.is_some_and(|want| !series.contains(want)) {
-                return None;
-            }
-            value.parse::<f64>().ok()
-        })
-        .sum()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sums_matching_series_only() {
-        let text = "# HELP x\nfaultline_requests_total{direction=\"inbound\",protocol=\"http1\"} 3\n\
-                    faultline_requests_total{direction=\"outbound\",protocol=\"http1\"} 2\n\
-                    faultline_requests_total_other 9\n";
-        assert_eq!(sum_metric(text, "faultline_requests_total", None), 5.0);
-        assert_eq!(
-            sum_metric(
-                text,
-                "faultline_requests_total",
-                Some("direction=\"inbound\"")
-            ),
-            3.0
-        );
-        assert_eq!(sum_metric(text, "missing", None), 0.0);
-    }
+    Ok(faultline_test_support::metrics::sum(&text, metric, label))
 }

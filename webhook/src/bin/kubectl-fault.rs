@@ -21,13 +21,7 @@ async fn main() -> ExitCode {
     match commands::run(cli, &mut std::io::stdout()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            let mut message = format!("error: {error}");
-            let mut source = std::error::Error::source(&error);
-            while let Some(cause) = source {
-                message.push_str(&format!(": {cause}"));
-                source = cause.source();
-            }
-            eprintln!("{message}");
+            eprintln!("error: {}", faultline_policy::error_chain(&error));
             ExitCode::from(error.exit_code())
         }
     }

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::source::store::{PolicySource, PolicyStore};
+use faultline_test_support::eventually;
 
 const SLOW: &str =
     r#"{"rules":[{"name":"slow","match":{"direction":"inbound"},"delay":{"fixed":"200ms"}}]}"#;
@@ -185,17 +186,6 @@ fn start(config_fn: impl FnOnce(&std::path::Path) -> ClientConfig) -> Client {
     }
 }
 
-async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !check() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 async fn next_conn(server: &mut Server) -> Conn {
     tokio::time::timeout(Duration::from_secs(10), server.conns.recv())
         .await
@@ -212,7 +202,10 @@ async fn applies_each_version_presents_the_token_and_reports_connected() {
     assert_eq!(conn.uri, "/v1/policy/stream?namespace=shop&pod=checkout-1");
     assert!(!client.store.connected());
     conn.policy("v1", Some(SLOW));
-    eventually("v1", || client.store.current().version == "v1").await;
+    eventually("v1", Duration::from_secs(10), async || {
+        client.store.current().version == "v1"
+    })
+    .await;
     assert!(client.store.connected());
     assert!(client.store.current().policy.is_some());
     assert!(matches!(
@@ -221,7 +214,10 @@ async fn applies_each_version_presents_the_token_and_reports_connected() {
     ));
     let _ = conn.lines.send(b"{\"type\":\"heartbeat\"}\n".to_vec());
     conn.policy("none", None);
-    eventually("no faults", || client.store.current().version == "none").await;
+    eventually("no faults", Duration::from_secs(10), async || {
+        client.store.current().version == "none"
+    })
+    .await;
     assert!(client.store.current().policy.is_none());
     client.shutdown.cancel();
     client.task.await.unwrap().unwrap();
@@ -234,11 +230,17 @@ async fn an_invalid_policy_never_replaces_the_last_good_one() {
     let client = start(|t| config(&server, t));
     let conn = next_conn(&mut server).await;
     conn.policy("v1", Some(SLOW));
-    eventually("v1", || client.store.current().version == "v1").await;
+    eventually("v1", Duration::from_secs(10), async || {
+        client.store.current().version == "v1"
+    })
+    .await;
     conn.policy("v2", Some(INVALID));
     let _ = conn.lines.send(b"this is not json\n".to_vec());
     conn.policy("v3", Some(FAST));
-    eventually("v3", || client.store.current().version == "v3").await;
+    eventually("v3", Duration::from_secs(10), async || {
+        client.store.current().version == "v3"
+    })
+    .await;
     // v2 was skipped, not applied then replaced: the stream stayed up throughout.
     assert!(server.conns.try_recv().is_err(), "the client reconnected");
     let policy = client.store.current().policy.clone().unwrap();
@@ -251,7 +253,10 @@ async fn reconnects_with_the_rotated_token_and_keeps_the_policy_meanwhile() {
     let client = start(|t| config(&server, t));
     let conn = next_conn(&mut server).await;
     conn.policy("v1", Some(SLOW));
-    eventually("v1", || client.store.current().version == "v1").await;
+    eventually("v1", Duration::from_secs(10), async || {
+        client.store.current().version == "v1"
+    })
+    .await;
     let applied_at = client.store.current().applied_at;
     std::fs::write(client.token.path(), "token-2").unwrap();
     *server.refuse.lock().unwrap() = Some(StatusCode::SERVICE_UNAVAILABLE);
@@ -260,7 +265,10 @@ async fn reconnects_with_the_rotated_token_and_keeps_the_policy_meanwhile() {
     let refused = next_conn(&mut server).await;
     assert!(refused.refused);
     assert_eq!(refused.auth, "Bearer token-2");
-    eventually("disconnected", || !client.store.connected()).await;
+    eventually("disconnected", Duration::from_secs(10), async || {
+        !client.store.connected()
+    })
+    .await;
     // A refused stream's body may never end; the client must not wait for it.
     let again = next_conn(&mut server).await;
     assert!(again.refused);
@@ -274,7 +282,10 @@ async fn reconnects_with_the_rotated_token_and_keeps_the_policy_meanwhile() {
         }
     };
     conn.policy("v1", Some(SLOW));
-    eventually("reconnected", || client.store.connected()).await;
+    eventually("reconnected", Duration::from_secs(10), async || {
+        client.store.connected()
+    })
+    .await;
     // The same version is not re-applied (that would reset `first: N` counters).
     assert_eq!(client.store.current().applied_at, applied_at);
     drop(conn);
@@ -289,13 +300,18 @@ async fn a_silent_stream_is_dropped_after_the_heartbeat_timeout() {
     });
     let first = next_conn(&mut server).await;
     first.policy("v1", Some(SLOW));
-    eventually("v1", || client.store.current().version == "v1").await;
+    eventually("v1", Duration::from_secs(10), async || {
+        client.store.current().version == "v1"
+    })
+    .await;
     // `first` stays open but silent: the client must give up on it and reconnect.
     let second = next_conn(&mut server).await;
     assert_eq!(second.auth, "Bearer token-1");
-    eventually("the silent stream to be closed by the client", || {
-        first.lines.is_closed()
-    })
+    eventually(
+        "the silent stream to be closed by the client",
+        Duration::from_secs(10),
+        async || first.lines.is_closed(),
+    )
     .await;
     assert_eq!(client.store.current().version, "v1");
 }
@@ -309,9 +325,11 @@ async fn a_controller_with_an_untrusted_certificate_is_never_believed() {
         ..config(&server, t)
     });
     let failures = server.tls_failures.clone();
-    eventually("two failed handshakes", || {
-        failures.load(Ordering::SeqCst) >= 2
-    })
+    eventually(
+        "two failed handshakes",
+        Duration::from_secs(10),
+        async || failures.load(Ordering::SeqCst) >= 2,
+    )
     .await;
     assert!(
         server.conns.try_recv().is_err(),

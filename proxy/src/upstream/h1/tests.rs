@@ -56,6 +56,7 @@ async fn upstream() -> (SocketAddr, Counts) {
     (addr, Counts { accepted, open })
 }
 
+use faultline_test_support::eventually;
 use futures::StreamExt;
 
 fn get(path: &str) -> http::Request<ProxyBody> {
@@ -63,14 +64,6 @@ fn get(path: &str) -> http::Request<ProxyBody> {
         .header(http::header::HOST, "test")
         .body(crate::body::empty())
         .unwrap()
-}
-
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 #[tokio::test]
@@ -100,9 +93,11 @@ async fn a_body_dropped_half_read_takes_its_connection_with_it() {
     assert_eq!(first, "ab");
     drop(body);
     assert_eq!(pool.idle_count(addr), 0);
-    eventually("the half-read connection to close", || {
-        counts.open.load(Ordering::SeqCst) == 0
-    })
+    eventually(
+        "the half-read connection to close",
+        Duration::from_secs(5),
+        async || counts.open.load(Ordering::SeqCst) == 0,
+    )
     .await;
     // The next request gets a connection of its own.
     let response = pool.send(addr, get("/")).await.unwrap();
@@ -121,9 +116,11 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     response.into_body().collect().await.unwrap();
     assert_eq!(pool.idle_count(addr), 1);
     assert_eq!(counts.open.load(Ordering::SeqCst), 1);
-    eventually("the idle connection to be reaped", || {
-        pool.idle_count(addr) == 0 && counts.open.load(Ordering::SeqCst) == 0
-    })
+    eventually(
+        "the idle connection to be reaped",
+        Duration::from_secs(5),
+        async || pool.idle_count(addr) == 0 && counts.open.load(Ordering::SeqCst) == 0,
+    )
     .await;
 }
 

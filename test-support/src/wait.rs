@@ -1,5 +1,5 @@
 //! Polling a condition until it holds or a deadline passes: how every test
-//! waits for the cluster (never a fixed sleep).
+//! waits for a server, a proxy or the cluster (never a fixed sleep).
 
 use std::fmt::Display;
 use std::future::Future;
@@ -77,6 +77,40 @@ where
     }
 }
 
+/// Polls `check` every 10 ms until it returns true; panics naming `what`
+/// once `within` has passed. For assertions in tests.
+pub async fn eventually(what: &str, within: Duration, mut check: impl AsyncFnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Polls `check` every 10 ms until it returns `Some`, or `None` once
+/// `within` has passed.
+pub async fn until_some<T>(
+    within: Duration,
+    mut check: impl AsyncFnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The pause between two checks of [`eventually`] and [`until_some`].
+const POLL: Duration = Duration::from_millis(10);
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +130,18 @@ mod tests {
         .await
         .expect("condition holds on the third call");
         assert_eq!(got, 3);
+    }
+
+    #[tokio::test]
+    async fn eventually_returns_once_the_check_holds() {
+        let calls = AtomicU32::new(0);
+        eventually("third call", Duration::from_secs(5), async || {
+            calls.fetch_add(1, Ordering::SeqCst) == 2
+        })
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        let found = until_some(Duration::from_millis(30), async || None::<u8>).await;
+        assert_eq!(found, None);
     }
 
     #[tokio::test]
