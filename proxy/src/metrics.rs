@@ -179,6 +179,13 @@ impl Metrics {
         }
     }
 
+    /// The proxy could not connect to where a connection or request goes.
+    pub fn upstream_connect_error(&self, direction: Direction) {
+        self.upstream_connect_errors
+            .get_or_create(&DirectionLabels { direction })
+            .inc();
+    }
+
     pub fn fault(&self, rule: &str, kind: &str) {
         self.faults
             .get_or_create(&FaultLabels {

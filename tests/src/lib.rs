@@ -19,6 +19,7 @@
 
 pub mod control_plane;
 mod error;
+pub mod events;
 pub mod node;
 pub mod webhook;
 

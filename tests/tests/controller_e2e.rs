@@ -21,7 +21,6 @@ use faultline_webhook::controller::version::policy_version;
 use faultline_webhook::kubectl_fault::{Cli, CliError, commands};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use support::{NodeProxy, Webhook, all_on, bundle, init_logs, register_webhooks, upstream};
 
@@ -56,44 +55,13 @@ async fn cli(cp: &ControlPlane, args: &[&str]) -> Result<String, CliError> {
     Ok(String::from_utf8_lossy(&out).into_owned())
 }
 
-async fn events(
-    cp: &ControlPlane,
-    ns: &str,
-    name: &str,
-) -> anyhow::Result<Vec<(String, String, String)>> {
-    let list = Api::<Event>::namespaced(cp.client(), ns)
-        .list(&ListParams::default())
-        .await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| {
-            (
-                e.type_.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-                e.note.unwrap_or_default(),
-            )
-        })
-        .collect())
-}
-
 async fn wait_event(
     cp: &ControlPlane,
     ns: &str,
     name: &str,
     reason: &str,
 ) -> anyhow::Result<(String, String)> {
-    Ok(
-        wait_for(format!("Event {reason} on {name}"), WAIT, || async {
-            let all = events(cp, ns, name).await.map_err(|e| e.to_string())?;
-            all.iter()
-                .find(|(_, r, _)| r == reason)
-                .map(|(t, _, note)| (t.clone(), note.clone()))
-                .ok_or_else(|| format!("events so far: {all:?}"))
-        })
-        .await?,
-    )
+    Ok(faultline_e2e::events::wait_event(&cp.client(), ns, name, reason, WAIT).await?)
 }
 
 async fn ensure_namespace(cp: &ControlPlane, name: &str) -> anyhow::Result<()> {

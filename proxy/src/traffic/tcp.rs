@@ -8,7 +8,6 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 use crate::conn::ConnCtx;
-use crate::metrics::DirectionLabels;
 use crate::state::ProxyState;
 use crate::traffic::client_io::ClientIo;
 
@@ -18,13 +17,7 @@ pub async fn forward(shared: &Arc<ProxyState>, ctx: &ConnCtx, mut client: Client
     let mut upstream = match crate::upstream::connect(ctx.forward_to).await {
         Ok(upstream) => upstream,
         Err(error) => {
-            shared
-                .metrics
-                .upstream_connect_errors
-                .get_or_create(&DirectionLabels {
-                    direction: ctx.direction,
-                })
-                .inc();
+            shared.metrics.upstream_connect_error(ctx.direction);
             tracing::warn!(client = %ctx.client, error = %crate::error_chain(&error), "closing TCP connection");
             return;
         }

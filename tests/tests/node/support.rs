@@ -10,8 +10,7 @@ use faultline_e2e::{unique_name, wait_for};
 use faultline_policy::contract;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, PodSpec};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 
 /// How long a policy change may take to reach every proxy here. The design
 /// target is one second; the shared machine gets headroom, and each test
@@ -151,45 +150,15 @@ pub async fn all_answer_now(ips: &[String], path: &str, status: u16) -> anyhow::
     Ok(())
 }
 
-/// Events about object `name` in `ns`: (type, reason, note).
-pub async fn events(
-    cluster: &NodeCluster,
-    ns: &str,
-    name: &str,
-) -> anyhow::Result<Vec<(String, String, String)>> {
-    let list = Api::<Event>::namespaced(cluster.client(), ns)
-        .list(&ListParams::default())
-        .await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| {
-            (
-                e.type_.unwrap_or_default(),
-                e.reason.unwrap_or_default(),
-                e.note.unwrap_or_default(),
-            )
-        })
-        .collect())
-}
-
 pub async fn wait_event(
     cluster: &NodeCluster,
     ns: &str,
     name: &str,
     reason: &str,
 ) -> anyhow::Result<String> {
-    Ok(
-        wait_for(format!("Event {reason} on {ns}/{name}"), WAIT, || async {
-            let all = events(cluster, ns, name).await.map_err(|e| e.to_string())?;
-            all.iter()
-                .find(|(_, r, _)| r == reason)
-                .map(|(_, _, note)| note.clone())
-                .ok_or_else(|| format!("events so far: {all:?}"))
-        })
-        .await?,
-    )
+    let (_, note) =
+        faultline_e2e::events::wait_event(&cluster.client(), ns, name, reason, WAIT).await?;
+    Ok(note)
 }
 
 /// Deletes the namespace (and so everything the test made) without waiting.

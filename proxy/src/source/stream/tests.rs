@@ -54,30 +54,8 @@ struct Server {
     tls_failures: Arc<AtomicUsize>,
 }
 
-fn certs() -> (String, rustls::ServerConfig) {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-    let leaf_key = rcgen::KeyPair::generate().unwrap();
-    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
-        .unwrap()
-        .signed_by(&leaf_key, &ca)
-        .unwrap();
-    let key = rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![leaf.der().clone()], key)
-    .unwrap();
-    (ca.pem(), config)
-}
-
 async fn server() -> Server {
-    let (ca_pem, tls) = certs();
+    let (ca_pem, tls) = faultline_test_support::tls::localhost_server_config();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -319,7 +297,7 @@ async fn a_silent_stream_is_dropped_after_the_heartbeat_timeout() {
 #[tokio::test]
 async fn a_controller_with_an_untrusted_certificate_is_never_believed() {
     let mut server = server().await;
-    let (other_ca, _) = certs();
+    let (other_ca, _) = faultline_test_support::tls::localhost_server_config();
     let client = start(|t| ClientConfig {
         ca_pem: other_ca.into_bytes(),
         ..config(&server, t)
@@ -342,7 +320,7 @@ async fn a_controller_with_an_untrusted_certificate_is_never_believed() {
 #[test]
 fn the_proxy_config_is_validated_before_connecting() {
     use crate::config::{CaSource, ControllerConfig};
-    let (ca, _) = certs();
+    let (ca, _) = faultline_test_support::tls::localhost_server_config();
     let base = ControllerConfig {
         url: "https://faultline-webhook.faultline-system.svc:443".into(),
         token_file: PathBuf::from(faultline_policy::contract::TOKEN_FILE),

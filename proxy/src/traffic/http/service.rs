@@ -14,7 +14,7 @@ use super::response::{bad_gateway, fixed, grpc_abort, is_grpc, is_upgrade, strip
 use super::throttled::Throttled;
 use crate::body::{BoxError, ProxyBody};
 use crate::conn::ConnCtx;
-use crate::metrics::{DirectionLabels, Protocol, TrafficLabels};
+use crate::metrics::{Protocol, TrafficLabels};
 use crate::state::ProxyState;
 use crate::throttle::Throttle;
 use crate::traffic::effects::{self, HttpFault};
@@ -144,13 +144,7 @@ async fn forward(
         Err(error) => {
             let reason = crate::error_chain(&error);
             if error.is_connect() {
-                shared
-                    .metrics
-                    .upstream_connect_errors
-                    .get_or_create(&DirectionLabels {
-                        direction: ctx.direction,
-                    })
-                    .inc();
+                shared.metrics.upstream_connect_error(ctx.direction);
             }
             tracing::warn!(%dest, error = %reason, "upstream request failed");
             return Err(bad_gateway(grpc, &reason));
