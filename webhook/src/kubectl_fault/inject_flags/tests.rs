@@ -1,0 +1,113 @@
+use super::*;
+use faultline_policy as policy;
+
+fn flags() -> FaultFlags {
+    FaultFlags {
+        name: "kubectl-fault".into(),
+        ..FaultFlags::default()
+    }
+}
+
+#[test]
+fn targets() {
+    assert_eq!(
+        parse_target("deploy/checkout").unwrap(),
+        (Kind::Deployment, "checkout".into())
+    );
+    assert_eq!(
+        parse_target("StatefulSet/db").unwrap(),
+        (Kind::StatefulSet, "db".into())
+    );
+    assert_eq!(
+        parse_target("job.batch/j").unwrap(),
+        (Kind::Job, "j".into())
+    );
+    for bad in ["checkout", "svc/x", "deploy/", "deploy/a/b"] {
+        assert!(parse_target(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn the_documented_delay_example_builds_a_valid_policy() {
+    let f = FaultFlags {
+        delay: Some("200ms".into()),
+        percent: Some(20.0),
+        path: Some("/api/*".into()),
+        for_: Some("60s".into()),
+        ..flags()
+    };
+    let text = policy_from_flags(&f).unwrap();
+    let p = policy::parse(&text).unwrap();
+    assert_eq!(p.duration(), Some(std::time::Duration::from_secs(60)));
+    let v: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(v["rules"][0]["delay"]["fixed"], "200ms");
+    assert_eq!(v["rules"][0]["match"]["direction"], "inbound");
+    assert_eq!(v["rules"][0]["match"]["path"], "/api/*");
+    assert_eq!(v["rules"][0]["percent"], 20.0);
+}
+
+#[test]
+fn abort_grpc_and_partition_build_valid_policies() {
+    for f in [
+        FaultFlags {
+            abort: Some(503),
+            ..flags()
+        },
+        FaultFlags {
+            grpc: Some("unavailable".into()),
+            direction: Some("outbound".into()),
+            port: Some(9090),
+            ..flags()
+        },
+        FaultFlags {
+            partition_to: Some("app=nats".into()),
+            ..flags()
+        },
+    ] {
+        let text = policy_from_flags(&f).unwrap();
+        policy::parse(&text).unwrap_or_else(|e| panic!("{text}\n{e}"));
+    }
+    let text = policy_from_flags(&FaultFlags {
+        partition_to: Some("app=nats".into()),
+        ..flags()
+    })
+    .unwrap();
+    let p = policy::parse(&text).unwrap();
+    assert_eq!(
+        p.selectors().iter().map(|s| s.key()).collect::<Vec<_>>(),
+        vec!["app=nats"]
+    );
+}
+
+#[test]
+fn bad_flag_combinations_are_refused_with_a_reason() {
+    assert!(matches!(
+        policy_from_flags(&flags()),
+        Err(CliError::NoFault)
+    ));
+    let two = FaultFlags {
+        abort: Some(503),
+        delay: Some("1s".into()),
+        ..flags()
+    };
+    assert!(matches!(policy_from_flags(&two), Err(CliError::ManyFaults)));
+    let labels = FaultFlags {
+        partition_to: Some("nats".into()),
+        ..flags()
+    };
+    assert!(matches!(
+        policy_from_flags(&labels),
+        Err(CliError::Labels(_))
+    ));
+    // Out-of-range values build, and validation names the field.
+    let text = policy_from_flags(&FaultFlags {
+        abort: Some(700),
+        ..flags()
+    })
+    .unwrap();
+    let error = policy::parse(&text).unwrap_err().to_string();
+    assert!(
+        error.contains("kubectl-fault") && error.contains("status"),
+        "{error}"
+    );
+}
