@@ -20,6 +20,6 @@ if [ -z "${KUBEBUILDER_ASSETS:-}" ]; then
   exit 0
 fi
 
-out="$(cargo test --release -q -p faultline-e2e --test webhook_pod_creation_bench \
+out="$(cargo test --release -q -p faultline-e2e --test webhook pod_creation_bench:: \
   -- --ignored --nocapture --test-threads=1 2>&1)" || { echo "$out" >&2; exit 1; }
 echo "$out" | sed -n 's/^BENCH|//p'

@@ -29,7 +29,7 @@ export FAULTLINE_WEBHOOK_BIN="$PWD/target/$PROFILE/faultline-webhook"
 export BENCH_LOG="$PWD/$OUT/controller-server.log"
 export BENCH_PROXIES=${BENCH_PROXIES:-200} BENCH_ROUNDS=${BENCH_ROUNDS:-20} BENCH_IDLE_SECONDS=${BENCH_IDLE_SECONDS:-10}
 
-cargo test "${PROFILE_FLAG[@]}" --quiet -p faultline-e2e --test controller_bench -- --ignored --nocapture \
+cargo test "${PROFILE_FLAG[@]}" --quiet -p faultline-e2e --test controller bench:: -- --ignored --nocapture \
   2>"$OUT/controller-bench.log" | tee "$OUT/controller-bench.txt" | grep -E '^[a-z_0-9]+=' >"$OUT/controller.kv" || {
   echo "bench/controller.sh: the driver failed; see $OUT/controller-bench.log" >&2
   exit 1

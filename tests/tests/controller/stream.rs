@@ -1,6 +1,6 @@
 //! The stream server over real TLS on 127.0.0.1:0 with the real proxy
 //! client. Tokens are checked by a fixed table here because no API server
-//! runs in this test; `tests/tests/controller_e2e.rs` covers TokenReview.
+//! runs in this test; `api_server.rs` covers TokenReview.
 
 use std::collections::HashMap;
 use std::sync::Arc;

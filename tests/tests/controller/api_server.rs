@@ -6,9 +6,6 @@
 //! of a real upstream. Annotations on the Deployment must reach both proxies
 //! and change what a client observes.
 
-#[path = "controller_e2e/support.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
@@ -22,7 +19,7 @@ use faultline_webhook::kubectl_fault::{Cli, CliError, commands};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use support::{NodeProxy, Webhook, all_on, bundle, init_logs, register_webhooks, upstream};
+use crate::support::{NodeProxy, Webhook, all_on, bundle, init_logs, register_webhooks, upstream};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Generous: the machine is shared; the latency itself is printed and benchmarked.

@@ -1,0 +1,8 @@
+//! The policy controller: `api_server` (annotations to proxies through a
+//! real kube-apiserver, with `support`), `stream` (the stream server over
+//! real TLS with the real proxy client, no API server) and `bench`
+//! (`#[ignore]`d; `bench/controller.sh` runs it).
+mod api_server;
+mod bench;
+mod stream;
+mod support;
