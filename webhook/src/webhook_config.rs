@@ -2,7 +2,7 @@
 //! in code for tests and `certs --secret`; `manifests/webhooks.yaml` is the
 //! same objects for `kubectl apply -k` (a unit test keeps the two in step).
 //!
-//! Selection (DESIGN.md): pods in namespaces labelled
+//! Selection (docs/design.md): pods in namespaces labelled
 //! `faultline.dev/injection=enabled` unless labelled `faultline.dev/inject=false`,
 //! plus pods labelled `faultline.dev/inject=true` anywhere else; kube-system and
 //! faultline-system never. `failurePolicy: Ignore` everywhere: a webhook outage

@@ -1,5 +1,5 @@
 //! Checks on pods as the API server returns them: did the webhook inject
-//! everything it promises (DESIGN.md, issue 3), or nothing at all. Each
+//! everything it promises (docs/webhook.md, "What is injected"), or nothing at all. Each
 //! returns an error naming the pod and what is wrong.
 
 use anyhow::{Context, ensure};
