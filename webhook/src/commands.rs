@@ -2,34 +2,25 @@
 //! and `certs`, with their flags; `main` only parses, sets up logging and
 //! the runtime, and maps a [`CommandError`] to an exit code.
 //!
-//! Layout: this file holds the command line, the flags shared by `serve`
-//! and `inject` ([`InjectionArgs`]) and the errors; `commands/serve.rs`,
-//! `commands/inject.rs` and `commands/certs.rs` run one command each.
+//! Layout: this file holds the command line; `commands/serve.rs`,
+//! `commands/inject.rs` and `commands/certs.rs` run one command each,
+//! `commands/injection.rs` holds the flags `serve` and `inject` share
+//! ([`InjectionArgs`]), `commands/error.rs` the errors and exit codes.
 //! Every flag has a `FAULTLINE_*` variable (clap's `env`) where it makes
 //! sense in a Deployment.
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
-use clap::{Args, Parser, Subcommand};
-
-use crate::certs::{CertError, SecretError};
-use crate::config::{self, Config, DEFAULT_CONTROLLER_URL, DEFAULT_PROXY_IMAGE, ProxyResources};
-use crate::inject::InjectError;
-use crate::server::ServeError;
-use crate::tls::TlsError;
+use clap::{Parser, Subcommand};
 
 mod certs;
+mod error;
 mod inject;
+mod injection;
 mod serve;
 
 pub use certs::CertsArgs;
+pub use error::{CommandError, EXIT_FAILURE, EXIT_USAGE};
 pub use inject::InjectArgs;
+pub use injection::InjectionArgs;
 pub use serve::{NativeMode, ServeArgs};
-
-/// Exit code for invalid flags or environment (sysexits EX_USAGE).
-pub const EXIT_USAGE: u8 = 64;
-/// Exit code for a failure while running.
-pub const EXIT_FAILURE: u8 = 1;
 
 #[derive(Parser)]
 #[command(
@@ -71,160 +62,5 @@ impl Cli {
             Some(Command::Serve(args)) => runtime.block_on(serve::run(args)),
             None => runtime.block_on(serve::run(self.serve)),
         }
-    }
-}
-
-/// What gets injected; shared by `serve` and `inject`.
-#[derive(Args, Clone)]
-pub struct InjectionArgs {
-    /// Image of the faultline-init and faultline-proxy containers.
-    #[arg(long, env = "FAULTLINE_PROXY_IMAGE", default_value = DEFAULT_PROXY_IMAGE)]
-    proxy_image: String,
-    /// imagePullPolicy of the injected containers (Always, IfNotPresent, Never).
-    #[arg(long, env = "FAULTLINE_PROXY_IMAGE_PULL_POLICY")]
-    image_pull_policy: Option<String>,
-    /// Proxy CPU request (pods override with the faultline.dev/proxy-cpu annotation).
-    #[arg(long, env = "FAULTLINE_PROXY_CPU", default_value = "10m")]
-    proxy_cpu: String,
-    /// Proxy memory request (faultline.dev/proxy-memory overrides).
-    #[arg(long, env = "FAULTLINE_PROXY_MEMORY", default_value = "32Mi")]
-    proxy_memory: String,
-    /// Proxy CPU limit (none by default: throttling would distort injected delays).
-    #[arg(long, env = "FAULTLINE_PROXY_CPU_LIMIT")]
-    proxy_cpu_limit: Option<String>,
-    /// Proxy memory limit.
-    #[arg(long, env = "FAULTLINE_PROXY_MEMORY_LIMIT", default_value = "256Mi")]
-    proxy_memory_limit: String,
-    /// URL proxies use to reach the controller's policy stream.
-    #[arg(long, env = "FAULTLINE_CONTROLLER_URL", default_value = DEFAULT_CONTROLLER_URL)]
-    controller_url: String,
-    /// PEM file of the CA proxies trust for the controller (serve: defaults to the managed CA).
-    #[arg(long, env = "FAULTLINE_CA_FILE")]
-    ca_file: Option<PathBuf>,
-    /// FAULTLINE_LOG filter given to injected proxies.
-    #[arg(long, env = "FAULTLINE_PROXY_LOG")]
-    proxy_log: Option<String>,
-}
-
-impl InjectionArgs {
-    /// The validated injection config; the CA comes from --ca-file or `managed_ca`.
-    fn config(
-        &self,
-        native_sidecars: bool,
-        managed_ca: Option<String>,
-    ) -> Result<Config, CommandError> {
-        let ca_pem = match &self.ca_file {
-            Some(path) => {
-                Some(
-                    std::fs::read_to_string(path).map_err(|error| CommandError::CaFile {
-                        path: path.clone(),
-                        error,
-                    })?,
-                )
-            }
-            None => managed_ca,
-        };
-        let config = Config {
-            proxy_image: self.proxy_image.clone(),
-            image_pull_policy: self.image_pull_policy.clone(),
-            resources: ProxyResources {
-                cpu_request: Some(self.proxy_cpu.clone()),
-                memory_request: Some(self.proxy_memory.clone()),
-                cpu_limit: self.proxy_cpu_limit.clone(),
-                memory_limit: Some(self.proxy_memory_limit.clone()),
-            },
-            native_sidecars,
-            controller_url: self.controller_url.clone(),
-            ca_pem,
-            proxy_log: self.proxy_log.clone(),
-            ..Config::default()
-        };
-        config.validate()?;
-        Ok(config)
-    }
-}
-
-/// Why a command failed. [`CommandError::exit_code`] tells bad flags or
-/// environment (64, before any socket is bound) from failures while running.
-#[derive(Debug, thiserror::Error)]
-pub enum CommandError {
-    #[error("no certificate: pass --cert-file and --key-file, or --manage-certs (in-cluster)")]
-    NoCertificate,
-    #[error("--cert-file and --key-file go together")]
-    CertWithoutKey,
-    #[error("--max-body-bytes must be at least 65536")]
-    MaxBodyTooSmall,
-    #[error("failed to read --ca-file {}: {error}", path.display())]
-    CaFile {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("failed to read {}: {error}", path.display())]
-    Input {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error(transparent)]
-    Config(#[from] config::ConfigError),
-    #[error(transparent)]
-    TlsFiles(TlsError),
-
-    #[error("failed to read stdin: {0}")]
-    Stdin(std::io::Error),
-    #[error(transparent)]
-    Inject(#[from] InjectError),
-    #[error(transparent)]
-    Cert(#[from] CertError),
-    #[error(transparent)]
-    Secret(#[from] SecretError),
-    #[error(transparent)]
-    Tls(TlsError),
-    #[error("failed to create {}: {error}", path.display())]
-    CreateDir {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("failed to write {}: {error}", path.display())]
-    WriteFile {
-        path: PathBuf,
-        error: std::io::Error,
-    },
-    #[error("failed to connect to Kubernetes: {0}")]
-    Kube(kube::Error),
-    #[error(
-        "failed to connect to Kubernetes (needed by --manage-certs and the controller; \
-         run with --disable-controller for an admission-only server): {0}"
-    )]
-    KubeForServe(kube::Error),
-    #[error("no Kubernetes client")]
-    NoKubeClient,
-    #[error("failed to listen on {addr}: {error}")]
-    Listen {
-        addr: SocketAddr,
-        error: std::io::Error,
-    },
-    #[error(transparent)]
-    Serve(#[from] ServeError),
-}
-
-impl CommandError {
-    /// 64 for bad flags, environment or input files; 1 otherwise.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Self::NoCertificate
-            | Self::CertWithoutKey
-            | Self::MaxBodyTooSmall
-            | Self::CaFile { .. }
-            | Self::Input { .. }
-            | Self::Config(_)
-            | Self::TlsFiles(_) => EXIT_USAGE,
-            _ => EXIT_FAILURE,
-        }
-    }
-
-    /// Bad flags are reported on stderr; failures while running go
-    /// through the log (JSON in the cluster), which goes to stderr too.
-    pub fn is_usage(&self) -> bool {
-        self.exit_code() == EXIT_USAGE
     }
 }

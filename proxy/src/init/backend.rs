@@ -4,28 +4,6 @@
 //! `/proc/net/if_inet6`, `/proc/self/status`), so each choice is unit-tested.
 use super::rules::Family;
 
-/// `--backend`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendChoice {
-    /// Use the backend that already has rules in this network namespace, else nft.
-    Auto,
-    /// iptables-legacy (x_tables).
-    Legacy,
-    /// iptables-nft (nf_tables).
-    Nft,
-}
-
-/// `--ipv6`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Ipv6Mode {
-    /// Mirror the rules with ip6tables when the pod has a non-link-local IPv6 address.
-    Auto,
-    /// Always write ip6tables rules (fail if that is not possible).
-    On,
-    /// Never touch ip6tables.
-    Off,
-}
-
 /// The iptables flavour whose binaries we run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {

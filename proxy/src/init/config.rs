@@ -7,7 +7,7 @@ pub use faultline_policy::Cidr;
 use faultline_policy::contract::init_flag;
 pub use faultline_policy::contract::{InboundPorts, PortRange};
 
-use super::InitArgs;
+use super::args::InitArgs;
 
 /// Why the `init` flags were rejected (exit code 64).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

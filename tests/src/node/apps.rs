@@ -98,7 +98,7 @@ pub fn deployment(name: &str, replicas: i32, spec: PodSpec) -> Deployment {
 /// Whether the pod carries the injected proxy (classic or native layout).
 pub fn has_sidecar(pod: &Pod) -> bool {
     let spec = pod.spec.as_ref();
-    let named = |c: &Container| c.name == "faultline-proxy";
+    let named = |c: &Container| c.name == faultline_policy::contract::PROXY_CONTAINER_NAME;
     spec.is_some_and(|s| {
         s.containers.iter().any(named) || s.init_containers.iter().flatten().any(named)
     })

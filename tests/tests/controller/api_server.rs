@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::support::{NodeProxy, Webhook, all_on, bundle, init_logs, register_webhooks, upstream};
 use anyhow::{Context, anyhow, bail, ensure};
 use clap::Parser;
 use faultline_e2e::webhook::{SCOPE_LABEL, is_injected, wait_until_injecting};
@@ -19,7 +20,6 @@ use faultline_webhook::kubectl_fault::{Cli, CliError, commands};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
-use crate::support::{NodeProxy, Webhook, all_on, bundle, init_logs, register_webhooks, upstream};
 
 const WAIT: Duration = Duration::from_secs(60);
 /// Generous: the machine is shared; the latency itself is printed and benchmarked.

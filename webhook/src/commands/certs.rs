@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::CommandError;
+use super::error::CommandError;
 use crate::certs::{self, CertManager};
 use crate::config::{SYSTEM_NAMESPACE, TLS_SECRET_NAME, WEBHOOK_CONFIG_NAME, WEBHOOK_SERVICE};
 

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{CommandError, InjectionArgs};
+use super::error::CommandError;
+use super::injection::InjectionArgs;
 use crate::inject;
 
 #[derive(Args)]

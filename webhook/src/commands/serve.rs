@@ -10,7 +10,8 @@ use clap::{Args, ValueEnum};
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
-use super::{CommandError, InjectionArgs};
+use super::error::CommandError;
+use super::injection::InjectionArgs;
 use crate::admission::{self, AdmissionState, DEFAULT_MAX_BODY_BYTES};
 use crate::certs::CertManager;
 use crate::config::{self, SYSTEM_NAMESPACE};

@@ -11,10 +11,11 @@ use kube::Client;
 use kube::api::Patch;
 use serde_json::json;
 
+use super::args::{Cli, Command};
+use super::error::CliError;
 use super::inject_flags::{FaultFlags, parse_target, policy_from_flags};
 use super::kube_io::{self, proxy_get};
 use super::table::render;
-use super::{Cli, CliError, Command};
 use crate::controller::expiry;
 use crate::controller::objects::{
     FAULTS_ANNOTATION, Kind, ObjKey, ObjectFacts, SEEN_AT_ANNOTATION,

@@ -3,7 +3,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::CliError;
+use super::error::CliError;
 use crate::controller::objects::Kind;
 
 /// Parse `deploy/NAME`, `deployment/NAME`, `sts/`, `ds/`, `job/`, `pod/`, ...

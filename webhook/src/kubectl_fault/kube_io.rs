@@ -11,7 +11,7 @@ use kube::api::{ListParams, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 
-use super::CliError;
+use super::error::CliError;
 use faultline_policy::contract::{ADMIN_PORT, NAMESPACE_INJECTION_LABEL};
 
 use crate::controller::objects::Kind;

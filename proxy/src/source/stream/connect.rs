@@ -13,7 +13,7 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-use super::ClientError;
+use super::error::ClientError;
 use faultline_policy::wire::{CONTENT_TYPE, STREAM_PATH};
 
 /// Where and how to connect, derived once from the client config.

@@ -4,8 +4,9 @@ use http_body_util::BodyExt;
 use tokio_util::sync::CancellationToken;
 
 use super::backoff::Backoff;
+use super::config::ClientConfig;
 use super::connect::Endpoint;
-use super::{ClientConfig, ClientError};
+use super::error::ClientError;
 use crate::source::store::{PolicySource, PolicyStore, PolicyUpdate};
 use faultline_policy::wire::{LineBuffer, StreamMessage};
 

@@ -1,0 +1,79 @@
+//! Why a `kubectl fault` command failed, and its exit code.
+use std::path::PathBuf;
+
+use faultline_policy::contract::NAMESPACE_INJECTION_LABEL;
+
+use crate::controller::objects::Kind;
+
+/// Errors, each worded for the person at the terminal.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0:?} is not a workload: use deploy/NAME, sts/NAME, ds/NAME, job/NAME or pod/NAME")]
+    Target(String),
+    #[error("--partition-to wants labels as key=value[,key=value], got {0:?}")]
+    Labels(String),
+    #[error("choose a fault: --delay, --abort, --grpc or --partition-to (or -f FILE)")]
+    NoFault,
+    #[error(
+        "choose one fault per command: --delay, --abort, --grpc or --partition-to (use -f FILE for several rules)"
+    )]
+    ManyFaults,
+    #[error("-f cannot be combined with fault flags; put everything in the file")]
+    FileAndFlags,
+    #[error("failed to read {path}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("failed to write the policy as YAML")]
+    Yaml(#[source] serde_yaml::Error),
+    #[error("invalid fault policy: {0}")]
+    InvalidPolicy(String),
+    #[error("{kind} {namespace}/{name} not found")]
+    NotFound {
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error(
+        "namespace {0} is not opted in to faultline, so its pods have no proxy; \
+         run `kubectl label namespace {0} {NAMESPACE_INJECTION_LABEL}=enabled` and restart the workload"
+    )]
+    NotOptedIn(String),
+    #[error("failed to load the kubeconfig")]
+    Kubeconfig(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("failed to {action}")]
+    Kube {
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl CliError {
+    pub(crate) fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Self {
+        let action = action.into();
+        move |source| Self::Kube { action, source }
+    }
+
+    pub(crate) fn not_found(kind: Kind, namespace: &str, name: &str) -> Self {
+        Self::NotFound {
+            kind: kind.as_str(),
+            namespace: namespace.into(),
+            name: name.into(),
+        }
+    }
+
+    /// Exit code: 64 for usage errors, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Target(_)
+            | Self::Labels(_)
+            | Self::NoFault
+            | Self::ManyFaults
+            | Self::FileAndFlags => 64,
+            _ => 1,
+        }
+    }
+}
