@@ -52,7 +52,9 @@ pub fn bin_dir() -> Result<PathBuf, HarnessError> {
     exe.parent()
         .and_then(Path::parent)
         .map(Path::to_path_buf)
-        .ok_or_else(|| HarnessError::NodeUnavailable(format!("no target dir above {}", exe.display())))
+        .ok_or_else(|| {
+            HarnessError::NodeUnavailable(format!("no target dir above {}", exe.display()))
+        })
 }
 
 /// Runs `cmd`, returning its stdout; a failure carries stdout and stderr.
@@ -61,14 +63,14 @@ pub async fn run(
     cmd: &mut tokio::process::Command,
 ) -> Result<String, HarnessError> {
     let what = what.into();
-    let output = cmd
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|source| HarnessError::RunCommand {
-            what: what.clone(),
-            source,
-        })?;
+    let output =
+        cmd.stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|source| HarnessError::RunCommand {
+                what: what.clone(),
+                source,
+            })?;
     let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
     if output.status.success() {
         return Ok(stdout);

@@ -11,15 +11,15 @@
 #[path = "node/support.rs"]
 mod support;
 
-#[path = "node/injection.rs"]
-mod injection;
-#[path = "node/policy.rs"]
-mod policy;
-#[path = "node/outbound.rs"]
-mod outbound;
 #[path = "node/cli.rs"]
 mod cli;
+#[path = "node/injection.rs"]
+mod injection;
 #[path = "node/outage.rs"]
 mod outage;
+#[path = "node/outbound.rs"]
+mod outbound;
+#[path = "node/policy.rs"]
+mod policy;
 #[path = "node/workloads.rs"]
 mod workloads;

@@ -141,7 +141,11 @@ struct ServeArgs {
     cert_poll_seconds: u64,
     /// With --manage-certs: extra DNS names or IPs for the serving certificate, comma-separated
     /// (e.g. a node address that a `url:` webhook clientConfig and --controller-url point at).
-    #[arg(long = "san", env = "FAULTLINE_WEBHOOK_EXTRA_SANS", value_delimiter = ',')]
+    #[arg(
+        long = "san",
+        env = "FAULTLINE_WEBHOOK_EXTRA_SANS",
+        value_delimiter = ','
+    )]
     extra_sans: Vec<String>,
     #[command(flatten)]
     injection: InjectionArgs,
@@ -303,7 +307,8 @@ async fn run_certs(args: CertsArgs) -> Result<(), Failure> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| runtime(format!("failed to connect to Kubernetes: {e}")))?;
-    let manager = CertManager::new(client.clone(), &args.namespace).with_extra_names(&args.extra_sans);
+    let manager =
+        CertManager::new(client.clone(), &args.namespace).with_extra_names(&args.extra_sans);
     let bundle = manager.ensure().await.map_err(runtime)?;
     certs::patch_ca_bundle(&client, WEBHOOK_CONFIG_NAME, &bundle.ca_cert_pem)
         .await

@@ -116,14 +116,15 @@ pub fn has_sidecar(pod: &Pod) -> bool {
     let spec = pod.spec.as_ref();
     let named = |c: &Container| c.name == "faultline-proxy";
     spec.is_some_and(|s| {
-        s.containers.iter().any(named)
-            || s.init_containers.iter().flatten().any(named)
+        s.containers.iter().any(named) || s.init_containers.iter().flatten().any(named)
     })
 }
 
 /// Running, every container ready, not terminating.
 pub fn is_running_and_ready(pod: &Pod) -> bool {
-    let Some(status) = &pod.status else { return false };
+    let Some(status) = &pod.status else {
+        return false;
+    };
     pod.metadata.deletion_timestamp.is_none()
         && status.phase.as_deref() == Some("Running")
         && status
@@ -161,7 +162,12 @@ pub fn name(pod: &Pod) -> String {
 impl NodeCluster {
     /// Waits until exactly `count` pods match `selector` in `ns`, all Running
     /// and ready and none terminating, and returns them.
-    pub async fn ready_pods(&self, ns: &str, selector: &str, count: usize) -> anyhow::Result<Vec<Pod>> {
+    pub async fn ready_pods(
+        &self,
+        ns: &str,
+        selector: &str,
+        count: usize,
+    ) -> anyhow::Result<Vec<Pod>> {
         let pods: Api<Pod> = Api::namespaced(self.client(), ns);
         let lp = ListParams::default().labels(selector);
         let found = wait_for(
@@ -178,7 +184,11 @@ impl NodeCluster {
                 if live.len() == count && ready == count {
                     Ok(live)
                 } else {
-                    Err(anyhow!("{} pods, {ready} ready: {}", live.len(), describe(&all)))
+                    Err(anyhow!(
+                        "{} pods, {ready} ready: {}",
+                        live.len(),
+                        describe(&all)
+                    ))
                 }
             },
         )
@@ -204,7 +214,9 @@ impl NodeCluster {
     /// `kubectl exec` in the app container; (success, stdout + stderr).
     pub async fn exec(&self, ns: &str, pod: &str, command: &str) -> anyhow::Result<(bool, String)> {
         let mut cmd = self.kubectl();
-        cmd.args(["exec", "-n", ns, pod, "-c", "app", "--", "sh", "-c", command]);
+        cmd.args([
+            "exec", "-n", ns, pod, "-c", "app", "--", "sh", "-c", command,
+        ]);
         let output = cmd.output().await.context("run kubectl exec")?;
         let text = format!(
             "{}{}",
@@ -252,9 +264,16 @@ pub fn describe(pods: &[Pod]) -> String {
 /// error is an `Err`.
 pub async fn get(http: &reqwest::Client, url: &str) -> anyhow::Result<(u16, String, Duration)> {
     let start = Instant::now();
-    let response = http.get(url).send().await.with_context(|| format!("GET {url}"))?;
+    let response = http
+        .get(url)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
     let status = response.status().as_u16();
-    let body = response.text().await.with_context(|| format!("body of {url}"))?;
+    let body = response
+        .text()
+        .await
+        .with_context(|| format!("body of {url}"))?;
     Ok((status, body, start.elapsed()))
 }
 
@@ -311,7 +330,11 @@ mod tests {
                     faultline_requests_total_other 9\n";
         assert_eq!(sum_metric(text, "faultline_requests_total", None), 5.0);
         assert_eq!(
-            sum_metric(text, "faultline_requests_total", Some("direction=\"inbound\"")),
+            sum_metric(
+                text,
+                "faultline_requests_total",
+                Some("direction=\"inbound\"")
+            ),
             3.0
         );
         assert_eq!(sum_metric(text, "missing", None), 0.0);

@@ -41,9 +41,7 @@ impl NodeCluster {
         }
         let cp = ControlPlane::shared_or_skip().await?;
         let cluster = CLUSTER
-            .get_or_init(|| async move {
-                start(cp, &assets).await.map_err(|e| error_chain(&e))
-            })
+            .get_or_init(|| async move { start(cp, &assets).await.map_err(|e| error_chain(&e)) })
             .await;
         match cluster {
             Ok(cluster) => Some(cluster),

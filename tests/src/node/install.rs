@@ -82,25 +82,31 @@ async fn wait_for_ca_bundle(cp: &ControlPlane) -> Result<(), HarnessError> {
     let client = cp.try_client()?;
     let configs: Api<MutatingWebhookConfiguration> = Api::all(client.clone());
     let deployments: Api<Deployment> = Api::namespaced(client, SYSTEM_NAMESPACE);
-    wait_for("the caBundle in the webhook configuration", INSTALL_TIMEOUT, || async {
-        let config = configs.get("faultline-webhook").await?;
-        let patched = config
-            .webhooks
-            .unwrap_or_default()
-            .iter()
-            .all(|w| w.client_config.ca_bundle.is_some());
-        let ready = deployments
-            .get(WEBHOOK_DEPLOYMENT)
-            .await?
-            .status
-            .and_then(|s| s.ready_replicas)
-            .unwrap_or(0);
-        if patched && ready >= 1 {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!("caBundle patched: {patched}, ready replicas: {ready}"))
-        }
-    })
+    wait_for(
+        "the caBundle in the webhook configuration",
+        INSTALL_TIMEOUT,
+        || async {
+            let config = configs.get("faultline-webhook").await?;
+            let patched = config
+                .webhooks
+                .unwrap_or_default()
+                .iter()
+                .all(|w| w.client_config.ca_bundle.is_some());
+            let ready = deployments
+                .get(WEBHOOK_DEPLOYMENT)
+                .await?
+                .status
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0);
+            if patched && ready >= 1 {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!(
+                    "caBundle patched: {patched}, ready replicas: {ready}"
+                ))
+            }
+        },
+    )
     .await?;
     Ok(())
 }
@@ -186,15 +192,25 @@ mod tests {
     #[test]
     fn relative_paths_climb_then_descend() {
         assert_eq!(
-            relative(Path::new("/r/target/debug/node-install"), Path::new("/r/tests/node/overlay")),
+            relative(
+                Path::new("/r/target/debug/node-install"),
+                Path::new("/r/tests/node/overlay")
+            ),
             PathBuf::from("../../../tests/node/overlay")
         );
-        assert_eq!(relative(Path::new("/a"), Path::new("/a/b")), PathBuf::from("b"));
+        assert_eq!(
+            relative(Path::new("/a"), Path::new("/a/b")),
+            PathBuf::from("b")
+        );
     }
 
     #[test]
     fn overlay_names_the_base_and_the_api_server() {
-        let text = overlay(Path::new("/repo/tests/node/overlay"), "https://127.0.0.1:6443").unwrap();
+        let text = overlay(
+            Path::new("/repo/tests/node/overlay"),
+            "https://127.0.0.1:6443",
+        )
+        .unwrap();
         let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
         assert_eq!(doc["resources"][0], "/repo/tests/node/overlay");
         let patch = doc["patches"][0]["patch"].as_str().unwrap();

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use faultline_e2e::node::{NodeCluster, run};
 use faultline_e2e::wait_for;
 
-use crate::support::{create_deployment, namespace, ready_app, until_all_answer, web_spec, APPLY};
+use crate::support::{APPLY, create_deployment, namespace, ready_app, until_all_answer, web_spec};
 
 async fn plugin(cluster: &NodeCluster, args: &[&str]) -> anyhow::Result<String> {
     let mut cmd = cluster.kubectl_fault();
@@ -34,26 +34,56 @@ async fn kubectl_fault_inject_list_status_recover() -> anyhow::Result<()> {
     let _story = NodeCluster::shared_lock().await;
     let ns = namespace(cluster, "node-cli", true).await?;
     create_deployment(cluster, &ns, "web", 2, web_spec()).await?;
-    let ips: Vec<String> = ready_app(cluster, &ns, "web", 2, true).await?.into_iter().map(|(_, ip)| ip).collect();
+    let ips: Vec<String> = ready_app(cluster, &ns, "web", 2, true)
+        .await?
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .collect();
 
     let start = Instant::now();
-    let out = plugin(cluster, &["inject", "deploy/web", "-n", &ns, "--abort", "503", "--path", "/api/*"]).await?;
+    let out = plugin(
+        cluster,
+        &[
+            "inject",
+            "deploy/web",
+            "-n",
+            &ns,
+            "--abort",
+            "503",
+            "--path",
+            "/api/*",
+        ],
+    )
+    .await?;
     eprintln!("{out}");
     until_all_answer(&ips, "/api/x", 503, Duration::ZERO, start).await?;
     until_all_answer(&ips, "/clean.html", 200, Duration::ZERO, start).await?;
 
     let list = plugin(cluster, &["list", "-n", &ns]).await?;
     eprintln!("{list}");
-    anyhow::ensure!(list.contains("deploy/web") || list.contains("Deployment/web") || list.contains("web"), "list: {list}");
+    anyhow::ensure!(
+        list.contains("deploy/web") || list.contains("Deployment/web") || list.contains("web"),
+        "list: {list}"
+    );
 
-    let status = wait_for("every proxy connected on the expected version", APPLY, || async {
-        let out = plugin(cluster, &["status", "deploy/web", "-n", &ns]).await?;
-        let rows = status_rows(&out);
-        let good = rows.len() == 2
-            && rows.iter().all(|r| r.len() >= 5 && r[1] == "yes" && r[2] == "yes" && r[3] == r[4])
-            && rows.iter().all(|r| r[3] == rows[0][3]);
-        if good { Ok(out) } else { Err(anyhow::anyhow!("{out}")) }
-    })
+    let status = wait_for(
+        "every proxy connected on the expected version",
+        APPLY,
+        || async {
+            let out = plugin(cluster, &["status", "deploy/web", "-n", &ns]).await?;
+            let rows = status_rows(&out);
+            let good = rows.len() == 2
+                && rows
+                    .iter()
+                    .all(|r| r.len() >= 5 && r[1] == "yes" && r[2] == "yes" && r[3] == r[4])
+                && rows.iter().all(|r| r[3] == rows[0][3]);
+            if good {
+                Ok(out)
+            } else {
+                Err(anyhow::anyhow!("{out}"))
+            }
+        },
+    )
     .await?;
     eprintln!("{status}");
 

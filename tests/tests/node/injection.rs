@@ -28,7 +28,10 @@ async fn label_and_rollout_restart_inject_existing_workloads() -> anyhow::Result
         .await?;
     cluster.rollout_status(&ns, "deploy/web").await?;
     let pods = ready_app(cluster, &ns, "web", 2, true).await?;
-    eprintln!("rollout restart to 2 injected ready pods: {:?}", restarted.elapsed());
+    eprintln!(
+        "rollout restart to 2 injected ready pods: {:?}",
+        restarted.elapsed()
+    );
     for (pod, _) in &pods {
         anyhow::ensure!(
             apps::init_exit_code(pod, "faultline-init") == Some(0),
@@ -40,12 +43,29 @@ async fn label_and_rollout_restart_inject_existing_workloads() -> anyhow::Result
     // Traffic from the host to the pod IP goes through the proxy, and is clean.
     let http = apps::http_client();
     for (pod, ip) in &pods {
-        let before = apps::proxy_metric(&http, ip, "faultline_requests_total", Some("direction=\"inbound\"")).await?;
+        let before = apps::proxy_metric(
+            &http,
+            ip,
+            "faultline_requests_total",
+            Some("direction=\"inbound\""),
+        )
+        .await?;
         for _ in 0..5 {
-            let (status, body, _) = apps::get(&http, &format!("http://{ip}:{APP_PORT}/clean.html")).await?;
-            anyhow::ensure!(status == 200 && body.trim() == "clean", "{}: {status} {body}", apps::name(pod));
+            let (status, body, _) =
+                apps::get(&http, &format!("http://{ip}:{APP_PORT}/clean.html")).await?;
+            anyhow::ensure!(
+                status == 200 && body.trim() == "clean",
+                "{}: {status} {body}",
+                apps::name(pod)
+            );
         }
-        let after = apps::proxy_metric(&http, ip, "faultline_requests_total", Some("direction=\"inbound\"")).await?;
+        let after = apps::proxy_metric(
+            &http,
+            ip,
+            "faultline_requests_total",
+            Some("direction=\"inbound\""),
+        )
+        .await?;
         anyhow::ensure!(
             after - before >= 5.0,
             "the proxy of {} counted {} inbound requests for 5 sent",

@@ -5,31 +5,39 @@
 
 use std::time::{Duration, Instant};
 
-use faultline_e2e::node::apps::{self};
 use faultline_e2e::node::NodeCluster;
+use faultline_e2e::node::apps::{self};
 use faultline_e2e::wait_for;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use crate::support::{
-    all_answer_now, annotate, create_deployment, namespace, ready_app, until_all_answer,
-    wait_event, web_spec, WAIT,
+    WAIT, all_answer_now, annotate, create_deployment, namespace, ready_app, until_all_answer,
+    wait_event, web_spec,
 };
 
 const SYSTEM: &str = "faultline-system";
 const WEBHOOK_PODS: &str = "app.kubernetes.io/component=webhook";
 const DOWN: &str = "rules:\n- name: api-down\n  match: {direction: inbound, path: /api/*}\n  abort: {status: 503}\n";
-const TEAPOT: &str = "rules:\n- name: teapot\n  match: {direction: inbound, path: /api/*}\n  abort: {status: 418}\n";
+const TEAPOT: &str =
+    "rules:\n- name: teapot\n  match: {direction: inbound, path: /api/*}\n  abort: {status: 418}\n";
 
 async fn webhook_pods(cluster: &NodeCluster) -> anyhow::Result<Vec<Pod>> {
     let api: Api<Pod> = Api::namespaced(cluster.client(), SYSTEM);
-    Ok(api.list(&ListParams::default().labels(WEBHOOK_PODS)).await?.items)
+    Ok(api
+        .list(&ListParams::default().labels(WEBHOOK_PODS))
+        .await?
+        .items)
 }
 
 async fn wait_webhook_gone(cluster: &NodeCluster) -> anyhow::Result<()> {
     wait_for("no faultline-webhook pod", WAIT, || async {
         let pods = webhook_pods(cluster).await?;
-        if pods.is_empty() { Ok(()) } else { Err(anyhow::anyhow!(apps::describe(&pods))) }
+        if pods.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(apps::describe(&pods)))
+        }
     })
     .await?;
     Ok(())
@@ -38,10 +46,18 @@ async fn wait_webhook_gone(cluster: &NodeCluster) -> anyhow::Result<()> {
 async fn wait_policy_connected(ip: &str, want: bool) -> anyhow::Result<Duration> {
     let http = apps::http_client();
     let start = Instant::now();
-    wait_for(format!("faultline_policy_connected {want} on {ip}"), WAIT, || async {
-        let v = apps::proxy_metric(&http, ip, "faultline_policy_connected", None).await?;
-        if (v == 1.0) == want { Ok(()) } else { Err(anyhow::anyhow!("{v}")) }
-    })
+    wait_for(
+        format!("faultline_policy_connected {want} on {ip}"),
+        WAIT,
+        || async {
+            let v = apps::proxy_metric(&http, ip, "faultline_policy_connected", None).await?;
+            if (v == 1.0) == want {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("{v}"))
+            }
+        },
+    )
     .await?;
     Ok(start.elapsed())
 }
@@ -54,14 +70,30 @@ async fn controller_pod_deleted_proxies_keep_policy_and_reconnect() -> anyhow::R
     let _story = NodeCluster::exclusive_lock().await;
     let ns = namespace(cluster, "node-restart", true).await?;
     create_deployment(cluster, &ns, "web", 1, web_spec()).await?;
-    let ips: Vec<String> = ready_app(cluster, &ns, "web", 1, true).await?.into_iter().map(|(_, ip)| ip).collect();
+    let ips: Vec<String> = ready_app(cluster, &ns, "web", 1, true)
+        .await?
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .collect();
     annotate(cluster, &ns, "web", Some(DOWN)).await?;
     until_all_answer(&ips, "/api/x", 503, Duration::ZERO, Instant::now()).await?;
 
-    cluster.kubectl_ok(&["delete", "pod", "-n", SYSTEM, "-l", WEBHOOK_PODS, "--wait=true"]).await?;
+    cluster
+        .kubectl_ok(&[
+            "delete",
+            "pod",
+            "-n",
+            SYSTEM,
+            "-l",
+            WEBHOOK_PODS,
+            "--wait=true",
+        ])
+        .await?;
     // Gone: the proxy keeps the policy it had.
     all_answer_now(&ips, "/api/x", 503).await?;
-    cluster.rollout_status(SYSTEM, "deploy/faultline-webhook").await?;
+    cluster
+        .rollout_status(SYSTEM, "deploy/faultline-webhook")
+        .await?;
     let back = wait_policy_connected(&ips[0], true).await?;
     eprintln!("proxy reconnected {back:?} after the new controller pod was ready");
     all_answer_now(&ips, "/api/x", 503).await?;
@@ -82,12 +114,24 @@ async fn webhook_down_pods_still_start_and_are_reported() -> anyhow::Result<()> 
     let _story = NodeCluster::exclusive_lock().await;
     let ns = namespace(cluster, "node-outage", true).await?;
     create_deployment(cluster, &ns, "web", 1, web_spec()).await?;
-    let ips: Vec<String> = ready_app(cluster, &ns, "web", 1, true).await?.into_iter().map(|(_, ip)| ip).collect();
+    let ips: Vec<String> = ready_app(cluster, &ns, "web", 1, true)
+        .await?
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .collect();
     annotate(cluster, &ns, "web", Some(DOWN)).await?;
     until_all_answer(&ips, "/api/x", 503, Duration::ZERO, Instant::now()).await?;
 
     let result = async {
-        cluster.kubectl_ok(&["scale", "-n", SYSTEM, "deploy/faultline-webhook", "--replicas=0"]).await?;
+        cluster
+            .kubectl_ok(&[
+                "scale",
+                "-n",
+                SYSTEM,
+                "deploy/faultline-webhook",
+                "--replicas=0",
+            ])
+            .await?;
         wait_webhook_gone(cluster).await?;
         wait_policy_connected(&ips[0], false).await?;
         all_answer_now(&ips, "/api/x", 503).await?;
@@ -98,14 +142,27 @@ async fn webhook_down_pods_still_start_and_are_reported() -> anyhow::Result<()> 
         anyhow::Ok(apps::name(&late))
     }
     .await;
-    cluster.kubectl_ok(&["scale", "-n", SYSTEM, "deploy/faultline-webhook", "--replicas=1"]).await?;
+    cluster
+        .kubectl_ok(&[
+            "scale",
+            "-n",
+            SYSTEM,
+            "deploy/faultline-webhook",
+            "--replicas=1",
+        ])
+        .await?;
     let late = result?;
-    cluster.rollout_status(SYSTEM, "deploy/faultline-webhook").await?;
+    cluster
+        .rollout_status(SYSTEM, "deploy/faultline-webhook")
+        .await?;
     wait_policy_connected(&ips[0], true).await?;
 
     let note = wait_event(cluster, &ns, &late, "NotInjected").await?;
     eprintln!("reported: {note}");
-    anyhow::ensure!(note.contains("rollout restart"), "the Event says what to do: {note}");
+    anyhow::ensure!(
+        note.contains("rollout restart"),
+        "the Event says what to do: {note}"
+    );
     let start = Instant::now();
     annotate(cluster, &ns, "web", None).await?;
     until_all_answer(&ips, "/api/x", 200, Duration::ZERO, start).await?;

@@ -5,7 +5,7 @@ use faultline_e2e::node::NodeCluster;
 use faultline_e2e::node::apps;
 use faultline_e2e::wait_for;
 
-use crate::support::{annotate, create_deployment, namespace, ready_app, web_spec, APPLY};
+use crate::support::{APPLY, annotate, create_deployment, namespace, ready_app, web_spec};
 
 const ABORT_OUTBOUND: &str = "rules:
 - name: server-down
@@ -19,8 +19,15 @@ const PARTITION: &str = "rules:
 ";
 
 /// `wget` from the client pod: (success, output).
-async fn fetch(cluster: &NodeCluster, ns: &str, client: &str, url: &str) -> anyhow::Result<(bool, String)> {
-    cluster.exec(ns, client, &format!("wget -q -O - {url} 2>&1")).await
+async fn fetch(
+    cluster: &NodeCluster,
+    ns: &str,
+    client: &str,
+    url: &str,
+) -> anyhow::Result<(bool, String)> {
+    cluster
+        .exec(ns, client, &format!("wget -q -O - {url} 2>&1"))
+        .await
 }
 
 async fn until_fetch(
@@ -32,7 +39,11 @@ async fn until_fetch(
 ) -> anyhow::Result<String> {
     Ok(wait_for(format!("{url} from {client}"), APPLY, || async {
         let (ok, out) = fetch(cluster, ns, client, url).await?;
-        if want(ok, &out) { Ok(out) } else { Err(anyhow::anyhow!("ok={ok}: {}", out.trim())) }
+        if want(ok, &out) {
+            Ok(out)
+        } else {
+            Err(anyhow::anyhow!("ok={ok}: {}", out.trim()))
+        }
     })
     .await?)
 }
@@ -47,9 +58,17 @@ async fn outbound_abort_and_partition_by_pod_selector() -> anyhow::Result<()> {
     create_deployment(cluster, &ns, "server", 1, web_spec()).await?;
     create_deployment(cluster, &ns, "other", 1, web_spec()).await?;
     create_deployment(cluster, &ns, "client", 1, apps::client_spec()).await?;
-    let server = ready_app(cluster, &ns, "server", 1, true).await?.remove(0).1;
+    let server = ready_app(cluster, &ns, "server", 1, true)
+        .await?
+        .remove(0)
+        .1;
     let other = ready_app(cluster, &ns, "other", 1, true).await?.remove(0).1;
-    let client = apps::name(&ready_app(cluster, &ns, "client", 1, true).await?.remove(0).0);
+    let client = apps::name(
+        &ready_app(cluster, &ns, "client", 1, true)
+            .await?
+            .remove(0)
+            .0,
+    );
     let server_api = format!("http://{server}:8080/api/x");
     let server_clean = format!("http://{server}:8080/clean.html");
     let other_clean = format!("http://{other}:8080/clean.html");
@@ -58,7 +77,10 @@ async fn outbound_abort_and_partition_by_pod_selector() -> anyhow::Result<()> {
     anyhow::ensure!(ok && out.trim() == "api", "before any policy: {out}");
 
     annotate(cluster, &ns, "client", Some(ABORT_OUTBOUND)).await?;
-    let out = until_fetch(cluster, &ns, &client, &server_api, |ok, out| !ok && out.contains("503")).await?;
+    let out = until_fetch(cluster, &ns, &client, &server_api, |ok, out| {
+        !ok && out.contains("503")
+    })
+    .await?;
     eprintln!("outbound abort seen by the client: {}", out.trim());
     let (ok, out) = fetch(cluster, &ns, &client, &server_clean).await?;
     anyhow::ensure!(ok && out.trim() == "clean", "other paths stay clean: {out}");
@@ -67,10 +89,16 @@ async fn outbound_abort_and_partition_by_pod_selector() -> anyhow::Result<()> {
     let out = until_fetch(cluster, &ns, &client, &server_clean, |ok, _| !ok).await?;
     eprintln!("partitioned from app=server: {}", out.trim());
     let (ok, out) = fetch(cluster, &ns, &client, &other_clean).await?;
-    anyhow::ensure!(ok && out.trim() == "clean", "a pod outside the selector stays reachable: {out}");
+    anyhow::ensure!(
+        ok && out.trim() == "clean",
+        "a pod outside the selector stays reachable: {out}"
+    );
 
     annotate(cluster, &ns, "client", None).await?;
-    until_fetch(cluster, &ns, &client, &server_api, |ok, out| ok && out.trim() == "api").await?;
+    until_fetch(cluster, &ns, &client, &server_api, |ok, out| {
+        ok && out.trim() == "api"
+    })
+    .await?;
     crate::support::cleanup(cluster, &ns).await;
     Ok(())
 }

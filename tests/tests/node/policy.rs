@@ -31,7 +31,11 @@ async fn annotation_applies_on_every_pod_and_removal_recovers() -> anyhow::Resul
     let _story = NodeCluster::shared_lock().await;
     let ns = namespace(cluster, "node-policy", true).await?;
     create_deployment(cluster, &ns, "web", 2, web_spec()).await?;
-    let ips: Vec<String> = ready_app(cluster, &ns, "web", 2, true).await?.into_iter().map(|(_, ip)| ip).collect();
+    let ips: Vec<String> = ready_app(cluster, &ns, "web", 2, true)
+        .await?
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .collect();
     all_answer_now(&ips, "/api/x", 200).await?;
 
     let start = Instant::now();
@@ -57,7 +61,11 @@ async fn duration_expiry_removes_the_annotation_with_an_event() -> anyhow::Resul
     let _story = NodeCluster::shared_lock().await;
     let ns = namespace(cluster, "node-expiry", true).await?;
     create_deployment(cluster, &ns, "web", 1, web_spec()).await?;
-    let ips: Vec<String> = ready_app(cluster, &ns, "web", 1, true).await?.into_iter().map(|(_, ip)| ip).collect();
+    let ips: Vec<String> = ready_app(cluster, &ns, "web", 1, true)
+        .await?
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .collect();
 
     let policy = "duration: 4s\nrules:\n- name: brief\n  match: {direction: inbound, path: /api/*}\n  abort: {status: 503}\n";
     let start = Instant::now();
@@ -65,13 +73,20 @@ async fn duration_expiry_removes_the_annotation_with_an_event() -> anyhow::Resul
     until_all_answer(&ips, "/api/x", 503, Duration::ZERO, start).await?;
 
     let api: Api<Deployment> = Api::namespaced(cluster.client(), &ns);
-    wait_for("the controller to remove the expired annotation", Duration::from_secs(60), || async {
-        let d = api.get("web").await?;
-        match d.metadata.annotations.as_ref().and_then(|a| a.get(FAULTS)) {
-            None => Ok(()),
-            Some(_) => Err(anyhow::anyhow!("still annotated after {:?}", start.elapsed())),
-        }
-    })
+    wait_for(
+        "the controller to remove the expired annotation",
+        Duration::from_secs(60),
+        || async {
+            let d = api.get("web").await?;
+            match d.metadata.annotations.as_ref().and_then(|a| a.get(FAULTS)) {
+                None => Ok(()),
+                Some(_) => Err(anyhow::anyhow!(
+                    "still annotated after {:?}",
+                    start.elapsed()
+                )),
+            }
+        },
+    )
     .await?;
     let note = wait_event(cluster, &ns, "web", "FaultsRecovered").await?;
     eprintln!("expired after {:?}: {note}", start.elapsed());

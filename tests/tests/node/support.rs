@@ -37,7 +37,11 @@ pub fn web_spec() -> PodSpec {
 }
 
 /// A namespace for one test, labelled for injection or not.
-pub async fn namespace(cluster: &NodeCluster, prefix: &str, labelled: bool) -> anyhow::Result<String> {
+pub async fn namespace(
+    cluster: &NodeCluster,
+    prefix: &str,
+    labelled: bool,
+) -> anyhow::Result<String> {
     let ns = unique_name(prefix);
     let labels: &[(&str, &str)] = if labelled { &[INJECTION_LABEL] } else { &[] };
     cluster.cp.create_namespace(&ns, labels).await?;
@@ -52,9 +56,12 @@ pub async fn create_deployment(
     spec: PodSpec,
 ) -> anyhow::Result<()> {
     let api: Api<Deployment> = Api::namespaced(cluster.client(), ns);
-    api.create(&PostParams::default(), &apps::deployment(name, replicas, spec))
-        .await
-        .with_context(|| format!("create deployment {ns}/{name}"))?;
+    api.create(
+        &PostParams::default(),
+        &apps::deployment(name, replicas, spec),
+    )
+    .await
+    .with_context(|| format!("create deployment {ns}/{name}"))?;
     Ok(())
 }
 
@@ -86,7 +93,12 @@ pub async fn ready_app(
 }
 
 /// Sets (`Some`) or removes (`None`) the fault policy on a Deployment.
-pub async fn annotate(cluster: &NodeCluster, ns: &str, deploy: &str, faults: Option<&str>) -> anyhow::Result<()> {
+pub async fn annotate(
+    cluster: &NodeCluster,
+    ns: &str,
+    deploy: &str,
+    faults: Option<&str>,
+) -> anyhow::Result<()> {
     let api: Api<Deployment> = Api::namespaced(cluster.client(), ns);
     let patch = serde_json::json!({"metadata": {"annotations": {FAULTS: faults}}});
     api.patch_metadata(deploy, &PatchParams::default(), &Patch::Merge(&patch))
@@ -129,13 +141,21 @@ pub async fn all_answer_now(ips: &[String], path: &str, status: u16) -> anyhow::
     for ip in ips {
         let url = format!("http://{ip}:{APP_PORT}{path}");
         let (got, body, took) = apps::get(&http, &url).await?;
-        anyhow::ensure!(got == status, "{url}: {got} after {took:?}: {}", body.trim());
+        anyhow::ensure!(
+            got == status,
+            "{url}: {got} after {took:?}: {}",
+            body.trim()
+        );
     }
     Ok(())
 }
 
 /// Events about object `name` in `ns`: (type, reason, note).
-pub async fn events(cluster: &NodeCluster, ns: &str, name: &str) -> anyhow::Result<Vec<(String, String, String)>> {
+pub async fn events(
+    cluster: &NodeCluster,
+    ns: &str,
+    name: &str,
+) -> anyhow::Result<Vec<(String, String, String)>> {
     let list = Api::<Event>::namespaced(cluster.client(), ns)
         .list(&ListParams::default())
         .await?;
@@ -153,15 +173,22 @@ pub async fn events(cluster: &NodeCluster, ns: &str, name: &str) -> anyhow::Resu
         .collect())
 }
 
-pub async fn wait_event(cluster: &NodeCluster, ns: &str, name: &str, reason: &str) -> anyhow::Result<String> {
-    Ok(wait_for(format!("Event {reason} on {ns}/{name}"), WAIT, || async {
-        let all = events(cluster, ns, name).await.map_err(|e| e.to_string())?;
-        all.iter()
-            .find(|(_, r, _)| r == reason)
-            .map(|(_, _, note)| note.clone())
-            .ok_or_else(|| format!("events so far: {all:?}"))
-    })
-    .await?)
+pub async fn wait_event(
+    cluster: &NodeCluster,
+    ns: &str,
+    name: &str,
+    reason: &str,
+) -> anyhow::Result<String> {
+    Ok(
+        wait_for(format!("Event {reason} on {ns}/{name}"), WAIT, || async {
+            let all = events(cluster, ns, name).await.map_err(|e| e.to_string())?;
+            all.iter()
+                .find(|(_, r, _)| r == reason)
+                .map(|(_, _, note)| note.clone())
+                .ok_or_else(|| format!("events so far: {all:?}"))
+        })
+        .await?,
+    )
 }
 
 /// Deletes the namespace (and so everything the test made) without waiting.

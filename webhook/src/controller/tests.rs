@@ -119,6 +119,7 @@ fn policy(pod: &str, version: &str, json: Option<&str>) -> PodPolicy {
         policy: json.map(|j| Arc::new(serde_json::from_str(j).unwrap())),
         peers: Default::default(),
         source: None,
+        finish: false,
     }
 }
 

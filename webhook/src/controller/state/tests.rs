@@ -29,6 +29,7 @@ fn pod(name: &str, faults: Option<&str>, owner: Option<(Kind, &str)>) -> PodSnap
         ips: vec![],
         injected: true,
         terminal: false,
+        life: Default::default(),
     }
 }
 
@@ -39,6 +40,7 @@ fn peer(name: &str, app: &str, ip: &str) -> PodSnapshot {
         ips: vec![ip.parse().unwrap()],
         injected: false,
         terminal: false,
+        life: Default::default(),
     }
 }
 
