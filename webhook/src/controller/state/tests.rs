@@ -347,3 +347,25 @@ fn a_recreated_object_does_not_inherit_the_old_last_good() {
     assert!(out.pods[&key("a")].policy.is_some());
     assert!(out.sources.values().next().unwrap().verdict.is_err());
 }
+
+#[test]
+fn a_pod_that_missed_injection_is_reported_once_while_it_lives() {
+    let mut state = PolicyState::default();
+    let missed = |uid: &str| {
+        (
+            ObjKey::new(Kind::Pod, "shop", "late-1"),
+            uid.to_string(),
+            "note".to_string(),
+        )
+    };
+    let first = state.report_missed(vec![missed("u1")]);
+    assert_eq!(first.len(), 1);
+    assert!(matches!(&first[0], Action::ReportNotInjected { note, .. } if note == "note"));
+    assert!(
+        state.report_missed(vec![missed("u1")]).is_empty(),
+        "reported already"
+    );
+    assert!(state.report_missed(vec![]).is_empty());
+    // Gone, then a new pod under the same name: reported again.
+    assert_eq!(state.report_missed(vec![missed("u2")]).len(), 1);
+}
