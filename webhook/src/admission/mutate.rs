@@ -95,15 +95,9 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
     let overrides = Overrides::read(annotations, &named_ports).map_err(MutateError::Override)?;
     let native = overrides.native_sidecar.unwrap_or(config.native_sidecars);
 
+    // Run-to-completion pods (Jobs) need no warning in the classic layout:
+    // the controller tells the proxy to finish once the app has exited.
     let mut warnings = Vec::new();
-    let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
-    if !native && restart_policy != "Always" {
-        // A regular sidecar container never exits, so such a pod never completes.
-        warnings.push(format!(
-            "faultline: restartPolicy {restart_policy} with a classic sidecar: the pod will not complete \
-             while the proxy runs; native sidecars (Kubernetes 1.29+) do not have this problem"
-        ));
-    }
     let inbound = inbound_ports(&serving, &overrides, &mut warnings);
     let init = containers::init_container(config, containers::init_command(&inbound, &overrides));
     let proxy = containers::proxy_container(config, &overrides, native);

@@ -251,18 +251,12 @@ fn pod_without_spec_is_an_error() {
 }
 
 #[test]
-fn classic_sidecar_in_a_run_to_completion_pod_warns() {
+fn a_run_to_completion_pod_is_injected_without_warnings() {
+    // Classic layout: the controller finishes the proxy when the app exits.
     let mut pod = load("plain");
     pod["spec"]["restartPolicy"] = json!("Never");
     let (_, classic) = apply(&pod, false);
-    assert!(
-        classic
-            .warnings
-            .iter()
-            .any(|w| w.contains("will not complete")),
-        "{:?}",
-        classic.warnings
-    );
+    assert!(classic.warnings.is_empty(), "{:?}", classic.warnings);
     let (_, native) = apply(&pod, true);
     assert!(native.warnings.is_empty(), "{:?}", native.warnings);
 }

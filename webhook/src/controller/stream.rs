@@ -195,10 +195,10 @@ fn body_stream(
                 let current = c.rx.borrow_and_update().clone();
                 // A policy for another uid belongs to a newer pod of the same
                 // name; this token's pod is gone, so wait (its token dies soon).
-                if let Some(policy) = current.filter(|p| p.uid == c.uid) {
-                    if let Some(line) = next_line(&mut c, &policy) {
-                        return Some((Ok(Bytes::from(line)), c));
-                    }
+                if let Some(policy) = current.filter(|p| p.uid == c.uid)
+                    && let Some(line) = next_line(&mut c, &policy)
+                {
+                    return Some((Ok(Bytes::from(line)), c));
                 }
             }
             tokio::select! {
