@@ -81,9 +81,17 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref().ok_or(MutateError::MissingSpec)?;
     if let Some(reason) = skip_reason(pod, spec) {
+        // A complete injection of ours is what the API server sends back on
+        // reinvocation (and what `inject -f` prints): nothing for a person
+        // to act on, so no warning. Anything else that looks injected is.
+        let quiet = reason == SkipReason::AlreadyInjected && is_complete_injection(pod, spec);
         return Ok(Mutation {
             patch: Patch(Vec::new()),
-            warnings: vec![reason.warning()],
+            warnings: if quiet {
+                Vec::new()
+            } else {
+                vec![reason.warning()]
+            },
             skipped: Some(reason),
         });
     }
@@ -207,6 +215,28 @@ fn is_injected(pod: &Pod, spec: &PodSpec) -> bool {
             .init_containers
             .as_ref()
             .is_some_and(|cs| cs.iter().any(ours))
+}
+
+/// The status annotation parses and every container it lists is in the pod.
+fn is_complete_injection(pod: &Pod, spec: &PodSpec) -> bool {
+    let Some(status) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(STATUS_ANNOTATION))
+        .and_then(|s| serde_json::from_str::<InjectionStatus>(s).ok())
+    else {
+        return false;
+    };
+    let present = |name: &String| {
+        spec.containers.iter().any(|c| &c.name == name)
+            || spec
+                .init_containers
+                .iter()
+                .flatten()
+                .any(|c| &c.name == name)
+    };
+    !status.containers.is_empty() && status.containers.iter().all(present)
 }
 
 /// Containers that can accept connections: app containers and restartable
