@@ -4,7 +4,7 @@ CARGO ?= cargo
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 REGISTRY ?= ghcr.io/faultline-dev
 
-.PHONY: help build release test unit lint fmt kustomize certs demo bench fuzz image deploy undeploy e2e clean
+.PHONY: help build release test unit lint fmt kustomize certs demo bench fuzz image image-tar deploy undeploy e2e clean
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -17,8 +17,10 @@ release: ## optimized binaries in target/release
 
 test: lint kustomize unit ## everything CI runs: format, clippy, manifests, all tests
 
-unit: ## all tests (unit, integration, netns, real kube-apiserver when KUBEBUILDER_ASSETS is set)
+unit: ## all tests (unit, integration, netns, real kube-apiserver and a real node when KUBEBUILDER_ASSETS is set)
 	@mkdir -p target
+	# The node tests package these binaries as images: build them first.
+	$(CARGO) build --workspace --bins
 	@set -o pipefail; status=0; \
 	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test.log || status=$$?; \
 	awk '/^test result:/ {p += $$4; f += $$6; s += $$8} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}' target/test.log; \
@@ -34,6 +36,7 @@ fmt: ## format the code
 kustomize: ## the manifests render
 	kubectl kustomize manifests/ > /dev/null
 	kubectl kustomize manifests/examples/ > /dev/null
+	kubectl kustomize tests/node/overlay/ > /dev/null
 
 certs: build ## development CA + serving certificate in certs/ (keys are git-ignored)
 	target/debug/faultline-webhook certs --out-dir certs
@@ -47,8 +50,11 @@ bench: release ## benchmarks: ratios against direct connections and nginx, measu
 fuzz: ## fuzz the policy parser (needs cargo-fuzz and a nightly toolchain)
 	cd policy && mkdir -p fuzz/corpus/parse && cargo +nightly fuzz run parse fuzz/corpus/parse fuzz/seeds -- -max_total_time=120
 
-image: ## container images faultline-proxy and faultline-webhook (needs docker or podman: DOCKER=podman)
+image: ## container images faultline-proxy and faultline-webhook (docker or podman: DOCKER=podman; else as tarballs)
 	REGISTRY=$(REGISTRY) bash scripts/image.sh $(VERSION)
+
+image-tar: release ## the images as docker-archive tarballs in target/images, no container engine needed
+	REGISTRY=$(REGISTRY) bash scripts/image-tar.sh $(VERSION)
 
 deploy: ## install into the current kubectl context, images pinned to $(REGISTRY):$(VERSION)
 	REGISTRY=$(REGISTRY) bash scripts/deploy.sh $(VERSION)

@@ -34,6 +34,10 @@ pub enum StreamMessage {
     },
     /// Sent periodically so that a silent half-open connection is detected.
     Heartbeat,
+    /// Every app container of the pod has exited for good (a Job's pod in
+    /// the classic layout): the proxy drains and exits 0 so the pod can
+    /// complete. Proxies that predate it ignore the line.
+    Finish,
 }
 
 impl StreamMessage {

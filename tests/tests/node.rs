@@ -11,6 +11,8 @@
 #[path = "node/support.rs"]
 mod support;
 
+#[path = "node/bench.rs"]
+mod bench;
 #[path = "node/cli.rs"]
 mod cli;
 #[path = "node/injection.rs"]

@@ -8,6 +8,7 @@
 //! - `expiry`: `duration` / `until` arithmetic and the seen-at record;
 //! - `state`: one reconcile (validation, last-good, selector peers) and the
 //!   leader's writes as data;
+//! - `lifecycle`: pods that missed injection, Job pods whose app finished;
 //! - `lease`: the writer-role election; `writer`: patches and Events;
 //! - `run`: reflectors and the reconcile loop around `state`;
 //! - `hub`: per-pod watch channels between the loop and the streams;
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod expiry;
 pub mod hub;
 pub mod lease;
+pub mod lifecycle;
 pub mod metrics;
 pub mod objects;
 pub mod resolve;

@@ -239,7 +239,7 @@ rules:
     assert_eq!(keys, ["app=nats", "app=pg,tier=db"]);
 }
 
-/// Property test (the fuzz target in `proxy/fuzz` explores further): random
+/// Property test (the fuzz target in `policy/fuzz` explores further): random
 /// text and random mutations of a valid policy never make `parse` panic,
 /// and whatever parses survives a JSON round trip and compiles.
 #[test]

@@ -53,8 +53,9 @@ pub(super) async fn install(cp: &ControlPlane, node: &Node) -> Result<(), Harnes
     // generated one lives in the target directory, beside the images.
     let dir = bin_dir()?.join("node-install");
     let base = relative(&dir, &repo_root().join("tests/node/overlay"));
-    let kustomization = overlay(&base, &cp.api_url())?;
+    let (kustomization, patch) = overlay(&base, &cp.api_url())?;
     write(&dir.join("kustomization.yaml"), &kustomization)?;
+    write(&dir.join(API_SERVER_PATCH), &patch)?;
     let mut apply = cp.kubectl();
     apply.arg("apply").arg("-k").arg(&dir);
     run("kubectl apply -k (faultline)", &mut apply).await?;
@@ -113,33 +114,38 @@ async fn wait_for_ca_bundle(cp: &ControlPlane) -> Result<(), HarnessError> {
 
 /// The kustomization the harness applies: the checked-in overlay, plus the
 /// API server's loopback address for the webhook on the host network (an
-/// explicit env var wins over the service env the kubelet adds).
-fn overlay(base: &Path, api_url: &str) -> Result<String, HarnessError> {
-    let url = url_host_port(api_url)
+/// explicit env var wins over the service env the kubelet adds). Returns
+/// (kustomization.yaml, the patch file it names). Old kustomize (kubectl
+/// 1.20) understands these fields too.
+fn overlay(base: &Path, api_url: &str) -> Result<(String, String), HarnessError> {
+    let (host, port) = url_host_port(api_url)
         .ok_or_else(|| HarnessError::Unexpected(format!("API server URL {api_url}")))?;
-    let (host, port) = url;
-    Ok(format!(
+    let kustomization = format!(
         "apiVersion: kustomize.config.k8s.io/v1beta1\n\
          kind: Kustomization\n\
-         resources:\n\
+         bases:\n\
          - {base}\n\
-         patches:\n\
-         - target: {{kind: Deployment, name: faultline-webhook}}\n  \
-           patch: |-\n    \
-             apiVersion: apps/v1\n    \
-             kind: Deployment\n    \
-             metadata: {{name: faultline-webhook, namespace: faultline-system}}\n    \
-             spec:\n      \
-               template:\n        \
-                 spec:\n          \
-                   containers:\n          \
-                   - name: webhook\n            \
-                     env:\n            \
-                     - {{name: KUBERNETES_SERVICE_HOST, value: \"{host}\"}}\n            \
-                     - {{name: KUBERNETES_SERVICE_PORT, value: \"{port}\"}}\n",
+         patchesStrategicMerge:\n\
+         - {API_SERVER_PATCH}\n",
         base = base.display()
-    ))
+    );
+    let patch = format!(
+        "apiVersion: apps/v1\n\
+         kind: Deployment\n\
+         metadata: {{name: faultline-webhook, namespace: faultline-system}}\n\
+         spec:\n  \
+           template:\n    \
+             spec:\n      \
+               containers:\n      \
+               - name: webhook\n        \
+                 env:\n        \
+                 - {{name: KUBERNETES_SERVICE_HOST, value: \"{host}\"}}\n        \
+                 - {{name: KUBERNETES_SERVICE_PORT, value: \"{port}\"}}\n"
+    );
+    Ok((kustomization, patch))
 }
+
+const API_SERVER_PATCH: &str = "api-server.yaml";
 
 /// `to` as a path relative to directory `from` (both absolute).
 fn relative(from: &Path, to: &Path) -> PathBuf {
@@ -206,15 +212,11 @@ mod tests {
 
     #[test]
     fn overlay_names_the_base_and_the_api_server() {
-        let text = overlay(
-            Path::new("/repo/tests/node/overlay"),
-            "https://127.0.0.1:6443",
-        )
-        .unwrap();
+        let (text, patch) = overlay(Path::new("../overlay"), "https://127.0.0.1:6443").unwrap();
         let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-        assert_eq!(doc["resources"][0], "/repo/tests/node/overlay");
-        let patch = doc["patches"][0]["patch"].as_str().unwrap();
-        let patch: serde_yaml::Value = serde_yaml::from_str(patch).unwrap();
+        assert_eq!(doc["bases"][0], "../overlay");
+        assert_eq!(doc["patchesStrategicMerge"][0], API_SERVER_PATCH);
+        let patch: serde_yaml::Value = serde_yaml::from_str(&patch).unwrap();
         let env = &patch["spec"]["template"]["spec"]["containers"][0]["env"];
         assert_eq!(env[0]["value"], "127.0.0.1");
         assert_eq!(env[1]["value"], "6443");

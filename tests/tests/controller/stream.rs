@@ -103,6 +103,7 @@ fn policy(pod: &str, version: &str, json: Option<&str>) -> PodPolicy {
         policy: json.map(|j| Arc::new(serde_json::from_str(j).unwrap())),
         peers: Default::default(),
         source: None,
+        finish: false,
     }
 }
 
@@ -203,6 +204,35 @@ async fn each_proxy_gets_its_own_pods_policy_and_every_new_version() {
         f.hub.metrics.connected.get() == 0
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_finished_pods_proxy_is_told_to_finish_and_the_others_are_not() {
+    let f = serve(Duration::from_secs(10)).await;
+    publish(
+        &f.hub,
+        &[policy("a", "v1", Some(SLOW)), policy("b", "v1", Some(SLOW))],
+    );
+    let a = proxy(&f, "token-a", "a");
+    let b = proxy(&f, "token-b", "b");
+    eventually("both on v1", Duration::from_secs(10), async || {
+        a.store.current().version == "v1" && b.store.current().version == "v1"
+    })
+    .await;
+    let finished = PodPolicy {
+        finish: true,
+        ..policy("a", "v1", Some(SLOW))
+    };
+    publish(&f.hub, &[finished, policy("b", "v1", Some(SLOW))]);
+    eventually("a told to finish", Duration::from_secs(10), async || {
+        a.stop.is_cancelled()
+    })
+    .await;
+    // The policy it ran is kept to the end; the other proxy is untouched.
+    assert_eq!(a.store.current().version, "v1");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(!b.stop.is_cancelled());
+    b.stop.cancel();
 }
 
 #[tokio::test]

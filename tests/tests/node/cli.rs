@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use faultline_e2e::node::{NodeCluster, run};
 use faultline_e2e::wait_for;
 
-use crate::support::{APPLY, create_deployment, namespace, ready_app, until_all_answer, web_spec};
+use crate::support::{APPLY, until_all_answer, web_app};
 
 async fn plugin(cluster: &NodeCluster, args: &[&str]) -> anyhow::Result<String> {
     let mut cmd = cluster.kubectl_fault();
@@ -32,13 +32,7 @@ async fn kubectl_fault_inject_list_status_recover() -> anyhow::Result<()> {
         return Ok(());
     };
     let _story = NodeCluster::shared_lock().await;
-    let ns = namespace(cluster, "node-cli", true).await?;
-    create_deployment(cluster, &ns, "web", 2, web_spec()).await?;
-    let ips: Vec<String> = ready_app(cluster, &ns, "web", 2, true)
-        .await?
-        .into_iter()
-        .map(|(_, ip)| ip)
-        .collect();
+    let (ns, ips) = web_app(cluster, "node-cli", 2).await?;
 
     let start = Instant::now();
     let out = plugin(

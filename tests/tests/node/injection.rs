@@ -76,3 +76,36 @@ async fn label_and_rollout_restart_inject_existing_workloads() -> anyhow::Result
     support::cleanup(cluster, &ns).await;
     Ok(())
 }
+
+/// The API server calls the webhook again after its own patch
+/// (`reinvocationPolicy: IfNeeded`); a user creating a pod sees no warning.
+#[tokio::test]
+async fn kubectl_run_in_a_labelled_namespace_prints_no_warning() -> anyhow::Result<()> {
+    let Some(cluster) = NodeCluster::shared_or_skip().await else {
+        return Ok(());
+    };
+    let _story = NodeCluster::shared_lock().await;
+    let ns = namespace(cluster, "node-run", true).await?;
+    let mut cmd = cluster.kubectl();
+    cmd.args([
+        "run",
+        "one",
+        "-n",
+        &ns,
+        "--image",
+        apps::BUSYBOX,
+        "--image-pull-policy=IfNotPresent",
+    ])
+    .args(["--restart=Never", "--", "sh", "-c", "sleep 3600"]);
+    let output = cmd.output().await?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    anyhow::ensure!(output.status.success(), "kubectl run failed: {stderr}");
+    anyhow::ensure!(
+        !stderr.contains("faultline"),
+        "kubectl run printed: {stderr}"
+    );
+    let pods = cluster.ready_pods(&ns, "run=one", 1).await?;
+    anyhow::ensure!(apps::has_sidecar(&pods[0]), "{}", apps::describe(&pods));
+    support::cleanup(cluster, &ns).await;
+    Ok(())
+}

@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams};
 
 use crate::support::{
-    WAIT, all_answer_now, annotate, create_deployment, namespace, ready_app, until_all_answer,
-    wait_event, web_spec,
+    WAIT, all_answer_now, annotate, create_deployment, ready_app, until_all_answer, wait_event,
+    web_app, web_spec,
 };
 
 const SYSTEM: &str = "faultline-system";
@@ -68,13 +68,7 @@ async fn controller_pod_deleted_proxies_keep_policy_and_reconnect() -> anyhow::R
         return Ok(());
     };
     let _story = NodeCluster::exclusive_lock().await;
-    let ns = namespace(cluster, "node-restart", true).await?;
-    create_deployment(cluster, &ns, "web", 1, web_spec()).await?;
-    let ips: Vec<String> = ready_app(cluster, &ns, "web", 1, true)
-        .await?
-        .into_iter()
-        .map(|(_, ip)| ip)
-        .collect();
+    let (ns, ips) = web_app(cluster, "node-restart", 1).await?;
     annotate(cluster, &ns, "web", Some(DOWN)).await?;
     until_all_answer(&ips, "/api/x", 503, Duration::ZERO, Instant::now()).await?;
 
@@ -112,13 +106,7 @@ async fn webhook_down_pods_still_start_and_are_reported() -> anyhow::Result<()> 
         return Ok(());
     };
     let _story = NodeCluster::exclusive_lock().await;
-    let ns = namespace(cluster, "node-outage", true).await?;
-    create_deployment(cluster, &ns, "web", 1, web_spec()).await?;
-    let ips: Vec<String> = ready_app(cluster, &ns, "web", 1, true)
-        .await?
-        .into_iter()
-        .map(|(_, ip)| ip)
-        .collect();
+    let (ns, ips) = web_app(cluster, "node-outage", 1).await?;
     annotate(cluster, &ns, "web", Some(DOWN)).await?;
     until_all_answer(&ips, "/api/x", 503, Duration::ZERO, Instant::now()).await?;
 

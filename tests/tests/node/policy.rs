@@ -9,10 +9,7 @@ use faultline_e2e::wait_for;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 
-use crate::support::{
-    FAULTS, all_answer_now, annotate, create_deployment, namespace, ready_app, until_all_answer,
-    wait_event, web_spec,
-};
+use crate::support::{FAULTS, all_answer_now, annotate, until_all_answer, wait_event, web_app};
 
 const SLOW_AND_DOWN: &str = "rules:
 - name: slow
@@ -29,13 +26,7 @@ async fn annotation_applies_on_every_pod_and_removal_recovers() -> anyhow::Resul
         return Ok(());
     };
     let _story = NodeCluster::shared_lock().await;
-    let ns = namespace(cluster, "node-policy", true).await?;
-    create_deployment(cluster, &ns, "web", 2, web_spec()).await?;
-    let ips: Vec<String> = ready_app(cluster, &ns, "web", 2, true)
-        .await?
-        .into_iter()
-        .map(|(_, ip)| ip)
-        .collect();
+    let (ns, ips) = web_app(cluster, "node-policy", 2).await?;
     all_answer_now(&ips, "/api/x", 200).await?;
 
     let start = Instant::now();
@@ -59,13 +50,7 @@ async fn duration_expiry_removes_the_annotation_with_an_event() -> anyhow::Resul
         return Ok(());
     };
     let _story = NodeCluster::shared_lock().await;
-    let ns = namespace(cluster, "node-expiry", true).await?;
-    create_deployment(cluster, &ns, "web", 1, web_spec()).await?;
-    let ips: Vec<String> = ready_app(cluster, &ns, "web", 1, true)
-        .await?
-        .into_iter()
-        .map(|(_, ip)| ip)
-        .collect();
+    let (ns, ips) = web_app(cluster, "node-expiry", 1).await?;
 
     let policy = "duration: 4s\nrules:\n- name: brief\n  match: {direction: inbound, path: /api/*}\n  abort: {status: 503}\n";
     let start = Instant::now();

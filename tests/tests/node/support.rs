@@ -92,6 +92,24 @@ pub async fn ready_app(
     Ok(out)
 }
 
+/// A labelled namespace `prefix-xxxxxx` with a Deployment `web` of
+/// `replicas` injected, ready pods; returns the namespace and pod IPs.
+pub async fn web_app(
+    cluster: &NodeCluster,
+    prefix: &str,
+    replicas: usize,
+) -> anyhow::Result<(String, Vec<String>)> {
+    let ns = namespace(cluster, prefix, true).await?;
+    let count = i32::try_from(replicas)?;
+    create_deployment(cluster, &ns, "web", count, web_spec()).await?;
+    let ips = ready_app(cluster, &ns, "web", replicas, true)
+        .await?
+        .into_iter()
+        .map(|(_, ip)| ip)
+        .collect();
+    Ok((ns, ips))
+}
+
 /// Sets (`Some`) or removes (`None`) the fault policy on a Deployment.
 pub async fn annotate(
     cluster: &NodeCluster,

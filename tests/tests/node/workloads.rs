@@ -66,3 +66,85 @@ async fn statefulsets_and_daemonsets_are_injected() -> anyhow::Result<()> {
     crate::support::cleanup(cluster, &ns).await;
     Ok(())
 }
+
+/// Classic layout (1.20): the proxy is an ordinary container. When the app
+/// exits, the controller tells the proxy to finish, so the Job completes.
+#[tokio::test]
+async fn a_job_in_a_labelled_namespace_completes() -> anyhow::Result<()> {
+    use k8s_openapi::api::batch::v1::{Job, JobSpec};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::ListParams;
+    let Some(cluster) = NodeCluster::shared_or_skip().await else {
+        return Ok(());
+    };
+    let _story = NodeCluster::shared_lock().await;
+    let ns = namespace(cluster, "node-job", true).await?;
+    let mut spec = apps::client_spec();
+    spec.restart_policy = Some("Never".into());
+    if let Some(c) = spec.containers.first_mut() {
+        c.command = Some(vec![
+            "sh".into(),
+            "-c".into(),
+            "echo working; sleep 2; echo done".into(),
+        ]);
+    }
+    let job = Job {
+        metadata: ObjectMeta {
+            name: Some("batch".into()),
+            ..Default::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(0),
+            template: template("batch", spec),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let jobs: Api<Job> = Api::namespaced(cluster.client(), &ns);
+    jobs.create(&PostParams::default(), &job).await?;
+    let pods: Api<Pod> = Api::namespaced(cluster.client(), &ns);
+    faultline_e2e::wait_for("the Job to succeed", crate::support::WAIT, || async {
+        let succeeded = jobs
+            .get("batch")
+            .await?
+            .status
+            .and_then(|s| s.succeeded)
+            .unwrap_or(0);
+        let list = pods
+            .list(&ListParams::default().labels("app=batch"))
+            .await?
+            .items;
+        if succeeded == 1 {
+            Ok(list)
+        } else {
+            Err(anyhow::anyhow!(
+                "succeeded {succeeded}: {}",
+                apps::describe(&list)
+            ))
+        }
+    })
+    .await?;
+    let list = pods
+        .list(&ListParams::default().labels("app=batch"))
+        .await?
+        .items;
+    let pod = list.first().ok_or_else(|| anyhow::anyhow!("no pod"))?;
+    anyhow::ensure!(
+        apps::has_sidecar(pod),
+        "the Job's pod was injected: {}",
+        apps::describe(&list)
+    );
+    anyhow::ensure!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded"),
+        "{}",
+        apps::describe(&list)
+    );
+    eprintln!(
+        "job completed in {:?}: {}",
+        started.elapsed(),
+        apps::describe(&list)
+    );
+    crate::support::cleanup(cluster, &ns).await;
+    Ok(())
+}

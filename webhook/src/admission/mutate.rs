@@ -83,9 +83,17 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref().ok_or(MutateError::MissingSpec)?;
     if let Some(reason) = skip_reason(pod, spec) {
+        // A complete injection of ours is what the API server sends back on
+        // reinvocation (and what `inject -f` prints): nothing for a person
+        // to act on, so no warning. Anything else that looks injected is.
+        let quiet = reason == SkipReason::AlreadyInjected && is_complete_injection(pod, spec);
         return Ok(Mutation {
             patch: Patch(Vec::new()),
-            warnings: vec![reason.warning()],
+            warnings: if quiet {
+                Vec::new()
+            } else {
+                vec![reason.warning()]
+            },
             skipped: Some(reason),
         });
     }
@@ -97,15 +105,9 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
     let overrides = Overrides::read(annotations, &named_ports).map_err(MutateError::Override)?;
     let native = overrides.native_sidecar.unwrap_or(config.native_sidecars);
 
+    // Run-to-completion pods (Jobs) need no warning in the classic layout:
+    // the controller tells the proxy to finish once the app has exited.
     let mut warnings = Vec::new();
-    let restart_policy = spec.restart_policy.as_deref().unwrap_or("Always");
-    if !native && restart_policy != "Always" {
-        // A regular sidecar container never exits, so such a pod never completes.
-        warnings.push(format!(
-            "faultline: restartPolicy {restart_policy} with a classic sidecar: the pod will not complete \
-             while the proxy runs; native sidecars (Kubernetes 1.29+) do not have this problem"
-        ));
-    }
     let inbound = inbound_ports(&serving, &overrides, &mut warnings);
     let init = containers::init_container(config, containers::init_command(&inbound, &overrides));
     let proxy = containers::proxy_container(config, &overrides, native);
@@ -215,6 +217,28 @@ fn is_injected(pod: &Pod, spec: &PodSpec) -> bool {
             .init_containers
             .as_ref()
             .is_some_and(|cs| cs.iter().any(ours))
+}
+
+/// The status annotation parses and every container it lists is in the pod.
+fn is_complete_injection(pod: &Pod, spec: &PodSpec) -> bool {
+    let Some(status) = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(STATUS_ANNOTATION))
+        .and_then(|s| serde_json::from_str::<InjectionStatus>(s).ok())
+    else {
+        return false;
+    };
+    let present = |name: &String| {
+        spec.containers.iter().any(|c| &c.name == name)
+            || spec
+                .init_containers
+                .iter()
+                .flatten()
+                .any(|c| &c.name == name)
+    };
+    !status.containers.is_empty() && status.containers.iter().all(present)
 }
 
 /// Containers that can accept connections: app containers and restartable

@@ -110,7 +110,30 @@ fn reinvocation_is_idempotent() {
         let (again, mutation) = apply(&patched, *native);
         assert_eq!(again, patched, "{name}");
         assert!(mutation.patch.0.is_empty(), "{name}");
+        // The API server's reinvocation after our own patch passes silently.
+        if patched["metadata"]["annotations"]["faultline.dev/status"].is_string()
+            && *name != "already-injected"
+        {
+            assert!(
+                mutation.warnings.is_empty(),
+                "{name}: {:?}",
+                mutation.warnings
+            );
+        }
     }
+}
+
+#[test]
+fn something_that_only_looks_injected_still_warns() {
+    // A container named like ours, no status annotation: a person should look.
+    let mut pod = load("plain");
+    pod["spec"]["containers"][0]["name"] = json!("faultline-init");
+    let (_, mutation) = apply(&pod, false);
+    assert_eq!(mutation.skipped, Some(SkipReason::AlreadyInjected));
+    assert!(!mutation.warnings.is_empty());
+    // Copied from an injected pod but incomplete (the fixture lists an init container it lacks).
+    let (_, copied) = apply(&load("already-injected"), false);
+    assert!(!copied.warnings.is_empty(), "{:?}", copied.warnings);
 }
 
 #[test]
@@ -251,18 +274,12 @@ fn pod_without_spec_is_an_error() {
 }
 
 #[test]
-fn classic_sidecar_in_a_run_to_completion_pod_warns() {
+fn a_run_to_completion_pod_is_injected_without_warnings() {
+    // Classic layout: the controller finishes the proxy when the app exits.
     let mut pod = load("plain");
     pod["spec"]["restartPolicy"] = json!("Never");
     let (_, classic) = apply(&pod, false);
-    assert!(
-        classic
-            .warnings
-            .iter()
-            .any(|w| w.contains("will not complete")),
-        "{:?}",
-        classic.warnings
-    );
+    assert!(classic.warnings.is_empty(), "{:?}", classic.warnings);
     let (_, native) = apply(&pod, true);
     assert!(native.warnings.is_empty(), "{:?}", native.warnings);
 }

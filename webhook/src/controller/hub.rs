@@ -31,6 +31,9 @@ pub struct PodPolicy {
     pub peers: Peers,
     /// The object whose annotation governs this pod.
     pub source: Option<ObjKey>,
+    /// Every app container has exited for good: the proxy should finish too
+    /// (classic layout; see `lifecycle`).
+    pub finish: bool,
 }
 
 type Slot = watch::Sender<Option<PodPolicy>>;
@@ -75,8 +78,8 @@ impl PolicyHub {
                 .entry(key.clone())
                 .or_insert_with(|| watch::channel(None).0);
             slot.send_if_modified(|current| {
-                if current.as_ref().map(|c| (&c.version, &c.uid))
-                    == Some((&policy.version, &policy.uid))
+                if current.as_ref().map(|c| (&c.version, &c.uid, c.finish))
+                    == Some((&policy.version, &policy.uid, policy.finish))
                 {
                     false
                 } else {

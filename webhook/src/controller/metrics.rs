@@ -24,6 +24,8 @@ pub struct Metrics {
     pub invalid: Counter,
     /// 1 while this replica holds the writer Lease.
     pub leader: Gauge,
+    /// Pods opted in to injection that run without the proxy (leader only).
+    pub uninjected: Gauge,
 }
 
 impl Metrics {
@@ -69,6 +71,11 @@ impl Metrics {
             "leader",
             "1 while this replica holds the faultline-controller Lease",
             self.leader.clone(),
+        );
+        sub.register(
+            "uninjected_pods",
+            "Pods opted in to injection that run without the proxy (counted by the leader)",
+            self.uninjected.clone(),
         );
     }
 }

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::expiry;
 use super::hub::PolicyHub;
+use super::lifecycle::{self, PodLife, strip_pod};
 use super::objects::{INJECTED_LABEL, Kind, ObjKey, ObjectFacts, Watched};
 use super::state::{Action, PodSnapshot, PolicyState};
 use super::writer::{ActionContext, Writer};
@@ -36,6 +37,7 @@ pub struct Stores {
     pub statefulsets: Store<PartialObjectMeta<StatefulSet>>,
     pub daemonsets: Store<PartialObjectMeta<DaemonSet>>,
     pub jobs: Store<PartialObjectMeta<Job>>,
+    pub namespaces: Store<PartialObjectMeta<Namespace>>,
 }
 
 impl Stores {
@@ -59,6 +61,51 @@ impl Stores {
             Kind::DaemonSet => get(&self.daemonsets, key),
             Kind::Job => get(&self.jobs, key),
         }
+    }
+
+    /// A namespace's labels, if it is in the cache.
+    pub fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
+        let ns = self.namespaces.get(&ObjectRef::new(name))?;
+        Some(ns.metadata.labels.clone().unwrap_or_default())
+    }
+
+    /// Pods that should run the proxy and do not: (pod, uid, Event note).
+    pub fn missed_injection(&self, pods: &[PodSnapshot]) -> Vec<(ObjKey, String, String)> {
+        pods.iter()
+            .filter(|p| {
+                let ns = &p.facts.key.namespace;
+                let labels = self.namespace_labels(ns);
+                lifecycle::missed_injection(&p.labels, ns, labels.as_ref(), &p.life, p.terminal)
+            })
+            .map(|p| {
+                let workload = self.restartable_workload(&p.facts);
+                let note = lifecycle::not_injected_note(
+                    &p.facts.key.namespace,
+                    workload.as_ref().map(|(k, n)| (k.as_str(), n.as_str())),
+                );
+                (p.facts.key.clone(), p.facts.uid.clone(), note)
+            })
+            .collect()
+    }
+
+    /// The Deployment, StatefulSet or DaemonSet above a pod, as
+    /// (`kubectl rollout restart` kind, name).
+    fn restartable_workload(&self, pod: &ObjectFacts) -> Option<(String, String)> {
+        let mut owner = pod.owner.clone();
+        for _ in 0..3 {
+            let key = owner?;
+            let kind = match key.kind {
+                Kind::Deployment => "deployment",
+                Kind::StatefulSet => "statefulset",
+                Kind::DaemonSet => "daemonset",
+                _ => {
+                    owner = self.owner(&key).and_then(|f| f.owner);
+                    continue;
+                }
+            };
+            return Some((kind.to_owned(), key.name));
+        }
+        None
     }
 
     /// Every pod as the reconciler sees it.
@@ -91,6 +138,7 @@ pub fn pod_snapshot(pod: &Pod) -> Option<PodSnapshot> {
     }
     let phase = status.and_then(|s| s.phase.as_deref());
     Some(PodSnapshot {
+        life: PodLife::from_pod(pod),
         injected: labels.get(INJECTED_LABEL).map(String::as_str) == Some("true"),
         terminal: matches!(phase, Some("Succeeded" | "Failed")),
         facts,
@@ -100,6 +148,8 @@ pub fn pod_snapshot(pod: &Pod) -> Option<PodSnapshot> {
 }
 
 type Tick = Result<bool, watcher::Error>;
+/// Reflectors: pods, five workload kinds, namespaces.
+const STORES: usize = 7;
 
 /// Start the reflectors; the stream yields `Ok(true)` when a store finished
 /// its (re)list, `Ok(false)` for other changes.
@@ -108,16 +158,9 @@ pub fn reflectors(client: &Client) -> (Stores, impl Stream<Item = (usize, Tick)>
     let (pods, pods_w) = reflector::store::<Pod>();
     let pod_stream = reflector::reflector(
         pods_w,
-        watcher(Api::<Pod>::all(client.clone()), config.clone()).modify(|p| {
-            // Only metadata and addresses matter; the spec is most of a pod's size.
-            p.spec = None;
-            p.metadata.managed_fields = None;
-            if let Some(s) = p.status.as_mut() {
-                s.conditions = None;
-                s.container_statuses = None;
-                s.init_container_statuses = None;
-            }
-        }),
+        // Metadata, addresses and the few lifecycle facts matter; the rest of
+        // the spec and statuses is most of a pod's size.
+        watcher(Api::<Pod>::all(client.clone()), config.clone()).modify(strip_pod),
     );
     fn meta<K>(
         client: &Client,
@@ -127,7 +170,13 @@ pub fn reflectors(client: &Client) -> (Stores, impl Stream<Item = (usize, Tick)>
         futures::stream::BoxStream<'static, Tick>,
     )
     where
-        K: Watched + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+        K: kube::Resource
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug
+            + Send
+            + Sync
+            + 'static,
         K::DynamicType: Default + Eq + std::hash::Hash + Clone,
     {
         let (store, writer) = reflector::store::<PartialObjectMeta<K>>();
@@ -147,10 +196,11 @@ pub fn reflectors(client: &Client) -> (Stores, impl Stream<Item = (usize, Tick)>
     let (statefulsets, sts) = meta::<StatefulSet>(client, &config);
     let (daemonsets, ds) = meta::<DaemonSet>(client, &config);
     let (jobs, job) = meta::<Job>(client, &config);
+    let (namespaces, nss) = meta::<Namespace>(client, &config);
     let pod_stream = pod_stream
         .map(|e| e.map(|e| matches!(e, watcher::Event::InitDone)))
         .boxed();
-    let streams = vec![pod_stream, rs, dep, sts, ds, job];
+    let streams = vec![pod_stream, rs, dep, sts, ds, job, nss];
     let merged = futures::stream::select_all(
         streams
             .into_iter()
@@ -165,6 +215,7 @@ pub fn reflectors(client: &Client) -> (Stores, impl Stream<Item = (usize, Tick)>
             statefulsets,
             daemonsets,
             jobs,
+            namespaces,
         },
         merged,
     )
@@ -180,7 +231,7 @@ pub async fn reconcile_loop(
 ) {
     let (stores, events) = reflectors(&client);
     let mut events = std::pin::pin!(events);
-    let mut ready = [false; 6];
+    let mut ready = [false; STORES];
     let mut state = PolicyState::default();
     let mut next_expiry: Option<jiff::Timestamp> = None;
     loop {
@@ -224,13 +275,33 @@ pub async fn reconcile_loop(
             continue;
         }
         let now = jiff::Timestamp::now();
-        let (actions, next) = state.plan(&outcome.sources, now);
+        let (mut actions, next) = state.plan(&outcome.sources, now);
         next_expiry = next;
+        let missed = stores.missed_injection(&pods);
+        hub.metrics
+            .uninjected
+            .set(i64::try_from(missed.len()).unwrap_or(i64::MAX));
+        actions.extend(state.report_missed(missed));
         for action in actions {
             let key = match &action {
                 Action::RecordSeen { key, .. }
                 | Action::Expire { key, .. }
                 | Action::WarnInvalid { key, .. } => key,
+                Action::ReportNotInjected { key, .. } => {
+                    let uid = pods
+                        .iter()
+                        .find(|p| &p.facts.key == key)
+                        .map(|p| p.facts.uid.clone())
+                        .unwrap_or_default();
+                    let ctx = ActionContext {
+                        uid,
+                        ..ActionContext::default()
+                    };
+                    if let Err(error) = writer.perform(&action, &ctx).await {
+                        tracing::warn!(%error, "failed to report a pod that missed injection");
+                    }
+                    continue;
+                }
             };
             let Some(src) = outcome.sources.get(key) else {
                 continue;
@@ -270,7 +341,7 @@ pub async fn reconcile_loop(
     }
 }
 
-fn note(ready: &mut [bool; 6], (index, tick): (usize, Tick)) {
+fn note(ready: &mut [bool; STORES], (index, tick): (usize, Tick)) {
     match tick {
         Ok(true) => {
             if let Some(r) = ready.get_mut(index) {

@@ -15,6 +15,7 @@ use jiff::Timestamp;
 
 use super::expiry;
 pub use super::hub::{Peers, PodKey, PodPolicy};
+use super::lifecycle::PodLife;
 use super::objects::{ObjKey, ObjectFacts};
 use super::resolve::{Resolution, resolve};
 use super::version::{policy_version, text_version};
@@ -29,6 +30,8 @@ pub struct PodSnapshot {
     pub injected: bool,
     /// Succeeded/Failed pods are not peers.
     pub terminal: bool,
+    /// The spec and container facts lifecycle decisions need.
+    pub life: PodLife,
 }
 
 /// One annotated object and what became of its annotation.
@@ -60,6 +63,8 @@ pub enum Action {
     },
     /// Emit a `FaultsInvalid` Warning.
     WarnInvalid { key: ObjKey, message: String },
+    /// Emit a `NotInjected` Warning on a pod that runs without the proxy.
+    ReportNotInjected { key: ObjKey, note: String },
 }
 
 #[derive(Clone)]
@@ -80,6 +85,8 @@ pub struct PolicyState {
     seen_recorded: HashMap<ObjKey, expiry::SeenAt>,
     warned: BTreeSet<(ObjKey, String)>,
     expired: BTreeSet<(ObjKey, String)>,
+    /// Pods (by uid) already reported as missing the proxy.
+    reported: BTreeSet<String>,
 }
 
 /// Everything one reconcile produced.
@@ -133,6 +140,7 @@ impl PolicyState {
                     policy: None,
                     peers: Peers::new(),
                     source: None,
+                    finish: pod.life.app_finished(),
                 },
                 Some((source, good)) => {
                     let peers = resolve_peers(&good.policy, &pod.facts.key.namespace, pods);
@@ -142,6 +150,7 @@ impl PolicyState {
                         policy: Some(good.json.clone()),
                         peers,
                         source: Some(source),
+                        finish: pod.life.app_finished(),
                     }
                 }
             };
@@ -273,7 +282,21 @@ impl PolicyState {
                 self.expired.remove(&(key.clone(), version.clone()));
             }
             Action::WarnInvalid { .. } => {}
+            Action::ReportNotInjected { .. } => {}
         }
+    }
+
+    /// `NotInjected` reports for pods that missed injection, once per pod
+    /// (uid) while it lives. `missed` holds (pod key, uid, note).
+    pub fn report_missed(&mut self, missed: Vec<(ObjKey, String, String)>) -> Vec<Action> {
+        let live: BTreeSet<String> = missed.iter().map(|(_, uid, _)| uid.clone()).collect();
+        let actions = missed
+            .into_iter()
+            .filter(|(_, uid, _)| self.reported.insert(uid.clone()))
+            .map(|(key, _, note)| Action::ReportNotInjected { key, note })
+            .collect();
+        self.reported.retain(|uid| live.contains(uid));
+        actions
     }
 }
 

@@ -142,6 +142,31 @@ struct Cursor {
     heartbeat: tokio::time::Interval,
     shutdown: CancellationToken,
     check: bool,
+    /// The version last sent, so a change that only adds `finish` does not
+    /// resend the policy.
+    sent: Option<String>,
+    finish_sent: bool,
+}
+
+/// What a changed slot owes the proxy: the policy if its version is new
+/// (then check again, for `finish`), else `finish` once.
+fn next_line(c: &mut Cursor, policy: &PodPolicy) -> Option<Vec<u8>> {
+    if c.sent.as_deref() != Some(policy.version.as_str()) {
+        c.sent = Some(policy.version.clone());
+        c.guard.sent(&policy.version);
+        c.check = policy.finish;
+        let line = StreamMessage::Policy {
+            version: policy.version.clone(),
+            policy: policy.policy.as_deref().cloned(),
+            peers: policy.peers.clone(),
+        };
+        return Some(line.to_line());
+    }
+    if policy.finish && !c.finish_sent {
+        c.finish_sent = true;
+        return Some(StreamMessage::Finish.to_line());
+    }
+    None
 }
 
 fn body_stream(
@@ -160,6 +185,8 @@ fn body_stream(
         heartbeat: interval,
         shutdown,
         check: true,
+        sent: None,
+        finish_sent: false,
     };
     futures::stream::unfold(cursor, |mut c| async move {
         loop {
@@ -168,14 +195,9 @@ fn body_stream(
                 let current = c.rx.borrow_and_update().clone();
                 // A policy for another uid belongs to a newer pod of the same
                 // name; this token's pod is gone, so wait (its token dies soon).
-                if let Some(policy) = current.filter(|p| p.uid == c.uid) {
-                    let line = StreamMessage::Policy {
-                        version: policy.version.clone(),
-                        policy: policy.policy.as_deref().cloned(),
-                        peers: policy.peers.clone(),
-                    }
-                    .to_line();
-                    c.guard.sent(&policy.version);
+                if let Some(policy) = current.filter(|p| p.uid == c.uid)
+                    && let Some(line) = next_line(&mut c, &policy)
+                {
                     return Some((Ok(Bytes::from(line)), c));
                 }
             }

@@ -1,6 +1,7 @@
 //! The leader's writes: the seen-at annotation, the conditional removal of
-//! an expired policy, and Events (`FaultsApplied`, `FaultsRecovered`,
-//! `FaultsInvalid`) on the object that carries the annotation.
+//! an expired policy, and Events: `FaultsApplied`, `FaultsRecovered` and
+//! `FaultsInvalid` on the object that carries the annotation, `NotInjected`
+//! on a pod that runs without the proxy it should have.
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
@@ -19,6 +20,7 @@ pub const REPORTER: &str = "faultline-controller";
 pub const REASON_APPLIED: &str = "FaultsApplied";
 pub const REASON_RECOVERED: &str = "FaultsRecovered";
 pub const REASON_INVALID: &str = "FaultsInvalid";
+pub use super::lifecycle::REASON_NOT_INJECTED;
 
 /// Why a write failed.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +119,17 @@ impl Writer {
                     REASON_RECOVERED,
                     "Recover",
                     note,
+                )
+                .await
+            }
+            Action::ReportNotInjected { key, note } => {
+                self.event(
+                    key,
+                    &ctx.uid,
+                    EventType::Warning,
+                    REASON_NOT_INJECTED,
+                    "Inject",
+                    note.clone(),
                 )
                 .await
             }

@@ -45,7 +45,7 @@ pub async fn run(
     loop {
         let outcome = tokio::select! {
             () = shutdown.cancelled() => break,
-            outcome = session(&endpoint, &config, &store) => outcome,
+            outcome = session(&endpoint, &config, &store, &shutdown) => outcome,
         };
         store.set_connected(false);
         match outcome {
@@ -78,6 +78,7 @@ async fn session(
     endpoint: &Endpoint,
     config: &ClientConfig,
     store: &PolicyStore,
+    shutdown: &CancellationToken,
 ) -> Result<bool, (bool, ClientError)> {
     let token = tokio::fs::read_to_string(&config.token_file)
         .await
@@ -121,6 +122,14 @@ async fn session(
                 store.set_connected(true);
             }
             match serde_json::from_slice::<StreamMessage>(&line) {
+                // The pod's app has exited for good (classic layout): leave
+                // like on SIGTERM, so the pod can complete.
+                Ok(StreamMessage::Finish) => {
+                    tracing::info!(
+                        "the controller reports the app has finished: draining and exiting"
+                    );
+                    shutdown.cancel();
+                }
                 Ok(message) => apply_message(store, &config.url, message),
                 Err(error) => tracing::warn!(%error, "ignoring a malformed policy stream line"),
             }

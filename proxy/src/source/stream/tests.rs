@@ -204,6 +204,26 @@ async fn applies_each_version_presents_the_token_and_reports_connected() {
 }
 
 #[tokio::test]
+async fn finish_ends_the_proxy_like_sigterm_and_keeps_the_policy_until_then() {
+    let mut server = server().await;
+    let client = start(|t| config(&server, t));
+    let conn = next_conn(&mut server).await;
+    conn.policy("v1", Some(SLOW));
+    eventually("v1", Duration::from_secs(10), async || {
+        client.store.current().version == "v1"
+    })
+    .await;
+    assert!(!client.shutdown.is_cancelled());
+    let _ = conn.lines.send(b"{\"type\":\"finish\"}\n".to_vec());
+    eventually("shutdown", Duration::from_secs(10), async || {
+        client.shutdown.is_cancelled()
+    })
+    .await;
+    client.task.await.unwrap().unwrap();
+    assert_eq!(client.store.current().version, "v1");
+}
+
+#[tokio::test]
 async fn an_invalid_policy_never_replaces_the_last_good_one() {
     let mut server = server().await;
     let client = start(|t| config(&server, t));

@@ -29,6 +29,7 @@ fn pod(name: &str, faults: Option<&str>, owner: Option<(Kind, &str)>) -> PodSnap
         ips: vec![],
         injected: true,
         terminal: false,
+        life: Default::default(),
     }
 }
 
@@ -39,6 +40,7 @@ fn peer(name: &str, app: &str, ip: &str) -> PodSnapshot {
         ips: vec![ip.parse().unwrap()],
         injected: false,
         terminal: false,
+        life: Default::default(),
     }
 }
 
@@ -344,4 +346,26 @@ fn a_recreated_object_does_not_inherit_the_old_last_good() {
     // Falls back to what the pod ran (same pod uid), not to the old object's cache.
     assert!(out.pods[&key("a")].policy.is_some());
     assert!(out.sources.values().next().unwrap().verdict.is_err());
+}
+
+#[test]
+fn a_pod_that_missed_injection_is_reported_once_while_it_lives() {
+    let mut state = PolicyState::default();
+    let missed = |uid: &str| {
+        (
+            ObjKey::new(Kind::Pod, "shop", "late-1"),
+            uid.to_string(),
+            "note".to_string(),
+        )
+    };
+    let first = state.report_missed(vec![missed("u1")]);
+    assert_eq!(first.len(), 1);
+    assert!(matches!(&first[0], Action::ReportNotInjected { note, .. } if note == "note"));
+    assert!(
+        state.report_missed(vec![missed("u1")]).is_empty(),
+        "reported already"
+    );
+    assert!(state.report_missed(vec![]).is_empty());
+    // Gone, then a new pod under the same name: reported again.
+    assert_eq!(state.report_missed(vec![missed("u2")]).len(), 1);
 }

@@ -1,0 +1,84 @@
+"""faultline: inject faults into Kubernetes services (or a standalone proxy) from Python tests.
+
+    from faultline import Faultline, abort, delay
+
+    fl = Faultline()                                   # kubeconfig, like kubectl
+    with fl.inject("deploy/checkout", namespace="shop",
+                   rules=[abort(503, path="/api/*")], duration="2m") as fault:
+        fl.wait_applied(fault)
+        ...                                            # the service sees the fault
+    # recovered here, exceptions included
+
+With pytest, the ``faultline`` fixture recovers everything a test injected.
+See ``docs/testing.md`` in the faultline repository.
+"""
+
+from .client import FAULTS_ANNOTATION, SEEN_AT_ANNOTATION, Faultline
+from .errors import (
+    ApiError,
+    ControlApiError,
+    FaultlineError,
+    InvalidPolicy,
+    InvalidTarget,
+    NotApplied,
+    NotFound,
+    NotOptedIn,
+)
+from .fault import Fault, FaultStatus, PodStatus
+from .rules import (
+    abort,
+    bandwidth,
+    delay,
+    grpc_abort,
+    hang,
+    match,
+    partition,
+    peers,
+    policy,
+    reset,
+    respond,
+    rule,
+    to_yaml,
+)
+from .session import FaultSession
+from .standalone import StandaloneProxy
+from .targets import Target, parse_target
+from .versions import policy_version, text_version
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FAULTS_ANNOTATION",
+    "SEEN_AT_ANNOTATION",
+    "ApiError",
+    "ControlApiError",
+    "Fault",
+    "FaultSession",
+    "FaultStatus",
+    "Faultline",
+    "FaultlineError",
+    "InvalidPolicy",
+    "InvalidTarget",
+    "NotApplied",
+    "NotFound",
+    "NotOptedIn",
+    "PodStatus",
+    "StandaloneProxy",
+    "Target",
+    "abort",
+    "bandwidth",
+    "delay",
+    "grpc_abort",
+    "hang",
+    "match",
+    "parse_target",
+    "partition",
+    "peers",
+    "policy",
+    "policy_version",
+    "reset",
+    "respond",
+    "rule",
+    "text_version",
+    "to_yaml",
+]

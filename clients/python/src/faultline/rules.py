@@ -1,0 +1,443 @@
+"""Builders for fault rules and policy documents.
+
+A rule is a plain mapping, exactly as written in YAML (see
+``docs/fault-language.md``); the helpers here only save typing and build the
+same mappings the documentation shows::
+
+    delay("200ms", jitter="50ms", port=8080, methods=["POST"], path="/api/checkout*",
+          percent=20, name="slow-checkout")
+    # {'name': 'slow-checkout',
+    #  'match': {'direction': 'inbound', 'port': 8080, 'methods': ['POST'],
+    #            'path': '/api/checkout*'},
+    #  'delay': {'fixed': '200ms', 'jitter': '50ms'}, 'percent': 20}
+
+Every helper takes the same match keywords (``direction``, ``port``,
+``protocol``, ``methods``, ``path``, ``headers``, ``host``, ``from_``, ``to``,
+``probes``) and rule keywords (``name``, ``percent``, ``first``).
+``direction`` defaults as ``kubectl fault`` does: ``outbound`` when ``host``
+or ``to`` is given, else ``inbound``; pass ``direction=None`` to match both.
+
+Nothing is validated here: faultline's own parser does that (through the
+API server's dry run, or the standalone proxy's control API), so the
+client never disagrees with the proxies.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+import yaml
+
+#: A rule as written in YAML.
+Rule = Dict[str, Any]
+#: A policy document: ``{"duration": ..., "rules": [...]}``.
+Document = Dict[str, Any]
+#: ``"200ms"`` or a :class:`datetime.timedelta`.
+DurationLike = Union[str, _dt.timedelta]
+#: Peers: a label mapping (``{"app": "nats"}``, a pod selector), a list of
+#: CIDRs / addresses, or a mapping with ``podSelector`` and/or ``cidrs``.
+PeersLike = Union[Mapping[str, Any], Sequence[str]]
+#: Ports: ``8080``, ``"8000-8010"`` or a list of those.
+PortLike = Union[int, str, Sequence[Union[int, str]]]
+
+_AUTO = "auto"
+
+
+def duration(value: DurationLike) -> str:
+    """Format a duration for the fault language: ``timedelta(seconds=90)`` -> ``"90s"``.
+
+    Strings pass through unchanged (``"1m30s"``). Bare numbers are refused,
+    as they are by faultline (``10`` could mean anything).
+    """
+    if isinstance(value, str):
+        return value
+    if isinstance(value, _dt.timedelta):
+        micros = (value.days * 86400 + value.seconds) * 1_000_000 + value.microseconds
+        if micros < 0:
+            raise ValueError(f"a duration cannot be negative: {value}")
+        if micros % 1_000_000 == 0:
+            return f"{micros // 1_000_000}s"
+        if micros % 1000 == 0:
+            return f"{micros // 1000}ms"
+        return f"{micros}us"
+    raise TypeError(
+        f"durations are strings with a unit ('60s', '200ms') or datetime.timedelta, not {value!r}"
+    )
+
+
+_format_duration = duration
+
+
+def timestamp(value: Union[str, _dt.datetime]) -> str:
+    """Format ``until``: an RFC 3339 string, or an aware :class:`datetime.datetime`."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, _dt.datetime):
+        if value.tzinfo is None:
+            raise ValueError("until needs a timezone-aware datetime (e.g. datetime.now(timezone.utc))")
+        return value.astimezone(_dt.timezone.utc).isoformat().replace("+00:00", "Z")
+    raise TypeError(f"until is an RFC 3339 string or a datetime, not {value!r}")
+
+
+def peers(pod_selector: Optional[Mapping[str, str]] = None, cidrs: Optional[Sequence[str]] = None) -> Dict[str, Any]:
+    """A ``from`` / ``to`` peer set: pods with these labels and/or these CIDRs."""
+    out: Dict[str, Any] = {}
+    if pod_selector:
+        out["podSelector"] = dict(pod_selector)
+    if cidrs:
+        out["cidrs"] = list(cidrs)
+    if not out:
+        raise ValueError("peers need a pod selector or CIDRs")
+    return out
+
+
+def _peers(value: PeersLike) -> Dict[str, Any]:
+    if isinstance(value, str):
+        return {"cidrs": [value]}
+    if isinstance(value, Mapping):
+        if set(value) <= {"podSelector", "cidrs"} and value:
+            return dict(value)
+        return {"podSelector": {str(k): str(v) for k, v in value.items()}}
+    return {"cidrs": list(value)}
+
+
+def _port(value: PortLike) -> Any:
+    if isinstance(value, (int, str)):
+        return value
+    return list(value)
+
+
+def match(
+    *,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    protocol: Optional[str] = None,
+    methods: Optional[Iterable[str]] = None,
+    path: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    host: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+    probes: Optional[bool] = None,
+) -> Dict[str, Any]:
+    """The ``match`` mapping of a rule (fields left out match anything)."""
+    out: Dict[str, Any] = {}
+    if direction == _AUTO:
+        direction = "outbound" if (host is not None or to is not None) else "inbound"
+    if direction is not None:
+        out["direction"] = direction
+    if port is not None:
+        out["port"] = _port(port)
+    if protocol is not None:
+        out["protocol"] = protocol
+    if methods is not None:
+        out["methods"] = [m.upper() for m in methods]
+    if path is not None:
+        out["path"] = path
+    if headers is not None:
+        out["headers"] = dict(headers)
+    if host is not None:
+        out["host"] = host
+    if from_ is not None:
+        out["from"] = _peers(from_)
+    if to is not None:
+        out["to"] = _peers(to)
+    if probes is not None:
+        out["probes"] = probes
+    return out
+
+
+def rule(
+    fault: str,
+    spec: Any = None,
+    *,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    match: Optional[Mapping[str, Any]] = None,
+) -> Rule:
+    """A rule with one fault ``fault`` (``"delay"``, ``"abort"``, ...) and its settings.
+
+    Keys are in the order the documentation writes them: ``name``,
+    ``match``, the fault, ``percent``, ``first``.
+    """
+    out: Rule = {}
+    if name is not None:
+        out["name"] = name
+    if match:
+        out["match"] = dict(match)
+    out[fault] = {} if spec is None else spec
+    if percent is not None:
+        out["percent"] = percent
+    if first is not None:
+        out["first"] = first
+    return out
+
+
+# The helpers below share these keyword arguments; listing them in each
+# signature keeps editors' completion and type checking useful.
+
+
+def delay(
+    fixed: Optional[DurationLike] = None,
+    *,
+    jitter: Optional[DurationLike] = None,
+    mean: Optional[DurationLike] = None,
+    stddev: Optional[DurationLike] = None,
+    side: Optional[str] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    protocol: Optional[str] = None,
+    methods: Optional[Iterable[str]] = None,
+    path: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    host: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+    probes: Optional[bool] = None,
+) -> Rule:
+    """``delay: {fixed, jitter}`` or, with ``mean``/``stddev``, ``delay: {normal: {mean, stddev}}``."""
+    spec: Dict[str, Any] = {}
+    if fixed is not None:
+        spec["fixed"] = duration(fixed)
+    if jitter is not None:
+        spec["jitter"] = duration(jitter)
+    if mean is not None or stddev is not None:
+        normal: Dict[str, Any] = {}
+        if mean is not None:
+            normal["mean"] = duration(mean)
+        if stddev is not None:
+            normal["stddev"] = duration(stddev)
+        spec["normal"] = normal
+    if side is not None:
+        spec["side"] = side
+    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
+              headers=headers, host=host, from_=from_, to=to, probes=probes)
+    return rule("delay", spec, name=name, percent=percent, first=first, match=m)
+
+
+def abort(
+    status: Optional[int] = None,
+    *,
+    body: Optional[str] = None,
+    response_headers: Optional[Mapping[str, str]] = None,
+    reset: bool = False,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    protocol: Optional[str] = None,
+    methods: Optional[Iterable[str]] = None,
+    path: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    host: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+    probes: Optional[bool] = None,
+) -> Rule:
+    """``abort: {status, body, headers}`` (an HTTP error), or ``abort: {reset: true}`` with ``reset=True``.
+
+    ``headers`` is the *match* on request headers; the response's headers are
+    ``response_headers``. For gRPC use :func:`grpc_abort`.
+    """
+    spec: Dict[str, Any] = {}
+    if reset:
+        spec["reset"] = True
+    if status is not None:
+        spec["status"] = status
+    if body is not None:
+        spec["body"] = body
+    if response_headers is not None:
+        spec["headers"] = dict(response_headers)
+    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
+              headers=headers, host=host, from_=from_, to=to, probes=probes)
+    return rule("abort", spec, name=name, percent=percent, first=first, match=m)
+
+
+def grpc_abort(
+    code: Union[str, int],
+    *,
+    message: Optional[str] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    path: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    host: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+) -> Rule:
+    """``abort: {grpc: CODE, message}`` with ``match.protocol: grpc`` (as ``kubectl fault --grpc``)."""
+    spec: Dict[str, Any] = {"grpc": code.upper() if isinstance(code, str) else code}
+    if message is not None:
+        spec["message"] = message
+    m = match(direction=direction, port=port, protocol="grpc", path=path, headers=headers,
+              host=host, from_=from_, to=to)
+    return rule("abort", spec, name=name, percent=percent, first=first, match=m)
+
+
+def respond(
+    status: int = 200,
+    *,
+    body: Optional[str] = None,
+    response_headers: Optional[Mapping[str, str]] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    protocol: Optional[str] = None,
+    methods: Optional[Iterable[str]] = None,
+    path: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    host: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+    probes: Optional[bool] = None,
+) -> Rule:
+    """``respond: {status, body, headers}``: a stub answer instead of forwarding."""
+    spec: Dict[str, Any] = {"status": status}
+    if body is not None:
+        spec["body"] = body
+    if response_headers is not None:
+        spec["headers"] = dict(response_headers)
+    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
+              headers=headers, host=host, from_=from_, to=to, probes=probes)
+    return rule("respond", spec, name=name, percent=percent, first=first, match=m)
+
+
+def hang(
+    *,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    protocol: Optional[str] = None,
+    methods: Optional[Iterable[str]] = None,
+    path: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    host: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+    probes: Optional[bool] = None,
+) -> Rule:
+    """``hang: {}``: never answer (tests client timeouts)."""
+    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
+              headers=headers, host=host, from_=from_, to=to, probes=probes)
+    return rule("hang", {}, name=name, percent=percent, first=first, match=m)
+
+
+def bandwidth(
+    rate: Optional[str] = None,
+    *,
+    bytes_per_second: Optional[int] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    protocol: Optional[str] = None,
+    methods: Optional[Iterable[str]] = None,
+    path: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    host: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+    probes: Optional[bool] = None,
+) -> Rule:
+    """``bandwidth: {rate: "64KiB/s"}`` or ``bandwidth: {bytesPerSecond: N}``."""
+    spec: Dict[str, Any] = {}
+    if rate is not None:
+        spec["rate"] = rate
+    if bytes_per_second is not None:
+        spec["bytesPerSecond"] = bytes_per_second
+    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
+              headers=headers, host=host, from_=from_, to=to, probes=probes)
+    return rule("bandwidth", spec, name=name, percent=percent, first=first, match=m)
+
+
+def partition(
+    *,
+    to: Optional[PeersLike] = None,
+    from_: Optional[PeersLike] = None,
+    mode: str = "reject",
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+) -> Rule:
+    """``partition: {mode}``: cut the pod off from peers (``to={"app": "nats"}``, as ``kubectl fault --partition-to``).
+
+    Partitions act on whole connections, so only ``direction``, ``port``,
+    ``from_`` and ``to`` can select traffic.
+    """
+    m = match(direction=direction, port=port, from_=from_, to=to)
+    return rule("partition", {"mode": mode}, name=name, percent=percent, first=first, match=m)
+
+
+def reset(
+    *,
+    after_bytes: Optional[int] = None,
+    after: Optional[DurationLike] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+) -> Rule:
+    """``reset: {afterBytes, after}``: forward, then reset the connection."""
+    spec: Dict[str, Any] = {}
+    if after_bytes is not None:
+        spec["afterBytes"] = after_bytes
+    if after is not None:
+        spec["after"] = duration(after)
+    m = match(direction=direction, port=port, from_=from_, to=to)
+    return rule("reset", spec, name=name, percent=percent, first=first, match=m)
+
+
+def policy(
+    rules: Iterable[Mapping[str, Any]],
+    *,
+    duration: Optional[DurationLike] = None,
+    until: Optional[Union[str, _dt.datetime]] = None,
+) -> Document:
+    """The policy document: optional ``duration`` / ``until``, then ``rules``."""
+    doc: Document = {}
+    if duration is not None:
+        doc["duration"] = _format_duration(duration)
+    if until is not None:
+        doc["until"] = timestamp(until)
+    doc["rules"] = [dict(r) for r in rules]
+    return doc
+
+
+class _Dumper(yaml.SafeDumper):
+    """Block style, keys in insertion order, no aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def to_yaml(document: Mapping[str, Any]) -> str:
+    """The YAML text written into the ``faultline.dev/faults`` annotation."""
+    text = yaml.dump(dict(document), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=1 << 16)
+    return str(text)
+
+
+def as_rules(rules: Union[Mapping[str, Any], Iterable[Mapping[str, Any]]]) -> List[Rule]:
+    """Accept one rule or several; copy them into plain dicts."""
+    if isinstance(rules, Mapping):
+        return [dict(rules)]
+    return [dict(r) for r in rules]

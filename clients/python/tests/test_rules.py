@@ -1,0 +1,146 @@
+"""The rule helpers build the documents the documentation shows, and
+faultline's own parser accepts them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import subprocess
+from pathlib import Path
+from typing import Any, List
+
+import pytest
+import yaml
+
+from faultline import abort, bandwidth, delay, grpc_abort, hang, partition, policy, reset, respond, to_yaml
+from faultline.rules import duration, match, peers, timestamp
+
+from conftest import REPO, check_policy
+
+
+def doc_blocks(name: str) -> List[Any]:
+    """The YAML code blocks of a documentation page, parsed."""
+    path = REPO / "docs" / name
+    if not path.is_file():
+        pytest.skip(f"{path} not found (tests run from the repository)")
+    text = path.read_text()
+    return [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+
+
+def the_documented_example() -> Any:
+    return policy(
+        [
+            delay("200ms", jitter="50ms", port=8080, methods=["post"], path="/api/checkout*",
+                  headers={"x-test-user": "*"}, percent=20, name="slow-checkout"),
+            abort(503, body="injected by faultline", host="payments.shop.svc.cluster.local", port=80,
+                  first=3, name="payments-down"),
+            grpc_abort("unavailable", direction="outbound", port=9090, path="/inventory.Stock/*",
+                       name="grpc-unavailable"),
+            partition(to={"app": "nats"}, name="nats-partition"),
+        ],
+        duration="120s",
+    )
+
+
+def test_helpers_build_the_fault_language_example() -> None:
+    assert the_documented_example() == doc_blocks("fault-language.md")[0]
+
+
+def test_helpers_build_the_recipes() -> None:
+    blocks = doc_blocks("fault-language.md")
+    flaky = policy([abort(500, host="payments.shop.svc.cluster.local", path="/v1/charge*", percent=1,
+                          name="flaky-payments")], duration="10m")
+    assert flaky in blocks
+    retry = policy([abort(503, port=8080, methods=["POST"], first=2, name="retry-twice")])
+    assert retry in blocks
+    tcp = policy([
+        delay("300ms", direction="outbound", port=5432, protocol="tcp", name="slow-postgres"),
+        reset(after_bytes=1024, direction="outbound", port=6379, name="redis-cut"),
+    ])
+    assert tcp in blocks
+    stub = policy([respond(200, body='{"items": []}', response_headers={"content-type": "application/json"},
+                           host="recs.shop.svc.cluster.local", headers={"x-test-user": "qa-*"},
+                           name="stub-recommendations")])
+    assert stub in blocks
+
+
+def test_yaml_text_round_trips_in_documented_key_order() -> None:
+    doc = the_documented_example()
+    text = to_yaml(doc)
+    assert yaml.safe_load(text) == doc
+    assert text.startswith("duration: 120s\nrules:\n- name: slow-checkout\n  match:\n")
+    assert "'*'" in text or '"*"' in text  # a bare * would be a YAML alias
+
+
+def test_direction_defaults_like_kubectl_fault() -> None:
+    assert delay("1s")["match"] == {"direction": "inbound"}
+    assert abort(503, host="a.b")["match"]["direction"] == "outbound"
+    assert partition(to={"app": "x"})["match"] == {"direction": "outbound", "to": {"podSelector": {"app": "x"}}}
+    assert partition(from_=["10.0.0.0/8"])["match"] == {"direction": "inbound", "from": {"cidrs": ["10.0.0.0/8"]}}
+    assert "direction" not in hang(direction=None).get("match", {})
+    assert match(to={"podSelector": {"app": "x"}, "cidrs": ["10.1.0.0/16"]})["to"] == peers(
+        pod_selector={"app": "x"}, cidrs=["10.1.0.0/16"])
+
+
+def test_units() -> None:
+    assert duration("1m30s") == "1m30s"
+    assert duration(dt.timedelta(seconds=90)) == "90s"
+    assert duration(dt.timedelta(milliseconds=250)) == "250ms"
+    assert duration(dt.timedelta(microseconds=5)) == "5us"
+    with pytest.raises(TypeError, match="unit"):
+        duration(10)  # type: ignore[arg-type]
+    at = dt.datetime(2026, 11, 26, 18, 0, tzinfo=dt.timezone.utc)
+    assert timestamp(at) == "2026-11-26T18:00:00Z"
+    with pytest.raises(ValueError, match="timezone"):
+        timestamp(dt.datetime(2026, 11, 26))
+    assert policy([hang()], until=at)["until"] == "2026-11-26T18:00:00Z"
+
+
+EQUIVALENT_TO_KUBECTL_FAULT = [
+    (["--delay", "200ms", "--percent", "20", "--path", "/api/*", "--for", "60s"],
+     policy([delay("200ms", path="/api/*", percent=20, name="kubectl-fault")], duration="60s")),
+    (["--abort", "503", "--for", "2m"], policy([abort(503, name="kubectl-fault")], duration="2m")),
+    (["--grpc", "UNAVAILABLE", "--direction", "outbound", "--port", "9090"],
+     policy([grpc_abort("UNAVAILABLE", direction="outbound", port=9090, name="kubectl-fault")])),
+    (["--partition-to", "app=nats", "--for", "30s"],
+     policy([partition(to={"app": "nats"}, name="kubectl-fault")], duration="30s")),
+    (["--delay", "1s", "--jitter", "100ms", "--host", "payments.shop", "--method", "post", "--port", "80"],
+     policy([delay("1s", jitter="100ms", host="payments.shop", methods=["POST"], port=80, name="kubectl-fault")])),
+]
+
+
+@pytest.mark.parametrize("flags,document", EQUIVALENT_TO_KUBECTL_FAULT, ids=lambda v: " ".join(v) if isinstance(v, list) else "")
+def test_helpers_build_what_kubectl_fault_builds(kubectl_fault: Path, flags: List[str], document: Any) -> None:
+    out = subprocess.run([str(kubectl_fault), "inject", "deploy/x", *flags, "--dry-run"],
+                         capture_output=True, text=True, timeout=30, check=True).stdout
+    assert yaml.safe_load(out) == document
+
+
+EVERY_HELPER = [
+    delay("200ms", jitter="50ms"),
+    delay(mean="200ms", stddev="40ms", side="response"),
+    abort(503, body="x", response_headers={"retry-after": "5"}),
+    abort(reset=True),
+    grpc_abort("DEADLINE_EXCEEDED", message="injected"),
+    respond(body="{}", response_headers={"content-type": "application/json"}),
+    hang(path="/slow"),
+    bandwidth("64KiB/s"),
+    bandwidth(bytes_per_second=1000),
+    partition(to={"app": "nats"}, mode="drop"),
+    partition(from_={"cidrs": ["10.0.0.0/8", "192.168.1.7"]}),
+    reset(after_bytes=4096, after=dt.timedelta(seconds=30)),
+]
+
+
+def test_every_helper_builds_a_policy_faultlines_parser_accepts(kubectl_fault: Path) -> None:
+    rules = [dict(r, name=f"r{i}") for i, r in enumerate(EVERY_HELPER)]
+    text = to_yaml(policy(rules, duration="5m"))
+    result = check_policy(kubectl_fault, text)
+    assert result.returncode == 0, result.stderr + text
+
+
+def test_faultlines_parser_names_rule_and_field(kubectl_fault: Path) -> None:
+    text = to_yaml(policy([abort(700, name="x")]))
+    result = check_policy(kubectl_fault, text)
+    assert result.returncode != 0
+    assert 'rules[0] "x": abort.status: 700 is not an HTTP status' in result.stderr
