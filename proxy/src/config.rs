@@ -83,7 +83,7 @@ pub enum CaSource {
     System,
 }
 
-/// Settings of the policy stream client (`crate::client`).
+/// Settings of the policy stream client (`crate::source::stream`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControllerConfig {
     pub url: String,

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminState, Readiness};
-use crate::config::{Config, ControllerConfig, Mode};
+use crate::config::{Config, Mode};
 use crate::events::{DRAIN, ProxyEvents, STOP};
 use crate::metrics::Metrics;
 use crate::source::file::FaultsFileError;
@@ -161,7 +161,7 @@ impl Proxy {
             ));
         }
         if let Some(controller) = &self.config.controller {
-            spawn_controller_client(controller, &store, &shutdown);
+            crate::source::stream::spawn(controller, &store, &shutdown);
         }
         let mut accept_loops = tokio::task::JoinSet::new();
         for (listener, kind) in self.listeners {
@@ -214,17 +214,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     Proxy::bind(config).await?.run(store, shutdown).await
-}
-
-/// The controller policy stream client hook: it keeps `store` up to date
-/// (`store.apply`, `store.set_connected`) until `shutdown`. Implemented in
-/// `crate::client` (the controller's stream).
-fn spawn_controller_client(
-    controller: &ControllerConfig,
-    store: &PolicyStore,
-    shutdown: &CancellationToken,
-) {
-    crate::source::stream::spawn(controller, store, shutdown);
 }
 
 fn bind_one(what: &'static str, addr: SocketAddr) -> Result<TcpListener, RunError> {

@@ -2,6 +2,8 @@
 //! real kube-apiserver, with `support`), `stream` (the stream server over
 //! real TLS with the real proxy client, no API server) and `bench`
 //! (`#[ignore]`d; `bench/controller.sh` runs it).
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
 mod api_server;
 mod bench;
 mod stream;

@@ -49,7 +49,7 @@ pub(super) async fn run(args: CertsArgs) -> Result<(), CommandError> {
     }
     let client = kube::Client::try_default()
         .await
-        .map_err(CommandError::Kube)?;
+        .map_err(|error| CommandError::Kube(Box::new(error)))?;
     let manager =
         CertManager::new(client.clone(), &args.namespace).with_extra_names(&args.extra_sans);
     let bundle = manager.ensure().await?;

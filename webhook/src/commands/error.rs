@@ -45,7 +45,7 @@ pub enum CommandError {
     #[error(transparent)]
     Cert(#[from] CertError),
     #[error(transparent)]
-    Secret(#[from] SecretError),
+    Secret(Box<SecretError>),
     #[error(transparent)]
     Tls(TlsError),
     #[error("failed to create {}: {error}", path.display())]
@@ -59,12 +59,12 @@ pub enum CommandError {
         error: std::io::Error,
     },
     #[error("failed to connect to Kubernetes: {0}")]
-    Kube(kube::Error),
+    Kube(Box<kube::Error>),
     #[error(
         "failed to connect to Kubernetes (needed by --manage-certs and the controller; \
          run with --disable-controller for an admission-only server): {0}"
     )]
-    KubeForServe(kube::Error),
+    KubeForServe(Box<kube::Error>),
     #[error("no Kubernetes client")]
     NoKubeClient,
     #[error("failed to listen on {addr}: {error}")]
@@ -95,5 +95,11 @@ impl CommandError {
     /// through the log (JSON in the cluster), which goes to stderr too.
     pub fn is_usage(&self) -> bool {
         self.exit_code() == EXIT_USAGE
+    }
+}
+
+impl From<SecretError> for CommandError {
+    fn from(error: SecretError) -> Self {
+        Self::Secret(Box::new(error))
     }
 }

@@ -177,7 +177,7 @@ async fn kube_client(args: &ServeArgs) -> Result<Option<kube::Client>, CommandEr
     }
     match kube::Client::try_default().await {
         Ok(client) => Ok(Some(client)),
-        Err(error) if needs_client => Err(CommandError::KubeForServe(error)),
+        Err(error) if needs_client => Err(CommandError::KubeForServe(Box::new(error))),
         Err(error) => {
             tracing::warn!(%error, "no Kubernetes client: assuming no native sidecar support");
             Ok(None)
