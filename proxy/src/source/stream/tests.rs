@@ -135,6 +135,16 @@ struct Client {
     task: tokio::task::JoinHandle<Result<(), ClientError>>,
 }
 
+impl Client {
+    /// Waits until the client applied `version`.
+    async fn until_version(&self, version: &str) {
+        eventually(version, Duration::from_secs(10), async || {
+            self.store.current().version == version
+        })
+        .await;
+    }
+}
+
 fn config(server: &Server, token: &std::path::Path) -> ClientConfig {
     ClientConfig {
         url: format!("https://localhost:{}", server.addr.port()),
@@ -181,10 +191,7 @@ async fn applies_each_version_presents_the_token_and_reports_connected() {
     assert_eq!(conn.uri, "/v1/policy/stream?namespace=shop&pod=checkout-1");
     assert!(!client.store.connected());
     conn.policy("v1", Some(SLOW));
-    eventually("v1", Duration::from_secs(10), async || {
-        client.store.current().version == "v1"
-    })
-    .await;
+    client.until_version("v1").await;
     assert!(client.store.connected());
     assert!(client.store.current().policy.is_some());
     assert!(matches!(
@@ -193,10 +200,7 @@ async fn applies_each_version_presents_the_token_and_reports_connected() {
     ));
     let _ = conn.lines.send(b"{\"type\":\"heartbeat\"}\n".to_vec());
     conn.policy("none", None);
-    eventually("no faults", Duration::from_secs(10), async || {
-        client.store.current().version == "none"
-    })
-    .await;
+    client.until_version("none").await;
     assert!(client.store.current().policy.is_none());
     client.shutdown.cancel();
     client.task.await.unwrap().unwrap();
@@ -209,10 +213,7 @@ async fn finish_ends_the_proxy_like_sigterm_and_keeps_the_policy_until_then() {
     let client = start(|t| config(&server, t));
     let conn = next_conn(&mut server).await;
     conn.policy("v1", Some(SLOW));
-    eventually("v1", Duration::from_secs(10), async || {
-        client.store.current().version == "v1"
-    })
-    .await;
+    client.until_version("v1").await;
     assert!(!client.shutdown.is_cancelled());
     let _ = conn.lines.send(b"{\"type\":\"finish\"}\n".to_vec());
     eventually("shutdown", Duration::from_secs(10), async || {
@@ -229,17 +230,11 @@ async fn an_invalid_policy_never_replaces_the_last_good_one() {
     let client = start(|t| config(&server, t));
     let conn = next_conn(&mut server).await;
     conn.policy("v1", Some(SLOW));
-    eventually("v1", Duration::from_secs(10), async || {
-        client.store.current().version == "v1"
-    })
-    .await;
+    client.until_version("v1").await;
     conn.policy("v2", Some(INVALID));
     let _ = conn.lines.send(b"this is not json\n".to_vec());
     conn.policy("v3", Some(FAST));
-    eventually("v3", Duration::from_secs(10), async || {
-        client.store.current().version == "v3"
-    })
-    .await;
+    client.until_version("v3").await;
     // v2 was skipped, not applied then replaced: the stream stayed up throughout.
     assert!(server.conns.try_recv().is_err(), "the client reconnected");
     let policy = client.store.current().policy.clone().unwrap();
@@ -252,10 +247,7 @@ async fn reconnects_with_the_rotated_token_and_keeps_the_policy_meanwhile() {
     let client = start(|t| config(&server, t));
     let conn = next_conn(&mut server).await;
     conn.policy("v1", Some(SLOW));
-    eventually("v1", Duration::from_secs(10), async || {
-        client.store.current().version == "v1"
-    })
-    .await;
+    client.until_version("v1").await;
     let applied_at = client.store.current().applied_at;
     std::fs::write(client.token.path(), "token-2").unwrap();
     *server.refuse.lock().unwrap() = Some(StatusCode::SERVICE_UNAVAILABLE);
@@ -299,10 +291,7 @@ async fn a_silent_stream_is_dropped_after_the_heartbeat_timeout() {
     });
     let first = next_conn(&mut server).await;
     first.policy("v1", Some(SLOW));
-    eventually("v1", Duration::from_secs(10), async || {
-        client.store.current().version == "v1"
-    })
-    .await;
+    client.until_version("v1").await;
     // `first` stays open but silent: the client must give up on it and reconnect.
     let second = next_conn(&mut server).await;
     assert_eq!(second.auth, "Bearer token-1");
