@@ -18,7 +18,7 @@
 
 mod assets;
 mod flags;
-mod objects;
+pub mod objects;
 mod pki;
 mod process;
 mod shared;
@@ -33,7 +33,6 @@ use kube::api::{Api, ListParams};
 pub use assets::{Assets, CI_ENV};
 pub use flags::SERVICE_ACCOUNT_ISSUER;
 use flags::{Layout, files};
-pub use objects::{KUBECTL_ENV, unique_name};
 use pki::Pki;
 use process::{DIR_PREFIX, Process};
 

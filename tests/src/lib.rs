@@ -23,7 +23,8 @@ pub mod events;
 pub mod node;
 pub mod webhook;
 
-pub use control_plane::{Assets, ControlPlane, KUBECTL_ENV, SERVICE_ACCOUNT_ISSUER, unique_name};
+pub use control_plane::objects::{KUBECTL_ENV, unique_name};
+pub use control_plane::{Assets, ControlPlane, SERVICE_ACCOUNT_ISSUER};
 pub use error::HarnessError;
 pub use faultline_policy::error_chain;
 pub use faultline_test_support::wait;

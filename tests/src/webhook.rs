@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use faultline_webhook::Config;
 use faultline_webhook::admission::{self, AdmissionState, DEFAULT_MAX_BODY_BYTES};
-use faultline_webhook::config::INJECTED_LABEL;
 use faultline_webhook::metrics::Metrics;
 use faultline_webhook::server::{self, Readiness, ServeError};
 use faultline_webhook::tls::TlsReloader;
@@ -40,7 +39,7 @@ use tokio_util::sync::CancellationToken;
 use crate::HarnessError;
 use crate::wait::wait_for;
 
-pub use checks::{check_injected, check_untouched};
+pub use checks::{check_injected, check_untouched, is_injected};
 
 /// Namespace label that confines a test's webhook registration to the
 /// test's own namespaces.
@@ -229,15 +228,6 @@ pub async fn register_scoped(
 /// A minimal pod: one container, an image that is never pulled (no kubelet).
 pub fn plain_pod(name: &str) -> Pod {
     faultline_test_support::fixtures::pod(name)
-}
-
-/// Whether `pod` carries the `faultline.dev/injected=true` label.
-pub fn is_injected(pod: &Pod) -> bool {
-    pod.metadata
-        .labels
-        .as_ref()
-        .and_then(|l| l.get(INJECTED_LABEL))
-        .is_some_and(|v| v == "true")
 }
 
 /// Waits until pods created in `namespace` (which must be opted in) come

@@ -11,7 +11,7 @@
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose};
 
-use super::HarnessError;
+use crate::HarnessError;
 
 /// PEM texts written into the control plane's directory.
 pub(crate) struct Pki {

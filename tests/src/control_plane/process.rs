@@ -11,7 +11,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use super::HarnessError;
+use crate::HarnessError;
 
 /// How many trailing log lines an error message quotes.
 const LOG_TAIL_LINES: usize = 25;

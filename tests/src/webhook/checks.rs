@@ -6,11 +6,9 @@ use anyhow::{Context, ensure};
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use faultline_webhook::config::{
-    INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME, PROXY_UID, STATUS_ANNOTATION, TOKEN_AUDIENCE,
-    TOKEN_VOLUME_NAME,
+    INIT_CONTAINER_NAME, INJECTED_LABEL, PROXY_CONTAINER_NAME, PROXY_UID, STATUS_ANNOTATION,
+    TOKEN_AUDIENCE, TOKEN_VOLUME_NAME,
 };
-
-use super::is_injected;
 
 fn names(containers: &[Container]) -> Vec<&str> {
     containers.iter().map(|c| c.name.as_str()).collect()
@@ -129,4 +127,13 @@ pub fn check_untouched(pod: &Pod) -> anyhow::Result<()> {
         "pod {name} has {STATUS_ANNOTATION}"
     );
     Ok(())
+}
+
+/// Whether `pod` carries the `faultline.dev/injected=true` label.
+pub fn is_injected(pod: &Pod) -> bool {
+    pod.metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(INJECTED_LABEL))
+        .is_some_and(|v| v == "true")
 }
