@@ -257,8 +257,8 @@ async fn handle(
     let conn = effects::conn_info(direction, client, original_dst);
     let mut limits = Limits::default();
     let mut reset_after = None;
-    if let Some(applied) = effects::connection_fault(&shared.store, &conn) {
-        match apply_conn_fault(shared, applied, client, &mut limits, &mut reset_after).await {
+    if let Some(injected) = effects::connection_fault(&shared.store, &conn) {
+        match apply_conn_fault(shared, injected, client, &mut limits, &mut reset_after).await {
             Next::Continue => {}
             end => {
                 end_connection(shared, end, stream).await;
@@ -290,8 +290,8 @@ async fn handle(
         Protocol::Tcp => effects::tcp_fault(&shared.store, &conn),
         _ => None,
     };
-    if let Some(applied) = tcp_fault {
-        match apply_conn_fault(shared, applied, client, &mut limits, &mut reset_after).await {
+    if let Some(injected) = tcp_fault {
+        match apply_conn_fault(shared, injected, client, &mut limits, &mut reset_after).await {
             Next::Continue => {}
             end => {
                 end_connection(shared, end, stream).await;

@@ -47,15 +47,15 @@ pub async fn handle(
 
     let mut response_delay = None;
     let mut throttle = None;
-    if let Some(applied) = effects::request_fault(
+    if let Some(injected) = effects::request_fault(
         &shared.store,
         &effects::conn_info(ctx.direction, ctx.client, ctx.original_dst),
         &req,
         grpc,
     ) {
-        shared.metrics.fault(&applied.rule, applied.kind);
-        tracing::debug!(rule = %applied.rule, kind = applied.kind, path = %req.uri().path(), "fault injected");
-        match applied.fault {
+        shared.metrics.fault(&injected.rule, injected.kind);
+        tracing::debug!(rule = %injected.rule, kind = injected.kind, path = %req.uri().path(), "fault injected");
+        match injected.fault {
             HttpFault::DelayRequest(delay) => tokio::time::sleep(delay).await,
             HttpFault::DelayResponse(delay) => response_delay = Some(delay),
             HttpFault::Respond {
