@@ -13,12 +13,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 mod args;
+mod error;
 mod parse;
 #[cfg(test)]
 mod tests;
 
 pub use args::RunArgs;
-use parse::{controller_config, invalid, parse_addr, parse_num, resolve_addr};
+pub use error::ConfigError;
+use parse::{invalid, parse_addr, parse_num, resolve_addr};
 
 pub use faultline_policy::contract::env;
 use faultline_policy::contract::{ADMIN_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT};
@@ -28,28 +30,6 @@ pub const DEFAULT_DRAIN_SECONDS: u64 = 5;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 pub const DEFAULT_DETECT_TIMEOUT_MS: u64 = 200;
 pub const DEFAULT_READY_GRACE_SECONDS: u64 = 10;
-
-/// Why a configuration was refused. Each message names the flag and variable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("failed to parse {flag} / {env}: {value:?} is not {expected}")]
-    Invalid {
-        flag: &'static str,
-        env: &'static str,
-        value: String,
-        expected: &'static str,
-    },
-    #[error("failed to resolve {flag} / {env} {value:?}")]
-    Resolve {
-        flag: &'static str,
-        env: &'static str,
-        value: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Conflict(&'static str),
-}
 
 /// Where connections come from and go to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,4 +263,57 @@ impl Config {
 /// `0.0.0.0:port`, where the sidecar's listeners bind by default.
 fn wildcard(port: u16) -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], port))
+}
+
+fn controller_config(
+    args: &RunArgs,
+    get: &impl Fn(&Option<String>, &str) -> Option<String>,
+    url: String,
+) -> Result<ControllerConfig, ConfigError> {
+    let parsed: http::Uri = url.parse().map_err(|_| {
+        invalid(
+            "--controller-url",
+            env::CONTROLLER_URL,
+            &url,
+            "an https:// URL",
+        )
+    })?;
+    if parsed.scheme_str() != Some("https") || parsed.authority().is_none() {
+        return Err(invalid(
+            "--controller-url",
+            env::CONTROLLER_URL,
+            &url,
+            "an https:// URL",
+        ));
+    }
+    let ca = match (
+        get(&args.ca_pem, env::CA_PEM),
+        get(&args.ca_file, env::CA_FILE),
+    ) {
+        (Some(pem), _) => {
+            if !pem.contains("-----BEGIN CERTIFICATE-----") {
+                return Err(invalid(
+                    "--ca-pem",
+                    env::CA_PEM,
+                    "<pem>",
+                    "a PEM certificate",
+                ));
+            }
+            CaSource::Pem(pem)
+        }
+        (None, Some(file)) => CaSource::File(PathBuf::from(file)),
+        (None, None) => CaSource::System,
+    };
+    Ok(ControllerConfig {
+        url,
+        token_file: PathBuf::from(
+            get(&args.token_file, env::TOKEN_FILE)
+                .unwrap_or_else(|| faultline_policy::contract::TOKEN_FILE.to_owned()),
+        ),
+        ca,
+        pod_name: get(&args.pod_name, env::POD_NAME),
+        pod_namespace: get(&args.pod_namespace, env::POD_NAMESPACE),
+        pod_ip: get(&args.pod_ip, env::POD_IP),
+        service_account: get(&args.service_account, env::SERVICE_ACCOUNT),
+    })
 }

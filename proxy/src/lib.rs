@@ -19,7 +19,8 @@
 //! 4. `traffic`: accept, detect, then `http` (hyper, HTTP/1.1 + h2c +
 //!    gRPC) or `tcp`, with `effects` (policy decisions as effects) and
 //!    `client_io`; beside it `admin`: /healthz /readyz /metrics /policy.
-//! 5. `server`: bind, run, drain ([`Proxy`]).
+//! 5. `server`: bind, run, drain ([`Proxy`]); `commands`: the command line
+//!    of `faultline-proxy` (`run`, `init`, `wait-ready`), which `main` runs.
 //!
 //! Other commands: `init` (`faultline-proxy init`, the iptables capture
 //! rules installed by the `faultline-init` container) and `wait`
@@ -30,6 +31,7 @@
 pub mod admin;
 pub mod body;
 pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod conn;
 pub mod events;

@@ -6,7 +6,7 @@
 //! one connection per destination and worker thread is kept in [`H2Pool`].
 //!
 //! The proxy's own upstream sockets are not captured again because the
-//! iptables rules skip the proxy's UID (15400) and loopback; `listener`
+//! iptables rules skip the proxy's UID (15400) and loopback; `traffic::accept`
 //! additionally refuses connections whose original destination is the
 //! proxy's own capture port.
 use std::collections::HashMap;
@@ -16,52 +16,17 @@ use std::time::Duration;
 
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::net::TcpStream;
 
 use crate::body::ProxyBody;
 
+mod connect;
 mod h1;
 
+pub use connect::{CONNECT_TIMEOUT, UpstreamError, connect};
 pub use h1::{H1Pool, PooledBody};
 
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Idle pooled HTTP/1.1 connections are closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("failed to connect to upstream {addr}")]
-    Connect {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("failed to connect to upstream {addr}: timed out after {CONNECT_TIMEOUT:?}")]
-    ConnectTimeout { addr: SocketAddr },
-    #[error("failed to start HTTP/2 with upstream {addr}")]
-    Handshake {
-        addr: SocketAddr,
-        #[source]
-        source: hyper::Error,
-    },
-    #[error("failed to exchange HTTP/1.1 with upstream")]
-    Http1(#[source] hyper::Error),
-    #[error("failed to exchange HTTP/2 with upstream")]
-    Http2(#[source] hyper::Error),
-}
-
-impl UpstreamError {
-    /// Whether the upstream could not be reached at all (a 502 and the
-    /// connect-error metric) rather than failing mid-exchange.
-    pub fn is_connect(&self) -> bool {
-        match self {
-            UpstreamError::Connect { .. }
-            | UpstreamError::ConnectTimeout { .. }
-            | UpstreamError::Handshake { .. } => true,
-            UpstreamError::Http1(_) | UpstreamError::Http2(_) => false,
-        }
-    }
-}
 
 /// The upstream connections a worker thread shares between its client
 /// connections.
@@ -161,19 +126,6 @@ impl H2Pool {
     fn forget(&self, dest: SocketAddr) {
         if let Ok(mut conns) = self.conns.lock() {
             conns.remove(&dest);
-        }
-    }
-}
-
-/// Dials an upstream for raw TCP and HTTP/2.
-pub async fn connect(addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
-    match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-        Err(_) => Err(UpstreamError::ConnectTimeout { addr }),
-        Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
-        Ok(Ok(stream)) => {
-            // Latency matters more than packet count for proxied traffic.
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
         }
     }
 }

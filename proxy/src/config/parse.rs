@@ -1,62 +1,8 @@
 //! Parsing and checking single settings for `config.rs`; every error names
 //! the flag and the variable it came from.
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
 
-use super::*;
-
-pub(super) fn controller_config(
-    args: &RunArgs,
-    get: &impl Fn(&Option<String>, &str) -> Option<String>,
-    url: String,
-) -> Result<ControllerConfig, ConfigError> {
-    let parsed: http::Uri = url.parse().map_err(|_| {
-        invalid(
-            "--controller-url",
-            env::CONTROLLER_URL,
-            &url,
-            "an https:// URL",
-        )
-    })?;
-    if parsed.scheme_str() != Some("https") || parsed.authority().is_none() {
-        return Err(invalid(
-            "--controller-url",
-            env::CONTROLLER_URL,
-            &url,
-            "an https:// URL",
-        ));
-    }
-    let ca = match (
-        get(&args.ca_pem, env::CA_PEM),
-        get(&args.ca_file, env::CA_FILE),
-    ) {
-        (Some(pem), _) => {
-            if !pem.contains("-----BEGIN CERTIFICATE-----") {
-                return Err(invalid(
-                    "--ca-pem",
-                    env::CA_PEM,
-                    "<pem>",
-                    "a PEM certificate",
-                ));
-            }
-            CaSource::Pem(pem)
-        }
-        (None, Some(file)) => CaSource::File(PathBuf::from(file)),
-        (None, None) => CaSource::System,
-    };
-    Ok(ControllerConfig {
-        url,
-        token_file: PathBuf::from(
-            get(&args.token_file, env::TOKEN_FILE)
-                .unwrap_or_else(|| faultline_policy::contract::TOKEN_FILE.to_owned()),
-        ),
-        ca,
-        pod_name: get(&args.pod_name, env::POD_NAME),
-        pod_namespace: get(&args.pod_namespace, env::POD_NAMESPACE),
-        pod_ip: get(&args.pod_ip, env::POD_IP),
-        service_account: get(&args.service_account, env::SERVICE_ACCOUNT),
-    })
-}
+use super::error::ConfigError;
 
 pub(super) fn invalid(
     flag: &'static str,

@@ -23,7 +23,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use super::{UpstreamError, connect};
+use super::connect::{UpstreamError, connect};
 use crate::body::ProxyBody;
 
 type Sender = SendRequest<ProxyBody>;

@@ -18,7 +18,7 @@ use thiserror::Error;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use super::{CertBundle, CertError, Renewal, covers, dns_names, generate, issue, renewal};
+use super::bundle::{CertBundle, CertError, Renewal, covers, dns_names, generate, issue, renewal};
 use crate::config::{TLS_SECRET_NAME, WEBHOOK_CONFIG_NAME, WEBHOOK_SERVICE};
 use crate::tls::TlsReloader;
 
