@@ -60,7 +60,7 @@ def test_peers_are_canonical_like_rusts_btreemap_and_ipaddr_order() -> None:
 def pod(name: str, labels: Dict[str, str], ip: Optional[str], phase: str = "Running", ns: str = "shop") -> Any:
     return SimpleNamespace(
         metadata=SimpleNamespace(name=name, namespace=ns, labels=labels),
-        status=SimpleNamespace(phase=phase, pod_ip=ip, pod_i_ps=[SimpleNamespace(ip=ip)] if ip else None),
+        status=SimpleNamespace(phase=phase, pod_ip=ip, pod_ips=[SimpleNamespace(ip=ip)] if ip else None),
     )
 
 
