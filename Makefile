@@ -29,7 +29,7 @@ unit: ## all tests (unit, integration, netns, real kube-apiserver and a real nod
 	exit $$status
 
 python: build ## the Python client's tests that need no cluster (the node tests run them all)
-	PYTHONPATH=clients/python/src $(PYTHON) -m pytest clients/python/tests -q -p no:cacheprovider
+	PYTHONPATH=$(CURDIR)/clients/python/src $(PYTHON) -m pytest clients/python/tests -q -p no:cacheprovider
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check

@@ -28,6 +28,18 @@ PLUGIN_ARGS: List[str] = [] if PLUGIN_INSTALLED else ["-p", "faultline.pytest_pl
 REPO = Path(__file__).resolve().parents[3]
 
 
+@pytest.fixture
+def nested_pytest_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A nested pytest (pytester's subprocess, run from another directory)
+    imports this same faultline package: its directory goes first on an
+    absolute PYTHONPATH."""
+    import faultline
+
+    here = str(Path(faultline.__file__).resolve().parents[1])
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([here, *(str(Path(p).resolve()) for p in rest)]))
+
+
 def binary(name: str) -> Optional[Path]:
     """A workspace binary: `$FAULTLINE_BIN_DIR/NAME`, the repository's target/debug, or PATH."""
     for directory in (os.environ.get("FAULTLINE_BIN_DIR"), REPO / "target" / "debug"):

@@ -167,6 +167,7 @@ FAILING_TEST = textwrap.dedent(
 )
 
 
+@pytest.mark.usefixtures("nested_pytest_env")
 def test_the_fixture_recovers_when_the_test_fails(
     fl: Faultline, web: Tuple[str, List[str]], pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
