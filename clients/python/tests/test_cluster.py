@@ -16,6 +16,7 @@ from faultline import (
     SEEN_AT_ANNOTATION,
     Faultline,
     InvalidPolicy,
+    NotApplied,
     NotFound,
     NotOptedIn,
     abort,
@@ -26,6 +27,7 @@ from faultline.session import FaultSession
 
 from cluster import APP_PORT, annotations, create_namespace, get, has_proxy, ready_pods, unique, until_all_answer
 from conftest import PLUGIN_ARGS, binary, e2e_enabled
+from test_targets_versions import API_DOWN_VERSION
 
 pytestmark = pytest.mark.skipif(
     not e2e_enabled(), reason="cluster tests run with FAULTLINE_E2E=1 and KUBECONFIG (the Rust node test sets both)"
@@ -69,12 +71,17 @@ def test_inject_wait_status_recover(fl: Faultline, web: Tuple[str, List[str]], f
     assert st.text == fault.text and st.version == fault.version
     assert [p.injected and p.connected and p.reachable for p in st.pods] == [True] * REPLICAS
     assert all(p.version == p.expected_version == policy_version(fault.text) for p in st.pods), st
+    assert st.pods[0].version == API_DOWN_VERSION
     assert st.applied
     assert st.faults_injected >= REPLICAS
     assert all(p.faults_by_rule.get(("api-down", "abort"), 0) >= 1 for p in st.pods), st.pods
 
     listed = fl.list_faults(ns)
     assert [(str(f.targets[0]), f.version) for f in listed] == [("deploy/web", fault.version)]
+    assert (ns, fault.version) in [(f.namespace, f.version) for f in fl.list_faults()]  # every namespace
+
+    with pytest.raises(NotApplied, match="want at least 3"):
+        fl.wait_applied(fault, timeout=1, min_pods=3)
 
     faultline.recover(fault)
     assert FAULTS_ANNOTATION not in annotations(fl._apps, ns, "web")
@@ -108,6 +115,20 @@ def test_selector_target_with_peers_and_kubectl_fault_agrees(fl: Faultline, web:
             assert sorted((r[0], r[3], r[4]) for r in rows) == sorted((p.name, want, want) for p in st.pods), out
     assert FAULTS_ANNOTATION not in annotations(fl._apps, ns, "web")
     until_all_answer(ips, "/api/x", 200)
+
+
+def test_a_pod_target_and_auto_recover(fl: Faultline, web: Tuple[str, List[str]]) -> None:
+    ns, ips = web
+    pods = sorted(fl._core.list_namespaced_pod(ns, label_selector="app=web").items, key=lambda p: p.metadata.name)
+    one, other = pods[0], pods[1]
+    fault = fl.inject(f"pod/{one.metadata.name}", namespace=ns, rules=[abort(503, path="/api/*")], duration="3s")
+    status = fl.wait_applied(fault, timeout=30)
+    assert [p.name for p in status.pods] == [one.metadata.name]
+    until_all_answer([one.status.pod_ip], "/api/x", 503)
+    assert get(f"http://{other.status.pod_ip}:{APP_PORT}/api/x")[0] == 200
+    # `duration`: the controller removes the policy, and the proxy is clean again.
+    until_all_answer([one.status.pod_ip], "/api/x", 200, timeout=30)
+    assert fl.list_faults(ns) == []
 
 
 def _ip_key(ip: str) -> Tuple[int, ...]:
