@@ -198,6 +198,8 @@ def test_the_fixture_recovers_when_the_test_fails(
     path = pytester.makepyfile(test_fails=FAILING_TEST)
     result = pytester.runpytest_subprocess(*PLUGIN_ARGS, "-p", "no:cacheprovider", "-s", str(path))
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*the fault is in place*", "*failing on purpose with the fault in place*"])
+    result.stdout.fnmatch_lines(["*the fault is in place*", "*failing on purpose with the fault in place*",
+                                 "*faultline: faults in place when the test failed*",
+                                 "fault * 1 rule(s), recovered at teardown"])
     assert FAULTS_ANNOTATION not in annotations(fl._apps, ns, "web")
     until_all_answer(ips, "/api/x", 200)

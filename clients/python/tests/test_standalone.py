@@ -228,6 +228,8 @@ def test_the_fixture_recovers_when_the_test_fails(
     result = pytester.runpytest_subprocess(*PLUGIN_ARGS, "-p", "no:cacheprovider", "-s",
                                            "--faultline-proxy", controlled.admin_url, str(path))
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*the fault is in place*", "*failing on purpose with the fault in place*"])
+    result.stdout.fnmatch_lines(["*the fault is in place*", "*failing on purpose with the fault in place*",
+                                 "*faultline: faults in place when the test failed*",
+                                 "fault * 1 rule(s), recovered at teardown"])
     assert StandaloneProxy(controlled.admin_url).policy().get("policy") is None
     assert get(f"{controlled.url}/api/x") == (200, "api\n")
