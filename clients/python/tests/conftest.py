@@ -15,10 +15,15 @@ import pytest
 pytest_plugins = ["pytester"]
 
 #: True when `pip install` registered the pytest11 entry point.
-PLUGIN_INSTALLED = any(
-    ep.value.startswith("faultline.pytest_plugin")
-    for ep in importlib.metadata.entry_points(group="pytest11")
-)
+def _pytest11() -> List[str]:
+    try:
+        eps = importlib.metadata.entry_points(group="pytest11")
+    except TypeError:  # Python 3.9: a dict of groups
+        eps = importlib.metadata.entry_points().get("pytest11", [])  # type: ignore[attr-defined]
+    return [ep.value for ep in eps]
+
+
+PLUGIN_INSTALLED = any(v.startswith("faultline.pytest_plugin") for v in _pytest11())
 if not PLUGIN_INSTALLED:
     pytest_plugins.append("faultline.pytest_plugin")
 
