@@ -3,8 +3,10 @@ SHELL := /bin/bash
 CARGO ?= cargo
 VERSION ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 REGISTRY ?= ghcr.io/faultline-dev
+# The virtualenv .ci/run makes (the Python client and pytest), else python3.
+PYTHON ?= $(if $(wildcard target/python/bin/python),target/python/bin/python,python3)
 
-.PHONY: help build release test unit lint fmt kustomize certs demo bench fuzz image image-tar deploy undeploy e2e clean
+.PHONY: help build release test unit python lint fmt kustomize certs demo bench fuzz image image-tar deploy undeploy e2e clean
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -15,7 +17,7 @@ build: ## debug build of every binary
 release: ## optimized binaries in target/release
 	$(CARGO) build --workspace --release --bins
 
-test: lint kustomize unit ## everything CI runs: format, clippy, manifests, all tests
+test: lint kustomize python unit ## everything CI runs: format, clippy, manifests, all tests
 
 unit: ## all tests (unit, integration, netns, real kube-apiserver and a real node when KUBEBUILDER_ASSETS is set)
 	@mkdir -p target
@@ -25,6 +27,9 @@ unit: ## all tests (unit, integration, netns, real kube-apiserver and a real nod
 	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test.log || status=$$?; \
 	awk '/^test result:/ {p += $$4; f += $$6; s += $$8} END {printf "tests: %d passed, %d failed, %d skipped\n", p, f, s}' target/test.log; \
 	exit $$status
+
+python: build ## the Python client's tests that need no cluster (the node tests run them all)
+	PYTHONPATH=$(CURDIR)/clients/python/src $(PYTHON) -m pytest clients/python/tests -q -p no:cacheprovider
 
 lint: ## rustfmt check and clippy with warnings as errors
 	$(CARGO) fmt --all --check

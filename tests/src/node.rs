@@ -33,6 +33,13 @@ use crate::HarnessError;
 pub const NODE_IP: &str = "10.88.0.1";
 /// Where the node script keeps containerd's and the kubelet's state and logs.
 pub const NODE_DIR: &str = "/var/lib/faultline-node";
+/// One node per machine: the guardian of the process that owns the node
+/// holds this lock (flock) from before `up` until after `down`.
+const NODE_LOCK: &str = "/run/faultline-node.lock";
+/// The pid of the test process whose guardian holds the lock.
+const NODE_OWNER: &str = "/run/faultline-node.owner";
+/// How long to wait for another test process's node to go down.
+const NODE_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30 * 60);
 
 /// The repository's root (the workspace this crate belongs to).
 pub fn repo_root() -> PathBuf {
@@ -83,6 +90,34 @@ pub async fn run(
     })
 }
 
+/// Waits until this process's guardian holds the node lock.
+async fn wait_for_lock() -> Result<(), HarnessError> {
+    let me = std::process::id().to_string();
+    let start = std::time::Instant::now();
+    let mut said = false;
+    loop {
+        let owner = std::fs::read_to_string(NODE_OWNER).unwrap_or_default();
+        if owner.trim() == me {
+            return Ok(());
+        }
+        if start.elapsed() > NODE_LOCK_TIMEOUT {
+            return Err(HarnessError::NodeUnavailable(format!(
+                "another test process (pid {}) has owned the node for {:?}",
+                owner.trim(),
+                start.elapsed()
+            )));
+        }
+        if !said && !owner.trim().is_empty() {
+            eprintln!(
+                "node: waiting for test process {} to finish with the node",
+                owner.trim()
+            );
+            said = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// The node script with the environment it needs.
 #[derive(Debug, Clone)]
 pub struct Node {
@@ -102,15 +137,17 @@ impl Node {
         cmd
     }
 
-    /// Clears what an earlier run may have left (one node per machine),
-    /// starts the node, and arranges for it to go down when this process
-    /// ends, however it ends.
+    /// Waits for the machine's node lock (another test process may own the
+    /// node), clears what an earlier run may have left, starts the node, and
+    /// arranges for it to go down when this process ends, however it ends.
     pub async fn up(kubeconfig: &Path, assets: &Path) -> Result<Node, HarnessError> {
         let node = Node {
             script: repo_root().join("tests/node/node.sh"),
             kubeconfig: kubeconfig.to_path_buf(),
             assets: assets.to_path_buf(),
         };
+        node.spawn_guardian()?;
+        wait_for_lock().await?;
         run("node.sh down (leftovers)", &mut node.command(&["down"])).await?;
         let name = run("node.sh up", &mut node.command(&["up"])).await?;
         if name.trim() != NODE_IP {
@@ -118,18 +155,25 @@ impl Node {
                 "node.sh up printed {name:?}, expected {NODE_IP}"
             )));
         }
-        node.spawn_guardian()?;
         Ok(node)
     }
 
-    /// A detached shell that waits for this process to exit, then runs
-    /// `node.sh down`: statics are never dropped, and a killed test must not
-    /// leave a kubelet and containers behind.
+    /// A detached shell that takes the machine's node lock, says so, waits
+    /// for this process to exit, then runs `node.sh down` and lets the lock
+    /// go: statics are never dropped, a killed test must not leave a kubelet
+    /// and containers behind, and two test processes must never share (or
+    /// tear down) one node.
     fn spawn_guardian(&self) -> Result<(), HarnessError> {
         let pid = std::process::id();
-        let log = Path::new(NODE_DIR).join("logs/guardian.log");
+        let logs = Path::new(NODE_DIR).join("logs");
+        std::fs::create_dir_all(&logs).map_err(|source| HarnessError::WriteFile {
+            path: logs.clone(),
+            source,
+        })?;
+        let log = logs.join(format!("guardian-{pid}.log"));
         let watch = format!(
-            "while kill -0 {pid} 2>/dev/null; do sleep 1; done; exec bash '{}' down",
+            "echo {pid} > {NODE_OWNER}; while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
+             bash '{}' down; rm -f {NODE_OWNER}",
             self.script.display()
         );
         let out = std::fs::File::create(&log).map_err(|source| HarnessError::WriteFile {
@@ -141,7 +185,7 @@ impl Node {
             source,
         })?;
         std::process::Command::new("setsid")
-            .args(["bash", "-c", &watch])
+            .args(["flock", NODE_LOCK, "bash", "-c", &watch])
             .env("KUBECONFIG", &self.kubeconfig)
             .env("FAULTLINE_NODE_DIR", NODE_DIR)
             .stdin(Stdio::null())

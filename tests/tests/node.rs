@@ -23,5 +23,7 @@ mod outage;
 mod outbound;
 #[path = "node/policy.rs"]
 mod policy;
+#[path = "node/python.rs"]
+mod python;
 #[path = "node/workloads.rs"]
 mod workloads;

@@ -48,6 +48,8 @@ pub use stream::StreamServer;
 /// Env var: this replica's name (the Downward API pod name); Lease identity
 /// and Event reporting instance.
 pub const ENV_POD_NAME: &str = faultline_policy::contract::env::POD_NAME;
+/// Env var: this replica's namespace (the Downward API); the Lease lives there.
+pub const ENV_POD_NAMESPACE: &str = faultline_policy::contract::env::POD_NAMESPACE;
 
 /// Controller settings.
 #[derive(Clone, Debug)]
@@ -68,19 +70,24 @@ impl ControllerConfig {
     {
         let mut identity = None;
         let mut hostname = None;
+        let mut namespace = None;
         for (k, v) in vars {
             match k.as_ref() {
                 ENV_POD_NAME => identity = Some(v.into()),
+                ENV_POD_NAMESPACE => namespace = Some(v.into()),
                 "HOSTNAME" => hostname = Some(v.into()),
                 _ => {}
             }
         }
+        let namespace = namespace
+            .filter(|s: &String| !s.is_empty())
+            .unwrap_or_else(|| lease::LEASE_NAMESPACE.to_owned());
         let identity = identity
             .or(hostname)
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| format!("faultline-{:08x}", rand::random::<u32>()));
         Self {
-            lease: LeaseConfig::new(identity),
+            lease: LeaseConfig::new(identity).in_namespace(namespace),
             heartbeat: stream::HEARTBEAT,
         }
     }

@@ -15,10 +15,15 @@ import pytest
 pytest_plugins = ["pytester"]
 
 #: True when `pip install` registered the pytest11 entry point.
-PLUGIN_INSTALLED = any(
-    ep.value.startswith("faultline.pytest_plugin")
-    for ep in importlib.metadata.entry_points(group="pytest11")
-)
+def _pytest11() -> List[str]:
+    try:
+        eps = importlib.metadata.entry_points(group="pytest11")
+    except TypeError:  # Python 3.9: a dict of groups
+        eps = importlib.metadata.entry_points().get("pytest11", [])  # type: ignore[attr-defined]
+    return [ep.value for ep in eps]
+
+
+PLUGIN_INSTALLED = any(v.startswith("faultline.pytest_plugin") for v in _pytest11())
 if not PLUGIN_INSTALLED:
     pytest_plugins.append("faultline.pytest_plugin")
 
@@ -26,6 +31,18 @@ if not PLUGIN_INSTALLED:
 PLUGIN_ARGS: List[str] = [] if PLUGIN_INSTALLED else ["-p", "faultline.pytest_plugin"]
 
 REPO = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture
+def nested_pytest_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A nested pytest (pytester's subprocess, run from another directory)
+    imports this same faultline package: its directory goes first on an
+    absolute PYTHONPATH."""
+    import faultline
+
+    here = str(Path(faultline.__file__).resolve().parents[1])
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([here, *(str(Path(p).resolve()) for p in rest)]))
 
 
 def binary(name: str) -> Optional[Path]:

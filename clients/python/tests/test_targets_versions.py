@@ -35,8 +35,22 @@ def test_selectors_are_targets_too() -> None:
         classify({})
 
 
+#: A policy text and the version real proxies report running it (no selector
+#: peers); the cluster tests check that a proxy on the node reports exactly this.
+API_DOWN_TEXT = "rules:\n- name: api-down\n  match:\n    direction: inbound\n    path: /api/*\n  abort:\n    status: 503\n"
+API_DOWN_VERSION = "42fe769fac6fc865"
+
+
 def test_text_version_is_pinned_like_the_controllers() -> None:
     assert text_version("abc") == "ba7816bf8f01cfea"
+
+
+def test_policy_version_is_pinned_to_what_a_proxy_reports() -> None:
+    from faultline import abort, policy, to_yaml
+
+    assert to_yaml(policy([abort(503, path="/api/*", name="api-down")])) == API_DOWN_TEXT
+    assert policy_version(API_DOWN_TEXT) == API_DOWN_VERSION
+    assert text_version(API_DOWN_TEXT) != API_DOWN_VERSION  # the annotation's own hash differs
 
 
 def test_policy_version_hashes_text_nul_and_compact_peers() -> None:
@@ -60,7 +74,7 @@ def test_peers_are_canonical_like_rusts_btreemap_and_ipaddr_order() -> None:
 def pod(name: str, labels: Dict[str, str], ip: Optional[str], phase: str = "Running", ns: str = "shop") -> Any:
     return SimpleNamespace(
         metadata=SimpleNamespace(name=name, namespace=ns, labels=labels),
-        status=SimpleNamespace(phase=phase, pod_ip=ip, pod_i_ps=[SimpleNamespace(ip=ip)] if ip else None),
+        status=SimpleNamespace(phase=phase, pod_ip=ip, pod_ips=[SimpleNamespace(ip=ip)] if ip else None),
     )
 
 

@@ -618,9 +618,11 @@ async fn one_replica_writes_and_another_takes_over() -> anyhow::Result<()> {
     } else {
         (stop_b, task_b, a.clone())
     };
-    // The leader stops (and releases the Lease); the other takes over.
+    // The leader stops (and releases the Lease); the other takes over
+    // within its follow interval (1 s), not a Lease term (3 s here).
     leader_stop.cancel();
     leader_task.await?;
+    let released = Instant::now();
     wait_for("the other replica to take over", WAIT, || async {
         if follower.leader.get() == 1 {
             Ok(())
@@ -629,5 +631,11 @@ async fn one_replica_writes_and_another_takes_over() -> anyhow::Result<()> {
         }
     })
     .await?;
+    let handover = released.elapsed();
+    eprintln!("Lease handed over {handover:?} after the leader released it");
+    ensure!(
+        handover < Duration::from_millis(2500),
+        "hand-over took {handover:?}: the follower should look every second"
+    );
     Ok(())
 }

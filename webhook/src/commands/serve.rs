@@ -138,9 +138,13 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
         metrics,
         max_body_bytes: args.max_body_bytes,
     };
-    let extra = match (&client, args.disable_controller) {
-        (Some(client), false) => start_controller(client.clone(), &mut registry, &shutdown),
-        _ => Router::new(),
+    let (extra, controller) = match (&client, args.disable_controller) {
+        (Some(client), false) => {
+            let (router, task) =
+                start_controller(client.clone(), &args.namespace, &mut registry, &shutdown);
+            (router, Some(task))
+        }
+        _ => (Router::new(), None),
     };
     let app = admission::router(state)
         .merge(extra)
@@ -163,9 +167,23 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
         ..ServeOptions::default()
     };
     server::serve_with(listener, tls, app, shutdown, options).await?;
+    // The controller releases its Lease on shutdown, so a standby takes over
+    // at once; exiting before that would leave no writer for a Lease term.
+    if let Some(task) = controller {
+        match tokio::time::timeout(CONTROLLER_STOP_TIMEOUT, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::warn!(%error, "the controller task failed"),
+            Err(_) => {
+                tracing::warn!("the controller did not stop in time; its Lease expires on its own")
+            }
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }
+
+/// How long shutdown waits for the controller to release its Lease.
+const CONTROLLER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A Kubernetes client when the flags need one (managed certificates, the
 /// controller) or can use one (native sidecar detection).
@@ -204,15 +222,17 @@ async fn native_sidecars(mode: NativeMode, client: Option<&kube::Client>) -> boo
 /// (`GET /v1/policy/stream`), served on the same TLS listener as admission.
 fn start_controller(
     client: kube::Client,
+    namespace: &str,
     registry: &mut Registry,
     shutdown: &CancellationToken,
-) -> Router {
-    let config = ControllerConfig::from_env(std::env::vars());
+) -> (Router, tokio::task::JoinHandle<()>) {
+    let mut config = ControllerConfig::from_env(std::env::vars());
+    // The Lease lives in the controller's own namespace (`--namespace`).
+    config.lease.namespace = namespace.to_owned();
     let controller = Controller::new(client, config, shutdown.clone());
     controller.metrics().register(registry);
     let router = controller.router();
-    tokio::spawn(controller.run());
-    router
+    (router, tokio::spawn(controller.run()))
 }
 
 /// SIGTERM/SIGINT: report not-ready first (endpoints stop sending us new

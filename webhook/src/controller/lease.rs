@@ -1,5 +1,5 @@
 //! The writer role. Every replica serves streams, but only the holder of the
-//! `faultline-controller` Lease (namespace `faultline-system`) patches
+//! `faultline-controller` Lease (in the controller's own namespace) patches
 //! objects and writes Events, so replicas never fight over an expiry.
 //!
 //! `decide` is the pure rule; `run` renews on a timer and publishes
@@ -16,7 +16,8 @@ use kube::api::PostParams;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// Lease name and namespace (RBAC grants exactly this).
+/// Lease name (RBAC grants exactly this) and the default namespace (the
+/// controller's own, `--namespace` / `FAULTLINE_POD_NAMESPACE`, wins).
 pub const LEASE_NAME: &str = "faultline-controller";
 pub const LEASE_NAMESPACE: &str = "faultline-system";
 
@@ -29,8 +30,10 @@ pub struct LeaseConfig {
     pub identity: String,
     /// A holder that has not renewed for this long has lost the Lease.
     pub duration: Duration,
-    /// How often the holder renews (and followers look).
+    /// How often the holder renews.
     pub renew: Duration,
+    /// How often a follower looks: a released Lease is taken over within this.
+    pub follow: Duration,
 }
 
 impl LeaseConfig {
@@ -41,7 +44,14 @@ impl LeaseConfig {
             identity: identity.into(),
             duration: Duration::from_secs(15),
             renew: Duration::from_secs(5),
+            follow: Duration::from_secs(1),
         }
+    }
+
+    /// The Lease in `namespace` (the controller's own).
+    pub fn in_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
     }
 }
 
@@ -186,9 +196,12 @@ pub async fn run(
                 false
             }
         });
+        // A follower looks often (one GET), so a released Lease is taken over
+        // at once rather than a renew interval later.
+        let pause = if held { config.renew } else { config.follow };
         tokio::select! {
             () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(config.renew) => {}
+            () = tokio::time::sleep(pause) => {}
         }
     }
     if *leader.borrow() {

@@ -466,7 +466,7 @@ class Faultline:
         return result
 
     def wait_applied(self, fault: Fault, timeout: float = 60.0, *, min_pods: int = 1,
-                     interval: float = 0.25) -> FaultStatus:
+                     interval: float = 0.5) -> FaultStatus:
         """Return once every targeted, running, injected pod's proxy runs ``fault``.
 
         A proxy runs the fault when it is connected to the controller and

@@ -13,13 +13,15 @@ Fixtures:
     ``--faultline-context`` (default: ``$KUBECONFIG``, the current context).
     Override it in a ``conftest.py`` to choose yourself.
 
-So one test runs against a proxy on a laptop and against a cluster.
+So one test runs against a proxy on a laptop and against a cluster. When a
+test fails, its report has a ``faultline`` section listing the faults that
+were in place (they are recovered right after).
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator
+from typing import Any, Generator, Iterator
 
 import pytest
 
@@ -61,3 +63,14 @@ def faultline(faultline_client: Any) -> Iterator[FaultSession]:
         yield session
     finally:
         session.recover_all()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """On failure, say which faults were in place: often the first question."""
+    outcome = yield
+    report = outcome.get_result()
+    session = getattr(item, "funcargs", {}).get("faultline")
+    if report.failed and call.when == "call" and isinstance(session, FaultSession) and session.faults:
+        lines = [f"{f}: {len(f.rules)} rule(s), recovered at teardown" for f in session.faults]
+        report.sections.append(("faultline: faults in place when the test failed", "\n".join(lines)))

@@ -80,7 +80,10 @@ class StandaloneProxy:
     def _json(self, status: int, body: bytes) -> Dict[str, Any]:
         if status == 400:
             err = self._error(status, body)
-            raise InvalidPolicy(err.message, body.decode("utf-8", "replace"))
+            reason = err.message
+            for prefix in ("invalid fault policy: ", "invalid policy: "):
+                reason = reason[len(prefix):] if reason.startswith(prefix) else reason
+            raise InvalidPolicy(reason, body.decode("utf-8", "replace"))
         if status != 200:
             raise self._error(status, body)
         parsed = json.loads(body) if body.strip() else {}

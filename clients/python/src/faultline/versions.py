@@ -120,9 +120,12 @@ def resolve_peers(document: Any, namespace: str, pods: Sequence[Any]) -> Dict[st
             if not all(labels.get(k) == v for k, v in sel.items()):
                 continue
             if status is not None:
-                for entry in status.pod_i_ps or []:
-                    if entry.ip:
-                        ips.add(entry.ip)
+                # `pod_ips` in recent clients, `pod_i_ps` in older ones.
+                entries = getattr(status, "pod_ips", None) or getattr(status, "pod_i_ps", None) or []
+                for entry in entries:
+                    ip = entry.get("ip") if isinstance(entry, dict) else getattr(entry, "ip", None)
+                    if ip:
+                        ips.add(ip)
                 if status.pod_ip:
                     ips.add(status.pod_ip)
         peers[selector_key(sel)] = sorted(ips)
