@@ -1,11 +1,12 @@
 //! The effects the data plane knows how to apply, and the bridge from the
-//! policy module's decisions to them.
+//! policy's decisions to them.
 //!
 //! `faultline_policy` decides *whether* and *which* fault applies (pure,
-//! seeded RNG in tests); this module turns a decision into an
+//! seeded RNG in tests); this module asks it with only what it reads
+//! ([`ConnInfo`], the request) and turns the decision into an
 //! [`HttpFault`] or a [`ConnFault`] that `http::service`, `accept` and
-//! `tcp` act on. Keeping the two
-//! apart means the policy language can grow without the I/O code changing.
+//! `tcp` act on. Keeping the two apart means the policy language can grow
+//! without the I/O code changing.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
