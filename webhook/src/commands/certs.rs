@@ -3,6 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use faultline_policy::contract::env;
 
 use super::error::CommandError;
 use crate::certs::{self, CertManager};
@@ -17,7 +18,7 @@ pub struct CertsArgs {
     #[arg(long)]
     secret: bool,
     /// Namespace of the webhook Service.
-    #[arg(long, env = "FAULTLINE_POD_NAMESPACE", default_value = SYSTEM_NAMESPACE)]
+    #[arg(long, env = env::POD_NAMESPACE, default_value = SYSTEM_NAMESPACE)]
     namespace: String,
     /// Extra DNS names or IPs for the serving certificate (e.g. 127.0.0.1 for local runs).
     #[arg(long = "san", value_delimiter = ',')]

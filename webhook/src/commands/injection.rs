@@ -2,6 +2,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use faultline_policy::contract::env;
 
 use super::error::CommandError;
 use crate::config::{Config, DEFAULT_CONTROLLER_URL, DEFAULT_PROXY_IMAGE, ProxyResources};
@@ -28,10 +29,10 @@ pub struct InjectionArgs {
     #[arg(long, env = "FAULTLINE_PROXY_MEMORY_LIMIT", default_value = "256Mi")]
     proxy_memory_limit: String,
     /// URL proxies use to reach the controller's policy stream.
-    #[arg(long, env = "FAULTLINE_CONTROLLER_URL", default_value = DEFAULT_CONTROLLER_URL)]
+    #[arg(long, env = env::CONTROLLER_URL, default_value = DEFAULT_CONTROLLER_URL)]
     controller_url: String,
     /// PEM file of the CA proxies trust for the controller (serve: defaults to the managed CA).
-    #[arg(long, env = "FAULTLINE_CA_FILE")]
+    #[arg(long, env = env::CA_FILE)]
     ca_file: Option<PathBuf>,
     /// FAULTLINE_LOG filter given to injected proxies.
     #[arg(long, env = "FAULTLINE_PROXY_LOG")]

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use clap::{Args, ValueEnum};
+use faultline_policy::contract::env;
 use prometheus_client::registry::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -47,7 +48,7 @@ pub struct ServeArgs {
     )]
     manage_certs: bool,
     /// Namespace of the webhook (its Secret and Service).
-    #[arg(long, env = "FAULTLINE_POD_NAMESPACE", default_value = SYSTEM_NAMESPACE)]
+    #[arg(long, env = env::POD_NAMESPACE, default_value = SYSTEM_NAMESPACE)]
     namespace: String,
     /// Inject native sidecars (init containers with restartPolicy Always).
     #[arg(
@@ -61,7 +62,7 @@ pub struct ServeArgs {
     #[arg(long, env = "FAULTLINE_WEBHOOK_MAX_BODY_BYTES", default_value_t = DEFAULT_MAX_BODY_BYTES)]
     max_body_bytes: usize,
     /// On SIGTERM: seconds to stay up not-ready (so endpoints drop us), then to drain connections.
-    #[arg(long, env = "FAULTLINE_DRAIN_SECONDS", default_value_t = 5)]
+    #[arg(long, env = env::DRAIN_SECONDS, default_value_t = 5)]
     drain_seconds: u64,
     /// Serve admission only: no policy controller (no Kubernetes client needed
     /// with certificate files and --native-sidecars true|false).
