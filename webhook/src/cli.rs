@@ -117,8 +117,9 @@ pub enum CliError {
         name: String,
     },
     #[error(
-        "namespace {0} is not opted in to faultline, so its pods have no proxy; \
-         run `kubectl label namespace {0} {NAMESPACE_LABEL}=enabled` and restart the workload"
+        "neither namespace {0} nor the workload's pods are opted in to faultline, so its pods have \
+         no proxy; run `kubectl label namespace {0} {NAMESPACE_LABEL}=enabled` (or label the pod \
+         template faultline.dev/inject=true) and restart the workload"
     )]
     NotOptedIn(String),
     #[error("failed to load the kubeconfig")]
