@@ -89,6 +89,7 @@ async fn inject(
         return Ok(text);
     }
     kube_io::check_opted_in(client, kind, namespace, &name).await?;
+    kube_io::metadata(client, kind, namespace, &name).await?;
     let patch =
         json!({"metadata": {"annotations": {FAULTS_ANNOTATION: text, SEEN_AT_ANNOTATION: null}}});
     kube_io::patch(client, kind, namespace, &name, &Patch::Merge(patch)).await?;
