@@ -21,7 +21,7 @@ use crate::controller::objects::{
 };
 use crate::controller::resolve::is_copy;
 use crate::controller::run::pod_snapshot;
-use crate::controller::state::{Outcome, PodSnapshot, PolicyState};
+use crate::controller::state::{Outcome, PodKey, PodSnapshot, PolicyState};
 use crate::controller::version::text_version;
 
 /// Run the parsed command line, writing human output to `out`.
@@ -158,7 +158,7 @@ async fn recover(client: &Client, namespace: &str, target: &str) -> Result<Strin
 struct Cluster {
     pods: Vec<PodSnapshot>,
     /// Pods being deleted: left out of `status`, like finished ones.
-    terminating: std::collections::HashSet<String>,
+    terminating: std::collections::HashSet<PodKey>,
     owners: HashMap<ObjKey, ObjectFacts>,
     outcome: Outcome,
 }
@@ -168,7 +168,7 @@ async fn cluster(client: &Client, namespace: Option<&str>) -> Result<Cluster, Cl
     let terminating = raw
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_some())
-        .filter_map(|p| p.metadata.name.clone())
+        .filter_map(|p| Some((p.metadata.namespace.clone()?, p.metadata.name.clone()?)))
         .collect();
     let pods: Vec<PodSnapshot> = raw.iter().filter_map(pod_snapshot).collect();
     let mut owners = HashMap::new();
@@ -281,6 +281,7 @@ async fn list(client: &Client, namespace: Option<&str>) -> Result<String, CliErr
             .pods
             .iter()
             .filter(|(_, p)| p.source.as_ref() == Some(&facts.key))
+            .filter(|(key, _)| !cluster.terminating.contains(*key))
             .map(|(k, p)| (k, p.version.as_str()))
             .collect();
         let mut current = 0;
@@ -345,7 +346,10 @@ async fn status(client: &Client, namespace: &str, target: &str) -> Result<String
     let members = cluster
         .pods
         .iter()
-        .filter(|p| !p.terminal && !cluster.terminating.contains(&p.facts.key.name))
+        .filter(|p| {
+            let key = (p.facts.key.namespace.clone(), p.facts.key.name.clone());
+            !p.terminal && !cluster.terminating.contains(&key)
+        })
         .filter(|p| belongs_to(&p.facts, &target_key, &cluster.owners));
     for pod in members {
         let pod_key = (pod.facts.key.namespace.clone(), pod.facts.key.name.clone());
