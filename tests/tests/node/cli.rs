@@ -15,6 +15,12 @@ async fn plugin(cluster: &NodeCluster, args: &[&str]) -> anyhow::Result<String> 
     Ok(run(format!("kubectl fault {}", args.join(" ")), &mut cmd).await?)
 }
 
+/// The IPs of the ready pods of `web`.
+async fn web_ips(cluster: &NodeCluster, ns: &str) -> anyhow::Result<Vec<String>> {
+    let pods = cluster.ready_pods(ns, "app=web", 2).await?;
+    pods.iter().map(faultline_e2e::node::apps::pod_ip).collect()
+}
+
 /// The pod rows of `kubectl fault status` (after the header row).
 fn status_rows(out: &str) -> Vec<Vec<String>> {
     out.lines()
@@ -32,7 +38,21 @@ async fn kubectl_fault_inject_list_status_recover() -> anyhow::Result<()> {
         return Ok(());
     };
     let _story = NodeCluster::shared_lock().await;
-    let (ns, ips) = web_app(cluster, "node-cli", 2).await?;
+    let (ns, _) = web_app(cluster, "node-cli", 2).await?;
+
+    // Right after a rollout: only the new pods, counts as integers, no advice.
+    cluster
+        .kubectl_ok(&["rollout", "restart", "-n", &ns, "deploy/web"])
+        .await?;
+    cluster.rollout_status(&ns, "deploy/web").await?;
+    let fresh = plugin(cluster, &["status", "deploy/web", "-n", &ns]).await?;
+    eprintln!("{fresh}");
+    let rows = status_rows(&fresh);
+    anyhow::ensure!(
+        rows.len() == 2 && !fresh.contains("-0") && !fresh.contains("Pods without a proxy"),
+        "status after a rollout: {fresh}"
+    );
+    let ips = web_ips(cluster, &ns).await?;
 
     let start = Instant::now();
     let out = plugin(

@@ -22,7 +22,7 @@ use crate::controller::objects::{
 };
 use crate::controller::resolve::is_copy;
 use crate::controller::run::pod_snapshot;
-use crate::controller::state::{Outcome, PodSnapshot, PolicyState};
+use crate::controller::state::{Outcome, PodKey, PodSnapshot, PolicyState};
 use crate::controller::version::text_version;
 
 /// Run the parsed command line, writing human output to `out`.
@@ -89,7 +89,7 @@ async fn inject(
     if dry_run {
         return Ok(text);
     }
-    kube_io::check_opted_in(client, namespace).await?;
+    kube_io::check_opted_in(client, kind, namespace, &name).await?;
     kube_io::metadata(client, kind, namespace, &name).await?;
     let patch =
         json!({"metadata": {"annotations": {FAULTS_ANNOTATION: text, SEEN_AT_ANNOTATION: null}}});
@@ -158,16 +158,20 @@ async fn recover(client: &Client, namespace: &str, target: &str) -> Result<Strin
 /// Pods and owners of a namespace (or all), with the controller's view of them.
 struct Cluster {
     pods: Vec<PodSnapshot>,
+    /// Pods being deleted: left out of `status`, like finished ones.
+    terminating: std::collections::HashSet<PodKey>,
     owners: HashMap<ObjKey, ObjectFacts>,
     outcome: Outcome,
 }
 
 async fn cluster(client: &Client, namespace: Option<&str>) -> Result<Cluster, CliError> {
-    let pods: Vec<PodSnapshot> = kube_io::pods(client, namespace)
-        .await?
+    let raw = kube_io::pods(client, namespace).await?;
+    let terminating = raw
         .iter()
-        .filter_map(pod_snapshot)
+        .filter(|p| p.metadata.deletion_timestamp.is_some())
+        .filter_map(|p| Some((p.metadata.namespace.clone()?, p.metadata.name.clone()?)))
         .collect();
+    let pods: Vec<PodSnapshot> = raw.iter().filter_map(pod_snapshot).collect();
     let mut owners = HashMap::new();
     for kind in [
         Kind::ReplicaSet,
@@ -185,6 +189,7 @@ async fn cluster(client: &Client, namespace: Option<&str>) -> Result<Cluster, Cl
     let outcome = PolicyState::default().reconcile(&pods, |k| owners.get(k).cloned());
     Ok(Cluster {
         pods,
+        terminating,
         owners,
         outcome,
     })
@@ -277,6 +282,7 @@ async fn list(client: &Client, namespace: Option<&str>) -> Result<String, CliErr
             .pods
             .iter()
             .filter(|(_, p)| p.source.as_ref() == Some(&facts.key))
+            .filter(|(key, _)| !cluster.terminating.contains(*key))
             .map(|(k, p)| (k, p.version.as_str()))
             .collect();
         let mut current = 0;
@@ -341,6 +347,10 @@ async fn status(client: &Client, namespace: &str, target: &str) -> Result<String
     let members = cluster
         .pods
         .iter()
+        .filter(|p| {
+            let key = (p.facts.key.namespace.clone(), p.facts.key.name.clone());
+            !p.terminal && !cluster.terminating.contains(&key)
+        })
         .filter(|p| belongs_to(&p.facts, &target_key, &cluster.owners));
     for pod in members {
         let pod_key = (pod.facts.key.namespace.clone(), pod.facts.key.name.clone());
@@ -369,7 +379,7 @@ async fn status(client: &Client, namespace: &str, target: &str) -> Result<String
                 .map_or_else(unknown, |c| if c { "yes" } else { "no" }.to_string()),
             report.version.clone().unwrap_or_else(unknown),
             expected,
-            report.faults.map_or_else(unknown, |f| format!("{f}")),
+            report.faults.map_or_else(unknown, count),
         ]);
     }
     if rows.len() == 1 {
@@ -388,6 +398,11 @@ async fn status(client: &Client, namespace: &str, target: &str) -> Result<String
         }
     }
     Ok(out)
+}
+
+/// A counter as a person reads it: an integer, never `-0`.
+fn count(value: f64) -> String {
+    format!("{}", value.max(0.0).round() as u64)
 }
 
 /// Whether `target` is the pod itself or on its owner chain.
@@ -425,6 +440,31 @@ pub fn humantime(d: std::time::Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_print_as_integers() {
+        assert_eq!(count(-0.0), "0");
+        assert_eq!(count(faults_injected("")), "0");
+        assert_eq!(count(3.0), "3");
+        assert_eq!(count(12.0), "12");
+    }
+
+    #[test]
+    fn the_pod_label_opt_in_is_read_from_the_pod_template() {
+        use super::kube_io::pods_opted_in;
+        let deploy = json!({"kind": "Deployment", "metadata": {"labels": {"faultline.dev/inject": "true"}},
+                            "spec": {"template": {"metadata": {"labels": {"app": "web"}}}}});
+        assert!(
+            !pods_opted_in(Kind::Deployment, &deploy),
+            "the workload's own label does not count"
+        );
+        let deploy = json!({"spec": {"template": {"metadata": {"labels": {"faultline.dev/inject": "true"}}}}});
+        assert!(pods_opted_in(Kind::Deployment, &deploy));
+        let pod = json!({"metadata": {"labels": {"faultline.dev/inject": "true"}}});
+        assert!(pods_opted_in(Kind::Pod, &pod));
+        let out = json!({"metadata": {"labels": {"faultline.dev/inject": "false"}}});
+        assert!(!pods_opted_in(Kind::Pod, &out));
+    }
 
     #[test]
     fn durations_print_compactly() {

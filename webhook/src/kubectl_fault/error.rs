@@ -1,7 +1,7 @@
 //! Why a `kubectl fault` command failed, and its exit code.
 use std::path::PathBuf;
 
-use faultline_policy::contract::NAMESPACE_INJECTION_LABEL;
+use faultline_policy::contract::{INJECT_LABEL, NAMESPACE_INJECTION_LABEL};
 
 use crate::controller::objects::Kind;
 
@@ -37,8 +37,9 @@ pub enum CliError {
         name: String,
     },
     #[error(
-        "namespace {0} is not opted in to faultline, so its pods have no proxy; \
-         run `kubectl label namespace {0} {NAMESPACE_INJECTION_LABEL}=enabled` and restart the workload"
+        "neither namespace {0} nor the workload's pods are opted in to faultline, so its pods have \
+         no proxy; run `kubectl label namespace {0} {NAMESPACE_INJECTION_LABEL}=enabled` (or label the pod \
+         template {INJECT_LABEL}=true) and restart the workload"
     )]
     NotOptedIn(String),
     #[error("failed to load the kubeconfig")]

@@ -184,8 +184,52 @@ pub async fn pods(client: &Client, namespace: Option<&str>) -> Result<Vec<Pod>, 
         .items)
 }
 
-/// Refuse namespaces without the opt-in label: their pods have no proxy.
-pub async fn check_opted_in(client: &Client, namespace: &str) -> Result<(), CliError> {
+/// Refuse a workload whose pods have no proxy: neither its namespace
+/// (`faultline.dev/injection=enabled`) nor its pod template (or the pod
+/// itself: `faultline.dev/inject=true`) opts in.
+pub async fn check_opted_in(
+    client: &Client,
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+) -> Result<(), CliError> {
+    if namespace_opted_in(client, namespace).await? {
+        return Ok(());
+    }
+    let object = by_kind!(
+        kind,
+        api,
+        api(client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map(|o| o.map(|o| serde_json::to_value(o).unwrap_or_default()))
+    )
+    .map_err(CliError::kube(format!(
+        "read {} {namespace}/{name}",
+        kind.as_str()
+    )))?
+    .ok_or_else(|| CliError::not_found(kind, namespace, name))?;
+    if pods_opted_in(kind, &object) {
+        Ok(())
+    } else {
+        Err(CliError::NotOptedIn(namespace.into()))
+    }
+}
+
+/// The pod label opt-in (`faultline.dev/inject=true`) on a pod, or on a
+/// workload's pod template (a workload's own labels are not its pods').
+pub fn pods_opted_in(kind: Kind, object: &serde_json::Value) -> bool {
+    let labels = match kind {
+        Kind::Pod => "/metadata/labels",
+        _ => "/spec/template/metadata/labels",
+    };
+    object
+        .pointer(&format!("{labels}/faultline.dev~1inject"))
+        .and_then(serde_json::Value::as_str)
+        == Some("true")
+}
+
+async fn namespace_opted_in(client: &Client, namespace: &str) -> Result<bool, CliError> {
     let api: Api<Namespace> = Api::all(client.clone());
     let ns = api
         .get_opt(namespace)
@@ -196,18 +240,13 @@ pub async fn check_opted_in(client: &Client, namespace: &str) -> Result<(), CliE
             namespace: namespace.into(),
             name: namespace.into(),
         })?;
-    let enabled = ns
+    Ok(ns
         .metadata
         .labels
         .as_ref()
         .and_then(|l| l.get(NAMESPACE_INJECTION_LABEL))
         .map(String::as_str)
-        == Some("enabled");
-    if enabled {
-        Ok(())
-    } else {
-        Err(CliError::NotOptedIn(namespace.into()))
-    }
+        == Some("enabled"))
 }
 
 /// GET a path on a pod's proxy admin port through the API server's pod proxy
