@@ -12,7 +12,8 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, ListParams, ObjectMeta};
 
-use super::{NodeCluster, run};
+use super::cluster::NodeCluster;
+use super::script::run;
 use crate::wait_for;
 
 /// busybox-static, built on the node from Debian's package (`node.sh images`).

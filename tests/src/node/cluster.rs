@@ -10,7 +10,7 @@
 use std::path::PathBuf;
 
 use super::install::{build_images, install};
-use super::{Node, bin_dir};
+use super::script::{Node, bin_dir};
 use crate::control_plane::CI_ENV;
 use crate::{Assets, ControlPlane, HarnessError, error_chain};
 

@@ -9,7 +9,7 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 
-use super::{Node, bin_dir, repo_root, run};
+use super::script::{Node, bin_dir, repo_root, run};
 use crate::{ControlPlane, HarnessError, wait_for};
 
 /// The images the overlay names (`tests/node/overlay/kustomization.yaml`).
