@@ -18,7 +18,7 @@ mod parse;
 mod tests;
 
 pub use args::RunArgs;
-use parse::{controller_config, invalid, parse_addr, parse_num, resolve_addr};
+use parse::{controller_config, invalid, parse_addr, parse_num, parse_ports, resolve_addr};
 
 pub const ENV_ADMIN_ADDR: &str = "FAULTLINE_ADMIN_ADDR";
 pub const ENV_INBOUND_ADDR: &str = "FAULTLINE_INBOUND_ADDR";
@@ -41,6 +41,7 @@ pub const ENV_MAX_CONNECTIONS: &str = "FAULTLINE_MAX_CONNECTIONS";
 pub const ENV_DETECT_TIMEOUT_MS: &str = "FAULTLINE_DETECT_TIMEOUT_MS";
 pub const ENV_READY_GRACE_SECONDS: &str = "FAULTLINE_READY_GRACE_SECONDS";
 pub const ENV_WORKERS: &str = "FAULTLINE_WORKERS";
+pub const ENV_PROBE_PORTS: &str = "FAULTLINE_PROBE_PORTS";
 
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:15400";
 pub const DEFAULT_INBOUND_ADDR: &str = "0.0.0.0:15406";
@@ -141,6 +142,9 @@ pub struct Config {
     /// Worker threads that run connections (default: the CPUs available,
     /// which in a pod is the CPU limit).
     pub workers: usize,
+    /// App ports the admin server checks for rewritten `tcpSocket` probes
+    /// (`/probe/tcp/<port>`); set by the webhook, empty by default.
+    pub probe_ports: Vec<u16>,
 }
 
 impl Config {
@@ -287,7 +291,14 @@ impl Config {
             ));
         }
 
+        let probe_ports = parse_ports(
+            "--probe-ports",
+            ENV_PROBE_PORTS,
+            get(&args.probe_ports, ENV_PROBE_PORTS),
+        )?;
+
         Ok(Config {
+            probe_ports,
             mode,
             admin_addr,
             faults_file,

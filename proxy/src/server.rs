@@ -177,6 +177,7 @@ impl Proxy {
                 store: store.clone(),
                 metrics: metrics.clone(),
                 readiness: readiness.clone(),
+                probe_ports: self.config.probe_ports.clone(),
             }),
             admin_stop.clone(),
         ));

@@ -87,4 +87,7 @@ pub struct RunArgs {
     /// Controller mode: /readyz turns ready after this long without a first policy [env: FAULTLINE_READY_GRACE_SECONDS] [default: 10]
     #[arg(long, value_name = "SECONDS")]
     pub ready_grace_seconds: Option<String>,
+    /// App ports whose rewritten tcpSocket probes the admin server answers at /probe/tcp/PORT (set by the webhook) [env: FAULTLINE_PROBE_PORTS]
+    #[arg(long, value_name = "PORT,...")]
+    pub probe_ports: Option<String>,
 }
