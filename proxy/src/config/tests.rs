@@ -111,3 +111,14 @@ fn empty_values_count_as_unset() {
     assert_eq!(config.log_format, LogFormat::Plain);
     assert!(config.controller.is_none());
 }
+
+#[test]
+fn probe_ports_are_a_list_of_ports_and_default_to_none() {
+    assert!(Config::from_env(env(&[])).unwrap().probe_ports.is_empty());
+    let config = Config::from_env(env(&[(ENV_PROBE_PORTS, "8080, 9090")])).unwrap();
+    assert_eq!(config.probe_ports, [8080, 9090]);
+    for bad in ["0", "http", "8080,,9090", "70000"] {
+        let err = Config::from_env(env(&[(ENV_PROBE_PORTS, bad)])).unwrap_err();
+        assert!(err.to_string().contains("FAULTLINE_PROBE_PORTS"), "{bad}: {err}");
+    }
+}
