@@ -2,12 +2,17 @@
 //! redirects it): `/healthz`, `/readyz`, `/metrics`, `/policy`, and
 //! `/probe/tcp/<port>` for the app's `tcpSocket` probes that the webhook
 //! rewrote (a connection to a captured port always reaches the proxy, so
-//! the proxy checks the app on loopback instead).
+//! the proxy checks the app on loopback instead). With `--control` (the
+//! standalone proxy only), `PUT`/`DELETE /policy` change the policy
+//! (`admin/control.rs`).
+
 //!
 //! Readiness: ready once the proxy's listeners are bound and it is not
 //! draining. With a controller, also once the first policy arrived from it,
 //! or after the grace period (`FAULTLINE_READY_GRACE_SECONDS`), so a
 //! controller outage degrades to "no faults" instead of blocking the pod.
+mod control;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,6 +77,8 @@ pub struct AdminState {
     pub readiness: Arc<Readiness>,
     /// The only ports `/probe/tcp/<port>` checks (`FAULTLINE_PROBE_PORTS`).
     pub probe_ports: Vec<u16>,
+    /// `--control`: writes to `/policy` allowed, with this bearer token if any.
+    pub control: Option<Option<String>>,
 }
 
 /// How long a probe's connection to the app may take; the kubelet's own
@@ -135,12 +142,14 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
             let service = service_fn(move |req| {
                 let state = state.clone();
                 async move {
-                    let probe = (req.method() == Method::GET)
-                        .then(|| probe_port(req.uri().path()))
-                        .flatten();
-                    Ok::<_, Infallible>(match probe {
-                        Some(port) => tcp_probe(&state, port).await,
-                        None => route(&state, &req),
+                    let method = req.method().clone();
+                    let probe = probe_port(req.uri().path());
+                    let write = req.uri().path() == "/policy"
+                        && (method == Method::PUT || method == Method::DELETE);
+                    Ok::<_, Infallible>(match (method, probe) {
+                        (Method::GET, Some(port)) => tcp_probe(&state, port).await,
+                        _ if write => control::write(&state, req).await,
+                        _ => route(&state, &req),
                     })
                 }
             });
@@ -222,6 +231,7 @@ pub fn source_name(source: &PolicySource) -> &'static str {
         PolicySource::File { .. } => "file",
         PolicySource::Controller { .. } => "controller",
         PolicySource::Static => "static",
+        PolicySource::Control => "control",
     }
 }
 

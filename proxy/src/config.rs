@@ -42,8 +42,11 @@ pub const ENV_DETECT_TIMEOUT_MS: &str = "FAULTLINE_DETECT_TIMEOUT_MS";
 pub const ENV_READY_GRACE_SECONDS: &str = "FAULTLINE_READY_GRACE_SECONDS";
 pub const ENV_WORKERS: &str = "FAULTLINE_WORKERS";
 pub const ENV_PROBE_PORTS: &str = "FAULTLINE_PROBE_PORTS";
+pub const ENV_CONTROL: &str = "FAULTLINE_CONTROL";
+pub const ENV_CONTROL_TOKEN: &str = "FAULTLINE_CONTROL_TOKEN";
 
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:15400";
+pub const DEFAULT_STANDALONE_ADMIN_ADDR: &str = "127.0.0.1:15400";
 pub const DEFAULT_INBOUND_ADDR: &str = "0.0.0.0:15406";
 pub const DEFAULT_OUTBOUND_ADDR: &str = "0.0.0.0:15401";
 pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/faultline/token";
@@ -142,6 +145,9 @@ pub struct Config {
     /// Worker threads that run connections (default: the CPUs available,
     /// which in a pod is the CPU limit).
     pub workers: usize,
+    /// The standalone proxy's control API (`PUT`/`DELETE /policy`): `None`
+    /// when off (the default); `Some(token)` when on, with an optional token.
+    pub control: Option<Option<String>>,
     /// App ports the admin server checks for rewritten `tcpSocket` probes
     /// (`/probe/tcp/<port>`); set by the webhook, empty by default.
     pub probe_ports: Vec<u16>,
@@ -176,14 +182,21 @@ impl Config {
                 .filter(|v| !v.trim().is_empty())
         };
 
+        let listen = get(&args.listen, ENV_LISTEN);
+        let upstream = get(&args.upstream, ENV_UPSTREAM);
+        // Off-cluster the admin server stays on loopback unless asked: in a
+        // pod it must be reachable (probes, scraping, `kubectl fault status`).
+        let default_admin = if listen.is_some() {
+            DEFAULT_STANDALONE_ADMIN_ADDR
+        } else {
+            DEFAULT_ADMIN_ADDR
+        };
         let admin_addr = parse_addr(
             "--admin-addr",
             ENV_ADMIN_ADDR,
             get(&args.admin_addr, ENV_ADMIN_ADDR).as_deref(),
-            DEFAULT_ADMIN_ADDR,
+            default_admin,
         )?;
-        let listen = get(&args.listen, ENV_LISTEN);
-        let upstream = get(&args.upstream, ENV_UPSTREAM);
         let mode = match (listen, upstream) {
             (Some(listen), Some(upstream)) => Mode::Standalone {
                 listen: parse_addr("--listen", ENV_LISTEN, Some(&listen), "")?,
@@ -291,6 +304,7 @@ impl Config {
             ));
         }
 
+        let control = control_config(args, &get, admin_addr, &faults_file, &controller)?;
         let probe_ports = parse_ports(
             "--probe-ports",
             ENV_PROBE_PORTS,
@@ -298,6 +312,7 @@ impl Config {
         )?;
 
         Ok(Config {
+            control,
             probe_ports,
             mode,
             admin_addr,
@@ -312,4 +327,42 @@ impl Config {
             workers: usize::try_from(workers).unwrap_or(1),
         })
     }
+}
+
+/// `--control` / `FAULTLINE_CONTROL`: writes to the policy over the admin
+/// server. Only for a standalone proxy with no other policy source, and on
+/// a loopback admin address unless a token guards it.
+fn control_config(
+    args: &RunArgs,
+    get: &impl Fn(&Option<String>, &str) -> Option<String>,
+    admin_addr: SocketAddr,
+    faults_file: &Option<PathBuf>,
+    controller: &Option<ControllerConfig>,
+) -> Result<Option<Option<String>>, ConfigError> {
+    let flag = args.control.then(|| "true".to_owned());
+    let enabled = match get(&flag, ENV_CONTROL).as_deref() {
+        None | Some("false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => return Err(invalid("--control", ENV_CONTROL, other, "true or false")),
+    };
+    let token = get(&args.control_token, ENV_CONTROL_TOKEN);
+    if !enabled {
+        return Ok(None);
+    }
+    if controller.is_some() {
+        return Err(ConfigError::Conflict(
+            "--control (FAULTLINE_CONTROL) is for the standalone proxy: with --controller-url the controller is the source of truth",
+        ));
+    }
+    if faults_file.is_some() {
+        return Err(ConfigError::Conflict(
+            "--control (FAULTLINE_CONTROL) and --faults (FAULTLINE_FAULTS_FILE) are exclusive: a policy has one source",
+        ));
+    }
+    if token.is_none() && !admin_addr.ip().is_loopback() {
+        return Err(ConfigError::Conflict(
+            "--control on a non-loopback --admin-addr needs --control-token (FAULTLINE_CONTROL_TOKEN): anyone who can reach it could change the faults",
+        ));
+    }
+    Ok(Some(token))
 }

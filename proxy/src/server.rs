@@ -178,6 +178,7 @@ impl Proxy {
                 metrics: metrics.clone(),
                 readiness: readiness.clone(),
                 probe_ports: self.config.probe_ports.clone(),
+                control: self.config.control.clone(),
             }),
             admin_stop.clone(),
         ));
