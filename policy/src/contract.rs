@@ -52,6 +52,10 @@ pub const OUTBOUND_CAPTURE_PORT: u16 = 15401;
 /// Where iptables sends the pod's inbound TCP.
 pub const INBOUND_CAPTURE_PORT: u16 = 15406;
 
+/// The admin path where the proxy answers an app's rewritten `tcpSocket`
+/// probe: `/probe/tcp/<port>` connects to the app's port on loopback.
+pub const TCP_PROBE_PATH: &str = "/probe/tcp/";
+
 // The controller stream's credentials.
 
 /// Where the projected service account token is mounted in the proxy.
@@ -91,6 +95,12 @@ pub mod env {
     pub const DETECT_TIMEOUT_MS: &str = "FAULTLINE_DETECT_TIMEOUT_MS";
     pub const READY_GRACE_SECONDS: &str = "FAULTLINE_READY_GRACE_SECONDS";
     pub const WORKERS: &str = "FAULTLINE_WORKERS";
+    /// Injected: app ports whose `tcpSocket` probes the webhook pointed at
+    /// the proxy's `/probe/tcp/<port>`.
+    pub const PROBE_PORTS: &str = "FAULTLINE_PROBE_PORTS";
+    /// The standalone proxy's control API (`PUT`/`DELETE /policy`).
+    pub const CONTROL: &str = "FAULTLINE_CONTROL";
+    pub const CONTROL_TOKEN: &str = "FAULTLINE_CONTROL_TOKEN";
 }
 
 /// The flags of `faultline-proxy init` (without the leading `--`): the

@@ -1,10 +1,18 @@
 //! The admin server (port 15400, plain HTTP, read-only; iptables never
-//! redirects it): `/healthz`, `/readyz`, `/metrics`, `/policy`.
+//! redirects it): `/healthz`, `/readyz`, `/metrics`, `/policy`, and
+//! `/probe/tcp/<port>` for the app's `tcpSocket` probes that the webhook
+//! rewrote (a connection to a captured port always reaches the proxy, so
+//! the proxy checks the app on loopback instead). With `--control` (the
+//! standalone proxy only), `PUT`/`DELETE /policy` change the policy
+//! (`admin/control.rs`).
+
 //!
 //! Readiness: ready once the proxy's listeners are bound and it is not
 //! draining. With a controller, also once the first policy arrived from it,
 //! or after the grace period (`FAULTLINE_READY_GRACE_SECONDS`), so a
 //! controller outage degrades to "no faults" instead of blocking the pod.
+mod control;
+
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -67,6 +75,51 @@ pub struct AdminState {
     pub store: PolicyStore,
     pub metrics: Arc<Metrics>,
     pub readiness: Arc<Readiness>,
+    /// The only ports `/probe/tcp/<port>` checks (`FAULTLINE_PROBE_PORTS`).
+    pub probe_ports: Vec<u16>,
+    /// `--control`: writes to `/policy` allowed, with this bearer token if any.
+    pub control: Option<Option<String>>,
+}
+
+/// How long a probe's connection to the app may take; the kubelet's own
+/// `timeoutSeconds` bounds the whole request too.
+const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The port of a `/probe/tcp/<port>` request, if that is what it is.
+fn probe_port(path: &str) -> Option<Result<u16, ()>> {
+    let port = path.strip_prefix(faultline_policy::contract::TCP_PROBE_PATH)?;
+    Some(port.parse::<u16>().map_err(|_| ()))
+}
+
+/// Answers a rewritten `tcpSocket` probe: 200 if the app accepts a
+/// connection on loopback, 503 if not; 404 for a port the webhook did not
+/// name (the admin server is no port scanner).
+async fn tcp_probe(state: &AdminState, port: Result<u16, ()>) -> Response<ProxyBody> {
+    let Some(port) = port.ok().filter(|p| state.probe_ports.contains(p)) else {
+        return text(StatusCode::NOT_FOUND, "no tcpSocket probe for that port\n");
+    };
+    let connect = async {
+        match tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            Ok(stream) => Ok(stream),
+            Err(v4) => tokio::net::TcpStream::connect(("::1", port))
+                .await
+                .map_err(|_| v4),
+        }
+    };
+    match tokio::time::timeout(PROBE_CONNECT_TIMEOUT, connect).await {
+        Ok(Ok(_)) => text(
+            StatusCode::OK,
+            &format!("port {port} accepts connections\n"),
+        ),
+        Ok(Err(error)) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("port {port}: {error}\n"),
+        ),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("port {port}: no answer within {PROBE_CONNECT_TIMEOUT:?}\n"),
+        ),
+    }
 }
 
 /// Serves until `shutdown`.
@@ -88,7 +141,23 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, shutdown: Canc
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, &req)) }
+                async move {
+                    let method = req.method().clone();
+                    let probe = probe_port(req.uri().path());
+                    let write = req.uri().path() == "/policy"
+                        && (method == Method::PUT || method == Method::DELETE);
+                    Ok::<_, Infallible>(match (method, probe) {
+                        (Method::GET, Some(port)) => tcp_probe(&state, port).await,
+                        _ if write => match &state.control {
+                            Some(token) => control::write(&state.store, token, req).await,
+                            None => text(
+                                StatusCode::METHOD_NOT_ALLOWED,
+                                "the admin server is read-only: start the proxy with --control to change the policy\n",
+                            ),
+                        },
+                        _ => route(&state, &req),
+                    })
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -168,6 +237,7 @@ pub fn source_name(source: &PolicySource) -> &'static str {
         PolicySource::File { .. } => "file",
         PolicySource::Controller { .. } => "controller",
         PolicySource::Static => "static",
+        PolicySource::Control => "control",
     }
 }
 

@@ -20,7 +20,7 @@ mod tests;
 
 pub use args::RunArgs;
 pub use error::ConfigError;
-use parse::{invalid, parse_addr, parse_num, resolve_addr};
+use parse::{invalid, parse_addr, parse_num, parse_ports, resolve_addr};
 
 pub use faultline_policy::contract::env;
 use faultline_policy::contract::{ADMIN_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT};
@@ -98,6 +98,12 @@ pub struct Config {
     /// Worker threads that run connections (default: the CPUs available,
     /// which in a pod is the CPU limit).
     pub workers: usize,
+    /// The standalone proxy's control API (`PUT`/`DELETE /policy`): `None`
+    /// when off (the default); `Some(token)` when on, with an optional token.
+    pub control: Option<Option<String>>,
+    /// App ports the admin server checks for rewritten `tcpSocket` probes
+    /// (`/probe/tcp/<port>`); set by the webhook, empty by default.
+    pub probe_ports: Vec<u16>,
 }
 
 impl Config {
@@ -129,14 +135,21 @@ impl Config {
                 .filter(|v| !v.trim().is_empty())
         };
 
+        let listen = get(&args.listen, env::LISTEN);
+        let upstream = get(&args.upstream, env::UPSTREAM);
+        // Off-cluster the admin server stays on loopback unless asked: in a
+        // pod it must be reachable (probes, scraping, `kubectl fault status`).
+        let default_admin = if listen.is_some() {
+            SocketAddr::from(([127, 0, 0, 1], ADMIN_PORT))
+        } else {
+            wildcard(ADMIN_PORT)
+        };
         let admin_addr = parse_addr(
             "--admin-addr",
             env::ADMIN_ADDR,
             get(&args.admin_addr, env::ADMIN_ADDR).as_deref(),
-            wildcard(ADMIN_PORT),
+            default_admin,
         )?;
-        let listen = get(&args.listen, env::LISTEN);
-        let upstream = get(&args.upstream, env::UPSTREAM);
         let mode = match (listen, upstream) {
             (Some(listen), Some(upstream)) => Mode::Standalone {
                 listen: parse_addr("--listen", env::LISTEN, Some(&listen), wildcard(0))?,
@@ -244,7 +257,16 @@ impl Config {
             ));
         }
 
+        let control = control_config(args, &get, admin_addr, &faults_file, &controller)?;
+        let probe_ports = parse_ports(
+            "--probe-ports",
+            env::PROBE_PORTS,
+            get(&args.probe_ports, env::PROBE_PORTS),
+        )?;
+
         Ok(Config {
+            control,
+            probe_ports,
             mode,
             admin_addr,
             faults_file,
@@ -316,4 +338,42 @@ fn controller_config(
         pod_ip: get(&args.pod_ip, env::POD_IP),
         service_account: get(&args.service_account, env::SERVICE_ACCOUNT),
     })
+}
+
+/// `--control` / `FAULTLINE_CONTROL`: writes to the policy over the admin
+/// server. Only for a standalone proxy with no other policy source, and on
+/// a loopback admin address unless a token guards it.
+fn control_config(
+    args: &RunArgs,
+    get: &impl Fn(&Option<String>, &str) -> Option<String>,
+    admin_addr: SocketAddr,
+    faults_file: &Option<PathBuf>,
+    controller: &Option<ControllerConfig>,
+) -> Result<Option<Option<String>>, ConfigError> {
+    let flag = args.control.then(|| "true".to_owned());
+    let enabled = match get(&flag, env::CONTROL).as_deref() {
+        None | Some("false" | "0") => false,
+        Some("true" | "1") => true,
+        Some(other) => return Err(invalid("--control", env::CONTROL, other, "true or false")),
+    };
+    let token = get(&args.control_token, env::CONTROL_TOKEN);
+    if !enabled {
+        return Ok(None);
+    }
+    if controller.is_some() {
+        return Err(ConfigError::Conflict(
+            "--control (FAULTLINE_CONTROL) is for the standalone proxy: with --controller-url the controller is the source of truth",
+        ));
+    }
+    if faults_file.is_some() {
+        return Err(ConfigError::Conflict(
+            "--control (FAULTLINE_CONTROL) and --faults (FAULTLINE_FAULTS_FILE) are exclusive: a policy has one source",
+        ));
+    }
+    if token.is_none() && !admin_addr.ip().is_loopback() {
+        return Err(ConfigError::Conflict(
+            "--control on a non-loopback --admin-addr needs --control-token (FAULTLINE_CONTROL_TOKEN): anyone who can reach it could change the faults",
+        ));
+    }
+    Ok(Some(token))
 }

@@ -149,6 +149,8 @@ impl Proxy {
                 store: store.clone(),
                 metrics: metrics.clone(),
                 readiness: readiness.clone(),
+                probe_ports: self.config.probe_ports.clone(),
+                control: self.config.control.clone(),
             }),
             admin_stop.clone(),
         ));

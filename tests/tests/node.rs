@@ -23,6 +23,8 @@ mod outage;
 mod outbound;
 #[path = "node/policy.rs"]
 mod policy;
+#[path = "node/probes.rs"]
+mod probes;
 #[path = "node/python.rs"]
 mod python;
 #[path = "node/workloads.rs"]

@@ -12,6 +12,7 @@
 pub mod containers;
 pub(crate) mod mutate;
 pub mod overrides;
+pub mod probes;
 pub mod quantity;
 mod validate;
 

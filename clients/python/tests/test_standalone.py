@@ -69,8 +69,7 @@ def proxy_bin() -> Path:
 @pytest.fixture(scope="module")
 def control_bin(proxy_bin: Path) -> Path:
     help_text = subprocess.run([str(proxy_bin), "run", "--help"], capture_output=True, text=True, timeout=30).stdout
-    if not re.search(r"--control[\s,]", help_text):
-        pytest.skip(f"{proxy_bin} run --help does not list --control: this build has no standalone control API")
+    assert re.search(r"--control[\s,]", help_text), f"{proxy_bin} run --help does not list --control"
     return proxy_bin
 
 

@@ -18,15 +18,20 @@ POLICY SOURCES
   --faults FILE        a fault policy (YAML or JSON); reloaded when it changes, a bad new
                        file is logged and the last good policy stays.
   --controller-url URL the faultline controller's policy stream (in a pod).
-  neither              no faults: a transparent proxy.
+  --control            PUT/DELETE /policy on the admin server (standalone proxy only; the
+                       admin address must be loopback unless --control-token is set).
+  none of these        no faults: a transparent proxy.
 
 EXAMPLES
   faultline-proxy run --listen 127.0.0.1:8081 --upstream 127.0.0.1:8080 --faults slow.yaml
+  faultline-proxy run --listen 127.0.0.1:8081 --upstream 127.0.0.1:8080 --control \\
+      --admin-addr 127.0.0.1:15400
+  curl -X PUT --data-binary @slow.yaml 127.0.0.1:15400/policy     # then: curl -X DELETE ...
   FAULTLINE_LOG_FORMAT=json faultline-proxy run     # sidecar, env injected by the webhook
 
-Admin endpoints (read-only) on --admin-addr: /healthz /readyz /metrics /policy")]
+Admin endpoints on --admin-addr: /healthz /readyz /metrics /policy (read-only unless --control)")]
 pub struct RunArgs {
-    /// Admin server address (/healthz /readyz /metrics /policy) [default: 0.0.0.0:15400]
+    /// Admin server address (/healthz /readyz /metrics /policy) [default: 0.0.0.0:15400; standalone: 127.0.0.1:15400]
     #[arg(long, env = env::ADMIN_ADDR, value_name = "ADDR")]
     pub admin_addr: Option<String>,
     /// Inbound capture listener (sidecar mode) [default: 0.0.0.0:15406]
@@ -44,6 +49,14 @@ pub struct RunArgs {
     /// Standalone mode: HOST:PORT to forward to [env: FAULTLINE_UPSTREAM]
     #[arg(long, value_name = "HOST:PORT", requires = "listen")]
     pub upstream: Option<String>,
+    /// Accept PUT/DELETE /policy on the admin server (standalone only) [env: FAULTLINE_CONTROL=true]
+    // Read from the environment by `config.rs`, not by clap, like
+    // `--listen`: a bad value is a configuration error (exit 64).
+    #[arg(long)]
+    pub control: bool,
+    /// Bearer token that PUT/DELETE /policy must present
+    #[arg(long, env = env::CONTROL_TOKEN, hide_env_values = true, value_name = "TOKEN")]
+    pub control_token: Option<String>,
     /// Fault policy file, watched for changes
     #[arg(long, env = env::FAULTS_FILE, value_name = "FILE")]
     pub faults: Option<String>,
@@ -92,4 +105,7 @@ pub struct RunArgs {
     /// Controller mode: /readyz turns ready after this long without a first policy [default: 10]
     #[arg(long, env = env::READY_GRACE_SECONDS, value_name = "SECONDS")]
     pub ready_grace_seconds: Option<String>,
+    /// App ports whose rewritten tcpSocket probes the admin server answers at /probe/tcp/PORT (set by the webhook)
+    #[arg(long, env = env::PROBE_PORTS, value_name = "PORT,...")]
+    pub probe_ports: Option<String>,
 }

@@ -58,6 +58,29 @@ pub(super) fn resolve_addr(
         .ok_or_else(|| invalid(flag, env, value, "a HOST:PORT address that resolves"))
 }
 
+/// A comma-separated list of TCP ports (1-65535); none when unset.
+pub(super) fn parse_ports(
+    flag: &'static str,
+    env: &'static str,
+    value: Option<String>,
+) -> Result<Vec<u16>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    value
+        .split(',')
+        .map(|p| match p.trim().parse::<u16>() {
+            Ok(port) if port > 0 => Ok(port),
+            _ => Err(invalid(
+                flag,
+                env,
+                &value,
+                "a comma-separated list of ports (1-65535)",
+            )),
+        })
+        .collect()
+}
+
 pub(super) fn parse_num(
     flag: &'static str,
     env: &'static str,

@@ -115,3 +115,53 @@ fn empty_values_count_as_unset() {
     assert_eq!(config.log_format, LogFormat::Plain);
     assert!(config.controller.is_none());
 }
+
+#[test]
+fn probe_ports_are_a_list_of_ports_and_default_to_none() {
+    assert!(Config::from_env(env(&[])).unwrap().probe_ports.is_empty());
+    let config = Config::from_env(env(&[(env::PROBE_PORTS, "8080, 9090")])).unwrap();
+    assert_eq!(config.probe_ports, [8080, 9090]);
+    for bad in ["0", "http", "8080,,9090", "70000"] {
+        let err = Config::from_env(env(&[(env::PROBE_PORTS, bad)])).unwrap_err();
+        assert!(
+            err.to_string().contains("FAULTLINE_PROBE_PORTS"),
+            "{bad}: {err}"
+        );
+    }
+}
+
+#[test]
+fn control_is_for_a_standalone_proxy_on_loopback_or_behind_a_token() {
+    let standalone = [
+        (env::LISTEN, "127.0.0.1:0"),
+        (env::UPSTREAM, "127.0.0.1:8080"),
+    ];
+    let with = |extra: &[(&str, &str)]| {
+        let mut all: Vec<(&str, &str)> = standalone.to_vec();
+        all.extend_from_slice(extra);
+        Config::from_env(env(&all))
+    };
+    // Off-cluster the admin server defaults to loopback.
+    let config = with(&[(env::CONTROL, "true")]).unwrap();
+    assert_eq!(config.admin_addr, "127.0.0.1:15400".parse().unwrap());
+    assert_eq!(config.control, Some(None));
+    assert_eq!(with(&[]).unwrap().control, None);
+    let open = with(&[(env::CONTROL, "true"), (env::ADMIN_ADDR, "0.0.0.0:15400")]).unwrap_err();
+    assert!(open.to_string().contains("--control-token"), "{open}");
+    let guarded = with(&[
+        (env::CONTROL, "true"),
+        (env::ADMIN_ADDR, "0.0.0.0:15400"),
+        (env::CONTROL_TOKEN, "t"),
+    ])
+    .unwrap();
+    assert_eq!(guarded.control, Some(Some("t".into())));
+    let file = with(&[(env::CONTROL, "true"), (env::FAULTS_FILE, "/tmp/f.yaml")]).unwrap_err();
+    assert!(file.to_string().contains("one source"), "{file}");
+    let pod = Config::from_env(env(&[
+        (env::CONTROL, "true"),
+        (env::CONTROLLER_URL, "https://controller:443"),
+    ]))
+    .unwrap_err();
+    assert!(pod.to_string().contains("source of truth"), "{pod}");
+    assert!(with(&[(env::CONTROL, "maybe")]).is_err());
+}

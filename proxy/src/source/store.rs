@@ -28,6 +28,8 @@ pub enum PolicySource {
     Controller { url: String },
     /// Set in code (tests, embedding).
     Static,
+    /// `PUT /policy` on the standalone proxy's control API.
+    Control,
 }
 
 /// One policy change, as delivered by a source.

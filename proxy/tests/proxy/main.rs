@@ -4,6 +4,7 @@
 //! per area.
 #![allow(clippy::unwrap_used)]
 
+mod control;
 mod grpc;
 mod http_edges;
 mod http_faults;

@@ -33,6 +33,32 @@ async fn admin_endpoints_report_health_readiness_and_policy() {
     assert_eq!(proxy.admin_get("/nope").await.0, 404);
 }
 
+/// A rewritten tcpSocket probe checks the app on loopback: it fails once the
+/// app stops listening, although the proxy itself still accepts.
+#[tokio::test]
+async fn tcp_probes_check_the_app_and_only_the_named_ports() {
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = app.local_addr().unwrap().port();
+    let upstream = http_upstream().await;
+    let ports = format!("{port},1");
+    let proxy = start_proxy_with(
+        upstream.addr,
+        "rules: []\n",
+        &[("FAULTLINE_PROBE_PORTS", &ports)],
+    )
+    .await;
+    let (status, body) = proxy.admin_get(&format!("/probe/tcp/{port}")).await;
+    assert_eq!(status, 200, "{body}");
+    drop(app);
+    let (status, body) = proxy.admin_get(&format!("/probe/tcp/{port}")).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains(&port.to_string()), "{body}");
+    // Not named by the webhook: refused, whatever listens there.
+    let other = upstream.addr.port();
+    assert_eq!(proxy.admin_get(&format!("/probe/tcp/{other}")).await.0, 404);
+    assert_eq!(proxy.admin_get("/probe/tcp/not-a-port").await.0, 404);
+}
+
 #[tokio::test]
 async fn metrics_count_requests_faults_latency_and_policy() {
     let upstream = http_upstream().await;

@@ -148,3 +148,67 @@ async fn a_job_in_a_labelled_namespace_completes() -> anyhow::Result<()> {
     crate::support::cleanup(cluster, &ns).await;
     Ok(())
 }
+
+/// A CronJob's Jobs complete too (1.20 serves CronJobs as batch/v1beta1).
+#[tokio::test]
+async fn a_cronjobs_job_in_a_labelled_namespace_completes() -> anyhow::Result<()> {
+    use k8s_openapi::api::batch::v1::Job;
+    use kube::api::ListParams;
+    let Some(cluster) = NodeCluster::shared_or_skip().await else {
+        return Ok(());
+    };
+    let _story = NodeCluster::shared_lock().await;
+    let ns = namespace(cluster, "node-cron", true).await?;
+    let manifest = format!(
+        "apiVersion: batch/v1beta1\nkind: CronJob\nmetadata: {{name: tick, namespace: {ns}}}\n\
+         spec:\n  schedule: '* * * * *'\n  concurrencyPolicy: Forbid\n  jobTemplate:\n    spec:\n      \
+         backoffLimit: 0\n      template:\n        metadata: {{labels: {{app: tick}}}}\n        spec:\n          \
+         restartPolicy: Never\n          terminationGracePeriodSeconds: 2\n          containers:\n          \
+         - {{name: app, image: {image}, imagePullPolicy: IfNotPresent, command: [sh, -c, 'echo tick']}}\n",
+        image = apps::BUSYBOX
+    );
+    let path = std::env::temp_dir().join(format!("{ns}-cronjob.yaml"));
+    std::fs::write(&path, manifest)?;
+    let applied = cluster
+        .kubectl_ok(&["apply", "-f", &path.display().to_string()])
+        .await;
+    let _ = std::fs::remove_file(&path);
+    applied?;
+    let started = std::time::Instant::now();
+    let jobs: Api<Job> = Api::namespaced(cluster.client(), &ns);
+    // The first run starts at the next minute.
+    faultline_e2e::wait_for(
+        "a Job of the CronJob to succeed",
+        std::time::Duration::from_secs(180),
+        || async {
+            let list = jobs.list(&ListParams::default()).await?.items;
+            let done = list
+                .iter()
+                .any(|j| j.status.as_ref().and_then(|s| s.succeeded) == Some(1));
+            if done {
+                Ok(())
+            } else {
+                Err(anyhow::anyhow!("{} jobs, none succeeded yet", list.len()))
+            }
+        },
+    )
+    .await?;
+    let pods: Api<k8s_openapi::api::core::v1::Pod> = Api::namespaced(cluster.client(), &ns);
+    let list = pods
+        .list(&ListParams::default().labels("app=tick"))
+        .await?
+        .items;
+    eprintln!(
+        "cron job completed {:?} after creation: {}",
+        started.elapsed(),
+        apps::describe(&list)
+    );
+    anyhow::ensure!(
+        list.iter().any(|p| apps::has_sidecar(p)
+            && p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Succeeded")),
+        "an injected pod succeeded: {}",
+        apps::describe(&list)
+    );
+    crate::support::cleanup(cluster, &ns).await;
+    Ok(())
+}

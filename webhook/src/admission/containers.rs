@@ -217,6 +217,21 @@ fn resources(config: &Config, overrides: &Overrides) -> Value {
 
 /// The projected token (audience `faultline`) the proxy presents to the
 /// controller, and the init container's scratch `/run`.
+/// Env var: the app ports the proxy checks for rewritten `tcpSocket`
+/// probes (`/probe/tcp/<port>` on the admin port); others are refused.
+pub const PROBE_PORTS_ENV: &str = env::PROBE_PORTS;
+
+/// Lets the proxy answer probes for `ports` (none: the variable is absent).
+pub fn allow_probe_ports(proxy: &mut Value, ports: &[u16]) {
+    if ports.is_empty() {
+        return;
+    }
+    let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+    if let Some(env) = proxy.get_mut("env").and_then(Value::as_array_mut) {
+        env.push(env_value(PROBE_PORTS_ENV, &list.join(",")));
+    }
+}
+
 pub fn volumes() -> Vec<Value> {
     vec![
         json!({

@@ -110,9 +110,14 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
     let mut warnings = Vec::new();
     let inbound = inbound_ports(&serving, &overrides, &mut warnings);
     let init = containers::init_container(config, containers::init_command(&inbound, &overrides));
-    let proxy = containers::proxy_container(config, &overrides, native);
+    let (probe_ops, probe_ports) =
+        super::probes::rewrite_tcp_probes(spec, |port| is_captured(&inbound, &overrides, port));
+    let mut proxy = containers::proxy_container(config, &overrides, native);
+    containers::allow_probe_ports(&mut proxy, &probe_ports);
 
-    let mut ops = Vec::new();
+    // Probe rewrites first: they address app containers by their index
+    // before the sidecar is inserted in front of them.
+    let mut ops = probe_ops;
     let status = InjectionStatus {
         version: config.version.clone(),
         containers: vec![INIT_CONTAINER_NAME.into(), PROXY_CONTAINER_NAME.into()],
@@ -298,6 +303,20 @@ fn inbound_ports(
             .map(PortRange::single)
             .collect(),
     )
+}
+
+/// Whether inbound connections to `port` reach the proxy.
+fn is_captured(inbound: &InboundPorts, overrides: &Overrides, port: u16) -> bool {
+    if [ADMIN_PORT, OUTBOUND_CAPTURE_PORT, INBOUND_CAPTURE_PORT].contains(&port) {
+        return false;
+    }
+    match inbound {
+        InboundPorts::All => !overrides
+            .exclude_inbound_ports
+            .iter()
+            .any(|r| r.contains(port)),
+        InboundPorts::Only(ranges) => ranges.iter().any(|r| r.contains(port)),
+    }
 }
 
 fn pointer(tokens: &[&str]) -> PointerBuf {

@@ -283,3 +283,44 @@ fn a_run_to_completion_pod_is_injected_without_warnings() {
     let (_, native) = apply(&pod, true);
     assert!(native.warnings.is_empty(), "{:?}", native.warnings);
 }
+
+#[test]
+fn tcp_socket_probes_on_captured_ports_check_the_app_through_the_admin_port() {
+    let mut pod = load("plain");
+    pod["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080, "name": "http"}]);
+    pod["spec"]["containers"][0]["livenessProbe"] =
+        json!({"tcpSocket": {"port": "http"}, "periodSeconds": 3});
+    for native in [false, true] {
+        let (patched, mutation) = apply(&pod, native);
+        let app = patched["spec"]["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] != "faultline-proxy")
+            .unwrap()
+            .clone();
+        assert_eq!(
+            app["livenessProbe"],
+            json!({"httpGet": {"path": "/probe/tcp/8080", "port": 15400, "scheme": "HTTP"}, "periodSeconds": 3}),
+            "native={native}: {:?}",
+            mutation.patch
+        );
+        let list = if native {
+            "initContainers"
+        } else {
+            "containers"
+        };
+        let proxy = patched["spec"][list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "faultline-proxy")
+            .unwrap()
+            .clone();
+        let env = proxy["env"].as_array().unwrap();
+        assert!(
+            env.contains(&json!({"name": "FAULTLINE_PROBE_PORTS", "value": "8080"})),
+            "{env:?}"
+        );
+    }
+}

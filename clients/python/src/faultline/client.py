@@ -447,8 +447,9 @@ class Faultline:
         return policy_version(text, resolve_peers(document, pod.metadata.namespace, pods))
 
     def status(self, target: TargetLike, *, namespace: Optional[str] = None) -> FaultStatus:
-        """The target's policy and, per pod: injected, proxy reachable and connected to the
-        controller, the version it runs, the version the controller serves it, faults so far.
+        """The target's policy and, per live pod (terminating and finished pods are left
+        out): injected, proxy reachable and connected to the controller, the version it
+        runs, the version the controller serves it, faults so far.
 
         The same facts as ``kubectl fault status``; the proxy's are read from
         its admin port through the API server (``pods/proxy``).
@@ -460,8 +461,9 @@ class Faultline:
         result = FaultStatus(target=", ".join(str(t) for t in targets), namespace=ns, text=text,
                              version=text_version(text) if text is not None else None)
         for pod in pods:
-            if any(self._belongs(pod, t, owners) for t in targets):
-                result.pods.append(self._pod_report(pod, self._expected(pod, pods, owners)))
+            if not _live(pod) or not any(self._belongs(pod, t, owners) for t in targets):
+                continue
+            result.pods.append(self._pod_report(pod, self._expected(pod, pods, owners)))
         result.pods.sort(key=lambda p: p.name)
         return result
 
@@ -491,8 +493,7 @@ class Faultline:
                 if not any(self._belongs(pod, t, owners) for t in fault.targets):
                     continue
                 meta = pod.metadata
-                phase = pod.status.phase if pod.status else None
-                if meta.deletion_timestamp is not None or phase in ("Succeeded", "Failed"):
+                if not _live(pod):
                     continue
                 injected = (meta.labels or {}).get(INJECTED_LABEL) == "true"
                 if not injected:
@@ -516,6 +517,12 @@ class Faultline:
                                    f"{NAMESPACE_LABEL}=enabled? restart them): {', '.join(sorted(uninjected))}")
                 raise NotApplied(f"{fault} not applied after {timeout:g}s", pending)
             time.sleep(interval)
+
+
+def _live(pod: Any) -> bool:
+    """Not being deleted, not finished: the pods whose proxies matter."""
+    phase = pod.status.phase if pod.status else None
+    return pod.metadata.deletion_timestamp is None and phase not in ("Succeeded", "Failed")
 
 
 def _why_not_applied(report: PodStatus, text: str) -> Optional[str]:
