@@ -12,7 +12,7 @@ use hyper::body::Incoming;
 use faultline_policy::PeerIps;
 
 use crate::body::{ProxyBody, full};
-use crate::source::store::{PolicySource, PolicyStore, PolicyUpdate};
+use crate::source::store::{PolicySource, PolicyStore, PolicyUpdate, content_version};
 
 /// Largest policy document accepted (Kubernetes caps an annotation at 256 KiB).
 const MAX_POLICY_BYTES: usize = 1 << 20;
@@ -89,20 +89,11 @@ async fn read_policy(req: Request<Incoming>) -> Result<PolicyUpdate, Response<Pr
     let policy = faultline_policy::parse(text)
         .map_err(|e| error(StatusCode::BAD_REQUEST, &e.to_string()))?;
     Ok(PolicyUpdate {
-        version: version_of(text),
+        version: content_version("control", text),
         source: PolicySource::Control,
         policy: Some(policy),
         peers: PeerIps::default(),
     })
-}
-
-/// The same document always has the same version (and keeps its `first`
-/// counters when it is put again).
-fn version_of(text: &str) -> String {
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut hasher);
-    format!("control-{:016x}", hasher.finish())
 }
 
 /// `Authorization: Bearer <token>`, compared in constant time.

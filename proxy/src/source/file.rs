@@ -5,7 +5,6 @@
 //!
 //! Polling the content hash (rather than inotify) also catches editors that
 //! replace the file by rename and mounts (ConfigMaps) that swap symlinks.
-use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use faultline_policy::{PeerIps, PolicyError};
 
-use crate::source::store::{PolicySource, PolicyStore, PolicyUpdate};
+use crate::source::store::{PolicySource, PolicyStore, PolicyUpdate, content_version};
 
 pub const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -38,9 +37,7 @@ pub enum FaultsFileError {
 /// The version of a file policy: a hash of its content, so the same
 /// content always has the same version (and keeps its `first` counters).
 pub fn version_of(text: &str) -> String {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    text.hash(&mut hasher);
-    format!("file-{:016x}", hasher.finish())
+    content_version("file", text)
 }
 
 /// Reads and parses the file into an update for the store.

@@ -225,3 +225,13 @@ fn instant_at(at: jiff::Timestamp, now: jiff::Timestamp) -> Option<Instant> {
     let remaining = Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO);
     Instant::now().checked_add(remaining)
 }
+
+/// A version for a policy document from a local source (`file`, `control`):
+/// the same text always gets the same version, so putting it again keeps
+/// its `first` counters and its end.
+pub fn content_version(source: &str, text: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    text.hash(&mut hasher);
+    format!("{source}-{:016x}", hasher.finish())
+}
