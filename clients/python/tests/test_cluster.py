@@ -102,7 +102,8 @@ def test_selector_target_with_peers_and_kubectl_fault_agrees(fl: Faultline, web:
         st = fl.status("deploy/web", namespace=ns)
         # The expected version, computed here with the resolved selector peers,
         # is the one the controller pushed and the proxies run.
-        want = policy_version(fault.text, {"app=web": ips})
+        want = policy_version(fault.text)
+        assert want == fault.version  # one identifier, as inject printed it
         assert [(p.version, p.expected_version) for p in st.pods] == [(want, want)] * REPLICAS, st.pods
         assert all(p.policy and p.policy["peers"] == {"app=web": sorted(ips, key=_ip_key)} for p in st.pods)
 

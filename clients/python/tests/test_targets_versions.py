@@ -38,7 +38,7 @@ def test_selectors_are_targets_too() -> None:
 #: A policy text and the version real proxies report running it (no selector
 #: peers); the cluster tests check that a proxy on the node reports exactly this.
 API_DOWN_TEXT = "rules:\n- name: api-down\n  match:\n    direction: inbound\n    path: /api/*\n  abort:\n    status: 503\n"
-API_DOWN_VERSION = "42fe769fac6fc865"
+API_DOWN_VERSION = "0a842f2a2a795757"
 
 
 def test_text_version_is_pinned_like_the_controllers() -> None:
@@ -50,19 +50,17 @@ def test_policy_version_is_pinned_to_what_a_proxy_reports() -> None:
 
     assert to_yaml(policy([abort(503, path="/api/*", name="api-down")])) == API_DOWN_TEXT
     assert policy_version(API_DOWN_TEXT) == API_DOWN_VERSION
-    assert text_version(API_DOWN_TEXT) != API_DOWN_VERSION  # the annotation's own hash differs
+    assert text_version(API_DOWN_TEXT) == API_DOWN_VERSION  # one identifier everywhere
 
 
-def test_policy_version_hashes_text_nul_and_compact_peers() -> None:
+def test_policy_version_is_the_text_version_whatever_the_peers() -> None:
     import hashlib
 
     text = "rules: []"
     assert policy_version(None) == "none"
-    assert policy_version(text) == hashlib.sha256(b"rules: []\0{}").hexdigest()[:16]
+    assert policy_version(text) == hashlib.sha256(b"rules: []").hexdigest()[:16]
     assert policy_version(text) != policy_version("rules: [ ]")
-    peers = {"app=nats": ["10.0.0.7"]}
-    assert peers_json(peers) == b'{"app=nats":["10.0.0.7"]}'
-    assert policy_version(text, peers) == hashlib.sha256(b'rules: []\0{"app=nats":["10.0.0.7"]}').hexdigest()[:16]
+    assert peers_json({"app=nats": ["10.0.0.7"]}) == b'{"app=nats":["10.0.0.7"]}'
 
 
 def test_peers_are_canonical_like_rusts_btreemap_and_ipaddr_order() -> None:

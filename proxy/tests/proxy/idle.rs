@@ -86,7 +86,9 @@ async fn ten_thousand_idle_connections_are_held_and_everyone_is_served() {
     )
     .await;
     eprintln!("{HELD} connections open after {:?}", started.elapsed());
-    let within = Duration::from_secs(20);
+    // Generous: ten thousand connections on a shared 2-core machine; the
+    // conditions are polled, so a healthy run takes seconds.
+    let within = Duration::from_secs(60);
     eventually("every connection accepted", within, || async {
         proxy.metric(ACTIVE).await == HELD as f64
     })

@@ -265,7 +265,7 @@ async fn controller_bench() -> anyhow::Result<()> {
         let text = format!(
             "rules:\n- name: bench-{round}\n  match: {{direction: inbound}}\n  abort: {{status: 503}}\n"
         );
-        let version = policy_version(Some(&text), &BTreeMap::new());
+        let version = policy_version(Some(&text));
         let patch =
             serde_json::json!({"metadata": {"annotations": {"faultline.dev/faults": text}}});
         let t0 = Instant::now();

@@ -70,13 +70,21 @@ async fn kubectl_fault_inject_list_status_recover() -> anyhow::Result<()> {
     )
     .await?;
     eprintln!("{out}");
+    // One identifier: the version inject prints is the one list, status and
+    // the proxies show.
+    let version = out
+        .split("fault policy ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or_else(|| anyhow::anyhow!("no version in: {out}"))?
+        .to_owned();
     until_all_answer(&ips, "/api/x", 503, Duration::ZERO, start).await?;
     until_all_answer(&ips, "/clean.html", 200, Duration::ZERO, start).await?;
 
     let list = plugin(cluster, &["list", "-n", &ns]).await?;
     eprintln!("{list}");
     anyhow::ensure!(
-        list.contains("deploy/web") || list.contains("Deployment/web") || list.contains("web"),
+        list.contains("deployment/web") && list.contains(&version) && list.contains("2/2"),
         "list: {list}"
     );
 
@@ -90,7 +98,7 @@ async fn kubectl_fault_inject_list_status_recover() -> anyhow::Result<()> {
                 && rows
                     .iter()
                     .all(|r| r.len() >= 5 && r[1] == "yes" && r[2] == "yes" && r[3] == r[4])
-                && rows.iter().all(|r| r[3] == rows[0][3]);
+                && rows.iter().all(|r| r[3] == version);
             if good {
                 Ok(out)
             } else {

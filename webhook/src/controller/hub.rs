@@ -78,8 +78,11 @@ impl PolicyHub {
                 .entry(key.clone())
                 .or_insert_with(|| watch::channel(None).0);
             slot.send_if_modified(|current| {
-                if current.as_ref().map(|c| (&c.version, &c.uid, c.finish))
-                    == Some((&policy.version, &policy.uid, policy.finish))
+                // Peers change without a new version (a selector's pods moved).
+                if current
+                    .as_ref()
+                    .map(|c| (&c.version, &c.uid, c.finish, &c.peers))
+                    == Some((&policy.version, &policy.uid, policy.finish, &policy.peers))
                 {
                     false
                 } else {

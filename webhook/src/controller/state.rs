@@ -136,7 +136,7 @@ impl PolicyState {
             let policy = match effective {
                 None => PodPolicy {
                     uid: pod.facts.uid.clone(),
-                    version: policy_version(None, &Peers::new()),
+                    version: policy_version(None),
                     policy: None,
                     peers: Peers::new(),
                     source: None,
@@ -146,7 +146,7 @@ impl PolicyState {
                     let peers = resolve_peers(&good.policy, &pod.facts.key.namespace, pods);
                     PodPolicy {
                         uid: pod.facts.uid.clone(),
-                        version: policy_version(Some(&good.text), &peers),
+                        version: policy_version(Some(&good.text)),
                         policy: Some(good.json.clone()),
                         peers,
                         source: Some(source),

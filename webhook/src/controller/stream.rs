@@ -21,7 +21,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::{AuthError, Authenticator, Identity};
-use super::hub::{ConnectionGuard, Connections, PolicyHub};
+use super::hub::{ConnectionGuard, Connections, Peers, PolicyHub};
 use super::state::PodPolicy;
 
 /// Interval between heartbeats (the proxy drops a stream after 3 missed).
@@ -142,17 +142,18 @@ struct Cursor {
     heartbeat: tokio::time::Interval,
     shutdown: CancellationToken,
     check: bool,
-    /// The version last sent, so a change that only adds `finish` does not
-    /// resend the policy.
-    sent: Option<String>,
+    /// The version and peers last sent, so a change that only adds `finish`
+    /// does not resend the policy.
+    sent: Option<(String, Peers)>,
     finish_sent: bool,
 }
 
 /// What a changed slot owes the proxy: the policy if its version is new
 /// (then check again, for `finish`), else `finish` once.
 fn next_line(c: &mut Cursor, policy: &PodPolicy) -> Option<Vec<u8>> {
-    if c.sent.as_deref() != Some(policy.version.as_str()) {
-        c.sent = Some(policy.version.clone());
+    let current = (policy.version.clone(), policy.peers.clone());
+    if c.sent.as_ref() != Some(&current) {
+        c.sent = Some(current);
         c.guard.sent(&policy.version);
         c.check = policy.finish;
         let line = StreamMessage::Policy {

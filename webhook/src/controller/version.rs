@@ -1,9 +1,9 @@
-//! Policy versions: a stable hash, so every controller replica computes the
-//! same version for the same input and every proxy of a Deployment sees the
-//! same version string.
-
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+//! Policy versions: a stable hash of the annotation text, so every
+//! controller replica computes the same version, every proxy of a workload
+//! runs the same version string, and `kubectl fault inject`, `list`,
+//! `status`, the proxies' `/policy` and the Events all show one identifier.
+//! Resolved selector peers travel beside the version: when a selector's pods
+//! change IPs the policy is pushed again under the same version.
 
 use faultline_policy::wire::NO_FAULTS_VERSION;
 
@@ -14,15 +14,10 @@ pub fn text_version(text: &str) -> String {
     digest(&[text.as_bytes()])
 }
 
-/// Version pushed to proxies: the annotation text plus resolved peers, so a
-/// selector's pods changing IPs produces a new version. No policy -> `none`.
-pub fn policy_version(text: Option<&str>, peers: &BTreeMap<String, Vec<IpAddr>>) -> String {
-    let Some(text) = text else {
-        return NO_FAULTS_VERSION.to_string();
-    };
-    // BTreeMap serializes in key order; IP lists are sorted by the caller.
-    let peers = serde_json::to_vec(peers).unwrap_or_default();
-    digest(&[text.as_bytes(), b"\0", &peers])
+/// Version pushed to proxies: the annotation's [`text_version`]; no policy
+/// -> `none`.
+pub fn policy_version(text: Option<&str>) -> String {
+    text.map_or_else(|| NO_FAULTS_VERSION.to_string(), text_version)
 }
 
 fn digest(parts: &[&[u8]]) -> String {
@@ -43,15 +38,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn versions_are_stable_and_depend_on_text_and_peers() {
-        let none = BTreeMap::new();
-        let v1 = policy_version(Some("rules: []"), &none);
-        assert_eq!(v1, policy_version(Some("rules: []"), &none));
+    fn versions_are_stable_and_one_identifier_everywhere() {
+        let v1 = policy_version(Some("rules: []"));
+        assert_eq!(v1, policy_version(Some("rules: []")));
         assert_eq!(v1.len(), 16);
-        assert_ne!(v1, policy_version(Some("rules: [ ]"), &none));
-        let peers = BTreeMap::from([("app=nats".to_string(), vec!["10.0.0.7".parse().unwrap()])]);
-        assert_ne!(v1, policy_version(Some("rules: []"), &peers));
-        assert_eq!(policy_version(None, &peers), "none");
+        assert_ne!(v1, policy_version(Some("rules: [ ]")));
+        assert_eq!(v1, text_version("rules: []"));
+        assert_eq!(policy_version(None), "none");
         assert_eq!(text_version("abc"), text_version("abc"));
         // Pinned, so a change of hashing between releases is noticed (replicas
         // of different releases must agree during a rollout).

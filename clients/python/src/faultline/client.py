@@ -17,7 +17,7 @@ from .errors import ApiError, FaultlineError, InvalidPolicy, InvalidTarget, NotA
 from .fault import Fault, FaultStatus, PodStatus, parse_metrics
 from .rules import DurationLike, as_rules, policy, to_yaml
 from .targets import Target, TargetLike, classify
-from .versions import policy_version, resolve_peers, text_version
+from .versions import policy_version, text_version
 
 FAULTS_ANNOTATION = "faultline.dev/faults"
 SEEN_AT_ANNOTATION = "faultline.dev/faults-seen-at"
@@ -444,7 +444,7 @@ class Faultline:
         document = _load_yaml(text)
         if not isinstance(document, dict):
             return None  # does not parse: the controller keeps serving the last good policy
-        return policy_version(text, resolve_peers(document, pod.metadata.namespace, pods))
+        return policy_version(text)
 
     def status(self, target: TargetLike, *, namespace: Optional[str] = None) -> FaultStatus:
         """The target's policy and, per live pod (terminating and finished pods are left
@@ -533,10 +533,7 @@ def _why_not_applied(report: PodStatus, text: str) -> Optional[str]:
         return "proxy unreachable (admin port 15400 through the pod proxy)"
     if report.connected is not True:
         return "proxy not connected to the controller"
-    peers = (report.policy or {}).get("peers") or {}
-    if not isinstance(peers, dict):
-        peers = {}
-    want = policy_version(text, peers)
+    want = policy_version(text)
     if report.version != want:
         return f"runs version {report.version}, not {want}"
     return None

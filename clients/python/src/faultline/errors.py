@@ -60,8 +60,8 @@ class NotApplied(FaultlineError, TimeoutError):
 class ControlApiError(FaultlineError):
     """The standalone proxy's control API refused a request.
 
-    ``status`` is the HTTP status (401 bad token, 403 controller mode, 405
-    control API not enabled, ...).
+    ``status`` is the HTTP status (401 bad or missing token, 405 control API
+    not enabled, ...).
     """
 
     def __init__(self, status: int, message: str) -> None:

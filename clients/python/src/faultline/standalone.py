@@ -8,9 +8,9 @@ in front of one service, its policy changed over HTTP.
   ``{"error": ...}`` naming rule and field when it does not validate);
 * ``DELETE /policy``: no faults.
 
-Writes need ``--control`` (else 405), are refused in Kubernetes mode (403:
-the controller is the source of truth there) and, with ``--control-token``,
-need ``Authorization: Bearer TOKEN`` (else 401).
+Writes need ``--control`` (else 405; the standalone proxy only: with a
+controller or a policy file the proxy refuses the flag) and, with
+``--control-token``, ``Authorization: Bearer TOKEN`` (else 401).
 """
 
 from __future__ import annotations

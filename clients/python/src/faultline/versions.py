@@ -1,12 +1,13 @@
 """Policy versions, computed exactly as faultline's controller computes them.
 
 * :func:`text_version`: the first 16 hex digits of SHA-256 over the
-  annotation text (what ``kubectl fault inject`` / ``list`` print, and what
-  the ``faultline.dev/faults-seen-at`` record carries);
-* :func:`policy_version`: the version a proxy runs, SHA-256 over the
-  annotation text, a NUL byte, and the resolved pod-selector peers as
-  compact JSON (keys in order, IPs sorted), so that a selector's pods
-  changing IPs produces a new version. No policy is version ``none``.
+  annotation text: the one identifier ``kubectl fault inject``, ``list``
+  and ``status``, the proxies' ``/policy``, the Events and the
+  ``faultline.dev/faults-seen-at`` record all show;
+* :func:`policy_version`: the version a proxy runs for an annotation (or
+  ``none`` without one): its :func:`text_version`. Resolved pod-selector
+  peers travel beside it; when they move, the controller pushes them under
+  the same version.
 """
 
 from __future__ import annotations
@@ -59,11 +60,11 @@ def peers_json(peers: Mapping[str, Iterable[str]]) -> bytes:
     return json.dumps(canonical_peers(peers), separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def policy_version(text: Optional[str], peers: Optional[Mapping[str, Iterable[str]]] = None) -> str:
-    """The version a proxy runs for annotation ``text`` with these resolved peers."""
+def policy_version(text: Optional[str]) -> str:
+    """The version a proxy runs for annotation ``text`` (``none`` for no policy)."""
     if text is None:
         return NO_FAULTS_VERSION
-    return _digest(text.encode("utf-8"), b"\0", peers_json(peers or {}))
+    return text_version(text)
 
 
 def selector_key(selector: Mapping[str, Any]) -> str:

@@ -148,7 +148,10 @@ pub fn apply_message(store: &PolicyStore, url: &str, message: StreamMessage) {
     else {
         return;
     };
-    if store.current().version == version {
+    // Same version, same peers: nothing to do (a reconnect). Same version,
+    // new peers (a selector's pods moved): applied like a new version.
+    let current = store.current();
+    if current.version == version && current.peers == peers {
         return;
     }
     let policy = match policy {

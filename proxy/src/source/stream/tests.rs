@@ -225,6 +225,27 @@ async fn finish_ends_the_proxy_like_sigterm_and_keeps_the_policy_until_then() {
 }
 
 #[tokio::test]
+async fn new_peers_under_the_same_version_are_applied() {
+    let mut server = server().await;
+    let client = start(|t| config(&server, t));
+    let conn = next_conn(&mut server).await;
+    let line = |ip: &str| {
+        format!(
+            "{{\"type\":\"policy\",\"version\":\"v1\",\"policy\":{SLOW},\"peers\":{{\"app=nats\":[\"{ip}\"]}}}}\n"
+        )
+        .into_bytes()
+    };
+    let _ = conn.lines.send(line("10.0.0.1"));
+    eventually("v1", || client.store.current().version == "v1").await;
+    let _ = conn.lines.send(line("10.0.0.2"));
+    eventually("the new peer", || {
+        client.store.current().peers.get("app=nats") == Some(&vec!["10.0.0.2".parse().unwrap()])
+    })
+    .await;
+    assert_eq!(client.store.current().version, "v1");
+}
+
+#[tokio::test]
 async fn an_invalid_policy_never_replaces_the_last_good_one() {
     let mut server = server().await;
     let client = start(|t| config(&server, t));
