@@ -236,9 +236,9 @@ async fn new_peers_under_the_same_version_are_applied() {
         .into_bytes()
     };
     let _ = conn.lines.send(line("10.0.0.1"));
-    eventually("v1", || client.store.current().version == "v1").await;
+    client.until_version("v1").await;
     let _ = conn.lines.send(line("10.0.0.2"));
-    eventually("the new peer", || {
+    eventually("the new peer", Duration::from_secs(10), async || {
         client.store.current().peers.get("app=nats") == Some(&vec!["10.0.0.2".parse().unwrap()])
     })
     .await;
