@@ -43,6 +43,8 @@ pub const ENV_READY_GRACE_SECONDS: &str = "FAULTLINE_READY_GRACE_SECONDS";
 pub const ENV_WORKERS: &str = "FAULTLINE_WORKERS";
 pub const ENV_PROBE_PORTS: &str = "FAULTLINE_PROBE_PORTS";
 pub const ENV_CONTROL: &str = "FAULTLINE_CONTROL";
+pub const ENV_APP_PORTS: &str = "FAULTLINE_APP_PORTS";
+pub const ENV_WIND_DOWN_SECONDS: &str = "FAULTLINE_WIND_DOWN_SECONDS";
 pub const ENV_CONTROL_TOKEN: &str = "FAULTLINE_CONTROL_TOKEN";
 
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:15400";
@@ -148,6 +150,12 @@ pub struct Config {
     /// The standalone proxy's control API (`PUT`/`DELETE /policy`): `None`
     /// when off (the default); `Some(token)` when on, with an optional token.
     pub control: Option<Option<String>>,
+    /// The app's own listening ports (set by the webhook): after SIGTERM
+    /// the proxy keeps serving until none of them accepts any more.
+    pub app_ports: Vec<u16>,
+    /// After SIGTERM in a pod, keep carrying the app's traffic at most this
+    /// long (the webhook sets it from the pod's grace period), then drain.
+    pub wind_down: Duration,
     /// App ports the admin server checks for rewritten `tcpSocket` probes
     /// (`/probe/tcp/<port>`); set by the webhook, empty by default.
     pub probe_ports: Vec<u16>,
@@ -311,7 +319,21 @@ impl Config {
             get(&args.probe_ports, ENV_PROBE_PORTS),
         )?;
 
+        let app_ports = parse_ports(
+            "--app-ports",
+            ENV_APP_PORTS,
+            get(&args.app_ports, ENV_APP_PORTS),
+        )?;
+        let wind_down = Duration::from_secs(parse_num(
+            "--wind-down-seconds",
+            ENV_WIND_DOWN_SECONDS,
+            get(&args.wind_down_seconds, ENV_WIND_DOWN_SECONDS),
+            0,
+        )?);
+
         Ok(Config {
+            app_ports,
+            wind_down,
             control,
             probe_ports,
             mode,

@@ -98,6 +98,12 @@ pub struct RunArgs {
     /// Controller mode: /readyz turns ready after this long without a first policy [env: FAULTLINE_READY_GRACE_SECONDS] [default: 10]
     #[arg(long, value_name = "SECONDS")]
     pub ready_grace_seconds: Option<String>,
+    /// The app's listening ports: after SIGTERM the proxy serves until they all refuse connections [env: FAULTLINE_APP_PORTS]
+    #[arg(long, value_name = "PORT,...")]
+    pub app_ports: Option<String>,
+    /// After SIGTERM, keep carrying the app's traffic at most this long before draining [env: FAULTLINE_WIND_DOWN_SECONDS] [default: 0]
+    #[arg(long, value_name = "SECONDS")]
+    pub wind_down_seconds: Option<String>,
     /// App ports whose rewritten tcpSocket probes the admin server answers at /probe/tcp/PORT (set by the webhook) [env: FAULTLINE_PROBE_PORTS]
     #[arg(long, value_name = "PORT,...")]
     pub probe_ports: Option<String>,
