@@ -98,6 +98,12 @@ pub mod env {
     /// Injected: app ports whose `tcpSocket` probes the webhook pointed at
     /// the proxy's `/probe/tcp/<port>`.
     pub const PROBE_PORTS: &str = "FAULTLINE_PROBE_PORTS";
+    /// Injected: the app's listening ports; after SIGTERM the proxy carries
+    /// the app's traffic until they all refuse connections.
+    pub const APP_PORTS: &str = "FAULTLINE_APP_PORTS";
+    /// Injected: the longest the proxy keeps carrying the app's traffic
+    /// after SIGTERM (the pod's grace period less the drain).
+    pub const WIND_DOWN_SECONDS: &str = "FAULTLINE_WIND_DOWN_SECONDS";
     /// The standalone proxy's control API (`PUT`/`DELETE /policy`).
     pub const CONTROL: &str = "FAULTLINE_CONTROL";
     pub const CONTROL_TOKEN: &str = "FAULTLINE_CONTROL_TOKEN";

@@ -101,6 +101,12 @@ pub struct Config {
     /// The standalone proxy's control API (`PUT`/`DELETE /policy`): `None`
     /// when off (the default); `Some(token)` when on, with an optional token.
     pub control: Option<Option<String>>,
+    /// The app's own listening ports (set by the webhook): after SIGTERM
+    /// the proxy keeps serving until none of them accepts any more.
+    pub app_ports: Vec<u16>,
+    /// After SIGTERM in a pod, keep carrying the app's traffic at most this
+    /// long (the webhook sets it from the pod's grace period), then drain.
+    pub wind_down: Duration,
     /// App ports the admin server checks for rewritten `tcpSocket` probes
     /// (`/probe/tcp/<port>`); set by the webhook, empty by default.
     pub probe_ports: Vec<u16>,
@@ -264,7 +270,21 @@ impl Config {
             get(&args.probe_ports, env::PROBE_PORTS),
         )?;
 
+        let app_ports = parse_ports(
+            "--app-ports",
+            env::APP_PORTS,
+            get(&args.app_ports, env::APP_PORTS),
+        )?;
+        let wind_down = Duration::from_secs(parse_num(
+            "--wind-down-seconds",
+            env::WIND_DOWN_SECONDS,
+            get(&args.wind_down_seconds, env::WIND_DOWN_SECONDS),
+            0,
+        )?);
+
         Ok(Config {
+            app_ports,
+            wind_down,
             control,
             probe_ports,
             mode,

@@ -2,12 +2,15 @@
 //! until shutdown, then drain ([`Proxy::run`]). [`run`] does both, for
 //! callers that do not need the bound addresses.
 //!
-//! Drain: on shutdown the listeners close (new connections are refused),
-//! `/readyz` turns 503, HTTP connections finish their in-flight requests
-//! and close, and after `drain` every remaining connection is cut.
+//! Drain: on shutdown `/readyz` turns 503; in a pod the proxy first keeps
+//! carrying the app's traffic while the app winds down (see
+//! [`wind_down`]); then the listeners close (new connections are refused),
+//! HTTP connections finish their in-flight requests and close, and after
+//! `drain` every remaining connection is cut.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
@@ -125,7 +128,7 @@ impl Proxy {
             metrics: metrics.clone(),
             upstreams: (0..workers.count()).map(|_| Upstream::new()).collect(),
             workers,
-            shutdown: shutdown.clone(),
+            shutdown: CancellationToken::new(),
             hard_stop: CancellationToken::new(),
             events: ProxyEvents::default(),
             tracker: TaskTracker::new(),
@@ -181,6 +184,11 @@ impl Proxy {
         shutdown.cancelled().await;
         readiness.set_draining();
         shared.events.raise(DRAIN);
+        if matches!(self.config.mode, Mode::Sidecar { .. }) {
+            wind_down(&shared, &store, &self.config).await;
+        }
+        shared.shutdown.cancel();
+        shared.events.raise(DRAIN);
         // The accept loops return on shutdown and drop their listeners.
         while accept_loops.join_next().await.is_some() {}
         shared.tracker.close();
@@ -207,6 +215,42 @@ impl Proxy {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// In a pod, SIGTERM reaches the proxy and the app at once, and the app may
+/// still serve (a preStop hook, its own graceful shutdown) and call out for
+/// a while: the proxy keeps carrying its traffic, listeners open, until the
+/// app is done: the controller reports every app container has exited, or
+/// the app's ports all refuse connections and no connection is left, or
+/// `wind_down` (the pod's grace period less the drain) has passed.
+async fn wind_down(shared: &ProxyState, store: &PolicyStore, config: &Config) {
+    const POLL: Duration = Duration::from_millis(100);
+    let started = std::time::Instant::now();
+    let reason = loop {
+        if store.app_finished() {
+            break "the app's containers have exited";
+        }
+        let idle = shared.active.load(std::sync::atomic::Ordering::Acquire) == 0;
+        if !config.app_ports.is_empty() && idle && !any_accepting(&config.app_ports).await {
+            break "the app no longer accepts connections";
+        }
+        if started.elapsed() >= config.wind_down {
+            break "the wind-down period is over";
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    tracing::info!(reason, waited = ?started.elapsed(), "the app is done; draining");
+}
+
+/// Whether the app accepts a connection on any of `ports` on loopback.
+async fn any_accepting(ports: &[u16]) -> bool {
+    for port in ports {
+        let connect = tokio::net::TcpStream::connect(("127.0.0.1", *port));
+        if let Ok(Ok(_)) = tokio::time::timeout(Duration::from_millis(200), connect).await {
+            return true;
+        }
+    }
+    false
 }
 
 /// Binds and runs until `shutdown`, then drains.

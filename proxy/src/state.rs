@@ -22,7 +22,8 @@ pub struct ProxyState {
     /// One set of upstream pools per worker thread (see `workers`).
     pub upstreams: Vec<Upstream>,
     pub workers: Workers,
-    /// Cancelled on SIGTERM: stop accepting, finish in-flight work.
+    /// Cancelled when the drain starts (on SIGTERM, after the app's wind-down
+    /// in a pod): stop accepting, finish in-flight work.
     pub shutdown: CancellationToken,
     /// Cancelled when the drain period is over: cut everything.
     pub hard_stop: CancellationToken,

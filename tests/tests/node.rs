@@ -27,5 +27,7 @@ mod policy;
 mod probes;
 #[path = "node/python.rs"]
 mod python;
+#[path = "node/termination.rs"]
+mod termination;
 #[path = "node/workloads.rs"]
 mod workloads;

@@ -105,6 +105,12 @@ pub struct RunArgs {
     /// Controller mode: /readyz turns ready after this long without a first policy [default: 10]
     #[arg(long, env = env::READY_GRACE_SECONDS, value_name = "SECONDS")]
     pub ready_grace_seconds: Option<String>,
+    /// The app's listening ports: after SIGTERM the proxy serves until they all refuse connections
+    #[arg(long, env = env::APP_PORTS, value_name = "PORT,...")]
+    pub app_ports: Option<String>,
+    /// After SIGTERM, keep carrying the app's traffic at most this long before draining [default: 0]
+    #[arg(long, env = env::WIND_DOWN_SECONDS, value_name = "SECONDS")]
+    pub wind_down_seconds: Option<String>,
     /// App ports whose rewritten tcpSocket probes the admin server answers at /probe/tcp/PORT (set by the webhook)
     #[arg(long, env = env::PROBE_PORTS, value_name = "PORT,...")]
     pub probe_ports: Option<String>,

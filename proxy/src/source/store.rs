@@ -89,6 +89,8 @@ struct Inner {
     /// value and builds the next one from it.
     writer: Mutex<()>,
     changes: watch::Sender<Arc<ActivePolicy>>,
+    /// The controller reported that every app container has exited.
+    app_finished: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for PolicyStore {
@@ -118,6 +120,7 @@ impl PolicyStore {
                 current: ArcSwap::new(initial),
                 writer: Mutex::new(()),
                 changes,
+                app_finished: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -165,6 +168,21 @@ impl PolicyStore {
         });
         self.publish(Arc::clone(&active));
         Ok(active)
+    }
+
+    /// The controller reports that the pod's app containers have all exited
+    /// (`finish` on the stream): the proxy has nothing left to carry.
+    pub fn mark_app_finished(&self) {
+        self.inner
+            .app_finished
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether [`mark_app_finished`](Self::mark_app_finished) was called.
+    pub fn app_finished(&self) -> bool {
+        self.inner
+            .app_finished
+            .load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The policy in force; cheap (no lock), call it per request.

@@ -399,3 +399,54 @@ async fn wait_ready_gives_up_when_no_proxy_answers() {
     let stderr = String::from_utf8_lossy(&waited.stderr);
     assert!(stderr.contains("/readyz"), "{stderr}");
 }
+
+/// In a pod, SIGTERM reaches the app and the proxy together: the proxy keeps
+/// its capture listeners open (and reports not ready) while the app still
+/// accepts connections, and drains once it stops.
+#[tokio::test]
+async fn after_shutdown_a_sidecar_serves_until_the_app_stops_listening() {
+    let app = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_port = app.local_addr().unwrap().port().to_string();
+    let config = faultline_proxy::Config::from_env([
+        ("FAULTLINE_INBOUND_ADDR", "127.0.0.1:0"),
+        ("FAULTLINE_OUTBOUND_ADDR", "127.0.0.1:0"),
+        ("FAULTLINE_ADMIN_ADDR", "127.0.0.1:0"),
+        ("FAULTLINE_APP_PORTS", app_port.as_str()),
+        ("FAULTLINE_WIND_DOWN_SECONDS", "30"),
+        ("FAULTLINE_DRAIN_SECONDS", "1"),
+    ])
+    .unwrap();
+    let proxy = faultline_proxy::Proxy::bind(config).await.unwrap();
+    let inbound = proxy.listen_addrs()[0].1;
+    let admin = proxy.admin_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(proxy.run(faultline_proxy::PolicyStore::new(), shutdown.clone()));
+    eventually("ready", Duration::from_secs(5), || async {
+        reqwest::get(format!("http://{admin}/readyz"))
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    shutdown.cancel();
+    eventually(
+        "not ready once shutting down",
+        Duration::from_secs(5),
+        || async {
+            reqwest::get(format!("http://{admin}/readyz"))
+                .await
+                .is_ok_and(|r| r.status() == 503)
+        },
+    )
+    .await;
+    // The app still listens: so does the proxy, for longer than a drain.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(!task.is_finished(), "the proxy left before the app");
+    assert!(tokio::net::TcpStream::connect(inbound).await.is_ok());
+    drop(app);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the proxy drains once the app stops listening")
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(inbound).await.is_err());
+}

@@ -221,6 +221,29 @@ fn resources(config: &Config, overrides: &Overrides) -> Value {
 /// probes (`/probe/tcp/<port>` on the admin port); others are refused.
 pub const PROBE_PORTS_ENV: &str = env::PROBE_PORTS;
 
+/// Seconds the kubelet waits after SIGTERM when the pod does not say.
+pub const DEFAULT_GRACE_SECONDS: i64 = 30;
+/// The proxy's own drain after the wind-down (`FAULTLINE_DRAIN_SECONDS`
+/// default), plus a second of margin before the kubelet's SIGKILL.
+const DRAIN_AND_MARGIN_SECONDS: i64 = 6;
+
+/// How the proxy winds down on SIGTERM: it keeps carrying the app's
+/// traffic until the app's `ports` all refuse connections (or the
+/// controller reports the app's containers have exited), at most until the
+/// pod's grace period, less its own drain, is over.
+pub fn set_wind_down(proxy: &mut Value, ports: &[u16], grace_seconds: Option<i64>) {
+    let grace = grace_seconds.unwrap_or(DEFAULT_GRACE_SECONDS);
+    let wind_down = (grace - DRAIN_AND_MARGIN_SECONDS).max(0);
+    let Some(env) = proxy.get_mut("env").and_then(Value::as_array_mut) else {
+        return;
+    };
+    env.push(env_value(env::WIND_DOWN_SECONDS, &wind_down.to_string()));
+    if !ports.is_empty() {
+        let list: Vec<String> = ports.iter().map(u16::to_string).collect();
+        env.push(env_value(env::APP_PORTS, &list.join(",")));
+    }
+}
+
 /// Lets the proxy answer probes for `ports` (none: the variable is absent).
 pub fn allow_probe_ports(proxy: &mut Value, ports: &[u16]) {
     if ports.is_empty() {

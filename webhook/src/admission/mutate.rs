@@ -114,6 +114,15 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
         super::probes::rewrite_tcp_probes(spec, |port| is_captured(&inbound, &overrides, port));
     let mut proxy = containers::proxy_container(config, &overrides, native);
     containers::allow_probe_ports(&mut proxy, &probe_ports);
+    let app_ports: Vec<u16> = match &inbound {
+        InboundPorts::Only(ranges) => ranges.iter().flat_map(|r| r.start..=r.end).collect(),
+        InboundPorts::All => Vec::new(),
+    };
+    containers::set_wind_down(
+        &mut proxy,
+        &app_ports,
+        spec.termination_grace_period_seconds,
+    );
 
     // Probe rewrites first: they address app containers by their index
     // before the sidecar is inserted in front of them.

@@ -10,8 +10,10 @@
 //!   once its app exits. When every app container of a pod that is not
 //!   restarted (`restartPolicy: Never`, or `OnFailure` after a clean exit)
 //!   has terminated, the controller tells that pod's proxy to finish, and
-//!   the proxy drains and exits 0. Native sidecars need none of this: the
-//!   kubelet stops them itself.
+//!   the proxy drains and exits 0. Likewise for a pod being deleted, whatever
+//!   its restart policy: once its app containers have exited, the proxy,
+//!   which kept carrying their traffic while they wound down, can go.
+//!   Native sidecars need none of this: the kubelet stops them itself.
 
 use std::collections::BTreeMap;
 
@@ -39,6 +41,8 @@ pub struct PodLife {
     pub restart_policy: String,
     /// Regular containers: name and, once terminated, the exit code.
     pub containers: Vec<(String, Option<i32>)>,
+    /// The pod is being deleted (its containers got SIGTERM).
+    pub terminating: bool,
 }
 
 impl PodLife {
@@ -58,6 +62,7 @@ impl PodLife {
                 .iter()
                 .map(|c| (c.name.clone(), exit_code(c)))
                 .collect(),
+            terminating: pod.metadata.deletion_timestamp.is_some(),
         }
     }
 
@@ -72,6 +77,7 @@ impl PodLife {
             .map(|(_, code)| *code)
             .collect();
         let done = |code: &Option<i32>| match self.restart_policy.as_str() {
+            _ if self.terminating => code.is_some(),
             "Never" => code.is_some(),
             "OnFailure" => *code == Some(0),
             _ => false,

@@ -128,6 +128,7 @@ async fn session(
                     tracing::info!(
                         "the controller reports the app has finished: draining and exiting"
                     );
+                    store.mark_app_finished();
                     shutdown.cancel();
                 }
                 Ok(message) => apply_message(store, &config.url, message),

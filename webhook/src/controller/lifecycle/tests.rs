@@ -15,6 +15,7 @@ fn life(policy: &str, containers: &[(&str, Option<i32>)]) -> PodLife {
             .iter()
             .map(|(n, c)| ((*n).to_owned(), *c))
             .collect(),
+        terminating: false,
     }
 }
 
@@ -46,6 +47,17 @@ fn a_job_pod_is_finished_when_every_app_container_has_exited() {
         &[("faultline-proxy", None), ("a", Some(0)), ("b", None)],
     );
     assert!(!two.app_finished(), "one app container still runs");
+}
+
+#[test]
+fn a_deleted_pod_is_finished_once_its_app_has_exited_whatever_its_restart_policy() {
+    let deleted = |app: Option<i32>| PodLife {
+        terminating: true,
+        ..life("Always", &[("faultline-proxy", None), ("app", app)])
+    };
+    assert!(deleted(Some(0)).app_finished());
+    assert!(deleted(Some(137)).app_finished());
+    assert!(!deleted(None).app_finished(), "the app still winds down");
 }
 
 #[test]
