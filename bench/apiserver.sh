@@ -4,16 +4,11 @@
 # through /mutate) vs 300 in an unlabelled namespace, same control plane,
 # same run, rounds alternating. Target: ratio <= 1.15.
 #
-# Needs KUBEBUILDER_ASSETS (etcd, kube-apiserver, kube-controller-manager);
-# falls back to ../shared/envtest/provision.sh when present.
+# Needs KUBEBUILDER_ASSETS (etcd, kube-apiserver, kube-controller-manager).
 # Knobs: FAULTLINE_BENCH_PODS (default 300), FAULTLINE_BENCH_CONCURRENCY (8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if [ -z "${KUBEBUILDER_ASSETS:-}" ] && [ -x ../shared/envtest/provision.sh ]; then
-  KUBEBUILDER_ASSETS="$(../shared/envtest/provision.sh)"
-  export KUBEBUILDER_ASSETS
-fi
 if [ -z "${KUBEBUILDER_ASSETS:-}" ]; then
   echo "bench/apiserver.sh: SKIPPED: set KUBEBUILDER_ASSETS to a directory with etcd, kube-apiserver, kube-controller-manager" >&2
   [ -n "${CI:-}" ] && exit 1

@@ -9,8 +9,8 @@ use crate::wait::WaitError;
 pub enum HarnessError {
     #[error(
         "no Kubernetes control-plane binaries: {reason}. Set KUBEBUILDER_ASSETS to a directory \
-         with etcd, kube-apiserver and kube-controller-manager \
-         (e.g. `export KUBEBUILDER_ASSETS=\"$(../shared/envtest/provision.sh)\"`)"
+         with etcd, kube-apiserver and kube-controller-manager (the envtest layout; \
+         see docs/e2e-harness.md)"
     )]
     AssetsMissing { reason: String },
 
