@@ -183,7 +183,8 @@ impl Proxy {
 
         shutdown.cancelled().await;
         readiness.set_draining();
-        shared.events.raise(DRAIN);
+        // Connections are told to drain only after the wind-down: until the
+        // app is done, the proxy serves as if nothing happened.
         if matches!(self.config.mode, Mode::Sidecar { .. }) {
             wind_down(&shared, &store, &self.config).await;
         }
