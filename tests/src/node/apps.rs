@@ -32,10 +32,6 @@ pub fn http_server_spec() -> PodSpec {
                   && exec httpd -f -p 8080 -h /www";
     PodSpec {
         containers: vec![Container {
-            name: "app".into(),
-            image: Some(BUSYBOX.into()),
-            image_pull_policy: Some("IfNotPresent".into()),
-            command: Some(vec!["sh".into(), "-c".into(), script.into()]),
             ports: Some(vec![ContainerPort {
                 container_port: i32::from(APP_PORT),
                 name: Some("http".into()),
@@ -50,9 +46,21 @@ pub fn http_server_spec() -> PodSpec {
                 period_seconds: Some(2),
                 ..Default::default()
             }),
-            ..Default::default()
+            ..busybox(script)
         }],
         termination_grace_period_seconds: Some(2),
+        ..Default::default()
+    }
+}
+
+/// The container `app` running `script` in busybox's shell, from the
+/// node's local image.
+pub fn busybox(script: &str) -> Container {
+    Container {
+        name: "app".into(),
+        image: Some(BUSYBOX.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        command: Some(vec!["sh".into(), "-c".into(), script.into()]),
         ..Default::default()
     }
 }
@@ -60,17 +68,9 @@ pub fn http_server_spec() -> PodSpec {
 /// A shell that idles until SIGTERM: a client to `kubectl exec` into.
 pub fn client_spec() -> PodSpec {
     PodSpec {
-        containers: vec![Container {
-            name: "app".into(),
-            image: Some(BUSYBOX.into()),
-            image_pull_policy: Some("IfNotPresent".into()),
-            command: Some(vec![
-                "sh".into(),
-                "-c".into(),
-                "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done".into(),
-            ]),
-            ..Default::default()
-        }],
+        containers: vec![busybox(
+            "trap 'exit 0' TERM; while :; do sleep 1 & wait $!; done",
+        )],
         termination_grace_period_seconds: Some(2),
         ..Default::default()
     }

@@ -62,15 +62,21 @@ async fn wait_policy_connected(ip: &str, want: bool) -> anyhow::Result<Duration>
     Ok(start.elapsed())
 }
 
+/// A labelled namespace with `web` whose policy aborts `/api/*`, applied.
+async fn faulted_web(cluster: &NodeCluster, prefix: &str) -> anyhow::Result<(String, Vec<String>)> {
+    let (ns, ips) = web_app(cluster, prefix, 1).await?;
+    annotate(cluster, &ns, "web", Some(DOWN)).await?;
+    until_all_answer(&ips, "/api/x", 503, Duration::ZERO, Instant::now()).await?;
+    Ok((ns, ips))
+}
+
 #[tokio::test]
 async fn controller_pod_deleted_proxies_keep_policy_and_reconnect() -> anyhow::Result<()> {
     let Some(cluster) = NodeCluster::shared_or_skip().await else {
         return Ok(());
     };
     let _story = NodeCluster::exclusive_lock().await;
-    let (ns, ips) = web_app(cluster, "node-restart", 1).await?;
-    annotate(cluster, &ns, "web", Some(DOWN)).await?;
-    until_all_answer(&ips, "/api/x", 503, Duration::ZERO, Instant::now()).await?;
+    let (ns, ips) = faulted_web(cluster, "node-restart").await?;
 
     cluster
         .kubectl_ok(&[
@@ -106,9 +112,7 @@ async fn webhook_down_pods_still_start_and_are_reported() -> anyhow::Result<()> 
         return Ok(());
     };
     let _story = NodeCluster::exclusive_lock().await;
-    let (ns, ips) = web_app(cluster, "node-outage", 1).await?;
-    annotate(cluster, &ns, "web", Some(DOWN)).await?;
-    until_all_answer(&ips, "/api/x", 503, Duration::ZERO, Instant::now()).await?;
+    let (ns, ips) = faulted_web(cluster, "node-outage").await?;
 
     let result = async {
         cluster

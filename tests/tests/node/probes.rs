@@ -4,7 +4,7 @@
 //! kubelet restarts the app, with or without an active policy.
 
 use faultline_e2e::node::NodeCluster;
-use faultline_e2e::node::apps::{self, APP_PORT, BUSYBOX};
+use faultline_e2e::node::apps::{self, APP_PORT};
 use faultline_e2e::wait_for;
 use k8s_openapi::api::core::v1::{Container, ContainerPort, Pod, PodSpec, Probe, TCPSocketAction};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -17,15 +17,6 @@ use crate::support::{WAIT, annotate, create_deployment, namespace, ready_app};
 fn listener_app() -> PodSpec {
     PodSpec {
         containers: vec![Container {
-            name: "app".into(),
-            image: Some(BUSYBOX.into()),
-            image_pull_policy: Some("IfNotPresent".into()),
-            command: Some(vec![
-                "sh".into(),
-                "-c".into(),
-                "mkdir -p /www && echo ok > /www/index.html && httpd -p 8080 -h /www && exec sleep 3600"
-                    .into(),
-            ]),
             ports: Some(vec![ContainerPort {
                 container_port: i32::from(APP_PORT),
                 name: Some("http".into()),
@@ -40,7 +31,9 @@ fn listener_app() -> PodSpec {
                 failure_threshold: Some(2),
                 ..Default::default()
             }),
-            ..Default::default()
+            ..apps::busybox(
+                "mkdir -p /www && echo ok > /www/index.html && httpd -p 8080 -h /www && exec sleep 3600",
+            )
         }],
         termination_grace_period_seconds: Some(1),
         ..Default::default()
