@@ -15,7 +15,7 @@ import yaml
 
 from .errors import ApiError, FaultlineError, InvalidPolicy, InvalidTarget, NotApplied, NotFound, NotOptedIn
 from .fault import Fault, FaultStatus, PodStatus, parse_metrics
-from .rules import DurationLike, as_rules, policy, to_yaml
+from .rules import DurationLike, as_rules, document_from_rules, policy, to_yaml
 from .targets import Target, TargetLike, classify
 from .versions import policy_version, text_version
 
@@ -287,10 +287,7 @@ class Faultline:
         if target is None:
             raise InvalidTarget("a target is needed in a cluster, e.g. 'deploy/checkout'")
         if text is None:
-            if rules is None:
-                raise ValueError("inject needs rules (or a whole policy as text)")
-            document = policy(as_rules(rules), duration=duration, until=until)
-            text = to_yaml(document)
+            document, text = document_from_rules(rules, duration=duration, until=until)
         else:
             document = _load_yaml(text)
         ns = self._ns(namespace)

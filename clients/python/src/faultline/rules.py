@@ -25,7 +25,7 @@ client never disagrees with the proxies.
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
 
@@ -427,6 +427,19 @@ class _Dumper(yaml.SafeDumper):
 
     def ignore_aliases(self, data: Any) -> bool:
         return True
+
+
+def document_from_rules(
+    rules: Union[Mapping[str, Any], Iterable[Mapping[str, Any]], None],
+    *,
+    duration: Optional[DurationLike] = None,
+    until: Optional[Union[str, _dt.datetime]] = None,
+) -> Tuple[Document, str]:
+    """What ``inject(rules=...)`` writes: the document and its YAML text."""
+    if rules is None:
+        raise ValueError("inject needs rules (or a whole policy as text)")
+    document = policy(as_rules(rules), duration=duration, until=until)
+    return document, to_yaml(document)
 
 
 def to_yaml(document: Mapping[str, Any]) -> str:

@@ -24,7 +24,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ControlApiError, InvalidPolicy
 from .fault import Fault, FaultStatus, PodStatus, parse_metrics
-from .rules import DurationLike, as_rules, policy, to_yaml
+from .rules import DurationLike, document_from_rules
 from .targets import TargetLike
 from .versions import text_version
 
@@ -120,11 +120,9 @@ class StandaloneProxy:
         when it does not validate; the previous policy stays.
         """
         del target, namespace  # one proxy, one target
+        document: Any
         if text is None:
-            if rules is None:
-                raise ValueError("inject needs rules (or a whole policy as text)")
-            document: Any = policy(as_rules(rules), duration=duration, until=until)
-            text = to_yaml(document)
+            document, text = document_from_rules(rules, duration=duration, until=until)
         else:
             import yaml
 
