@@ -179,6 +179,60 @@ async fn include_list_captures_only_those_inbound_ports() {
     );
 }
 
+/// Thousands of excluded ports must not become thousands of rules: they are
+/// merged into ranges and packed into `multiport` matches, and each one is
+/// still honoured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousands_of_excluded_ports_become_a_few_hundred_rules() {
+    let Some(pair) = setup("manyports", true) else {
+        return;
+    };
+    // 5,000 scattered ports (every other one), then 3,000 that touch each
+    // other and collapse into one range.
+    let scattered: Vec<String> = (0..5000).map(|i| (20000 + 2 * i).to_string()).collect();
+    let adjacent: Vec<String> = (40000..43000).map(|p| p.to_string()).collect();
+    let list = [scattered.join(","), adjacent.join(",")].join(",");
+    pair.init_ok(&[
+        "--ipv6",
+        "on",
+        "--exclude-outbound-ports",
+        &list,
+        "--exclude-inbound-ports",
+        &list,
+    ]);
+    for save in ["iptables-nft-save", "ip6tables-nft-save"] {
+        let rules = pair.nat_rules(save);
+        let count = rules
+            .lines()
+            .filter(|l| l.starts_with("-A FAULTLINE"))
+            .count();
+        // 5,000 single ports at 15 per match, one range, both directions,
+        // plus the fixed rules.
+        assert!(count <= 2 * (5000 / 15 + 2) + 12, "{save}: {count} rules");
+        assert!(
+            rules.contains("--dports 20000,20002,20004"),
+            "{save}: no multiport rule"
+        );
+        assert!(rules.contains("40000:42999"), "{save}: range not merged");
+    }
+    original_dst_server(&pair.pod, v4([0, 0, 0, 0].into(), 15401));
+    for port in [20000, 29998, 41234] {
+        banner_server(&pair.peer, v4(PEER_IP, port), "peer");
+        assert_eq!(
+            read_from(&pair.pod, v4(PEER_IP, port)).await,
+            "peer from 10.240.0.2",
+            "excluded port {port} was captured"
+        );
+    }
+    for port in [20001, 30000] {
+        assert_eq!(
+            read_from(&pair.pod, v4(PEER_IP, port)).await,
+            format!("orig=10.240.0.1:{port}"),
+            "port {port} should be captured"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv6_is_mirrored_only_when_the_pod_has_ipv6() {
     let Some(pair) = setup("v6", true) else {

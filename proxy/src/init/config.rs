@@ -104,7 +104,8 @@ fn items(list: &str) -> impl Iterator<Item = &str> {
         .filter(|item| !item.is_empty())
 }
 
-/// Parses `8080,9000-9010`; duplicates are dropped, order is kept.
+/// Parses `8080,9000-9010` into sorted ranges, overlapping and adjacent ones
+/// merged (`80,81,82` is `80-82`), so a long list costs a handful of rules.
 pub fn parse_ports(flag: &'static str, list: &str) -> Result<Vec<PortRange>, ConfigError> {
     let mut out: Vec<PortRange> = Vec::new();
     for item in items(list) {
@@ -131,11 +132,24 @@ pub fn parse_ports(flag: &'static str, list: &str) -> Result<Vec<PortRange>, Con
                 value: item.to_string(),
             });
         }
-        if !out.contains(&range) {
-            out.push(range);
+        out.push(range);
+    }
+    Ok(merge(out))
+}
+
+/// Sorts `ranges` and merges those that overlap or touch.
+pub fn merge(mut ranges: Vec<PortRange>) -> Vec<PortRange> {
+    ranges.sort_by_key(|r| (r.start, r.end));
+    let mut out: Vec<PortRange> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match out.last_mut() {
+            Some(last) if u32::from(range.start) <= u32::from(last.end) + 1 => {
+                last.end = last.end.max(range.end);
+            }
+            _ => out.push(range),
         }
     }
-    Ok(out)
+    out
 }
 
 /// Parses `10.0.0.0/8,192.168.1.7,fd00::/8`; a bare address is a single host.

@@ -153,24 +153,14 @@ fn inbound_rules(config: &CaptureConfig, out: &mut Vec<String>) {
         "proxy admin port is never captured",
         "RETURN",
     ));
-    for range in &config.exclude_inbound {
-        out.push(rule(
-            INBOUND,
-            &dport(range),
-            "excluded inbound port",
-            "RETURN",
-        ));
+    for ports in dports(&config.exclude_inbound) {
+        out.push(rule(INBOUND, &ports, "excluded inbound port", "RETURN"));
     }
     match &config.include_inbound {
         InboundPorts::All => out.push(rule(INBOUND, "", "capture inbound", IN_REDIRECT)),
         InboundPorts::Only(ranges) => {
-            for range in ranges {
-                out.push(rule(
-                    INBOUND,
-                    &dport(range),
-                    "included inbound port",
-                    IN_REDIRECT,
-                ));
+            for ports in dports(ranges) {
+                out.push(rule(INBOUND, &ports, "included inbound port", IN_REDIRECT));
             }
         }
     }
@@ -204,13 +194,8 @@ fn outbound_rules(config: &CaptureConfig, family: Family, out: &mut Vec<String>)
             "-A {OUTPUT} -d {cidr} -p tcp -m comment --comment \"faultline: excluded outbound CIDR\" -j RETURN"
         ));
     }
-    for range in &config.exclude_outbound {
-        out.push(rule(
-            OUTPUT,
-            &dport(range),
-            "excluded outbound port",
-            "RETURN",
-        ));
+    for ports in dports(&config.exclude_outbound) {
+        out.push(rule(OUTPUT, &ports, "excluded outbound port", "RETURN"));
     }
     out.push(rule(OUTPUT, "", "capture outbound", REDIRECT));
 }
@@ -225,13 +210,45 @@ fn rule(chain: &str, matches: &str, why: &str, target: &str) -> String {
     format!("-A {chain} -p tcp{matches} -m comment --comment \"faultline: {why}\" -j {target}")
 }
 
-/// iptables' own spelling of a range (`8000:8010`), so rendered rules
-/// match `iptables-save`.
-fn dport(range: &PortRange) -> String {
+/// How many ports one `multiport` match takes; a range counts as two.
+const MULTIPORT_MAX: usize = 15;
+
+/// The port matches for `ranges` (already sorted and merged), as few as the
+/// `multiport` match allows, so thousands of listed ports stay a few hundred
+/// rules. A lone range keeps the plain `tcp` match. Spelled as
+/// `iptables-save` prints them.
+fn dports(ranges: &[PortRange]) -> Vec<String> {
+    let mut groups: Vec<Vec<&PortRange>> = Vec::new();
+    let mut used = MULTIPORT_MAX;
+    for range in ranges {
+        let cost = if range.start == range.end { 1 } else { 2 };
+        if used + cost > MULTIPORT_MAX {
+            groups.push(Vec::new());
+            used = 0;
+        }
+        used += cost;
+        if let Some(group) = groups.last_mut() {
+            group.push(range);
+        }
+    }
+    groups
+        .iter()
+        .map(|group| match group.as_slice() {
+            [one] => format!("-m tcp --dport {}", port_spec(one)),
+            many => {
+                let list: Vec<String> = many.iter().map(|r| port_spec(r)).collect();
+                format!("-m multiport --dports {}", list.join(","))
+            }
+        })
+        .collect()
+}
+
+/// iptables' spelling of a range: `8080` or `8000:8010`.
+fn port_spec(range: &PortRange) -> String {
     if range.start == range.end {
-        format!("-m tcp --dport {}", range.start)
+        range.start.to_string()
     } else {
-        format!("-m tcp --dport {}:{}", range.start, range.end)
+        format!("{}:{}", range.start, range.end)
     }
 }
 

@@ -170,6 +170,59 @@ fn port_lists_accept_ranges_blanks_and_duplicates() {
 }
 
 #[test]
+fn port_lists_are_sorted_and_merged() {
+    let parsed = parse_ports(
+        "exclude-outbound-ports",
+        "90,81-85,80,86,200-300,250-260,1000",
+    )
+    .expect("valid");
+    assert_eq!(
+        parsed,
+        vec![
+            PortRange::new(80, 86),
+            PortRange::single(90),
+            PortRange::new(200, 300),
+            PortRange::single(1000),
+        ]
+    );
+    let top = parse_ports("exclude-outbound-ports", "65535,65534").expect("valid");
+    assert_eq!(top, vec![PortRange::new(65534, 65535)]);
+}
+
+#[test]
+fn many_ports_are_packed_into_multiport_rules_of_at_most_fifteen() {
+    let list: Vec<String> = (0..100).map(|i| (10000 + 2 * i).to_string()).collect();
+    let rules = rules::render(
+        &config(|a| a.exclude_outbound_ports = format!("{},500-600", list.join(","))),
+        Family::V4,
+        &NatState::default(),
+    );
+    let excluded: Vec<&str> = rules
+        .lines()
+        .filter(|l| l.contains("excluded outbound port"))
+        .collect();
+    // 1 range (two slots) + 100 singles = 102 slots: 7 rules of at most 15.
+    assert_eq!(excluded.len(), 7, "{rules}");
+    for line in &excluded {
+        let spec = line
+            .split("--dports ")
+            .nth(1)
+            .and_then(|rest| rest.split(' ').next())
+            .expect("a multiport rule");
+        let slots: usize = spec
+            .split(',')
+            .map(|p| if p.contains(':') { 2 } else { 1 })
+            .sum();
+        assert!(slots <= 15, "{line}");
+    }
+    assert!(
+        excluded[0].contains("--dports 500:600,10000,10002"),
+        "{}",
+        excluded[0]
+    );
+}
+
+#[test]
 fn bad_port_lists_are_rejected_with_the_flag_name() {
     for (list, message) in [
         (
