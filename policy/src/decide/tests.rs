@@ -405,6 +405,16 @@ fn tcp_stage_sees_l4_rules_without_http_parts() {
     );
 }
 
+#[test]
+fn probes_true_widens_a_rule_so_it_still_acts_on_raw_tcp() {
+    let p =
+        compiled("rules:\n- {name: wide, match: {probes: true, port: 5432}, delay: {fixed: 1s}}\n");
+    let hit = p
+        .decide_tcp(&conn(Direction::Outbound, 5432, CLIENT, SERVER), &mut rng())
+        .map(|d| d.rule_name.to_string());
+    assert_eq!(hit.as_deref(), Some("wide"));
+}
+
 /// Five standard deviations of a binomial count.
 fn five_sigma(n: f64, p: f64) -> f64 {
     5.0 * (n * p * (1.0 - p)).sqrt()
