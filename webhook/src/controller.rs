@@ -39,7 +39,7 @@ use axum::Router;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-pub use auth::{Authenticator, Identity, TokenReviewer};
+pub use auth::{Authenticator, GuardedAuthenticator, Identity, ReviewLimits, TokenReviewer};
 pub use hub::PolicyHub;
 pub use lease::LeaseConfig;
 pub use metrics::Metrics;
@@ -57,6 +57,8 @@ pub struct ControllerConfig {
     pub lease: LeaseConfig,
     /// Interval between heartbeats on each stream.
     pub heartbeat: Duration,
+    /// Bounds on the TokenReviews behind stream logins.
+    pub token_reviews: ReviewLimits,
 }
 
 impl ControllerConfig {
@@ -89,6 +91,7 @@ impl ControllerConfig {
         Self {
             lease: LeaseConfig::new(identity).in_namespace(namespace),
             heartbeat: stream::HEARTBEAT,
+            token_reviews: ReviewLimits::default(),
         }
     }
 }
@@ -110,8 +113,12 @@ impl Controller {
         config: ControllerConfig,
         shutdown: CancellationToken,
     ) -> Self {
-        let auth: Arc<dyn Authenticator> = Arc::new(TokenReviewer::new(client.clone()));
         let hub = PolicyHub::default();
+        let auth: Arc<dyn Authenticator> = Arc::new(GuardedAuthenticator::new(
+            Arc::new(TokenReviewer::new(client.clone())),
+            config.token_reviews.clone(),
+            hub.metrics.token_reviews.clone(),
+        ));
         let mut server = StreamServer::new(hub.clone(), auth, shutdown.clone());
         server.heartbeat = config.heartbeat;
         Self {

@@ -591,6 +591,7 @@ async fn one_replica_writes_and_another_takes_over() -> anyhow::Result<()> {
         let config = faultline_webhook::controller::ControllerConfig {
             lease,
             heartbeat: Duration::from_secs(10),
+            token_reviews: faultline_webhook::controller::ReviewLimits::default(),
         };
         let stop = tokio_util::sync::CancellationToken::new();
         let controller =

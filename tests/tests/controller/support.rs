@@ -14,7 +14,7 @@ use faultline_e2e::webhook::scoped_configurations;
 use faultline_proxy::PolicyStore;
 use faultline_webhook::admission::{self, AdmissionState};
 use faultline_webhook::certs::CertBundle;
-use faultline_webhook::controller::{Controller, ControllerConfig, LeaseConfig};
+use faultline_webhook::controller::{Controller, ControllerConfig, LeaseConfig, ReviewLimits};
 use faultline_webhook::webhook_config::Endpoint;
 use k8s_openapi::api::admissionregistration::v1::{
     MutatingWebhookConfiguration, ValidatingWebhookConfiguration,
@@ -58,6 +58,17 @@ impl Webhook {
         port: u16,
         identity: &str,
     ) -> anyhow::Result<Self> {
+        Self::start_with(cp, bundle, port, identity, ReviewLimits::default()).await
+    }
+
+    /// [`start`](Self::start) with these TokenReview limits.
+    pub async fn start_with(
+        cp: &ControlPlane,
+        bundle: &CertBundle,
+        port: u16,
+        identity: &str,
+        token_reviews: ReviewLimits,
+    ) -> anyhow::Result<Self> {
         let client = cp.client();
         let listener = TcpListener::bind(("127.0.0.1", port))
             .await
@@ -84,6 +95,7 @@ impl Webhook {
             ControllerConfig {
                 lease,
                 heartbeat: Duration::from_secs(10),
+                token_reviews,
             },
             shutdown.clone(),
         );

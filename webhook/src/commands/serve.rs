@@ -16,7 +16,7 @@ use super::injection::InjectionArgs;
 use crate::admission::{self, AdmissionState, DEFAULT_MAX_BODY_BYTES};
 use crate::certs::CertManager;
 use crate::config::{self, SYSTEM_NAMESPACE};
-use crate::controller::{Controller, ControllerConfig};
+use crate::controller::{Controller, ControllerConfig, ReviewLimits};
 use crate::metrics::Metrics;
 use crate::server::{self, Readiness, ServeOptions};
 use crate::tls::TlsReloader;
@@ -81,6 +81,8 @@ pub struct ServeArgs {
     extra_sans: Vec<String>,
     #[command(flatten)]
     injection: InjectionArgs,
+    #[command(flatten)]
+    token_reviews: ReviewLimits,
 }
 
 pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
@@ -141,8 +143,13 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
     };
     let (extra, controller) = match (&client, args.disable_controller) {
         (Some(client), false) => {
-            let (router, task) =
-                start_controller(client.clone(), &args.namespace, &mut registry, &shutdown);
+            let (router, task) = start_controller(
+                client.clone(),
+                &args.namespace,
+                args.token_reviews.clone(),
+                &mut registry,
+                &shutdown,
+            );
             (router, Some(task))
         }
         _ => (Router::new(), None),
@@ -224,10 +231,12 @@ async fn native_sidecars(mode: NativeMode, client: Option<&kube::Client>) -> boo
 fn start_controller(
     client: kube::Client,
     namespace: &str,
+    token_reviews: ReviewLimits,
     registry: &mut Registry,
     shutdown: &CancellationToken,
 ) -> (Router, tokio::task::JoinHandle<()>) {
     let mut config = ControllerConfig::from_env(std::env::vars());
+    config.token_reviews = token_reviews;
     // The Lease lives in the controller's own namespace (`--namespace`).
     config.lease.namespace = namespace.to_owned();
     let controller = Controller::new(client, config, shutdown.clone());

@@ -1,9 +1,21 @@
 //! Who is on the other end of a policy stream. Production uses a
 //! TokenReview (audience `faultline`): a bound projected token names its pod
 //! in `user.extra`, so a proxy can only ever be served its own pod's policy.
+//!
+//! `guard` bounds what that costs the API server: `claims` refuses what
+//! cannot be our token before any review, `cache` remembers answers by token
+//! hash, `limit` caps the review rate and spreads the refused callers' retries.
+
+pub mod cache;
+pub mod claims;
+pub mod guard;
+pub mod limit;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::time::Duration;
+
+pub use guard::{GuardedAuthenticator, ReviewLimits};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec, TokenReviewStatus};
 use kube::Api;
@@ -33,6 +45,25 @@ pub enum AuthError {
     NotPodBound,
     #[error("failed to review the token with the API server")]
     Review(#[source] kube::Error),
+    #[error("token refused without review: {0}")]
+    Claims(claims::ClaimsError),
+    /// A refusal remembered from a recent review (its message).
+    #[error("{0}")]
+    Refused(String),
+    #[error("too many policy stream logins: TokenReview rate limit reached")]
+    RateLimited { retry_after: Duration },
+    #[error("too many policy stream logins: TokenReviews in flight at their limit")]
+    Busy { retry_after: Duration },
+}
+
+impl AuthError {
+    /// When the caller should try again, for limits that pass.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::RateLimited { retry_after } | Self::Busy { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
 }
 
 type AuthFuture<'a> = Pin<Box<dyn Future<Output = Result<Identity, AuthError>> + Send + 'a>>;

@@ -1,9 +1,40 @@
 //! Controller metrics (prometheus-client). The webhook's `/metrics` handler
 //! encodes whatever registry these are registered into.
 
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
+
+/// `result="authenticated|rejected|error"`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ResultLabel {
+    pub result: &'static str,
+}
+
+/// `reason="..."`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+/// What authenticating policy streams costs the API server.
+#[derive(Clone, Default, Debug)]
+pub struct TokenReviewMetrics {
+    /// TokenReviews sent, by result.
+    pub reviews: Family<ResultLabel, Counter>,
+    /// Answers served from the cache, by result.
+    pub cache_hits: Family<ResultLabel, Counter>,
+    /// Streams refused with Retry-After instead of a review, by limit.
+    pub limited: Family<ReasonLabel, Counter>,
+    /// Tokens refused from their claims alone, by reason.
+    pub refused_unreviewed: Family<ReasonLabel, Counter>,
+    /// Answers held in the cache.
+    pub cache_entries: Gauge,
+    /// TokenReviews awaiting the API server.
+    pub in_flight: Gauge,
+}
 
 /// Cheap to clone: every field is an `Arc` inside.
 #[derive(Clone, Default, Debug)]
@@ -26,6 +57,8 @@ pub struct Metrics {
     pub leader: Gauge,
     /// Pods opted in to injection that run without the proxy (leader only).
     pub uninjected: Gauge,
+    /// TokenReviews, their cache and limits.
+    pub token_reviews: TokenReviewMetrics,
 }
 
 impl Metrics {
@@ -77,5 +110,45 @@ impl Metrics {
             "Pods opted in to injection that run without the proxy (counted by the leader)",
             self.uninjected.clone(),
         );
+        let t = &self.token_reviews;
+        sub.register(
+            "token_reviews",
+            "TokenReviews sent to the API server, by result",
+            t.reviews.clone(),
+        );
+        sub.register(
+            "token_review_cache_hits",
+            "Policy stream tokens answered from the TokenReview cache, by result",
+            t.cache_hits.clone(),
+        );
+        sub.register(
+            "token_reviews_limited",
+            "Policy streams refused with Retry-After because TokenReviews hit a limit (rate, in_flight)",
+            t.limited.clone(),
+        );
+        sub.register(
+            "tokens_refused_unreviewed",
+            "Policy stream tokens refused from their claims alone, with no TokenReview, by reason",
+            t.refused_unreviewed.clone(),
+        );
+        sub.register(
+            "token_review_cache_entries",
+            "TokenReview answers held in the cache",
+            t.cache_entries.clone(),
+        );
+        sub.register(
+            "token_reviews_in_flight",
+            "TokenReviews awaiting the API server",
+            t.in_flight.clone(),
+        );
+        for result in ["authenticated", "rejected", "error"] {
+            let _ = t.reviews.get_or_create(&ResultLabel { result });
+        }
+        for result in ["authenticated", "rejected"] {
+            let _ = t.cache_hits.get_or_create(&ResultLabel { result });
+        }
+        for reason in ["rate", "in_flight"] {
+            let _ = t.limited.get_or_create(&ReasonLabel { reason });
+        }
     }
 }

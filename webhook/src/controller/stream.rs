@@ -69,6 +69,24 @@ fn refuse(server: &StreamServer, status: StatusCode, message: String) -> Respons
     (status, message).into_response()
 }
 
+/// A refusal that passes: 429 (rate) or 503 (reviews in flight) with
+/// `Retry-After`, which the proxy honours. Logged by the limiter, not here:
+/// a storm would otherwise write a line per request.
+fn come_back_later(server: &StreamServer, error: &AuthError, retry_after: Duration) -> Response {
+    server.hub.metrics.streams_refused.inc();
+    let status = match error {
+        AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    let secs = super::auth::limit::retry_after_secs(retry_after);
+    (
+        status,
+        [(header::RETRY_AFTER, secs.to_string())],
+        format!("{error}; retry after {secs}s"),
+    )
+        .into_response()
+}
+
 async fn stream(
     State(server): State<StreamServer>,
     Query(query): Query<StreamQuery>,
@@ -89,6 +107,10 @@ async fn stream(
     };
     let identity = match server.auth.authenticate(token).await {
         Ok(id) => id,
+        Err(error) if error.retry_after().is_some() => {
+            let wait = error.retry_after().unwrap_or_default();
+            return come_back_later(&server, &error, wait);
+        }
         Err(error @ AuthError::Review(_)) => {
             tracing::warn!(%error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "token review failed");
             return refuse(&server, StatusCode::SERVICE_UNAVAILABLE, error.to_string());
