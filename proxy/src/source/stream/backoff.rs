@@ -50,6 +50,20 @@ impl Backoff {
     }
 }
 
+/// The longest `Retry-After` honoured, so a confused server cannot park a
+/// proxy. Above the backoff cap: a controller spreading ten thousand
+/// reconnects hands out waits of up to 30 s, and a proxy that came back
+/// early would only be refused again.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// The delay after a refusal that said when to come back: that time (at most
+/// [`MAX_RETRY_AFTER`]) plus up to a second of jitter, because `Retry-After`
+/// has whole seconds and the controller spreads proxies across them.
+pub fn after_retry_after(retry_after: Duration, rng: &mut impl Rng) -> Duration {
+    let jitter = Duration::from_millis(rng.random_range(0..=1000));
+    retry_after.min(MAX_RETRY_AFTER) + jitter
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +100,23 @@ mod tests {
             })
             .collect();
         assert!(delays.len() > 40, "only {} distinct delays", delays.len());
+    }
+
+    #[test]
+    fn a_retry_after_is_honoured_capped_and_jittered_within_a_second() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let delays: Vec<Duration> = (0..200)
+            .map(|_| after_retry_after(Duration::from_secs(4), &mut rng))
+            .collect();
+        assert!(
+            delays
+                .iter()
+                .all(|d| *d >= Duration::from_secs(4) && *d <= Duration::from_secs(5))
+        );
+        let distinct: std::collections::BTreeSet<_> = delays.iter().collect();
+        assert!(distinct.len() > 100, "jitter spreads a second");
+        let capped = after_retry_after(Duration::from_secs(86_400), &mut rng);
+        assert!(capped <= MAX_RETRY_AFTER + Duration::from_secs(1));
     }
 
     #[test]

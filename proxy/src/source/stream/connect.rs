@@ -107,6 +107,7 @@ impl Endpoint {
             .map_err(ClientError::Http)?;
         let status = response.status();
         if status != StatusCode::OK {
+            let retry_after = retry_after(response.headers());
             // Read a little of the reason, but never wait long for it.
             let limited = http_body_util::Limited::new(response.into_body(), 4096).collect();
             let body = match tokio::time::timeout(std::time::Duration::from_secs(2), limited).await
@@ -117,10 +118,26 @@ impl Endpoint {
             let text = String::from_utf8_lossy(&body[..body.len().min(512)])
                 .trim()
                 .to_string();
-            return Err(ClientError::Status { status, body: text });
+            return Err(ClientError::Status {
+                status,
+                body: text,
+                retry_after,
+            });
         }
         Ok(response.into_body())
     }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by the controller).
+fn retry_after(headers: &http::HeaderMap) -> Option<std::time::Duration> {
+    headers
+        .get(header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(std::time::Duration::from_secs)
 }
 
 fn tls_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, ClientError> {

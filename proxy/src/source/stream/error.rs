@@ -53,9 +53,21 @@ pub enum ClientError {
     Status {
         status: http::StatusCode,
         body: String,
+        /// The controller's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
     },
     #[error("no heartbeat from the controller for {0:?}")]
     HeartbeatTimeout(Duration),
     #[error("policy stream is malformed")]
     Line(#[from] faultline_policy::wire::LineTooLong),
+}
+
+impl ClientError {
+    /// How long the controller asked us to wait before trying again.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Status { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
 }

@@ -48,21 +48,23 @@ pub async fn run(
             outcome = session(&endpoint, &config, &store, &shutdown) => outcome,
         };
         store.set_connected(false);
-        match outcome {
+        let delay = match outcome {
             Ok(received) => {
                 if received {
                     backoff.reset();
                 }
                 tracing::info!(url = %config.url, "policy stream closed by the controller; reconnecting");
+                backoff.next_delay(&mut rand::rng())
             }
             Err((received, error)) => {
                 if received {
                     backoff.reset();
                 }
-                tracing::warn!(url = %config.url, error = %error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "policy stream failed; keeping the last good policy");
+                let delay = retry_delay(&mut backoff, &error);
+                tracing::warn!(url = %config.url, error = %error, cause = ?std::error::Error::source(&error).map(ToString::to_string), retry_in_ms = delay.as_millis() as u64, "policy stream failed; keeping the last good policy");
+                delay
             }
-        }
-        let delay = backoff.next_delay(&mut rand::rng());
+        };
         tokio::select! {
             () = shutdown.cancelled() => break,
             () = tokio::time::sleep(delay) => {}
@@ -70,6 +72,15 @@ pub async fn run(
     }
     store.set_connected(false);
     Ok(())
+}
+
+/// The controller's `Retry-After` when it sent one (it spreads a reconnect
+/// storm that way, and the backoff is left as it was), else the backoff.
+fn retry_delay(backoff: &mut Backoff, error: &ClientError) -> std::time::Duration {
+    match error.retry_after() {
+        Some(wait) => super::backoff::after_retry_after(wait, &mut rand::rng()),
+        None => backoff.next_delay(&mut rand::rng()),
+    }
 }
 
 /// One connection. Returns whether any line was received (the connection

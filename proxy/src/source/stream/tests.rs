@@ -52,6 +52,8 @@ struct Server {
     ca_pem: String,
     conns: mpsc::UnboundedReceiver<Conn>,
     refuse: Arc<std::sync::Mutex<Option<StatusCode>>>,
+    /// `Retry-After` seconds sent with refusals.
+    retry_after: Arc<std::sync::Mutex<Option<u64>>>,
     tls_failures: Arc<AtomicUsize>,
 }
 
@@ -62,18 +64,20 @@ async fn server() -> Server {
     let addr = listener.local_addr().unwrap();
     let (conn_tx, conns) = mpsc::unbounded_channel();
     let refuse: Arc<std::sync::Mutex<Option<StatusCode>>> = Arc::default();
+    let retry_after: Arc<std::sync::Mutex<Option<u64>>> = Arc::default();
     let tls_failures = Arc::new(AtomicUsize::new(0));
-    let (refuse2, failures2) = (refuse.clone(), tls_failures.clone());
+    let (refuse2, failures2, retry2) = (refuse.clone(), tls_failures.clone(), retry_after.clone());
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 return;
             };
-            let (acceptor, conn_tx, refuse, failures) = (
+            let (acceptor, conn_tx, refuse, failures, retry) = (
                 acceptor.clone(),
                 conn_tx.clone(),
                 refuse2.clone(),
                 failures2.clone(),
+                retry2.clone(),
             );
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
@@ -82,7 +86,8 @@ async fn server() -> Server {
                 };
                 let service =
                     hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (conn_tx, refuse) = (conn_tx.clone(), refuse.clone());
+                        let (conn_tx, refuse, retry) =
+                            (conn_tx.clone(), refuse.clone(), retry.clone());
                         async move {
                             let (lines, rx) = mpsc::unbounded_channel::<Vec<u8>>();
                             let auth = req
@@ -105,12 +110,11 @@ async fn server() -> Server {
                                         (Ok::<_, Infallible>(Frame::data(Bytes::from(l))), rx)
                                     })
                                 }));
-                            Ok::<_, Infallible>(
-                                Response::builder()
-                                    .status(status)
-                                    .body(body.boxed())
-                                    .unwrap(),
-                            )
+                            let mut response = Response::builder().status(status);
+                            if let Some(secs) = *retry.lock().unwrap() {
+                                response = response.header("retry-after", secs.to_string());
+                            }
+                            Ok::<_, Infallible>(response.body(body.boxed()).unwrap())
                         }
                     });
                 let _ = hyper::server::conn::http1::Builder::new()
@@ -124,6 +128,7 @@ async fn server() -> Server {
         ca_pem,
         conns,
         refuse,
+        retry_after,
         tls_failures,
     }
 }
@@ -301,6 +306,28 @@ async fn reconnects_with_the_rotated_token_and_keeps_the_policy_meanwhile() {
     // The same version is not re-applied (that would reset `first: N` counters).
     assert_eq!(client.store.current().applied_at, applied_at);
     drop(conn);
+}
+
+#[tokio::test]
+async fn a_refusal_with_retry_after_is_honoured_instead_of_the_short_backoff() {
+    let mut server = server().await;
+    *server.refuse.lock().unwrap() = Some(StatusCode::TOO_MANY_REQUESTS);
+    *server.retry_after.lock().unwrap() = Some(3);
+    let _client = start(|t| config(&server, t));
+    let first = next_conn(&mut server).await;
+    let refused_at = std::time::Instant::now();
+    assert!(first.refused);
+    *server.refuse.lock().unwrap() = None;
+    let again = next_conn(&mut server).await;
+    let waited = refused_at.elapsed();
+    assert!(!again.refused);
+    // This server's refusal body never ends, so the client's 2 s cap on
+    // reading it comes first; the backoff alone would then add 10-20 ms,
+    // Retry-After adds 3-4 s.
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(8),
+        "came back after {waited:?}"
+    );
 }
 
 #[tokio::test]
