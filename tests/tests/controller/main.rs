@@ -8,3 +8,4 @@ mod api_server;
 mod bench;
 mod stream;
 mod support;
+mod token_reviews;

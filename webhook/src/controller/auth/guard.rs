@@ -130,7 +130,7 @@ impl GuardedAuthenticator {
         })?;
         let key = token_key(token);
         if let Some(answer) = lock(&self.cache).get(&key, Instant::now()) {
-            return Ok(self.remembered(answer)?);
+            return self.remembered(answer);
         }
         let _permit = self.admit()?;
         self.metrics.in_flight.inc();
