@@ -28,6 +28,7 @@ use crate::model::{
     Abort, Delay, DelaySide, Direction, FaultKind, FaultSpec, PartitionMode, Policy, PortRange,
     Protocol, Respond, Rule,
 };
+use crate::validate::{MAX_METHOD_BYTES, is_tchar};
 
 /// A policy ready for per-request decisions. Cheap to share behind an `Arc`.
 #[derive(Debug, Default)]
@@ -232,10 +233,39 @@ pub(crate) fn delay_sampler(d: &Delay) -> Result<DelaySampler, String> {
     }
 }
 
+/// Methods are case-sensitive (RFC 9110 section 9.1) and compared exactly,
+/// except that the standard ones may be written in any case (`get` is
+/// `GET`), as policies always could.
 pub(crate) fn parse_method(s: &str) -> Result<Method, String> {
-    Method::from_bytes(s.trim().to_ascii_uppercase().as_bytes())
-        .map_err(|_| format!("{} is not an HTTP method", crate::model::quoted(s)))
+    let bad = |why: &str| format!("{} is not an HTTP method: {why}", crate::model::quoted(s));
+    if s.is_empty() || !s.bytes().all(is_tchar) {
+        return Err(bad(
+            "a method is an RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~)",
+        ));
+    }
+    if s.len() > MAX_METHOD_BYTES {
+        return Err(bad(&format!("longer than {MAX_METHOD_BYTES} bytes")));
+    }
+    let standard = STANDARD_METHODS
+        .iter()
+        .find(|m| m.as_str().eq_ignore_ascii_case(s));
+    match standard {
+        Some(method) => Ok(method.clone()),
+        None => Method::from_bytes(s.as_bytes()).map_err(|_| bad("not a token")),
+    }
 }
+
+const STANDARD_METHODS: [Method; 9] = [
+    Method::GET,
+    Method::HEAD,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::CONNECT,
+    Method::OPTIONS,
+    Method::TRACE,
+    Method::PATCH,
+];
 
 pub(crate) fn parse_header_name(s: &str) -> Result<HeaderName, String> {
     HeaderName::from_bytes(s.trim().to_ascii_lowercase().as_bytes())

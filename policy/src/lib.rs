@@ -50,7 +50,7 @@ pub use model::{
     Ports, Protocol, Reset, Respond, Rule, Selector,
 };
 pub use parse::{MAX_POLICY_BYTES, parse};
-pub use validate::validate;
+pub use validate::{MAX_METHOD_BYTES, MAX_PATTERN_BYTES, is_tchar, validate};
 
 /// Pod IPs per selector key ([`Selector::key`]), resolved by the controller.
 pub type PeerIps = BTreeMap<String, Vec<IpAddr>>;

@@ -15,6 +15,20 @@ use crate::model::{
 
 type Check = Result<(), (String, String)>;
 
+/// The longest method a policy may name and the proxy recognises as HTTP
+/// (the longest registered method, `UPDATEREDIRECTREF`, has 17 bytes).
+pub const MAX_METHOD_BYTES: usize = 32;
+
+/// The longest `path` or header value pattern. Matching is linear in the
+/// pattern and the text, so this only keeps policies (and the memory of
+/// their compiled form) small.
+pub const MAX_PATTERN_BYTES: usize = 1024;
+
+/// An RFC 9110 `tchar`: what a method (a `token`) is made of.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 fn fail<T>(field: impl Into<String>, message: impl Into<String>) -> Result<T, (String, String)> {
     Err((field.into(), message.into()))
 }
@@ -132,6 +146,7 @@ fn validate_match(m: &Match) -> Check {
         parse_method(method).map_err(|e| (format!("match.methods[{i}]"), e))?;
     }
     if let Some(path) = &m.path {
+        check_pattern_length("match.path", path)?;
         if !(path.starts_with('/') || path.starts_with('*')) {
             return fail(
                 "match.path",
@@ -154,6 +169,7 @@ fn validate_match(m: &Match) -> Check {
         if header == http::header::HOST {
             return fail(field, "match the destination host with match.host");
         }
+        check_pattern_length(&field, pattern)?;
         if pattern.chars().any(|c| c.is_control()) {
             return fail(field, "value pattern may not contain control characters");
         }
@@ -172,6 +188,19 @@ fn validate_match(m: &Match) -> Check {
         return fail(
             format!("match.{first}"),
             "needs HTTP: cannot be combined with protocol tcp",
+        );
+    }
+    Ok(())
+}
+
+fn check_pattern_length(field: &str, pattern: &str) -> Check {
+    if pattern.len() > MAX_PATTERN_BYTES {
+        return fail(
+            field,
+            format!(
+                "pattern is {} bytes long; at most {MAX_PATTERN_BYTES} are allowed",
+                pattern.len()
+            ),
         );
     }
     Ok(())
@@ -252,6 +281,18 @@ fn validate_status(field: &str, status: u16) -> Check {
     }
 }
 
+/// 204 and 304 responses end at their headers (RFC 9110 sections 15.3.5
+/// and 15.4.5): a body there would be dropped on the wire without a word.
+fn validate_bodiless(field: &str, status: u16, body: Option<&str>) -> Check {
+    if matches!(status, 204 | 304) && body.is_some_and(|b| !b.is_empty()) {
+        return fail(
+            field,
+            format!("a {status} response has no body; remove body or use another status"),
+        );
+    }
+    Ok(())
+}
+
 fn validate_headers(field: &str, headers: &BTreeMap<String, String>) -> Check {
     for (name, value) in headers {
         let field = format!("{field}.{name}");
@@ -275,6 +316,7 @@ fn validate_abort(a: &Abort, protocol: Option<Protocol>) -> Check {
     }
     if let Some(status) = a.status {
         validate_status("abort.status", status)?;
+        validate_bodiless("abort.body", status, a.body.as_deref())?;
         validate_headers("abort.headers", &a.headers)?;
     } else {
         if a.body.is_some() {
@@ -300,6 +342,7 @@ fn validate_abort(a: &Abort, protocol: Option<Protocol>) -> Check {
 fn validate_respond(r: &Respond) -> Check {
     if let Some(status) = r.status {
         validate_status("respond.status", status)?;
+        validate_bodiless("respond.body", status, r.body.as_deref())?;
     }
     validate_headers("respond.headers", &r.headers)
 }

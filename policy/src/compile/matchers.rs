@@ -4,19 +4,33 @@
 //! while matching.
 use std::net::IpAddr;
 
+use memchr::memmem::Finder;
+
 use crate::PeerIps;
 use crate::model::{Cidr, Peer};
 
 /// A string pattern: `*` matches any run of characters (including `/`).
 /// Without `*` the pattern is exact; a single trailing `*` is a prefix.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Matching costs O(pattern + text) whatever the pattern: a client picks
+/// the text (a 60 KB path), so a quadratic matcher would let one request
+/// hold a worker thread for as long as it likes.
+#[derive(Clone, Debug)]
 pub enum Pattern {
     Any,
     Exact(Box<[u8]>),
     Prefix(Box<[u8]>),
-    /// Literal pieces between the stars; `parts.len() >= 2`, the first
-    /// anchored at the start and the last at the end.
-    Glob(Box<[Box<[u8]>]>),
+    Glob(Glob),
+}
+
+/// A pattern with stars inside: a literal anchored at the start, literal
+/// pieces to find in order, a literal anchored at the end.
+#[derive(Clone, Debug)]
+pub struct Glob {
+    first: Box<[u8]>,
+    /// The non-empty pieces between stars, each with a prebuilt substring
+    /// searcher (worst case linear: memchr's memmem falls back to Two-Way).
+    middle: Box<[Finder<'static>]>,
+    last: Box<[u8]>,
 }
 
 impl Pattern {
@@ -29,7 +43,7 @@ impl Pattern {
         match stars {
             0 => Self::Exact(bytes.into()),
             1 if bytes.last() == Some(&b'*') => Self::Prefix(bytes[..bytes.len() - 1].into()),
-            _ => Self::Glob(bytes.split(|b| *b == b'*').map(Box::from).collect()),
+            _ => Self::Glob(Glob::new(bytes)),
         }
     }
 
@@ -38,37 +52,58 @@ impl Pattern {
             Self::Any => true,
             Self::Exact(p) => text == &p[..],
             Self::Prefix(p) => text.starts_with(p),
-            Self::Glob(parts) => glob_matches(parts, text),
+            Self::Glob(glob) => glob.matches_with(text, |finder, window| finder.find(window)),
         }
     }
 }
 
-fn glob_matches(parts: &[Box<[u8]>], text: &[u8]) -> bool {
-    let (Some((first, rest)), Some(last)) = (parts.split_first(), parts.last()) else {
-        return false;
-    };
-    let Some(middle) = rest.len().checked_sub(1).map(|n| &rest[..n]) else {
-        return text == &first[..];
-    };
-    if text.len() < first.len() + last.len() || !text.starts_with(first) || !text.ends_with(last) {
-        return false;
-    }
-    // Leftmost placement of each middle piece is optimal for `*`-only globs.
-    let mut window = &text[first.len()..text.len() - last.len()];
-    for piece in middle {
-        if piece.is_empty() {
-            continue;
+impl Glob {
+    /// `pattern` has at least one `*` that is not its last byte.
+    fn new(pattern: &[u8]) -> Self {
+        let mut pieces: Vec<&[u8]> = pattern.split(|b| *b == b'*').collect();
+        let last = pieces.pop().unwrap_or_default();
+        let first = if pieces.is_empty() {
+            &[][..]
+        } else {
+            pieces.remove(0)
+        };
+        Self {
+            first: first.into(),
+            middle: pieces
+                .into_iter()
+                .filter(|piece| !piece.is_empty())
+                .map(|piece| Finder::new(piece).into_owned())
+                .collect(),
+            last: last.into(),
         }
-        match find(window, piece) {
-            Some(at) => window = &window[at + piece.len()..],
-            None => return false,
-        }
     }
-    true
-}
 
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    /// `search` finds a piece in a window of the text; tests count the
+    /// bytes it is handed.
+    fn matches_with(
+        &self,
+        text: &[u8],
+        mut search: impl FnMut(&Finder<'static>, &[u8]) -> Option<usize>,
+    ) -> bool {
+        let (first, last) = (&self.first[..], &self.last[..]);
+        if text.len() < first.len() + last.len()
+            || !text.starts_with(first)
+            || !text.ends_with(last)
+        {
+            return false;
+        }
+        // With `*` as the only wildcard, placing each piece at its leftmost
+        // occurrence after the previous one never loses a match, so no
+        // byte of the text is searched twice.
+        let mut window = &text[first.len()..text.len() - last.len()];
+        for finder in &self.middle {
+            match search(finder, window) {
+                Some(at) => window = &window[at + finder.needle().len()..],
+                None => return false,
+            }
+        }
+        true
+    }
 }
 
 /// A destination host: exact (case-insensitive), `*.suffix` wildcard, and
@@ -172,3 +207,6 @@ impl PeerMatcher {
             || self.ips.binary_search(&bits).is_ok()
     }
 }
+
+#[cfg(test)]
+mod tests;

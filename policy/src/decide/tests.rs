@@ -158,6 +158,19 @@ fn matches_methods_case_insensitively_in_the_policy() {
 }
 
 #[test]
+fn matches_other_methods_exactly_as_written() {
+    let p = one("{methods: [PURGE, \"M-SEARCH\"]}");
+    let mut r = Req::new();
+    r.method = Method::from_bytes(b"PURGE").unwrap();
+    assert_eq!(r.hits(&p), hit());
+    r.method = Method::from_bytes(b"M-SEARCH").unwrap();
+    assert_eq!(r.hits(&p), hit());
+    // Methods are case-sensitive: `purge` is another method.
+    r.method = Method::from_bytes(b"purge").unwrap();
+    assert_eq!(r.hits(&p), None);
+}
+
+#[test]
 fn matches_paths_exact_prefix_and_glob() {
     let cases = [
         ("/healthz", "/healthz", true),

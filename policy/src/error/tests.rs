@@ -217,6 +217,30 @@ fn error_abort_shape() {
 }
 
 #[test]
+fn error_bodies_on_bodiless_statuses() {
+    assert_eq!(
+        err(&rule("respond: {status: 204, body: gone}")),
+        r#"rules[0] "r": respond.body: a 204 response has no body; remove body or use another status"#
+    );
+    assert_eq!(
+        err(&rule("abort: {status: 304, body: x}")),
+        r#"rules[0] "r": abort.body: a 304 response has no body; remove body or use another status"#
+    );
+    assert_eq!(
+        err(&rule("respond: {status: 100}")),
+        r#"rules[0] "r": respond.status: 100 is an informational status; use 200-599"#
+    );
+    for ok in [
+        "respond: {status: 204}",
+        "respond: {status: 304, headers: {etag: \"x\"}}",
+        "respond: {status: 204, body: \"\"}",
+        "respond: {status: 205, body: x}",
+    ] {
+        assert!(parse(&rule(ok)).is_ok(), "{ok}");
+    }
+}
+
+#[test]
 fn error_grpc_abort_needs_grpc_protocol() {
     assert_eq!(
         err(&rule("abort: {grpc: UNAVAILABLE}")),
@@ -324,7 +348,33 @@ fn error_ports() {
 fn error_methods_paths_headers() {
     assert_eq!(
         err(&rule("match: {methods: [\"GE T\"]}\nhang: {}")),
-        r#"rules[0] "r": match.methods[0]: "GE T" is not an HTTP method"#
+        r#"rules[0] "r": match.methods[0]: "GE T" is not an HTTP method: a method is an RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~)"#
+    );
+    assert_eq!(
+        err(&rule("match: {methods: [GET, \"GET\\r\\n\"]}\nhang: {}")),
+        r#"rules[0] "r": match.methods[1]: "GET\r\n" is not an HTTP method: a method is an RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~)"#
+    );
+    assert_eq!(
+        err(&rule("match: {methods: [\"\"]}\nhang: {}")),
+        r#"rules[0] "r": match.methods[0]: "" is not an HTTP method: a method is an RFC 9110 token (letters, digits and !#$%&'*+-.^_`|~)"#
+    );
+    let long = "M".repeat(33);
+    assert_eq!(
+        err(&rule(&format!("match: {{methods: [{long}]}}\nhang: {{}}"))),
+        format!(
+            r#"rules[0] "r": match.methods[0]: "{long}" is not an HTTP method: longer than 32 bytes"#
+        )
+    );
+    let long = format!("/{}", "a*".repeat(600));
+    assert_eq!(
+        err(&rule(&format!("match: {{path: \"{long}\"}}\nhang: {{}}"))),
+        r#"rules[0] "r": match.path: pattern is 1201 bytes long; at most 1024 are allowed"#
+    );
+    assert_eq!(
+        err(&rule(&format!(
+            "match: {{headers: {{x-a: \"{long}\"}}}}\nhang: {{}}"
+        ))),
+        r#"rules[0] "r": match.headers.x-a: pattern is 1201 bytes long; at most 1024 are allowed"#
     );
     assert_eq!(
         err(&rule("match: {path: api/*}\nhang: {}")),
