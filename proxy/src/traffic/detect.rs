@@ -6,23 +6,20 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use faultline_policy::{MAX_METHOD_BYTES, is_tchar};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 /// The HTTP/2 connection preface (RFC 9113 section 3.4).
 pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-const HTTP1_METHODS: &[&[u8]] = &[
-    b"GET ",
-    b"POST ",
-    b"PUT ",
-    b"DELETE ",
-    b"HEAD ",
-    b"OPTIONS ",
-    b"PATCH ",
-    b"CONNECT ",
-    b"TRACE ",
-];
+/// Detection reads at most this much of a request line before deciding: a
+/// line this long that still has the shape of one (a method, a space, a
+/// target without spaces) is taken as HTTP/1.x, and hyper answers it as an
+/// HTTP server would. It is the size of the buffer [`sniff`] starts with,
+/// so detection never grows it (a method, a space and 1 KiB of URL are
+/// evidence enough).
+pub const MAX_REQUEST_LINE: usize = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Detected {
@@ -38,7 +35,10 @@ pub enum Classify {
     NeedMore,
 }
 
-/// Decides the protocol from the first bytes a client sent.
+/// Decides the protocol from the first bytes a client sent: the h2
+/// preface is HTTP/2; a request line (RFC 9112 section 3: any `token`
+/// method, SP, a request-target, SP, `HTTP/1.x`) is HTTP/1.x, whatever the
+/// method; anything else (a TLS ClientHello, a Redis `GET key`) is TCP.
 pub fn classify(buf: &[u8]) -> Classify {
     if buf.is_empty() {
         return Classify::NeedMore;
@@ -46,14 +46,57 @@ pub fn classify(buf: &[u8]) -> Classify {
     if buf.starts_with(H2_PREFACE) {
         return Classify::Done(Detected::Http2);
     }
-    if HTTP1_METHODS.iter().any(|m| buf.starts_with(m)) {
-        return Classify::Done(Detected::Http1);
-    }
-    let could_be = |candidate: &[u8]| buf.len() < candidate.len() && candidate.starts_with(buf);
-    if could_be(H2_PREFACE) || HTTP1_METHODS.iter().any(|m| could_be(m)) {
+    if buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(buf) {
         return Classify::NeedMore;
     }
-    Classify::Done(Detected::Tcp)
+    request_line(&buf[..buf.len().min(MAX_REQUEST_LINE)])
+}
+
+/// `method SP request-target SP HTTP/1.DIGIT`, or a prefix of it.
+fn request_line(line: &[u8]) -> Classify {
+    let long = line.len() >= MAX_REQUEST_LINE;
+    let need_more = |long| {
+        if long {
+            Classify::Done(Detected::Http1)
+        } else {
+            Classify::NeedMore
+        }
+    };
+    let tcp = Classify::Done(Detected::Tcp);
+    let method = line.iter().take_while(|b| is_tchar(**b)).count();
+    if method > MAX_METHOD_BYTES {
+        return tcp;
+    }
+    let Some(rest) = line.get(method..).and_then(|r| r.split_first()) else {
+        return Classify::NeedMore;
+    };
+    if method == 0 || *rest.0 != b' ' {
+        return tcp;
+    }
+    let rest = rest.1;
+    let target = rest.iter().take_while(|b| is_target_byte(**b)).count();
+    let Some((after, version)) = rest.get(target..).and_then(|r| r.split_first()) else {
+        return need_more(long);
+    };
+    if target == 0 || *after != b' ' {
+        return tcp;
+    }
+    const VERSION: &[u8] = b"HTTP/1.";
+    let known = version.len().min(VERSION.len());
+    if version[..known] != VERSION[..known] {
+        return tcp;
+    }
+    match version.get(VERSION.len()) {
+        None => need_more(long),
+        Some(minor) if minor.is_ascii_digit() => Classify::Done(Detected::Http1),
+        Some(_) => tcp,
+    }
+}
+
+/// What a request-target may hold as far as detection cares: anything but
+/// spaces and control characters (hyper rejects a bad target with 400).
+fn is_target_byte(b: u8) -> bool {
+    b > b' ' && b != 0x7f
 }
 
 /// The outcome of sniffing: the protocol and the bytes already read.
@@ -65,12 +108,18 @@ pub struct Sniffed {
     pub closed: bool,
 }
 
+/// Once a client has started a request line it gets this long to finish
+/// it, as long as hyper gives a whole request head; a line still unfinished
+/// then is passed on as raw TCP.
+pub const REQUEST_LINE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Reads until [`classify`] decides. A client that sends nothing within
 /// `timeout` (a server-first protocol such as MySQL or NATS) is raw TCP.
 pub async fn sniff(stream: &mut TcpStream, timeout: Duration) -> std::io::Result<Sniffed> {
-    let mut buf = BytesMut::with_capacity(1024);
-    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = BytesMut::with_capacity(MAX_REQUEST_LINE);
+    let mut deadline = tokio::time::Instant::now() + timeout;
     loop {
+        let empty = buf.is_empty();
         match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Err(_elapsed) => {
                 return Ok(Sniffed {
@@ -97,6 +146,9 @@ pub async fn sniff(stream: &mut TcpStream, timeout: Duration) -> std::io::Result
                 closed: false,
             });
         }
+        if empty {
+            deadline = tokio::time::Instant::now() + REQUEST_LINE_TIMEOUT;
+        }
     }
 }
 
@@ -104,16 +156,24 @@ pub async fn sniff(stream: &mut TcpStream, timeout: Duration) -> std::io::Result
 mod tests {
     use super::*;
 
+    const HTTP1: Classify = Classify::Done(Detected::Http1);
+    const TCP: Classify = Classify::Done(Detected::Tcp);
+
     #[test]
-    fn http1_methods_are_http1() {
-        assert_eq!(
-            classify(b"GET / HTTP/1.1\r\n"),
-            Classify::Done(Detected::Http1)
-        );
-        assert_eq!(
-            classify(b"DELETE /x HTTP/1.0\r\n"),
-            Classify::Done(Detected::Http1)
-        );
+    fn request_lines_are_http1_whatever_the_method() {
+        for line in [
+            &b"GET / HTTP/1.1\r\n"[..],
+            b"DELETE /x HTTP/1.0\r\n",
+            b"PURGE /cache/a HTTP/1.1\r\n",
+            b"M-SEARCH * HTTP/1.1\r\n",
+            b"get / HTTP/1.1\r\n",
+            b"OPTIONS * HTTP/1.1",
+            b"GET http://a.example/x?y=1 HTTP/1.1",
+            b"CONNECT a.example:443 HTTP/1.1",
+            b"PRI * HTTP/1.1\r\n",
+        ] {
+            assert_eq!(classify(line), HTTP1, "{}", String::from_utf8_lossy(line));
+        }
     }
 
     #[test]
@@ -124,19 +184,51 @@ mod tests {
     }
 
     #[test]
-    fn partial_preambles_need_more() {
-        assert_eq!(classify(b"G"), Classify::NeedMore);
-        assert_eq!(classify(b"PRI * HTTP/2"), Classify::NeedMore);
-        assert_eq!(classify(b"P"), Classify::NeedMore);
-        assert_eq!(classify(b""), Classify::NeedMore);
+    fn every_prefix_of_a_request_line_or_the_preface_needs_more() {
+        for whole in [&b"PURGE /cache/a HTTP/1.1"[..], H2_PREFACE] {
+            for end in 0..whole.len() - 1 {
+                assert_eq!(
+                    classify(&whole[..end]),
+                    Classify::NeedMore,
+                    "{}",
+                    String::from_utf8_lossy(&whole[..end])
+                );
+            }
+        }
     }
 
     #[test]
     fn anything_else_is_tcp() {
-        // A TLS ClientHello, a NATS CONNECT, a lowercase method.
-        assert_eq!(classify(&[0x16, 0x03, 0x01]), Classify::Done(Detected::Tcp));
-        assert_eq!(classify(b"CONNECT{"), Classify::Done(Detected::Tcp));
-        assert_eq!(classify(b"get / HTTP/1.1"), Classify::Done(Detected::Tcp));
-        assert_eq!(classify(b"PRI * HTTP/1.1"), Classify::Done(Detected::Tcp));
+        for bytes in [
+            &[0x16, 0x03, 0x01][..],       // a TLS ClientHello
+            b"CONNECT{\"verbose\":false}", // NATS
+            b"GET key\r\n",                // a Redis inline command
+            b"SET k v\r\n",
+            b"GET / HTTP/2.0\r\n",
+            b"GET / HTTP/1.x",
+            b"GET  / HTTP/1.1",
+            b"GET /\x01 HTTP/1.1",
+            b"GE\tT / HTTP/1.1",
+            b" GET / HTTP/1.1",
+            b"PRI * HTTP/2.0\r\n\r\nXX",
+        ] {
+            assert_eq!(classify(bytes), TCP, "{}", String::from_utf8_lossy(bytes));
+        }
+        let long_method = format!("{} / HTTP/1.1", "M".repeat(MAX_METHOD_BYTES + 1));
+        assert_eq!(classify(long_method.as_bytes()), TCP);
+    }
+
+    #[test]
+    fn look_ahead_is_bounded() {
+        // A target too long to see the end of, shaped like a request line.
+        let mut line = b"GET /".to_vec();
+        line.resize(MAX_REQUEST_LINE - 1, b'a');
+        assert_eq!(classify(&line), Classify::NeedMore);
+        line.push(b'a');
+        assert_eq!(classify(&line), HTTP1);
+        line.extend_from_slice(b" garbage after the bound");
+        assert_eq!(classify(&line), HTTP1);
+        // Unbroken token characters: no method is this long.
+        assert_eq!(classify(&[b'A'; MAX_REQUEST_LINE]), TCP);
     }
 }

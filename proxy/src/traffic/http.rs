@@ -3,6 +3,8 @@
 //! - this file: the per-connection driver ([`serve`]): hyper server
 //!   builders, graceful shutdown on drain, RST on a reset fault;
 //! - `http/service.rs`: one request: decide the fault, apply it, forward;
+//! - `http/request.rs`: request heads the proxy refuses (RFC 9112
+//!   ambiguities) and client body errors told apart from upstream ones;
 //! - `http/response.rs`: responses the proxy makes itself (aborts, gRPC
 //!   trailers-only statuses, 502) and hop-by-hop header handling;
 //! - `http/throttled.rs`: the bandwidth-limited body wrapper;
@@ -23,6 +25,7 @@ use crate::events::{DRAIN, KILL, STOP};
 use crate::metrics::{DirectionLabels, Protocol};
 use crate::state::ProxyState;
 
+pub mod request;
 pub mod response;
 pub mod service;
 pub mod throttled;

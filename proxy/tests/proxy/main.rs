@@ -8,6 +8,7 @@ mod control;
 mod grpc;
 mod http_edges;
 mod http_faults;
+mod http_parsing;
 mod idle;
 mod operations;
 mod reload;

@@ -63,6 +63,20 @@ pub fn bad_gateway(grpc: bool, reason: &str) -> Response<ProxyBody> {
     response
 }
 
+/// A request the proxy refuses (400, 501): says why, and closes the
+/// connection after it.
+pub fn refused(status: StatusCode, reason: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(full(format!("faultline: {reason}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
 /// gRPC's `grpc-message` is percent-encoded (space and printable ASCII
 /// other than `%` are left as is).
 fn percent_encode_grpc(message: &str) -> String {
@@ -83,9 +97,20 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
-/// A WebSocket (or other) HTTP/1.1 upgrade request.
+/// A WebSocket (or other) HTTP/1.1 upgrade request. An upgrade to h2c is
+/// not one: after a 101 the proxy only copies bytes, so the HTTP/2 requests
+/// that follow would escape every rule. Its upgrade headers are removed and
+/// the request is answered in HTTP/1.1 (RFC 9113 section 3.1 deprecates the
+/// upgrade; h2c clients use prior knowledge, which the proxy detects).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    let h2c = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|protocol| protocol.trim().eq_ignore_ascii_case("h2c"));
     headers.contains_key(header::UPGRADE)
+        && !h2c
         && headers
             .get_all(header::CONNECTION)
             .iter()
@@ -94,9 +119,23 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
             .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
 }
 
+/// Headers a `Connection` option cannot remove: `Host` (the upstream's
+/// virtual host, and what `match.host` saw), the framing headers hyper
+/// manages itself, `Content-Type` (gRPC needs it end to end) and `TE`,
+/// whose `trailers` the proxy keeps on its own terms (RFC 9110 section
+/// 10.1.4 even asks senders of `TE` to name it in `Connection`).
+const PROTECTED: [HeaderName; 5] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::TRANSFER_ENCODING,
+    header::TE,
+];
+
 /// Removes headers that describe one hop (RFC 9110 section 7.6.1) so hyper
 /// can frame the next hop itself. An upgrade keeps `Connection: upgrade`
-/// and `Upgrade`; `TE: trailers` is kept because gRPC requires it.
+/// and `Upgrade`; `TE: trailers` is kept because gRPC requires it. Headers
+/// named in `Connection` go too, but for the [`PROTECTED`] ones.
 pub fn strip_hop_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry none: one pass over the few names they have is
     // cheaper than the lookups below (every listed header only ever
@@ -111,6 +150,7 @@ pub fn strip_hop_headers(headers: &mut HeaderMap, keep_upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
         .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+        .filter(|name| !PROTECTED.contains(name))
         .collect();
     for name in named {
         headers.remove(name);
@@ -204,6 +244,51 @@ mod tests {
         let mut map = headers(&pairs);
         strip_hop_headers(&mut map, false);
         assert_eq!(map, headers(&pairs));
+    }
+
+    #[test]
+    fn connection_options_never_remove_protected_headers() {
+        let mut map = headers(&[
+            (
+                "connection",
+                "Host, Content-Length, content-type, TE, Transfer-Encoding, x-hop",
+            ),
+            ("host", "app.example"),
+            ("content-length", "3"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+            ("x-hop", "1"),
+        ]);
+        strip_hop_headers(&mut map, false);
+        assert_eq!(
+            map,
+            headers(&[
+                ("host", "app.example"),
+                ("content-length", "3"),
+                ("content-type", "application/grpc"),
+                ("te", "trailers"),
+            ])
+        );
+    }
+
+    #[test]
+    fn h2c_is_not_an_upgrade() {
+        for upgrade in ["h2c", "H2C", "websocket, h2c"] {
+            let map = headers(&[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", upgrade),
+                ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+            ]);
+            assert!(!is_upgrade(&map), "{upgrade}");
+        }
+        let mut map = headers(&[
+            ("host", "a"),
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAARAAAAAAAIAAAAA"),
+        ]);
+        strip_hop_headers(&mut map, false);
+        assert_eq!(map, headers(&[("host", "a")]));
     }
 
     #[test]

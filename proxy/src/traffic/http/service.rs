@@ -10,11 +10,14 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use prometheus_client::metrics::family::Family;
 
-use super::response::{bad_gateway, fixed, grpc_abort, is_grpc, is_upgrade, strip_hop_headers};
+use super::request::{ClientBodyError, check_head};
+use super::response::{
+    bad_gateway, fixed, grpc_abort, is_grpc, is_upgrade, refused, strip_hop_headers,
+};
 use super::throttled::Throttled;
 use crate::body::{BoxError, ProxyBody};
 use crate::conn::ConnCtx;
-use crate::metrics::{Protocol, TrafficLabels};
+use crate::metrics::{DirectionLabels, Protocol, TrafficLabels};
 use crate::state::ProxyState;
 use crate::throttle::Throttle;
 use crate::traffic::effects::{self, HttpFault};
@@ -44,6 +47,11 @@ pub async fn handle(
             c.inc();
         },
     );
+
+    if let Err(bad) = check_head(req.version(), req.uri(), req.headers()) {
+        let reason = crate::error_chain(&bad);
+        return Ok(refuse(shared, &ctx, bad.status(), &reason, true));
+    }
 
     let mut response_delay = None;
     let mut throttle = None;
@@ -116,6 +124,7 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_headers(&mut parts.headers, upgrade);
+    let body = body.map_err(ClientBodyError);
     let body: ProxyBody = match throttle {
         Some(throttle) => Throttled::new(body, throttle).boxed_unsync(),
         None => body.map_err(BoxError::from).boxed_unsync(),
@@ -142,6 +151,17 @@ async fn forward(
     let mut response = match result {
         Ok(response) => response,
         Err(error) => {
+            if let Some(body) = ClientBodyError::find(&error) {
+                let reason = crate::error_chain(body);
+                let malformed = body.is_malformed();
+                return Err(refuse(
+                    shared,
+                    ctx,
+                    StatusCode::BAD_REQUEST,
+                    &reason,
+                    malformed,
+                ));
+            }
             let reason = crate::error_chain(&error);
             if error.is_connect() {
                 shared.metrics.upstream_connect_error(ctx.direction);
@@ -163,6 +183,30 @@ async fn forward(
     }
     strip_hop_headers(response.headers_mut(), upgrade && switched);
     Ok(response)
+}
+
+/// Answers a request the client got wrong (never blamed on the upstream),
+/// counts it when it was malformed (rather than cut short by the client
+/// leaving), and closes the connection after the answer: its framing can no
+/// longer be trusted.
+fn refuse(
+    shared: &ProxyState,
+    ctx: &ConnCtx,
+    status: StatusCode,
+    reason: &str,
+    malformed: bool,
+) -> Response<ProxyBody> {
+    if malformed {
+        shared
+            .metrics
+            .bad_requests
+            .get_or_create(&DirectionLabels {
+                direction: ctx.direction,
+            })
+            .inc();
+    }
+    tracing::debug!(client = %ctx.client, error = %reason, malformed, "refused a client's request");
+    refused(status, reason)
 }
 
 /// A connection's cached series of a per-request metric, for its own
@@ -206,11 +250,22 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 /// The request line and `Host` as written to an HTTP/1.1 upstream: origin
 /// form (authority form for CONNECT), and a `Host` naming the destination
 /// when the client sent none (HTTP/1.0). A client's absolute-form target is
-/// reduced to its path, as the upstream is not a proxy.
+/// reduced to its path, as the upstream is not a proxy, and its authority
+/// becomes the `Host` (RFC 9112 section 3.2.2: a received `Host` is
+/// ignored), the host `match.host` was matched against.
 fn h1_target(parts: &mut http::request::Parts, dest: &http::uri::Authority) {
     if parts.method == http::Method::CONNECT {
         parts.uri = Uri::from(dest.clone());
     } else if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        if let Some(authority) = parts.uri.authority() {
+            let host = authority
+                .as_str()
+                .rsplit_once('@')
+                .map_or(authority.as_str(), |(_userinfo, host)| host);
+            if let Ok(value) = http::HeaderValue::from_str(host) {
+                parts.headers.insert(http::header::HOST, value);
+            }
+        }
         let path = parts
             .uri
             .path_and_query()
@@ -275,6 +330,24 @@ mod tests {
         h1_target(&mut parts, &dest);
         assert_eq!(parts.uri.to_string(), "/x");
         assert_eq!(parts.headers[http::header::HOST], "other.example");
+    }
+
+    #[test]
+    fn h1_target_takes_host_from_an_absolute_form_target() {
+        let dest: http::uri::Authority = "10.0.0.7:8080".parse().unwrap();
+        for (target, host) in [
+            ("http://b.example/x", Some("a.example")),
+            ("http://b.example/x", None),
+            ("http://user:pw@b.example/x", Some("b.example")),
+        ] {
+            let mut parts = h1_parts("GET", target, host);
+            h1_target(&mut parts, &dest);
+            assert_eq!(parts.uri.to_string(), "/x");
+            assert_eq!(parts.headers[http::header::HOST], "b.example", "{target}");
+        }
+        let mut parts = h1_parts("GET", "http://b.example:8443/x", Some("a.example"));
+        h1_target(&mut parts, &dest);
+        assert_eq!(parts.headers[http::header::HOST], "b.example:8443");
     }
 
     #[test]
