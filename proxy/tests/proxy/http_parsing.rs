@@ -9,6 +9,7 @@ use http::{Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use crate::support::*;
@@ -44,7 +45,8 @@ impl Recorder {
 }
 
 /// An HTTP/1.1 upstream that records each request (body read whole) and
-/// answers 200 `method target`.
+/// answers 200 `method target`; like a forward proxy, it answers CONNECT
+/// with 200 and then echoes the tunnelled bytes.
 pub async fn recorder() -> Recorder {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -54,9 +56,12 @@ pub async fn recorder() -> Recorder {
         while let Ok((stream, _)) = listener.accept().await {
             let log = log.clone();
             tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let service = hyper::service::service_fn(move |mut req: Request<Incoming>| {
                     let log = log.clone();
                     async move {
+                        if req.method() == http::Method::CONNECT {
+                            echo_after(hyper::upgrade::on(&mut req));
+                        }
                         let (parts, body) = req.into_parts();
                         let body = body.collect().await.map(|b| b.to_bytes().to_vec());
                         let reply = format!("{} {}", parts.method, parts.uri);
@@ -82,6 +87,15 @@ pub async fn recorder() -> Recorder {
         }
     });
     Recorder { addr, seen }
+}
+
+fn echo_after(upgrade: hyper::upgrade::OnUpgrade) {
+    tokio::spawn(async move {
+        if let Ok(upgraded) = upgrade.await {
+            let (mut read, mut write) = tokio::io::split(TokioIo::new(upgraded));
+            let _ = tokio::io::copy(&mut read, &mut write).await;
+        }
+    });
 }
 
 /// Sends one request on a new connection; returns everything the proxy
@@ -195,9 +209,14 @@ async fn connection_options_cannot_remove_host_or_content_type() {
 async fn ambiguous_heads_are_refused_before_the_upstream() {
     let upstream = recorder().await;
     let proxy = start_proxy(upstream.addr, "rules: []\n").await;
-    let cases: [(&[u8], &str); 2] = [
+    let cases: [(&[u8], &str); 4] = [
         (
             b"GET /h HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+            "HTTP/1.1 400",
+        ),
+        (b"GET /h HTTP/1.1\r\nHost: a b\r\n\r\n", "HTTP/1.1 400"),
+        (
+            b"GET /h HTTP/1.1\r\nHost: user@a.example\r\n\r\n",
             "HTTP/1.1 400",
         ),
         (
@@ -215,7 +234,7 @@ async fn ambiguous_heads_are_refused_before_the_upstream() {
         );
     }
     assert!(upstream.seen().is_empty(), "{:?}", upstream.seen());
-    assert_eq!(bad_requests(&proxy).await, 2.0);
+    assert_eq!(bad_requests(&proxy).await, 4.0);
 }
 
 #[tokio::test]
@@ -351,4 +370,55 @@ async fn a_respond_fault_answers_head_with_headers_only() {
     );
     assert!(response.ends_with("\r\n\r\n"), "{response:?}");
     assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn connect_goes_where_the_client_asked_and_tunnels() {
+    let upstream = recorder().await;
+    let proxy = start_proxy(upstream.addr, "rules: []\n").await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    stream.write_all(b"bytes in the tunnel").await.unwrap();
+    let mut echoed = [0u8; 19];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"bytes in the tunnel");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (seen[0].method.as_str(), seen[0].target.as_str()),
+        ("CONNECT", "db.example:5432")
+    );
+}
+
+#[tokio::test]
+async fn a_redis_inline_get_is_raw_tcp() {
+    // Starts like an HTTP method, but no request line follows.
+    let upstream = tcp_echo(None).await;
+    let proxy = start_proxy(upstream.addr, "rules: []\n").await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"GET session:42\r\n").await.unwrap();
+    let mut echoed = [0u8; 16];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&echoed, b"GET session:42\r\n");
+    let tcp = proxy
+        .metric("faultline_connections_total{direction=\"inbound\",protocol=\"tcp\"}")
+        .await;
+    assert_eq!(tcp, 1.0);
 }

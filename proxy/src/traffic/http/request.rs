@@ -12,6 +12,10 @@ pub enum BadRequest {
     #[error("failed to accept the request: it has {0} Host headers (RFC 9112 section 3.2)")]
     HostRepeated(usize),
     #[error(
+        "failed to accept the request: Host {0:?} is not a host and port (RFC 9112 section 3.2)"
+    )]
+    HostInvalid(String),
+    #[error(
         "failed to accept the request: Host {host:?} names another authority than \
          :authority {authority:?} (RFC 9113 section 8.3.1)"
     )]
@@ -25,7 +29,9 @@ impl BadRequest {
         match self {
             // RFC 9112 section 6.1: a coding the server does not understand.
             Self::UnknownCoding(_) => StatusCode::NOT_IMPLEMENTED,
-            Self::HostRepeated(_) | Self::HostDisagrees { .. } => StatusCode::BAD_REQUEST,
+            Self::HostRepeated(_) | Self::HostInvalid(_) | Self::HostDisagrees { .. } => {
+                StatusCode::BAD_REQUEST
+            }
         }
     }
 }
@@ -40,6 +46,13 @@ pub fn check_head(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<()
     let hosts = headers.get_all(header::HOST).iter().count();
     if hosts > 1 {
         return Err(BadRequest::HostRepeated(hosts));
+    }
+    if let Some(host) = headers.get(header::HOST)
+        && !host.as_bytes().iter().all(|b| is_authority_byte(*b))
+    {
+        return Err(BadRequest::HostInvalid(
+            String::from_utf8_lossy(host.as_bytes()).into_owned(),
+        ));
     }
     // In HTTP/1.1 an absolute-form target's authority simply replaces Host
     // (RFC 9112 section 3.2.2); HTTP/2 calls a disagreement malformed.
@@ -68,6 +81,14 @@ pub fn check_head(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<()
         )),
         None => Ok(()),
     }
+}
+
+/// What `uri-host [":" port]` is made of (RFC 3986: unreserved,
+/// pct-encoded, sub-delims, and `:` `[` `]` for ports and IPv6). No `@`:
+/// user info has no place in `Host`. Empty is allowed (RFC 9112 section
+/// 3.2, a target without authority).
+fn is_authority_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b)
 }
 
 /// An error reading the client's request body, as the upstream exchange
@@ -150,6 +171,34 @@ mod tests {
         let err = check(&[("transfer-encoding", "gzip, chunked")]).unwrap_err();
         assert_eq!(err, BadRequest::UnknownCoding("gzip".into()));
         assert_eq!(err.status(), StatusCode::NOT_IMPLEMENTED);
+    }
+
+    #[test]
+    fn a_host_must_be_a_host_and_port() {
+        let check = |host: &str| {
+            check_head(
+                Version::HTTP_11,
+                &Uri::from_static("/"),
+                &head(&[("host", host)]),
+            )
+        };
+        for ok in [
+            "a.example",
+            "a.example:8080",
+            "[::1]:80",
+            "10.0.0.1",
+            "",
+            "xn--bcher-kva.example",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        for bad in ["a b", "user@a.example", "a.example/x", "a\"b", "a\tb"] {
+            assert_eq!(
+                check(bad),
+                Err(BadRequest::HostInvalid(bad.into())),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -121,7 +121,10 @@ async fn forward(
     grpc: bool,
 ) -> Result<Response<ProxyBody>, Response<ProxyBody>> {
     let upgrade = ctx.protocol == Protocol::Http1 && is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+    // An upstream that is itself a forward proxy answers CONNECT with 2xx
+    // and then carries bytes, as after a 101.
+    let connect = ctx.protocol == Protocol::Http1 && req.method() == http::Method::CONNECT;
+    let client_upgrade = (upgrade || connect).then(|| hyper::upgrade::on(&mut req));
     let (mut parts, body) = req.into_parts();
     strip_hop_headers(&mut parts.headers, upgrade);
     let body = body.map_err(ClientBodyError);
@@ -170,7 +173,8 @@ async fn forward(
             return Err(bad_gateway(grpc, &reason));
         }
     };
-    let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS
+        || (connect && response.status().is_success());
     if let (Some(client_upgrade), true) = (client_upgrade, switched) {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let hard_stop = shared.hard_stop.clone();
@@ -233,7 +237,8 @@ where
     body.map_err(BoxError::from).boxed_unsync()
 }
 
-/// After a 101, both sides speak the upgraded protocol (WebSocket...):
+/// After a 101 (or a 2xx to CONNECT), both sides speak the upgraded
+/// protocol (WebSocket, a tunnelled TLS connection...):
 /// copy bytes both ways until either closes.
 async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
     match tokio::try_join!(client, upstream) {
@@ -248,15 +253,15 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 }
 
 /// The request line and `Host` as written to an HTTP/1.1 upstream: origin
-/// form (authority form for CONNECT), and a `Host` naming the destination
+/// form (CONNECT keeps the authority the client asked for: the upstream is
+/// then a forward proxy and goes there), and a `Host` naming the destination
 /// when the client sent none (HTTP/1.0). A client's absolute-form target is
 /// reduced to its path, as the upstream is not a proxy, and its authority
 /// becomes the `Host` (RFC 9112 section 3.2.2: a received `Host` is
 /// ignored), the host `match.host` was matched against.
 fn h1_target(parts: &mut http::request::Parts, dest: &http::uri::Authority) {
-    if parts.method == http::Method::CONNECT {
-        parts.uri = Uri::from(dest.clone());
-    } else if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+    let absolute = parts.uri.scheme().is_some() || parts.uri.authority().is_some();
+    if absolute && parts.method != http::Method::CONNECT {
         if let Some(authority) = parts.uri.authority() {
             let host = authority
                 .as_str()
@@ -361,7 +366,8 @@ mod tests {
         assert_eq!(parts.headers[http::header::HOST], "10.0.0.7");
 
         let mut parts = h1_parts("CONNECT", "example.com:443", Some("example.com:443"));
-        h1_target(&mut parts, &"10.0.0.7:443".parse().unwrap());
-        assert_eq!(parts.uri.to_string(), "10.0.0.7:443");
+        h1_target(&mut parts, &"10.0.0.7:3128".parse().unwrap());
+        assert_eq!(parts.uri.to_string(), "example.com:443");
+        assert_eq!(parts.headers[http::header::HOST], "example.com:443");
     }
 }
