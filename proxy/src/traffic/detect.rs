@@ -108,18 +108,22 @@ pub struct Sniffed {
     pub closed: bool,
 }
 
-/// Once a client has started a request line it gets this long to finish
-/// it, as long as hyper gives a whole request head; a line still unfinished
-/// then is passed on as raw TCP.
+/// However steadily a client trickles its request line, detection ends
+/// this long after the connection opened (hyper gives a whole request head
+/// as long); an unfinished line is then passed on as raw TCP.
 pub const REQUEST_LINE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Reads until [`classify`] decides. A client that sends nothing within
-/// `timeout` (a server-first protocol such as MySQL or NATS) is raw TCP.
+/// Reads until [`classify`] decides. A client that is silent for `timeout`
+/// before its first byte (a server-first protocol such as MySQL or NATS)
+/// or in the middle of what could be a request line (a protocol that sends
+/// `GET key` and waits) is raw TCP. The request line fits in one segment
+/// ([`MAX_REQUEST_LINE`] is below any MSS), so real HTTP clients do not
+/// pause inside it.
 pub async fn sniff(stream: &mut TcpStream, timeout: Duration) -> std::io::Result<Sniffed> {
     let mut buf = BytesMut::with_capacity(MAX_REQUEST_LINE);
-    let mut deadline = tokio::time::Instant::now() + timeout;
+    let give_up = tokio::time::Instant::now() + REQUEST_LINE_TIMEOUT;
     loop {
-        let empty = buf.is_empty();
+        let deadline = give_up.min(tokio::time::Instant::now() + timeout);
         match tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await {
             Err(_elapsed) => {
                 return Ok(Sniffed {
@@ -145,9 +149,6 @@ pub async fn sniff(stream: &mut TcpStream, timeout: Duration) -> std::io::Result
                 prefix: buf.freeze(),
                 closed: false,
             });
-        }
-        if empty {
-            deadline = tokio::time::Instant::now() + REQUEST_LINE_TIMEOUT;
         }
     }
 }

@@ -422,3 +422,61 @@ async fn a_redis_inline_get_is_raw_tcp() {
         .await;
     assert_eq!(tcp, 1.0);
 }
+
+/// Writes `parts` on one connection with `gap` between them, then reads
+/// until the proxy closes.
+async fn send_in_parts(proxy: &TestProxy, parts: &[&[u8]], gap: Duration) -> String {
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            tokio::time::sleep(gap).await;
+        }
+        stream.write_all(part).await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn a_request_line_in_pieces_is_http_while_the_client_keeps_sending() {
+    let upstream = recorder().await;
+    let proxy = start_proxy_with(
+        upstream.addr,
+        "rules:\n- match: {path: /x}\n  abort: {status: 503}\n",
+        &[("FAULTLINE_DETECT_TIMEOUT_MS", "1000")],
+    )
+    .await;
+    // Each pause is shorter than the detection timeout, all of them longer.
+    let response = send_in_parts(
+        &proxy,
+        &[
+            b"GET",
+            b" /x",
+            b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        ],
+        Duration::from_millis(600),
+    )
+    .await;
+    assert!(status(&response).starts_with("HTTP/1.1 503"), "{response}");
+
+    // Silent for longer than the timeout mid-line: not HTTP, passed on as
+    // bytes (the upstream happens to speak HTTP; no rule applied).
+    let response = send_in_parts(
+        &proxy,
+        &[
+            b"GET /x",
+            b" HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+        ],
+        Duration::from_millis(1500),
+    )
+    .await;
+    assert!(status(&response).starts_with("HTTP/1.1 200"), "{response}");
+    let tcp = proxy
+        .metric("faultline_connections_total{direction=\"inbound\",protocol=\"tcp\"}")
+        .await;
+    assert_eq!(tcp, 1.0);
+}
