@@ -160,27 +160,52 @@ async fn extension_methods_are_http_on_a_keep_alive_connection() {
 async fn a_malformed_chunked_body_is_the_clients_fault() {
     let upstream = recorder().await;
     let proxy = start_proxy(upstream.addr, "rules: []\n").await;
-    let response = send(
-        &proxy,
-        b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\
-          zz\r\nhello\r\n0\r\n\r\n",
-    )
-    .await;
-    assert!(status(&response).starts_with("HTTP/1.1 400"), "{response}");
-    assert!(
-        response.contains("failed to read the request body from the client"),
-        "{response}"
-    );
+    let huge_extension = format!("3;{}\r\nabc\r\n0\r\n\r\n", "x".repeat(20_000));
+    let bodies: [&[u8]; 4] = [
+        b"zz\r\nhello\r\n0\r\n\r\n",
+        b"ffffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        b"3\r\nabcX\r\n0\r\n\r\n",
+        huge_extension.as_bytes(),
+    ];
+    for body in bodies {
+        let mut request =
+            b"POST /upload HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        request.extend_from_slice(body);
+        let response = send(&proxy, &request).await;
+        assert!(status(&response).starts_with("HTTP/1.1 400"), "{response}");
+        assert!(
+            response.contains("failed to read the request body from the client"),
+            "{response}"
+        );
+    }
     eventually(
-        "the bad body to be counted",
+        "the bad bodies to be counted",
         Duration::from_secs(5),
-        || async { bad_requests(&proxy).await == 1.0 },
+        || async { bad_requests(&proxy).await == 4.0 },
     )
     .await;
     let upstream_errors = proxy
         .metric("faultline_upstream_connect_errors_total{direction=\"inbound\"}")
         .await;
     assert_eq!(upstream_errors, 0.0);
+}
+
+#[tokio::test]
+async fn an_http2_host_must_agree_with_the_authority() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, "rules: []\n").await;
+    let mut client = h2_client(proxy.addr).await;
+    let request = |host: &str| {
+        Request::get("http://a.example/hello")
+            .header("host", host)
+            .body(full(""))
+            .unwrap()
+    };
+    let response = client.send_request(request("b.example")).await.unwrap();
+    assert_eq!(response.status(), 400);
+    let response = client.send_request(request("a.example")).await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(upstream.hits(), 1);
 }
 
 #[tokio::test]
