@@ -281,10 +281,11 @@ fn validate_status(field: &str, status: u16) -> Check {
     }
 }
 
-/// 204 and 304 responses end at their headers (RFC 9110 sections 15.3.5
-/// and 15.4.5): a body there would be dropped on the wire without a word.
+/// 204, 205 and 304 responses have no content (RFC 9110 sections 15.3.5,
+/// 15.3.6 and 15.4.5): a body there would be dropped on the wire without a
+/// word, or break the client's framing.
 fn validate_bodiless(field: &str, status: u16, body: Option<&str>) -> Check {
-    if matches!(status, 204 | 304) && body.is_some_and(|b| !b.is_empty()) {
+    if matches!(status, 204 | 205 | 304) && body.is_some_and(|b| !b.is_empty()) {
         return fail(
             field,
             format!("a {status} response has no body; remove body or use another status"),

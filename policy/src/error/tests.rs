@@ -223,6 +223,10 @@ fn error_bodies_on_bodiless_statuses() {
         r#"rules[0] "r": respond.body: a 204 response has no body; remove body or use another status"#
     );
     assert_eq!(
+        err(&rule("respond: {status: 205, body: x}")),
+        r#"rules[0] "r": respond.body: a 205 response has no body; remove body or use another status"#
+    );
+    assert_eq!(
         err(&rule("abort: {status: 304, body: x}")),
         r#"rules[0] "r": abort.body: a 304 response has no body; remove body or use another status"#
     );
@@ -234,7 +238,7 @@ fn error_bodies_on_bodiless_statuses() {
         "respond: {status: 204}",
         "respond: {status: 304, headers: {etag: \"x\"}}",
         "respond: {status: 204, body: \"\"}",
-        "respond: {status: 205, body: x}",
+        "respond: {status: 206, body: x}",
     ] {
         assert!(parse(&rule(ok)).is_ok(), "{ok}");
     }
