@@ -43,11 +43,12 @@ impl BadRequest {
 /// (the coding wins, the length is dropped, the connection closes after
 /// the response); these are the rest.
 pub fn check_head(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<(), BadRequest> {
-    let hosts = headers.get_all(header::HOST).iter().count();
-    if hosts > 1 {
-        return Err(BadRequest::HostRepeated(hosts));
+    let mut hosts = headers.get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(BadRequest::HostRepeated(2 + hosts.count()));
     }
-    if let Some(host) = headers.get(header::HOST)
+    if let Some(host) = host
         && !host.as_bytes().iter().all(|b| is_authority_byte(*b))
     {
         return Err(BadRequest::HostInvalid(
@@ -57,7 +58,7 @@ pub fn check_head(version: Version, uri: &Uri, headers: &HeaderMap) -> Result<()
     // In HTTP/1.1 an absolute-form target's authority simply replaces Host
     // (RFC 9112 section 3.2.2); HTTP/2 calls a disagreement malformed.
     if version == Version::HTTP_2
-        && let (Some(authority), Some(host)) = (uri.authority(), headers.get(header::HOST))
+        && let (Some(authority), Some(host)) = (uri.authority(), host)
         && !host
             .as_bytes()
             .eq_ignore_ascii_case(authority.as_str().as_bytes())

@@ -103,14 +103,16 @@ pub fn is_grpc(headers: &HeaderMap) -> bool {
 /// the request is answered in HTTP/1.1 (RFC 9113 section 3.1 deprecates the
 /// upgrade; h2c clients use prior knowledge, which the proxy detects).
 pub fn is_upgrade(headers: &HeaderMap) -> bool {
-    let h2c = headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|protocol| protocol.trim().eq_ignore_ascii_case("h2c"));
+    let h2c = || {
+        headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|protocol| protocol.trim().eq_ignore_ascii_case("h2c"))
+    };
     headers.contains_key(header::UPGRADE)
-        && !h2c
+        && !h2c()
         && headers
             .get_all(header::CONNECTION)
             .iter()
