@@ -10,12 +10,16 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use crate::model::{DelaySide, FaultKind, GrpcCode, PartitionMode};
 
 /// A fault to apply, with the rule it came from (for metrics and logs).
+///
+/// It borrows the rule's name from the compiled policy: deciding costs no
+/// reference-count traffic on the policy that every worker shares, and the
+/// data plane clones the name only for a fault it carries out.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Decision {
+pub struct Decision<'p> {
     /// Position of the rule in the policy's `rules`.
     pub rule_index: usize,
     /// The rule's `name`, or `rules[i]` when it has none.
-    pub rule_name: Arc<str>,
+    pub rule_name: &'p Arc<str>,
     pub kind: FaultKind,
     pub action: Action,
 }
@@ -51,6 +55,15 @@ pub enum Action {
         after_bytes: Option<u64>,
         after: Option<Duration>,
     },
+}
+
+impl Action {
+    /// True for a fault that changes nothing (a delay that came out as
+    /// zero): the rule fired, yet the data plane has nothing to do, so it
+    /// arms no timer and records no fault.
+    pub fn is_noop(&self) -> bool {
+        matches!(self, Action::Delay { duration, .. } if duration.is_zero())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -38,11 +38,27 @@ pub struct CompiledPolicy {
     pub(crate) on_connect: Vec<usize>,
     pub(crate) on_tcp: Vec<usize>,
     pub(crate) on_request: Vec<usize>,
+    /// `on_request` narrowed to the rules a request with one of
+    /// [`INDEXED_METHODS`] can match: a `GET` is never tested against
+    /// `methods: [POST]` rules, however many there are.
+    pub(crate) on_request_by_method: [Vec<usize>; INDEXED_METHODS.len()],
     /// After this instant nothing is faulted any more (the policy's
     /// `until`/`duration`, set by the store), so faults end even when the
     /// controller that would remove the policy is unreachable.
     pub(crate) expires: Option<Instant>,
 }
+
+/// The methods with their own list of candidate rules; requests with any
+/// other method go through every `on_request` rule.
+pub(crate) const INDEXED_METHODS: [Method; 7] = [
+    Method::GET,
+    Method::POST,
+    Method::PUT,
+    Method::DELETE,
+    Method::HEAD,
+    Method::PATCH,
+    Method::OPTIONS,
+];
 
 #[derive(Debug)]
 pub(crate) struct CompiledRule {
@@ -153,6 +169,17 @@ pub fn compile(policy: &Policy, peers: &PeerIps) -> CompiledPolicy {
                 tracing::warn!(rule = index, error = %why, "skipping a rule that failed to compile");
             }
         }
+    }
+    for (stage, method) in out.on_request_by_method.iter_mut().zip(&INDEXED_METHODS) {
+        *stage = out
+            .on_request
+            .iter()
+            .copied()
+            .filter(|&at| {
+                let methods = &out.rules[at].matcher.methods;
+                methods.is_empty() || methods.contains(method)
+            })
+            .collect();
     }
     out
 }

@@ -22,7 +22,9 @@ use http::{HeaderMap, Method};
 use rand::Rng;
 
 use crate::action::{Action, Decision};
-use crate::compile::{Chance, CompiledFault, CompiledPolicy, CompiledRule, DelaySampler, Matcher};
+use crate::compile::{
+    Chance, CompiledFault, CompiledPolicy, CompiledRule, DelaySampler, INDEXED_METHODS, Matcher,
+};
 use crate::model::{Direction, Protocol};
 
 #[cfg(test)]
@@ -106,13 +108,14 @@ impl CompiledPolicy {
         &self,
         req: &RequestInfo<'_>,
         rng: &mut R,
-    ) -> Option<Decision> {
-        if self.on_request.is_empty() || self.expired() {
+    ) -> Option<Decision<'_>> {
+        let stage = self.request_stage(req.method);
+        if stage.is_empty() || self.expired() {
             return None;
         }
         let probe = is_probe(req.headers);
         let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
-        self.first_firing(&self.on_request, req.source_ip, rng, |m| {
+        self.first_firing(stage, req.source_ip, rng, |m| {
             (!probe || m.probes)
                 && m.l4_matches(
                     req.direction,
@@ -135,17 +138,29 @@ impl CompiledPolicy {
         })
     }
 
+    /// The request-stage rules a request with `method` can match.
+    fn request_stage(&self, method: &Method) -> &[usize] {
+        INDEXED_METHODS
+            .iter()
+            .position(|m| m == method)
+            .map_or(&self.on_request, |i| &self.on_request_by_method[i])
+    }
+
     /// The connection-level fault (`partition`, `reset`) for a new connection.
     pub fn decide_connection<R: Rng + ?Sized>(
         &self,
         conn: &ConnInfo,
         rng: &mut R,
-    ) -> Option<Decision> {
+    ) -> Option<Decision<'_>> {
         self.decide_l4(&self.on_connect, conn, rng)
     }
 
     /// The fault for a connection detected as raw TCP (not HTTP or gRPC).
-    pub fn decide_tcp<R: Rng + ?Sized>(&self, conn: &ConnInfo, rng: &mut R) -> Option<Decision> {
+    pub fn decide_tcp<R: Rng + ?Sized>(
+        &self,
+        conn: &ConnInfo,
+        rng: &mut R,
+    ) -> Option<Decision<'_>> {
         self.decide_l4(&self.on_tcp, conn, rng)
     }
 
@@ -154,7 +169,7 @@ impl CompiledPolicy {
         stage: &[usize],
         conn: &ConnInfo,
         rng: &mut R,
-    ) -> Option<Decision> {
+    ) -> Option<Decision<'_>> {
         if stage.is_empty() || self.expired() {
             return None;
         }
@@ -174,7 +189,7 @@ impl CompiledPolicy {
         client: IpAddr,
         rng: &mut R,
         matches: impl Fn(&Matcher) -> bool,
-    ) -> Option<Decision> {
+    ) -> Option<Decision<'_>> {
         stage
             .iter()
             .filter_map(|i| self.rules.get(*i))
@@ -212,7 +227,7 @@ impl CompiledRule {
         drawn && self.first.as_ref().is_none_or(|f| f.try_take(client))
     }
 
-    fn decision<R: Rng + ?Sized>(&self, rng: &mut R) -> Decision {
+    fn decision<R: Rng + ?Sized>(&self, rng: &mut R) -> Decision<'_> {
         let action = match &self.fault {
             CompiledFault::Delay { sampler, side } => Action::Delay {
                 duration: sampler.sample(rng),
@@ -232,7 +247,7 @@ impl CompiledRule {
         };
         Decision {
             rule_index: self.index,
-            rule_name: Arc::clone(&self.name),
+            rule_name: &self.name,
             kind: self.kind,
             action,
         }

@@ -57,8 +57,19 @@ pub struct DirectionLabels {
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct FaultLabels {
-    pub rule: String,
-    pub kind: String,
+    pub rule: RuleName,
+    pub kind: &'static str,
+}
+
+/// A rule's name as a label value: shares the compiled policy's string, so
+/// counting a fault allocates nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RuleName(pub std::sync::Arc<str>);
+
+impl EncodeLabelValue for RuleName {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(&self.0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -186,11 +197,11 @@ impl Metrics {
             .inc();
     }
 
-    pub fn fault(&self, rule: &str, kind: &str) {
+    pub fn fault(&self, rule: &std::sync::Arc<str>, kind: &'static str) {
         self.faults
             .get_or_create(&FaultLabels {
-                rule: rule.to_owned(),
-                kind: kind.to_owned(),
+                rule: RuleName(std::sync::Arc::clone(rule)),
+                kind,
             })
             .inc();
     }

@@ -318,7 +318,7 @@ fn decisions_carry_the_prepared_fault() {
     };
     let d = at(1, Protocol::Http);
     assert_eq!(
-        (d.rule_index, &*d.rule_name, d.kind),
+        (d.rule_index, &**d.rule_name, d.kind),
         (0, "rules[0]", FaultKind::Abort)
     );
     let Action::Abort(AbortAction::Http(resp)) = d.action else {
@@ -363,7 +363,7 @@ fn connection_stage_sees_only_partition_and_reset() {
         .decide_connection(&conn(Direction::Outbound, 4222, CLIENT, SERVER), &mut rng())
         .unwrap();
     assert_eq!(
-        (&*d.rule_name, d.action),
+        (&**d.rule_name, d.action),
         (
             "cut",
             Action::Partition {
@@ -543,6 +543,49 @@ fn normal_delay_is_clamped_at_zero() {
         "{zeros} zeros"
     );
     assert!(xs.iter().all(|x| *x >= 0.0));
+}
+
+#[test]
+fn methods_narrow_the_candidates_without_reordering_rules() {
+    let p = compiled(
+        "rules:\n- {name: posts, match: {methods: [POST]}, abort: {status: 500}}\n\
+         - {name: any, match: {path: /any}, abort: {status: 500}}\n\
+         - {name: purge, match: {methods: [PURGE, GET]}, abort: {status: 500}}\n",
+    );
+    let mut r = Req::new();
+    assert_eq!(r.hits(&p).as_deref(), Some("purge"));
+    r.path = "/any".into();
+    assert_eq!(r.hits(&p).as_deref(), Some("any"), "rule order holds");
+    r.method = Method::POST;
+    assert_eq!(r.hits(&p).as_deref(), Some("posts"));
+    r.path = "/".into();
+    r.method = Method::from_bytes(b"PURGE").unwrap();
+    assert_eq!(r.hits(&p).as_deref(), Some("purge"), "unindexed methods");
+    r.method = Method::DELETE;
+    assert_eq!(r.hits(&p), None);
+}
+
+#[test]
+fn a_zero_delay_fires_and_spends_its_budget_as_a_noop() {
+    let p = compiled(
+        "rules:\n- {name: zero, first: 2, delay: {fixed: 0s}}\n- {name: next, hang: {}}\n",
+    );
+    let r = Req::new();
+    let mut rng = rng();
+    for _ in 0..2 {
+        let decision = p.decide_request(&r.info(), &mut rng).unwrap();
+        assert_eq!(
+            &**decision.rule_name, "zero",
+            "it still wins over later rules"
+        );
+        assert!(decision.action.is_noop());
+    }
+    assert_eq!(p.first_used(0, CLIENT), Some(2));
+    let next = p.decide_request(&r.info(), &mut rng).unwrap();
+    assert!(!next.action.is_noop(), "{next:?}");
+    let delay = compiled("rules:\n- {delay: {fixed: 1ms}}\n");
+    let decision = delay.decide_request(&r.info(), &mut rng).unwrap();
+    assert!(!decision.action.is_noop());
 }
 
 #[test]

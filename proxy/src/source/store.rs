@@ -195,6 +195,14 @@ impl PolicyStore {
         Arc::clone(&self.inner.current.load().compiled)
     }
 
+    /// Runs `decide` on the compiled policy in force without taking a
+    /// reference to it: arc-swap's guard only touches this thread's own
+    /// slot, where cloning the `Arc` would bounce its counter between the
+    /// workers on every request.
+    pub fn with_compiled<R>(&self, decide: impl FnOnce(&CompiledPolicy) -> R) -> R {
+        decide(&self.inner.current.load().compiled)
+    }
+
     /// Records whether the controller stream is connected (shown on `/policy`).
     pub fn set_connected(&self, connected: bool) {
         let _writer = self.lock_writer();

@@ -77,14 +77,18 @@ pub struct Injected<F> {
     pub kind: &'static str,
 }
 
-impl<F> Injected<F> {
-    fn from_decision(decision: &Decision, fault: F) -> Self {
-        Injected {
-            fault,
-            rule: Arc::clone(&decision.rule_name),
-            kind: decision.kind.as_str(),
-        }
+/// Turns a decision into the effect the data plane carries out. A
+/// decision that changes nothing (a zero delay) is no effect at all: no
+/// timer, no wakeup, not counted as an injected fault.
+fn injected<F>(decision: Decision<'_>, effect: fn(&Action) -> Option<F>) -> Option<Injected<F>> {
+    if decision.action.is_noop() {
+        return None;
     }
+    Some(Injected {
+        fault: effect(&decision.action)?,
+        rule: Arc::clone(decision.rule_name),
+        kind: decision.kind.as_str(),
+    })
 }
 
 /// What the policy knows of a connection: its direction and addresses.
@@ -104,48 +108,53 @@ pub fn request_fault<B>(
     req: &Request<B>,
     grpc: bool,
 ) -> Option<Injected<HttpFault>> {
-    let compiled = store.compiled();
-    if compiled.is_empty() {
-        return None;
-    }
-    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
-    let info = RequestInfo {
-        direction: conn.direction,
-        destination_port: conn.destination_port,
-        protocol: if grpc {
-            PolicyProtocol::Grpc
-        } else {
-            PolicyProtocol::Http
-        },
-        method: req.method(),
-        path: req.uri().path(),
-        headers: req.headers(),
-        source_ip: conn.source_ip,
-        destination_ip: conn.destination_ip,
-        host,
-    };
-    let decision = compiled.decide_request(&info, &mut rand::rng())?;
-    let fault = http_fault(&decision.action)?;
-    Some(Injected::from_decision(&decision, fault))
+    store.with_compiled(|compiled| {
+        if compiled.is_empty() {
+            return None;
+        }
+        let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+            req.headers()
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        });
+        let info = RequestInfo {
+            direction: conn.direction,
+            destination_port: conn.destination_port,
+            protocol: if grpc {
+                PolicyProtocol::Grpc
+            } else {
+                PolicyProtocol::Http
+            },
+            method: req.method(),
+            path: req.uri().path(),
+            headers: req.headers(),
+            source_ip: conn.source_ip,
+            destination_ip: conn.destination_ip,
+            host,
+        };
+        injected(
+            compiled.decide_request(&info, &mut rand::rng())?,
+            http_fault,
+        )
+    })
 }
 
 /// Faults decided when a connection is accepted: partition, reset.
 pub fn connection_fault(store: &PolicyStore, conn: &ConnInfo) -> Option<Injected<ConnFault>> {
-    let decision = store.compiled().decide_connection(conn, &mut rand::rng())?;
-    let fault = conn_fault(&decision.action)?;
-    Some(Injected::from_decision(&decision, fault))
+    store.with_compiled(|compiled| {
+        injected(
+            compiled.decide_connection(conn, &mut rand::rng())?,
+            conn_fault,
+        )
+    })
 }
 
 /// Faults for a connection detected as raw TCP: delay, hang, abort
 /// reset, bandwidth.
 pub fn tcp_fault(store: &PolicyStore, conn: &ConnInfo) -> Option<Injected<ConnFault>> {
-    let decision = store.compiled().decide_tcp(conn, &mut rand::rng())?;
-    let fault = conn_fault(&decision.action)?;
-    Some(Injected::from_decision(&decision, fault))
+    store.with_compiled(|compiled| {
+        injected(compiled.decide_tcp(conn, &mut rand::rng())?, conn_fault)
+    })
 }
 
 /// The request-stage actions; L4-only actions never come from that stage.

@@ -320,3 +320,52 @@ async fn bandwidth_also_paces_uploads() {
     let elapsed = started.elapsed().as_secs_f64();
     assert!((1.7..=2.4).contains(&elapsed), "{elapsed:.2}s");
 }
+
+/// A rule that fires but changes nothing (a zero delay), one that never
+/// wins its draw (`percent: 0`) and one whose `first` budget is spent are
+/// no effect at all: nothing is delayed, counted or logged. Counting is the
+/// observable part of the effect machinery (a zero delay used to be counted
+/// and slept, waiting for the timer's next tick).
+#[tokio::test]
+async fn rules_that_do_nothing_inject_nothing() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:
+- {name: zero, match: {path: /hello}, delay: {fixed: 0s}}
+- {name: shadowed, match: {path: /hello}, abort: {status: 500}}
+- {name: undrawn, match: {path: /bytes/1}, percent: 0, delay: {fixed: 5s}}
+- {name: once, match: {path: /bytes/2}, first: 1, delay: {fixed: 10ms}}
+",
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for path in ["/hello", "/bytes/1", "/bytes/2"] {
+        for _ in 0..20 {
+            let response = client.get(proxy.url(path)).send().await.unwrap();
+            assert_eq!(response.status(), 200, "{path}: the zero delay still wins");
+        }
+    }
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metrics::value(
+            &metrics,
+            "faultline_requests_total{direction=\"inbound\",protocol=\"http1\"}"
+        ),
+        60.0
+    );
+    assert_eq!(
+        metrics::value(
+            &metrics,
+            "faultline_faults_injected_total{rule=\"once\",kind=\"delay\"}"
+        ),
+        1.0,
+        "the budget's one fault is counted: {metrics}"
+    );
+    for rule in ["zero", "shadowed", "undrawn"] {
+        assert!(
+            !metrics.contains(&format!("rule=\"{rule}\"")),
+            "{rule} counted a fault: {metrics}"
+        );
+    }
+}
