@@ -6,6 +6,15 @@
 //!   busy then, so a stall counts against every request it delays (no
 //!   coordinated omission). Prints
 //!   `rate=<achieved> p50_us=.. p90_us=.. p99_us=.. p999_us=.. errors=..`.
+//! - `split ADDR RATE SECONDS SPLIT_MS`: open-loop HTTP/1.1 at a fixed rate,
+//!   each request sent at its time on whichever keep-alive connection is
+//!   idle (a new one when none is), so a slow response never holds back the
+//!   next request. Latency is measured from the send; responses slower than
+//!   SPLIT_MS (the ones a delay fault chose) are counted apart. Prints
+//!   `rate=.. p50_us=.. p99_us=.. slow=<count> slow_pct=..` for the fast ones.
+//! - `tcp ADDR CONNS SECONDS`: saturated raw TCP: CONNS connections each
+//!   write 64 bytes and wait for the 64 bytes echoed back, again and again
+//!   (the upstream is `bench-upstream`'s echo port). Prints `rps=..`.
 //! - `hold ADDR CONNS SECONDS`: opens CONNS keep-alive connections, sends
 //!   one request on each, then holds them idle for SECONDS (for RSS).
 use std::time::{Duration, Instant};
@@ -19,7 +28,8 @@ type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage = "usage: bench-client latency ADDR RATE CONNS SECONDS | hold ADDR CONNS SECONDS";
+    let usage = "usage: bench-client latency ADDR RATE CONNS SECONDS | split ADDR RATE SECONDS SPLIT_MS \
+                 | tcp ADDR CONNS SECONDS | hold ADDR CONNS SECONDS";
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -30,6 +40,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             args[2].parse()?,
             args[3].parse()?,
             Duration::from_secs(args[4].parse()?),
+        )),
+        Some("split") if args.len() == 5 => {
+            // One thread, like the other modes' one worker: the dispatch
+            // loop and the connections share it.
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let local = tokio::task::LocalSet::new();
+            runtime.block_on(local.run_until(split(
+                args[1].parse()?,
+                args[2].parse()?,
+                Duration::from_secs(args[3].parse()?),
+                Duration::from_millis(args[4].parse()?),
+            )))
+        }
+        Some("tcp") if args.len() == 4 => runtime.block_on(tcp(
+            args[1].parse()?,
+            args[2].parse()?,
+            Duration::from_secs(args[3].parse()?),
         )),
         Some("hold") if args.len() == 4 => runtime.block_on(hold(
             args[1].parse()?,
@@ -115,11 +144,7 @@ async fn latency(
         errors += e;
     }
     all.sort_unstable();
-    let pct = |p: f64| {
-        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or(0)
-    };
+    let pct = |p: f64| quantile(&all, p);
     println!(
         "rate={:.0} p50_us={} p90_us={} p99_us={} p999_us={} errors={}",
         all.len() as f64 / length.as_secs_f64(),
@@ -129,6 +154,129 @@ async fn latency(
         pct(0.999),
         errors
     );
+    Ok(())
+}
+
+/// The value at quantile `p` of sorted samples.
+fn quantile(sorted: &[u64], p: f64) -> u64 {
+    sorted
+        .get(((sorted.len() as f64 * p) as usize).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0)
+}
+
+async fn split(
+    addr: std::net::SocketAddr,
+    rate: u64,
+    length: Duration,
+    slow: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    let idle: Rc<RefCell<Vec<Sender>>> = Rc::new(RefCell::new(Vec::new()));
+    for _ in 0..50 {
+        let sender = connect(addr).await?;
+        idle.borrow_mut().push(sender);
+    }
+    let fast = Rc::new(RefCell::new(Vec::new()));
+    let slow_count = Rc::new(RefCell::new(0u64));
+    let errors = Rc::new(RefCell::new(0u64));
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let start = Instant::now() + Duration::from_millis(200);
+    let record_from = start + Duration::from_secs(1);
+    let end = start + length + Duration::from_secs(1);
+    let mut next = start;
+    let mut inflight = Vec::new();
+    while next < end {
+        tokio::time::sleep_until(next.into()).await;
+        // Every request whose time has come goes out now, each on its own
+        // idle connection.
+        while next <= Instant::now() && next < end {
+            let record = next >= record_from;
+            next += interval;
+            let (idle, fast, slow_count, errors) = (
+                idle.clone(),
+                fast.clone(),
+                slow_count.clone(),
+                errors.clone(),
+            );
+            inflight.push(tokio::task::spawn_local(async move {
+                let popped = idle.borrow_mut().pop();
+                let mut sender = match popped {
+                    Some(sender) => sender,
+                    None => match connect(addr).await {
+                        Ok(sender) => sender,
+                        Err(_) => {
+                            *errors.borrow_mut() += 1;
+                            return;
+                        }
+                    },
+                };
+                let sent = Instant::now();
+                if request(&mut sender).await.is_err() {
+                    *errors.borrow_mut() += 1;
+                    return;
+                }
+                let took = sent.elapsed();
+                idle.borrow_mut().push(sender);
+                if !record {
+                } else if took >= slow {
+                    *slow_count.borrow_mut() += 1;
+                } else {
+                    fast.borrow_mut().push(took.as_micros() as u64);
+                }
+            }));
+        }
+    }
+    for task in inflight {
+        task.await?;
+    }
+    let mut fast = fast.take();
+    fast.sort_unstable();
+    let slow_count = *slow_count.borrow();
+    let total = fast.len() as u64 + slow_count;
+    println!(
+        "rate={:.0} p50_us={} p99_us={} slow={} slow_pct={:.1} errors={}",
+        total as f64 / length.as_secs_f64(),
+        quantile(&fast, 0.50),
+        quantile(&fast, 0.99),
+        slow_count,
+        100.0 * slow_count as f64 / total.max(1) as f64,
+        errors.borrow()
+    );
+    Ok(())
+}
+
+async fn tcp(
+    addr: std::net::SocketAddr,
+    conns: usize,
+    length: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let end = Instant::now() + length;
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let mut stream = tokio::net::TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        tasks.push(tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let mut exchanges = 0u64;
+            while Instant::now() < end {
+                if stream.write_all(&[b'x'; 64]).await.is_err()
+                    || stream.read_exact(&mut buf).await.is_err()
+                {
+                    break;
+                }
+                exchanges += 1;
+            }
+            exchanges
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        total += task.await?;
+    }
+    println!("rps={:.0}", total as f64 / length.as_secs_f64());
     Ok(())
 }
 

@@ -1,7 +1,9 @@
 //! A minimal, fast upstream for `bench/proxy.sh`: answers every request
 //! with a 13-byte body over HTTP/1.1 or h2c (prior knowledge).
 //!
-//! Usage: bench-upstream ADDR [WORKER_THREADS]
+//! With ECHO_ADDR, also echoes raw TCP there (for `bench-client tcp`).
+//!
+//! Usage: bench-upstream ADDR [WORKER_THREADS [ECHO_ADDR]]
 use std::convert::Infallible;
 
 use bytes::Bytes;
@@ -16,11 +18,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .ok_or("usage: bench-upstream ADDR [THREADS]")?
         .parse()?;
     let threads: usize = args.next().map_or(Ok(1), |t| t.parse())?;
+    let echo: Option<std::net::SocketAddr> = args.next().map(|a| a.parse()).transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        if let Some(echo) = echo {
+            let listener = tokio::net::TcpListener::bind(echo).await?;
+            tokio::spawn(async move {
+                while let Ok((mut stream, _)) = listener.accept().await {
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(async move {
+                        let (mut reader, mut writer) = stream.split();
+                        let _ = tokio::io::copy(&mut reader, &mut writer).await;
+                    });
+                }
+            });
+        }
         let listener = tokio::net::TcpListener::bind(addr).await?;
         loop {
             let (stream, _) = listener.accept().await?;
