@@ -37,6 +37,16 @@ pub const NATIVE_SIDECAR_ANNOTATION: &str = "faultline.dev/native-sidecar";
 
 pub const INIT_CONTAINER_NAME: &str = "faultline-init";
 pub const PROXY_CONTAINER_NAME: &str = "faultline-proxy";
+/// The projected token the proxy presents to the controller.
+pub const TOKEN_VOLUME_NAME: &str = "faultline-token";
+/// Scratch `/run` for the init container: iptables-legacy takes a lock file
+/// there and the init container's root filesystem is read-only.
+pub const XTABLES_VOLUME_NAME: &str = "faultline-xtables";
+/// Every container name injection adds: a pod that already uses one of
+/// them for something else cannot be injected.
+pub const INJECTED_CONTAINERS: [&str; 2] = [INIT_CONTAINER_NAME, PROXY_CONTAINER_NAME];
+/// Every volume name injection adds.
+pub const INJECTED_VOLUMES: [&str; 2] = [TOKEN_VOLUME_NAME, XTABLES_VOLUME_NAME];
 /// The proxy binary in the image (both containers run it).
 pub const PROXY_BINARY: &str = "faultline-proxy";
 /// The proxy runs as this user and group; its own traffic is never redirected.

@@ -65,7 +65,7 @@ impl RunningWebhook {
         let readiness = Readiness::default();
         readiness.set(true);
         let router = admission::router(AdmissionState {
-            config: Arc::new(config),
+            config: admission::fixed_config(config),
             metrics,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
         })
@@ -100,6 +100,26 @@ impl RunningWebhook {
     /// `https://127.0.0.1:<port>`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The webhook's `/metrics` text, fetched over its TLS listener.
+    pub async fn metrics(&self) -> Result<String, HarnessError> {
+        let failed =
+            |e: reqwest::Error| HarnessError::Webhook(format!("failed to read /metrics: {e}"));
+        let ca = reqwest::Certificate::from_pem(self.ca_pem.as_bytes()).map_err(failed)?;
+        let http = reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .map_err(failed)?;
+        http.get(format!("{}/metrics", self.url))
+            .send()
+            .await
+            .map_err(failed)?
+            .error_for_status()
+            .map_err(failed)?
+            .text()
+            .await
+            .map_err(failed)
     }
 
     /// The CA that signed the serving certificate (the `caBundle`).
@@ -230,6 +250,59 @@ pub fn plain_pod(name: &str) -> Pod {
     faultline_test_support::fixtures::pod(name)
 }
 
+/// Creates `pod` in `namespace` and returns it as stored together with the
+/// warnings the API server passed on (admission webhooks' `warnings`
+/// arrive as `Warning` response headers, which `Api::create` drops).
+pub async fn create_pod_with_warnings(
+    client: &kube::Client,
+    namespace: &str,
+    pod: &Pod,
+) -> Result<(Pod, Vec<String>), HarnessError> {
+    let failed = |what: &str, e: &dyn std::fmt::Display| {
+        HarnessError::Webhook(format!(
+            "failed to create a pod in {namespace}: {what}: {e}"
+        ))
+    };
+    let body = serde_json::to_vec(pod).map_err(|e| failed("encode", &e))?;
+    let request = http::Request::post(format!("/api/v1/namespaces/{namespace}/pods"))
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(kube::client::Body::from(body))
+        .map_err(|e| failed("request", &e))?;
+    let response = client.send(request).await.map_err(|e| failed("send", &e))?;
+    let status = response.status();
+    let warnings = response
+        .headers()
+        .get_all(http::header::WARNING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(warning_text)
+        .collect();
+    let bytes = response
+        .into_body()
+        .collect_bytes()
+        .await
+        .map_err(|e| failed("read", &e))?;
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&bytes);
+        return Err(failed("refused", &format!("{status}: {text}")));
+    }
+    let created = serde_json::from_slice(&bytes).map_err(|e| failed("decode", &e))?;
+    Ok((created, warnings))
+}
+
+/// The text of a `Warning: 299 - "text"` header value (RFC 7234).
+fn warning_text(header: &str) -> String {
+    let quoted = header
+        .split_once(' ')
+        .and_then(|(_, rest)| rest.split_once(' '))
+        .map_or(header, |(_, text)| text);
+    let inner = quoted
+        .strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(quoted);
+    inner.replace("\\\"", "\"").replace("\\\\", "\\")
+}
+
 /// Waits until pods created in `namespace` (which must be opted in) come
 /// back injected, probing with server-side dry runs that store nothing.
 pub async fn wait_until_injecting(
@@ -263,6 +336,15 @@ pub async fn wait_until_injecting(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warning_headers_unquote() {
+        assert_eq!(
+            warning_text(r#"299 - "faultline: annotation a=\"true\" ignored""#),
+            r#"faultline: annotation a="true" ignored"#
+        );
+        assert_eq!(warning_text("299 - \"plain\""), "plain");
+    }
 
     #[test]
     fn scoped_configurations_keep_the_production_selectors_and_add_the_scope() {

@@ -10,6 +10,7 @@
 //!   limit 413 (the API server then applies `failurePolicy: Ignore`).
 
 pub mod containers;
+pub mod fuzz;
 pub(crate) mod mutate;
 pub mod overrides;
 pub mod probes;
@@ -37,8 +38,9 @@ use kube::core::admission::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tokio::sync::watch;
 
-pub use mutate::{MutateError, Mutation, SkipReason, mutate};
+pub use mutate::{Fallback, MutateError, Mutation, SkipReason, mutate};
 pub use validate::{Denial, check_policy, validate};
 
 use crate::config::Config;
@@ -51,9 +53,24 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Shared by the admission handlers.
 #[derive(Clone)]
 pub struct AdmissionState {
-    pub config: Arc<Config>,
+    /// The current injection config: `serve` replaces it when the API
+    /// server's version (and so its native sidecar support) changes.
+    pub config: watch::Receiver<Arc<Config>>,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+}
+
+/// A config that never changes, for [`AdmissionState::config`].
+pub fn fixed_config(config: Config) -> watch::Receiver<Arc<Config>> {
+    watch::channel(Arc::new(config)).1
+}
+
+/// How a pod review ended, for metrics and logs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Review {
+    pub outcome: Outcome,
+    pub skipped: Option<SkipReason>,
+    pub fallbacks: Vec<Fallback>,
 }
 
 /// `POST /mutate` and `POST /validate`.
@@ -68,8 +85,9 @@ pub fn router(state: AdmissionState) -> Router {
 
 async fn mutate_endpoint(State(state): State<AdmissionState>, body: Bytes) -> Response {
     let started = Instant::now();
-    let request = match read_review::<Pod>(&body) {
-        Ok(request) => request,
+    let config = state.config.borrow().clone();
+    let (response, review) = match answer_mutate(&body, &config) {
+        Ok(answer) => answer,
         Err(message) => {
             state.metrics.observe(
                 ReviewKind::Mutate,
@@ -79,14 +97,16 @@ async fn mutate_endpoint(State(state): State<AdmissionState>, body: Bytes) -> Re
             return (StatusCode::BAD_REQUEST, message).into_response();
         }
     };
-    let (response, outcome) = review_pod(&request, &state.config);
-    if let Some(reason) = outcome.1 {
+    if let Some(reason) = review.skipped {
         state.metrics.skipped(reason);
+    }
+    for fallback in &review.fallbacks {
+        state.metrics.fallback(*fallback);
     }
     let body = review_json(response);
     state.metrics.observe(
         ReviewKind::Mutate,
-        outcome.0,
+        review.outcome,
         started.elapsed().as_secs_f64(),
     );
     body
@@ -94,8 +114,8 @@ async fn mutate_endpoint(State(state): State<AdmissionState>, body: Bytes) -> Re
 
 async fn validate_endpoint(State(state): State<AdmissionState>, body: Bytes) -> Response {
     let started = Instant::now();
-    let request = match read_review::<DynamicObject>(&body) {
-        Ok(request) => request,
+    let (response, outcome) = match answer_validate(&body) {
+        Ok(answer) => answer,
         Err(message) => {
             state.metrics.observe(
                 ReviewKind::Validate,
@@ -105,7 +125,6 @@ async fn validate_endpoint(State(state): State<AdmissionState>, body: Bytes) -> 
             return (StatusCode::BAD_REQUEST, message).into_response();
         }
     };
-    let (response, outcome) = review_object(&request, check_policy);
     let body = review_json(response);
     state.metrics.observe(
         ReviewKind::Validate,
@@ -113,6 +132,19 @@ async fn validate_endpoint(State(state): State<AdmissionState>, body: Bytes) -> 
         started.elapsed().as_secs_f64(),
     );
     body
+}
+
+/// What `/mutate` answers to `body`, or the message of its 400. No I/O
+/// apart from logging.
+pub fn answer_mutate(body: &[u8], config: &Config) -> Result<(AdmissionResponse, Review), String> {
+    let request = read_review::<Pod>(body)?;
+    Ok(review_pod(&request, config))
+}
+
+/// What `/validate` answers to `body`, or the message of its 400.
+pub fn answer_validate(body: &[u8]) -> Result<(AdmissionResponse, Outcome), String> {
+    let request = read_review::<DynamicObject>(body)?;
+    Ok(review_object(&request, check_policy))
 }
 
 /// The AdmissionReview we answer with, serialized in one pass; `patch` is
@@ -141,6 +173,18 @@ struct ResponseOut<'a> {
 }
 
 fn review_json(response: AdmissionResponse) -> Response {
+    match encode_review(&response) {
+        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failed to encode the response: {e}\n"),
+        )
+            .into_response(),
+    }
+}
+
+/// The AdmissionReview body answering with `response`.
+pub fn encode_review(response: &AdmissionResponse) -> Result<Vec<u8>, serde_json::Error> {
     let patch = response
         .patch
         .as_deref()
@@ -157,14 +201,7 @@ fn review_json(response: AdmissionResponse) -> Response {
             warnings: response.warnings.as_ref(),
         },
     };
-    match serde_json::to_vec(&out) {
-        Ok(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
-        Err(e) => (
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("failed to encode the response: {e}\n"),
-        )
-            .into_response(),
-    }
+    serde_json::to_vec(&out)
 }
 
 /// Parse an AdmissionReview body, or say why not (answered with 400).
@@ -190,17 +227,19 @@ where
 }
 
 /// Answer a pod review. Pure apart from logging.
-pub fn review_pod(
-    request: &AdmissionRequest<Pod>,
-    config: &Config,
-) -> (AdmissionResponse, (Outcome, Option<SkipReason>)) {
+pub fn review_pod(request: &AdmissionRequest<Pod>, config: &Config) -> (AdmissionResponse, Review) {
     let response = AdmissionResponse::from(request);
+    let review = |outcome, skipped, fallbacks| Review {
+        outcome,
+        skipped,
+        fallbacks,
+    };
     let Some(pod) = request
         .object
         .as_ref()
         .filter(|_| request.operation == Operation::Create)
     else {
-        return (response, (Outcome::Allowed, None));
+        return (response, review(Outcome::Allowed, None, Vec::new()));
     };
     let who = pod_ident(request, pod);
     match mutate(pod, config) {
@@ -209,28 +248,55 @@ pub fn review_pod(
             warnings,
             ..
         }) => {
-            tracing::debug!(pod = %who, reason = reason.as_str(), "pod not injected");
+            log_skip(&who, reason, &warnings);
             (
                 with_warnings(response, warnings),
-                (Outcome::Skipped, Some(reason)),
+                review(Outcome::Skipped, Some(reason), Vec::new()),
             )
         }
         Ok(Mutation {
-            patch, warnings, ..
+            patch,
+            warnings,
+            fallbacks,
+            ..
         }) => match response.clone().with_patch(patch) {
             Ok(patched) => {
-                tracing::debug!(pod = %who, "pod injected");
-                (with_warnings(patched, warnings), (Outcome::Injected, None))
+                if fallbacks.is_empty() {
+                    tracing::debug!(pod = %who, "pod injected");
+                } else {
+                    let reasons: Vec<&str> = fallbacks.iter().map(|f| f.as_str()).collect();
+                    tracing::info!(pod = %who, fallbacks = ?reasons, warnings = ?warnings, "pod injected with defaults in place of what it asked for");
+                }
+                (
+                    with_warnings(patched, warnings),
+                    review(Outcome::Injected, None, fallbacks),
+                )
             }
             Err(error) => {
                 tracing::error!(pod = %who, %error, "failed to encode patch");
-                (response.deny(error), (Outcome::Denied, None))
+                (
+                    response.deny(error),
+                    review(Outcome::Denied, None, Vec::new()),
+                )
             }
         },
         Err(error) => {
             tracing::info!(pod = %who, %error, "pod refused");
-            (response.deny(error), (Outcome::Denied, None))
+            (
+                response.deny(error),
+                review(Outcome::Denied, None, Vec::new()),
+            )
         }
+    }
+}
+
+/// A name conflict needs a person to act (the pod runs without the proxy
+/// it asked for); the other skips are expected.
+fn log_skip(who: &str, reason: SkipReason, warnings: &[String]) {
+    if reason == SkipReason::NameConflict {
+        tracing::info!(pod = %who, reason = reason.as_str(), warning = ?warnings.first(), "pod not injected");
+    } else {
+        tracing::debug!(pod = %who, reason = reason.as_str(), "pod not injected");
     }
 }
 

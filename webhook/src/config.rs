@@ -9,6 +9,7 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::admission::overrides::{Bounds, PROXY_CPU_BOUNDS, PROXY_MEMORY_BOUNDS};
 use crate::admission::quantity;
 
 /// The names, ports and identities shared with the proxy and with users
@@ -16,20 +17,17 @@ use crate::admission::quantity;
 pub use faultline_policy::contract::{
     ADMIN_PORT, EXCLUDE_INBOUND_PORTS_ANNOTATION, EXCLUDE_OUTBOUND_CIDRS_ANNOTATION,
     EXCLUDE_OUTBOUND_PORTS_ANNOTATION, FAULTS_ANNOTATION, INBOUND_CAPTURE_PORT,
-    INIT_CONTAINER_NAME, INJECT_LABEL, INJECTED_LABEL, NAMESPACE_INJECTION_LABEL,
-    NATIVE_SIDECAR_ANNOTATION, OUTBOUND_CAPTURE_PORT, PROXY_CONTAINER_NAME, PROXY_CPU_ANNOTATION,
-    PROXY_GID, PROXY_MEMORY_ANNOTATION, PROXY_UID, STATUS_ANNOTATION, TOKEN_AUDIENCE, TOKEN_FILE,
-    TOKEN_MOUNT_PATH,
+    INIT_CONTAINER_NAME, INJECT_LABEL, INJECTED_CONTAINERS, INJECTED_LABEL, INJECTED_VOLUMES,
+    NAMESPACE_INJECTION_LABEL, NATIVE_SIDECAR_ANNOTATION, OUTBOUND_CAPTURE_PORT,
+    PROXY_CONTAINER_NAME, PROXY_CPU_ANNOTATION, PROXY_GID, PROXY_MEMORY_ANNOTATION, PROXY_UID,
+    STATUS_ANNOTATION, TOKEN_AUDIENCE, TOKEN_FILE, TOKEN_MOUNT_PATH, TOKEN_VOLUME_NAME,
+    XTABLES_VOLUME_NAME,
 };
 
 /// Standard annotation read by `kubectl logs/exec`; we point it at the app so
 /// the sidecar placed first (classic mode) does not become the default.
 pub const DEFAULT_CONTAINER_ANNOTATION: &str = "kubectl.kubernetes.io/default-container";
 
-pub const TOKEN_VOLUME_NAME: &str = "faultline-token";
-/// Scratch `/run` for the init container: iptables-legacy takes a lock file
-/// there and the init container's root filesystem is read-only.
-pub const XTABLES_VOLUME_NAME: &str = "faultline-xtables";
 pub const TOKEN_EXPIRATION_SECONDS: i64 = 3600;
 
 /// Kubernetes names of our own objects.
@@ -47,9 +45,15 @@ pub struct Config {
     pub proxy_image: String,
     pub image_pull_policy: Option<String>,
     pub resources: ProxyResources,
-    /// Whether the API server supports native sidecars (1.29+); a pod's
-    /// `faultline.dev/native-sidecar` annotation overrides it.
+    /// The layout pods get unless their `faultline.dev/native-sidecar`
+    /// annotation says otherwise: native sidecars when true (which implies
+    /// the API server takes them).
     pub native_sidecars: bool,
+    /// Whether the API server takes native sidecars (1.29+), as discovered
+    /// from its version. A pod asking for them on a server that does not
+    /// gets the classic layout and a warning: older servers drop or refuse
+    /// `restartPolicy` on init containers.
+    pub native_supported: bool,
     /// Where proxies fetch their policy stream (`FAULTLINE_CONTROLLER_URL`).
     pub controller_url: String,
     /// PEM of the CA that signed the controller's certificate (`FAULTLINE_CA_PEM`).
@@ -89,6 +93,7 @@ impl Default for Config {
             image_pull_policy: None,
             resources: ProxyResources::default(),
             native_sidecars: false,
+            native_supported: false,
             controller_url: DEFAULT_CONTROLLER_URL.into(),
             ca_pem: None,
             proxy_log: None,
@@ -116,9 +121,20 @@ pub enum ConfigError {
     CaPem,
     #[error("invalid wait-ready timeout: must be between 1 and 3600 seconds")]
     WaitReadyTimeout,
+    #[error("invalid proxy {resource} request {request:?}: above its limit {limit:?}")]
+    RequestAboveLimit {
+        resource: &'static str,
+        request: String,
+        limit: String,
+    },
 }
 
 impl Config {
+    /// Whether a pod may get the native layout.
+    pub fn supports_native(&self) -> bool {
+        self.native_sidecars || self.native_supported
+    }
+
     /// Check every field `mutate` copies into pods, so a bad flag is reported
     /// at startup instead of as pods the API server rejects.
     pub fn validate(&self) -> Result<(), ConfigError> {
@@ -130,21 +146,7 @@ impl Config {
         {
             return Err(ConfigError::PullPolicy(policy.clone()));
         }
-        let r = &self.resources;
-        for (field, value) in [
-            ("cpu request", &r.cpu_request),
-            ("memory request", &r.memory_request),
-            ("cpu limit", &r.cpu_limit),
-            ("memory limit", &r.memory_limit),
-        ] {
-            if let Some(value) = value {
-                quantity::check(value).map_err(|reason| ConfigError::Quantity {
-                    field,
-                    value: value.clone(),
-                    reason,
-                })?;
-            }
-        }
+        self.resources.validate()?;
         let url = self.controller_url.as_str();
         let host = url.strip_prefix("https://").unwrap_or_default();
         if host.is_empty() || host.starts_with('/') || host.contains(char::is_whitespace) {
@@ -157,6 +159,46 @@ impl Config {
         }
         if !(1..=3600).contains(&self.wait_ready_timeout_seconds) {
             return Err(ConfigError::WaitReadyTimeout);
+        }
+        Ok(())
+    }
+}
+
+impl ProxyResources {
+    /// Every value is a quantity within the bounds pod overrides are held
+    /// to, and no request is above its limit.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let checks: [(&'static str, &Option<String>, Bounds); 4] = [
+            ("cpu request", &self.cpu_request, PROXY_CPU_BOUNDS),
+            ("memory request", &self.memory_request, PROXY_MEMORY_BOUNDS),
+            ("cpu limit", &self.cpu_limit, PROXY_CPU_BOUNDS),
+            ("memory limit", &self.memory_limit, PROXY_MEMORY_BOUNDS),
+        ];
+        for (field, value, bounds) in checks {
+            if let Some(value) = value {
+                bounds
+                    .check(value)
+                    .map_err(|reason| ConfigError::Quantity {
+                        field,
+                        value: value.clone(),
+                        reason,
+                    })?;
+            }
+        }
+        for (resource, request, limit) in [
+            ("cpu", &self.cpu_request, &self.cpu_limit),
+            ("memory", &self.memory_request, &self.memory_limit),
+        ] {
+            if let (Some(request), Some(limit)) = (request, limit)
+                && quantity::value(request).unwrap_or_default()
+                    > quantity::value(limit).unwrap_or_default()
+            {
+                return Err(ConfigError::RequestAboveLimit {
+                    resource,
+                    request: request.clone(),
+                    limit: limit.clone(),
+                });
+            }
         }
         Ok(())
     }
@@ -208,6 +250,27 @@ mod tests {
         assert!(matches!(
             bad(|c| c.controller_url = "https://".into()),
             ConfigError::ControllerUrl(_)
+        ));
+        assert!(matches!(
+            bad(|c| c.resources.memory_limit = Some("8Mi".into())),
+            ConfigError::Quantity {
+                field: "memory limit",
+                ..
+            }
+        ));
+        assert!(matches!(
+            bad(|c| c.resources.cpu_request = Some("64".into())),
+            ConfigError::Quantity {
+                field: "cpu request",
+                ..
+            }
+        ));
+        assert!(matches!(
+            bad(|c| c.resources.memory_request = Some("512Mi".into())),
+            ConfigError::RequestAboveLimit {
+                resource: "memory",
+                ..
+            }
         ));
         assert_eq!(bad(|c| c.ca_pem = Some("nope".into())), ConfigError::CaPem);
         assert_eq!(

@@ -11,6 +11,7 @@
 //! - [`admission`]: `/mutate` + `/validate`; pure [`admission::mutate`] and
 //!   [`admission::validate`].
 //! - [`server`]: the TLS server ([`server::serve`]) and `/healthz` `/readyz` `/metrics`.
+//! - [`server_version`]: the API server's version (native sidecar support), refreshed.
 //! - [`tls`]: [`tls::TlsReloader`], certificates reloaded from files without restart.
 //! - [`certs`]: rcgen CA + serving certificate, the Secret, caBundle patching, rotation.
 //! - [`webhook_config`]: our Mutating/ValidatingWebhookConfiguration objects.
@@ -28,6 +29,7 @@ pub mod inject;
 pub mod kubectl_fault;
 pub mod metrics;
 pub mod server;
+pub mod server_version;
 pub mod telemetry;
 pub mod tls;
 pub mod webhook_config;

@@ -3,6 +3,8 @@
 //! - `faultline_webhook_admission_requests_total{kind, outcome}`
 //! - `faultline_webhook_admission_duration_seconds{kind}` (server-side latency)
 //! - `faultline_webhook_skipped_pods_total{reason}`
+//! - `faultline_webhook_injection_fallbacks_total{reason}` (injected with a
+//!   default in place of what the pod asked for)
 //! - `faultline_webhook_tls_reloads_total{outcome}`
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
@@ -11,7 +13,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::admission::mutate::SkipReason;
+use crate::admission::mutate::{Fallback, SkipReason};
 
 /// Which endpoint handled a review.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -77,7 +79,7 @@ macro_rules! label_value {
         }
     )*};
 }
-label_value!(ReviewKind, Outcome, ReloadOutcome, SkipReason);
+label_value!(ReviewKind, Outcome, ReloadOutcome, SkipReason, Fallback);
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReviewLabels {
@@ -96,6 +98,11 @@ struct SkipLabels {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct FallbackLabels {
+    reason: Fallback,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ReloadLabels {
     outcome: ReloadOutcome,
 }
@@ -105,6 +112,7 @@ pub struct Metrics {
     requests: Family<ReviewLabels, Counter>,
     duration: Family<KindLabels, Histogram>,
     skipped: Family<SkipLabels, Counter>,
+    fallbacks: Family<FallbackLabels, Counter>,
     tls_reloads: Family<ReloadLabels, Counter>,
 }
 
@@ -118,6 +126,7 @@ impl Metrics {
                 Histogram::new(exponential_buckets(0.000_05, 2.0, 15))
             }),
             skipped: Family::default(),
+            fallbacks: Family::default(),
             tls_reloads: Family::default(),
         };
         let sub = registry.sub_registry_with_prefix("faultline_webhook");
@@ -137,12 +146,20 @@ impl Metrics {
             metrics.skipped.clone(),
         );
         sub.register(
+            "injection_fallbacks",
+            "Pods injected with a default in place of what they asked for, by reason",
+            metrics.fallbacks.clone(),
+        );
+        sub.register(
             "tls_reloads",
             "Serving certificate reloads by outcome",
             metrics.tls_reloads.clone(),
         );
         for reason in SkipReason::ALL {
             let _ = metrics.skipped.get_or_create(&SkipLabels { reason });
+        }
+        for reason in Fallback::ALL {
+            let _ = metrics.fallbacks.get_or_create(&FallbackLabels { reason });
         }
         metrics
     }
@@ -158,6 +175,12 @@ impl Metrics {
 
     pub fn skipped(&self, reason: SkipReason) {
         self.skipped.get_or_create(&SkipLabels { reason }).inc();
+    }
+
+    pub fn fallback(&self, reason: Fallback) {
+        self.fallbacks
+            .get_or_create(&FallbackLabels { reason })
+            .inc();
     }
 
     pub fn tls_reload(&self, ok: bool) {

@@ -55,7 +55,7 @@ async fn start(max_body_bytes: usize, extra: Router) -> Server {
         ..Config::default()
     };
     let state = AdmissionState {
-        config: Arc::new(config),
+        config: admission::fixed_config(config),
         metrics,
         max_body_bytes,
     };

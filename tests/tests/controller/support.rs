@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow, bail};
@@ -83,7 +82,7 @@ impl Webhook {
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = faultline_webhook::metrics::Metrics::register(&mut registry);
         let admission = admission::router(AdmissionState {
-            config: Arc::new(config),
+            config: admission::fixed_config(config),
             metrics,
             max_body_bytes: admission::DEFAULT_MAX_BODY_BYTES,
         });

@@ -26,17 +26,20 @@ use super::containers;
 use super::overrides::{OverrideError, Overrides};
 use crate::config::{
     ADMIN_PORT, Config, DEFAULT_CONTAINER_ANNOTATION, INBOUND_CAPTURE_PORT, INIT_CONTAINER_NAME,
-    INJECT_LABEL, INJECTED_LABEL, InjectionStatus, OUTBOUND_CAPTURE_PORT, PROXY_CONTAINER_NAME,
+    INJECT_LABEL, INJECTED_CONTAINERS, INJECTED_LABEL, INJECTED_VOLUMES, InjectionStatus,
+    NATIVE_SIDECAR_ANNOTATION, OUTBOUND_CAPTURE_PORT, PROXY_CONTAINER_NAME, PROXY_CPU_ANNOTATION,
     PROXY_GID, STATUS_ANNOTATION, TOKEN_VOLUME_NAME, XTABLES_VOLUME_NAME,
 };
 
 /// The outcome of [`mutate`]: a patch (empty when skipped), warnings for the
-/// user (returned in the AdmissionResponse) and why the pod was skipped.
+/// user (returned in the AdmissionResponse), why the pod was skipped, and
+/// what was injected otherwise than the pod asked.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mutation {
     pub patch: Patch,
     pub warnings: Vec<String>,
     pub skipped: Option<SkipReason>,
+    pub fallbacks: Vec<Fallback>,
 }
 
 /// Why a pod that reached the webhook was left alone (also a metrics label).
@@ -45,20 +48,28 @@ pub enum SkipReason {
     OptedOut,
     HostNetwork,
     AlreadyInjected,
+    /// A container or volume of the pod already has a name injection adds.
+    NameConflict,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 3] = [Self::OptedOut, Self::HostNetwork, Self::AlreadyInjected];
+    pub const ALL: [SkipReason; 4] = [
+        Self::OptedOut,
+        Self::HostNetwork,
+        Self::AlreadyInjected,
+        Self::NameConflict,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::OptedOut => "opted_out",
             Self::HostNetwork => "host_network",
             Self::AlreadyInjected => "already_injected",
+            Self::NameConflict => "name_conflict",
         }
     }
 
-    fn warning(self) -> String {
+    fn warning(self, spec: &PodSpec) -> String {
         match self {
             Self::OptedOut => format!("faultline: not injected: the pod has label {INJECT_LABEL}=false"),
             Self::HostNetwork => {
@@ -66,6 +77,37 @@ impl SkipReason {
                     .into()
             }
             Self::AlreadyInjected => "faultline: not injected again: the pod already has the faultline sidecar".into(),
+            Self::NameConflict => format!(
+                "faultline: not injected: the pod already has {}, a name the faultline sidecar needs; rename it to inject the pod",
+                conflicts(spec).join(" and ")
+            ),
+        }
+    }
+}
+
+/// Something injected otherwise than the pod asked (also a metrics label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Fallback {
+    /// Native sidecar asked for on an API server before 1.29: classic layout.
+    NativeUnsupported,
+    /// `faultline.dev/proxy-cpu` out of bounds: the default.
+    ProxyCpuOutOfBounds,
+    /// `faultline.dev/proxy-memory` out of bounds: the default.
+    ProxyMemoryOutOfBounds,
+}
+
+impl Fallback {
+    pub const ALL: [Fallback; 3] = [
+        Self::NativeUnsupported,
+        Self::ProxyCpuOutOfBounds,
+        Self::ProxyMemoryOutOfBounds,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NativeUnsupported => "native_unsupported",
+            Self::ProxyCpuOutOfBounds => "proxy_cpu_out_of_bounds",
+            Self::ProxyMemoryOutOfBounds => "proxy_memory_out_of_bounds",
         }
     }
 }
@@ -92,9 +134,10 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
             warnings: if quiet {
                 Vec::new()
             } else {
-                vec![reason.warning()]
+                vec![reason.warning(spec)]
             },
             skipped: Some(reason),
+            fallbacks: Vec::new(),
         });
     }
 
@@ -103,11 +146,20 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
     let serving = serving_containers(spec);
     let named_ports = named_tcp_ports(&serving);
     let overrides = Overrides::read(annotations, &named_ports).map_err(MutateError::Override)?;
-    let native = overrides.native_sidecar.unwrap_or(config.native_sidecars);
 
     // Run-to-completion pods (Jobs) need no warning in the classic layout:
     // the controller tells the proxy to finish once the app has exited.
     let mut warnings = Vec::new();
+    let mut fallbacks = Vec::new();
+    for ignored in &overrides.ignored {
+        warnings.push(ignored.warning());
+        fallbacks.push(if ignored.annotation == PROXY_CPU_ANNOTATION {
+            Fallback::ProxyCpuOutOfBounds
+        } else {
+            Fallback::ProxyMemoryOutOfBounds
+        });
+    }
+    let native = sidecar_layout(&overrides, config, &mut warnings, &mut fallbacks);
     let inbound = inbound_ports(&serving, &overrides, &mut warnings);
     let init = containers::init_container(config, containers::init_command(&inbound, &overrides));
     let (probe_ops, probe_ports) =
@@ -196,7 +248,28 @@ pub fn mutate(pod: &Pod, config: &Config) -> Result<Mutation, MutateError> {
         patch: Patch(ops),
         warnings,
         skipped: None,
+        fallbacks,
     })
+}
+
+/// Native (true) or classic: the pod's annotation, else the server's
+/// default, but never native on a server that cannot run it.
+fn sidecar_layout(
+    overrides: &Overrides,
+    config: &Config,
+    warnings: &mut Vec<String>,
+    fallbacks: &mut Vec<Fallback>,
+) -> bool {
+    let asked = overrides.native_sidecar.unwrap_or(config.native_sidecars);
+    if asked && !config.supports_native() {
+        warnings.push(format!(
+            "faultline: annotation {NATIVE_SIDECAR_ANNOTATION}=\"true\" ignored: the API server \
+             is older than 1.29 and does not run native sidecars; the pod gets the classic layout"
+        ));
+        fallbacks.push(Fallback::NativeUnsupported);
+        return false;
+    }
+    asked
 }
 
 fn skip_reason(pod: &Pod, spec: &PodSpec) -> Option<SkipReason> {
@@ -213,24 +286,66 @@ fn skip_reason(pod: &Pod, spec: &PodSpec) -> Option<SkipReason> {
     if spec.host_network == Some(true) {
         return Some(SkipReason::HostNetwork);
     }
+    if !conflicts(spec).is_empty() {
+        return Some(SkipReason::NameConflict);
+    }
     None
 }
 
-/// Any trace of a previous injection counts, so a reinvocation (or a pod
-/// copied from an injected one) never gets a second sidecar.
+/// Injected before: our status annotation is there and reads as ours (what
+/// a reinvocation, `inject -f` output or a copied pod carries), or every
+/// container and volume injection adds is there (a copy without the
+/// annotation). One matching name alone is a user's object: a conflict.
 fn is_injected(pod: &Pod, spec: &PodSpec) -> bool {
-    let annotated = pod
+    let marked = pod
         .metadata
         .annotations
         .as_ref()
-        .is_some_and(|a| a.contains_key(STATUS_ANNOTATION));
-    let ours = |c: &Container| c.name == PROXY_CONTAINER_NAME || c.name == INIT_CONTAINER_NAME;
-    annotated
-        || spec.containers.iter().any(ours)
-        || spec
-            .init_containers
-            .as_ref()
-            .is_some_and(|cs| cs.iter().any(ours))
+        .and_then(|a| a.get(STATUS_ANNOTATION))
+        .is_some_and(|s| serde_json::from_str::<InjectionStatus>(s).is_ok());
+    let names = container_names(spec);
+    let volumes = volume_names(spec);
+    marked
+        || (INJECTED_CONTAINERS.iter().all(|n| names.contains(n))
+            && INJECTED_VOLUMES.iter().all(|n| volumes.contains(n)))
+}
+
+fn container_names(spec: &PodSpec) -> Vec<&str> {
+    spec.containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .map(|c| c.name.as_str())
+        .chain(
+            spec.ephemeral_containers
+                .iter()
+                .flatten()
+                .map(|c| c.name.as_str()),
+        )
+        .collect()
+}
+
+fn volume_names(spec: &PodSpec) -> Vec<&str> {
+    spec.volumes
+        .iter()
+        .flatten()
+        .map(|v| v.name.as_str())
+        .collect()
+}
+
+/// The pod's containers and volumes whose names injection would add again,
+/// as `container "faultline-init"`; the API server refuses a pod with two.
+fn conflicts(spec: &PodSpec) -> Vec<String> {
+    let names = container_names(spec);
+    let volumes = volume_names(spec);
+    let containers = INJECTED_CONTAINERS
+        .iter()
+        .filter(|n| names.contains(n))
+        .map(|n| format!("container {n:?}"));
+    let volumes = INJECTED_VOLUMES
+        .iter()
+        .filter(|n| volumes.contains(n))
+        .map(|n| format!("volume {n:?}"));
+    containers.chain(volumes).collect()
 }
 
 /// The status annotation parses and every container it lists is in the pod.

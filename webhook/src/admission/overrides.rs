@@ -2,6 +2,11 @@
 //! exclusions for traffic capture, proxy resources and the sidecar mode.
 //! Every value is checked here so a typo is refused with the annotation's name
 //! instead of producing an init container that fails at pod start.
+//!
+//! Proxy resources are also held within [`PROXY_CPU_BOUNDS`] and
+//! [`PROXY_MEMORY_BOUNDS`]: a value that reads but is out of bounds is
+//! ignored (the proxy gets the configured default) and reported as an
+//! [`Ignored`] override, so a pod is never refused for it.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -25,6 +30,64 @@ pub struct OverrideError {
     pub reason: String,
 }
 
+/// The range a proxy resource (request or limit) must fall in, as
+/// Kubernetes quantities.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounds {
+    pub min: &'static str,
+    pub max: &'static str,
+}
+
+/// The proxy needs a few milli-CPUs to answer its probes in time; more than
+/// 8 cores is far beyond what one pod's traffic asks of it and is a typo
+/// (`1000` for `1000m`).
+pub const PROXY_CPU_BOUNDS: Bounds = Bounds {
+    min: "1m",
+    max: "8",
+};
+
+/// The idle proxy's RSS is about 6 MB; 16Mi leaves room for its policy and
+/// a few hundred connections, so a lower limit means OOM kills at start.
+/// 4Gi is sixteen times the default limit: anything above is a typo
+/// (`100Ti`) that would make the pod unschedulable.
+pub const PROXY_MEMORY_BOUNDS: Bounds = Bounds {
+    min: "16Mi",
+    max: "4Gi",
+};
+
+impl Bounds {
+    /// `Ok(())` when `text` is a quantity within the bounds.
+    pub fn check(&self, text: &str) -> Result<(), String> {
+        let value = quantity::value(text)?;
+        let bound = |q: &str| quantity::value(q).unwrap_or_default();
+        if value < bound(self.min) {
+            return Err(format!("below the minimum {}", self.min));
+        }
+        if value > bound(self.max) {
+            return Err(format!("above the maximum {}", self.max));
+        }
+        Ok(())
+    }
+}
+
+/// An override that was left out (the pod gets the default) and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ignored {
+    pub annotation: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl Ignored {
+    /// The AdmissionResponse warning: names the annotation and the bound.
+    pub fn warning(&self) -> String {
+        format!(
+            "faultline: ignored annotation {}={:?}: {}; the proxy gets the default",
+            self.annotation, self.value, self.reason
+        )
+    }
+}
+
 /// The pod's overrides, validated.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overrides {
@@ -34,6 +97,8 @@ pub struct Overrides {
     pub proxy_cpu: Option<String>,
     pub proxy_memory: Option<String>,
     pub native_sidecar: Option<bool>,
+    /// Resource overrides out of bounds, replaced by the default.
+    pub ignored: Vec<Ignored>,
 }
 
 impl Overrides {
@@ -62,13 +127,27 @@ impl Overrides {
             overrides.exclude_outbound_cidrs =
                 cidrs(v).map_err(|reason| error(EXCLUDE_OUTBOUND_CIDRS_ANNOTATION, v, reason))?;
         }
-        for (key, slot) in [
-            (PROXY_CPU_ANNOTATION, &mut overrides.proxy_cpu),
-            (PROXY_MEMORY_ANNOTATION, &mut overrides.proxy_memory),
+        for (key, bounds, slot) in [
+            (
+                PROXY_CPU_ANNOTATION,
+                PROXY_CPU_BOUNDS,
+                &mut overrides.proxy_cpu,
+            ),
+            (
+                PROXY_MEMORY_ANNOTATION,
+                PROXY_MEMORY_BOUNDS,
+                &mut overrides.proxy_memory,
+            ),
         ] {
-            if let Some(v) = get(key) {
-                quantity::check(v).map_err(|reason| error(key, v, reason))?;
-                *slot = Some(v.to_string());
+            let Some(v) = get(key) else { continue };
+            quantity::check(v).map_err(|reason| error(key, v, reason))?;
+            match bounds.check(v) {
+                Ok(()) => *slot = Some(v.to_string()),
+                Err(reason) => overrides.ignored.push(Ignored {
+                    annotation: key,
+                    value: v.to_string(),
+                    reason,
+                }),
             }
         }
         if let Some(v) = get(NATIVE_SIDECAR_ANNOTATION) {
@@ -229,6 +308,46 @@ mod tests {
         assert_eq!(o.native_sidecar, Some(false));
         assert!(read(&[(PROXY_CPU_ANNOTATION, "fast")]).is_err());
         assert!(read(&[(NATIVE_SIDECAR_ANNOTATION, "yes")]).is_err());
+    }
+
+    #[test]
+    fn resources_out_of_bounds_are_ignored_naming_the_bound() {
+        for (key, value, bound) in [
+            (PROXY_MEMORY_ANNOTATION, "1", "minimum 16Mi"),
+            (PROXY_MEMORY_ANNOTATION, "0", "minimum 16Mi"),
+            (PROXY_MEMORY_ANNOTATION, "15Mi", "minimum 16Mi"),
+            (PROXY_MEMORY_ANNOTATION, "100Ti", "maximum 4Gi"),
+            (PROXY_MEMORY_ANNOTATION, "1e999", "maximum 4Gi"),
+            (PROXY_CPU_ANNOTATION, "1000", "maximum 8"),
+            (PROXY_CPU_ANNOTATION, "0", "minimum 1m"),
+            (PROXY_CPU_ANNOTATION, "100u", "minimum 1m"),
+        ] {
+            let o = read(&[(key, value)]).unwrap();
+            assert_eq!(
+                (o.proxy_cpu.as_deref(), o.proxy_memory.as_deref()),
+                (None, None)
+            );
+            assert_eq!(o.ignored.len(), 1, "{key}={value}");
+            let warning = o.ignored[0].warning();
+            assert!(
+                warning.contains(key) && warning.contains(value) && warning.contains(bound),
+                "{warning}"
+            );
+        }
+    }
+
+    #[test]
+    fn resources_at_the_bounds_are_used() {
+        for (key, value) in [
+            (PROXY_MEMORY_ANNOTATION, "16Mi"),
+            (PROXY_MEMORY_ANNOTATION, "4Gi"),
+            (PROXY_CPU_ANNOTATION, "1m"),
+            (PROXY_CPU_ANNOTATION, "8"),
+            (PROXY_CPU_ANNOTATION, "8000m"),
+        ] {
+            let o = read(&[(key, value)]).unwrap();
+            assert!(o.ignored.is_empty(), "{key}={value}: {:?}", o.ignored);
+        }
     }
 
     #[test]

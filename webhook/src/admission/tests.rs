@@ -31,6 +31,7 @@ const FIXTURES: &[(&str, bool)] = &[
 fn config(native: bool) -> Config {
     Config {
         native_sidecars: native,
+        native_supported: native,
         ca_pem: Some(CA_PEM.into()),
         version: "0.0.0-test".into(),
         ..Config::default()
@@ -125,15 +126,94 @@ fn reinvocation_is_idempotent() {
 
 #[test]
 fn something_that_only_looks_injected_still_warns() {
-    // A container named like ours, no status annotation: a person should look.
-    let mut pod = load("plain");
-    pod["spec"]["containers"][0]["name"] = json!("faultline-init");
-    let (_, mutation) = apply(&pod, false);
-    assert_eq!(mutation.skipped, Some(SkipReason::AlreadyInjected));
-    assert!(!mutation.warnings.is_empty());
     // Copied from an injected pod but incomplete (the fixture lists an init container it lacks).
     let (_, copied) = apply(&load("already-injected"), false);
+    assert_eq!(copied.skipped, Some(SkipReason::AlreadyInjected));
     assert!(!copied.warnings.is_empty(), "{:?}", copied.warnings);
+}
+
+/// The pod keeps its own objects, is not injected, and the warning names
+/// what is in the way.
+fn assert_conflict(pod: &Value, names: &[&str]) {
+    let (patched, mutation) = apply(pod, false);
+    assert_eq!(
+        mutation.skipped,
+        Some(SkipReason::NameConflict),
+        "{names:?}"
+    );
+    assert_eq!(&patched, pod);
+    assert_eq!(mutation.warnings.len(), 1);
+    for name in names {
+        assert!(
+            mutation.warnings[0].contains(name),
+            "{name}: {:?}",
+            mutation.warnings
+        );
+    }
+}
+
+#[test]
+fn an_app_container_named_like_ours_is_a_conflict_not_an_injection() {
+    for (list, name) in [
+        ("containers", "faultline-init"),
+        ("containers", "faultline-proxy"),
+        ("initContainers", "faultline-init"),
+        ("initContainers", "faultline-proxy"),
+    ] {
+        let mut pod = load("plain");
+        pod["spec"][list] = json!([{"name": name, "image": "example/app:1"}]);
+        if list == "initContainers" {
+            pod["spec"]["containers"] = json!([{"name": "app", "image": "example/app:1"}]);
+        }
+        assert_conflict(&pod, &[&format!("container \"{name}\"")]);
+    }
+}
+
+#[test]
+fn a_volume_named_like_ours_is_a_conflict() {
+    for name in crate::config::INJECTED_VOLUMES {
+        let mut pod = load("plain");
+        pod["spec"]["volumes"] = json!([{"name": name, "emptyDir": {}}]);
+        assert_conflict(&pod, &[&format!("volume \"{name}\"")]);
+    }
+    let mut pod = load("plain");
+    pod["spec"]["volumes"] = json!([{"name": "faultline-token", "emptyDir": {}}]);
+    pod["spec"]["containers"][0]["name"] = json!("faultline-proxy");
+    assert_conflict(
+        &pod,
+        &[
+            "container \"faultline-proxy\"",
+            "volume \"faultline-token\"",
+        ],
+    );
+}
+
+#[test]
+fn a_complete_copy_without_the_status_annotation_is_injected_already() {
+    let (injected, _) = apply(&load("plain"), false);
+    let mut copy = injected.clone();
+    copy["metadata"]["annotations"]
+        .as_object_mut()
+        .unwrap()
+        .remove("faultline.dev/status");
+    let (again, mutation) = apply(&copy, false);
+    assert_eq!(mutation.skipped, Some(SkipReason::AlreadyInjected));
+    assert_eq!(again, copy);
+}
+
+#[test]
+fn a_status_annotation_that_is_not_ours_does_not_stop_injection() {
+    let mut pod = load("plain");
+    pod["metadata"]["annotations"] = json!({"faultline.dev/status": "hand-written"});
+    let (patched, mutation) = apply(&pod, false);
+    assert_eq!(mutation.skipped, None);
+    let status: crate::config::InjectionStatus = serde_json::from_str(
+        patched["metadata"]["annotations"]["faultline.dev/status"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(status.containers, ["faultline-init", "faultline-proxy"]);
 }
 
 #[test]
@@ -181,8 +261,85 @@ fn sidecar_layout_classic_vs_native() {
 fn annotation_overrides_server_default() {
     let (pod, _) = apply(&load("native-override-classic"), true);
     assert_eq!(pod["spec"]["containers"][0]["name"], "faultline-proxy");
-    let (pod, _) = apply(&load("existing-volumes"), false);
+    // Classic by default on a server that runs native sidecars.
+    let typed: Pod = serde_json::from_value(load("existing-volumes")).unwrap();
+    let classic_default = Config {
+        native_supported: true,
+        ..config(false)
+    };
+    let mutation = mutate(&typed, &classic_default).unwrap();
+    assert!(mutation.warnings.is_empty(), "{:?}", mutation.warnings);
+    assert!(mutation.fallbacks.is_empty());
+    let mut pod = load("existing-volumes");
+    json_patch::patch(&mut pod, &mutation.patch).unwrap();
     assert_eq!(pod["spec"]["initContainers"][1]["restartPolicy"], "Always");
+}
+
+#[test]
+fn native_asked_of_a_server_before_1_29_gets_classic_and_a_warning() {
+    let (pod, mutation) = apply(&load("existing-volumes"), false);
+    assert_eq!(mutation.skipped, None);
+    assert_eq!(mutation.fallbacks, [Fallback::NativeUnsupported]);
+    assert_eq!(mutation.warnings.len(), 1);
+    assert!(
+        mutation.warnings[0].contains("faultline.dev/native-sidecar")
+            && mutation.warnings[0].contains("1.29"),
+        "{:?}",
+        mutation.warnings
+    );
+    assert_eq!(pod["spec"]["containers"][0]["name"], "faultline-proxy");
+    assert!(
+        pod["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c.get("restartPolicy").is_none())
+    );
+    let status = pod["metadata"]["annotations"]["faultline.dev/status"]
+        .as_str()
+        .unwrap();
+    assert!(status.contains("\"nativeSidecar\":false"), "{status}");
+}
+
+#[test]
+fn resource_overrides_out_of_bounds_get_the_defaults_and_a_warning() {
+    let mut pod = load("plain");
+    pod["metadata"]["annotations"] = json!({
+        "faultline.dev/proxy-memory": "1",
+        "faultline.dev/proxy-cpu": "1000",
+    });
+    let (patched, mutation) = apply(&pod, false);
+    assert_eq!(mutation.skipped, None);
+    assert_eq!(
+        mutation.fallbacks,
+        [
+            Fallback::ProxyCpuOutOfBounds,
+            Fallback::ProxyMemoryOutOfBounds
+        ]
+    );
+    let warnings = mutation.warnings.join("\n");
+    assert!(
+        warnings.contains("faultline.dev/proxy-memory=\"1\"") && warnings.contains("minimum 16Mi"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("faultline.dev/proxy-cpu=\"1000\"") && warnings.contains("maximum 8"),
+        "{warnings}"
+    );
+    let proxy = patched["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "faultline-proxy")
+        .unwrap();
+    let defaults = crate::config::ProxyResources::default();
+    assert_eq!(
+        proxy["resources"],
+        json!({
+            "requests": {"cpu": defaults.cpu_request, "memory": defaults.memory_request},
+            "limits": {"memory": defaults.memory_limit},
+        })
+    );
 }
 
 #[test]

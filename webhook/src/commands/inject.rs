@@ -21,7 +21,9 @@ pub struct InjectArgs {
 }
 
 pub(super) fn run(args: InjectArgs) -> Result<(), CommandError> {
-    let config = args.injection.config(args.native_sidecars, None)?;
+    // Offline, the target cluster is unknown: a pod asking for native
+    // sidecars by annotation gets them.
+    let config = args.injection.config(args.native_sidecars, true, None)?;
     if config.ca_pem.is_none() {
         eprintln!(
             "faultline-webhook: note: no --ca-file; injected proxies will not trust the controller's certificate"

@@ -40,10 +40,13 @@ pub struct InjectionArgs {
 }
 
 impl InjectionArgs {
-    /// The validated injection config; the CA comes from --ca-file or `managed_ca`.
+    /// The validated injection config; the CA comes from --ca-file or
+    /// `managed_ca`. `native_sidecars` is the default layout,
+    /// `native_supported` whether the API server runs native sidecars.
     pub(super) fn config(
         &self,
         native_sidecars: bool,
+        native_supported: bool,
         managed_ca: Option<String>,
     ) -> Result<Config, CommandError> {
         let ca_pem = match &self.ca_file {
@@ -67,6 +70,7 @@ impl InjectionArgs {
                 memory_limit: Some(self.proxy_memory_limit.clone()),
             },
             native_sidecars,
+            native_supported,
             controller_url: self.controller_url.clone(),
             ca_pem,
             proxy_log: self.proxy_log.clone(),

@@ -15,10 +15,11 @@ use super::error::CommandError;
 use super::injection::InjectionArgs;
 use crate::admission::{self, AdmissionState, DEFAULT_MAX_BODY_BYTES};
 use crate::certs::CertManager;
-use crate::config::{self, SYSTEM_NAMESPACE};
+use crate::config::SYSTEM_NAMESPACE;
 use crate::controller::{Controller, ControllerConfig, ReviewLimits};
 use crate::metrics::Metrics;
 use crate::server::{self, Readiness, ServeOptions};
+use crate::server_version;
 use crate::tls::TlsReloader;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -93,10 +94,10 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
     if args.max_body_bytes < 64 * 1024 {
         return Err(CommandError::MaxBodyTooSmall);
     }
-    args.injection.config(false, None)?;
+    args.injection.config(false, false, None)?;
 
     let client = kube_client(&args).await?;
-    let native = native_sidecars(args.native_sidecars, client.as_ref()).await;
+    let supported = native_supported(args.native_sidecars, client.as_ref()).await;
 
     let shutdown = CancellationToken::new();
     let mut registry = Registry::default();
@@ -118,8 +119,35 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
         let tls = TlsReloader::from_files(cert, key).map_err(CommandError::TlsFiles)?;
         (tls, None, None)
     };
-    let config = args.injection.config(native, managed_ca)?;
-    tracing::info!(native_sidecars = native, image = %config.proxy_image, "injection configured");
+    let mode = args.native_sidecars;
+    let configure = {
+        let injection = args.injection.clone();
+        move |supported: bool| {
+            let native = mode == NativeMode::True || (mode == NativeMode::Auto && supported);
+            injection.config(native, supported || native, managed_ca.clone())
+        }
+    };
+    let config = configure(supported)?;
+    tracing::info!(
+        native_sidecars = config.native_sidecars,
+        native_sidecars_supported = config.supports_native(),
+        image = %config.proxy_image,
+        "injection configured"
+    );
+    let (config_tx, config_rx) = tokio::sync::watch::channel(Arc::new(config.clone()));
+    if let (Some(client), false) = (&client, mode == NativeMode::True) {
+        // The config was valid once; the version changes only the layout.
+        let configure =
+            move |supported: bool| configure(supported).unwrap_or_else(|_| config.clone());
+        tokio::spawn(server_version::refresh(
+            client.clone(),
+            supported,
+            configure,
+            config_tx,
+            server_version::REFRESH_INTERVAL,
+            shutdown.clone(),
+        ));
+    }
 
     match manager {
         Some(manager) => {
@@ -137,7 +165,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
 
     let readiness = Readiness::default();
     let state = AdmissionState {
-        config: Arc::new(config),
+        config: config_rx,
         metrics,
         max_body_bytes: args.max_body_bytes,
     };
@@ -197,7 +225,7 @@ const CONTROLLER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// controller) or can use one (native sidecar detection).
 async fn kube_client(args: &ServeArgs) -> Result<Option<kube::Client>, CommandError> {
     let needs_client = args.manage_certs || !args.disable_controller;
-    let wants_client = needs_client || args.native_sidecars == NativeMode::Auto;
+    let wants_client = needs_client || args.native_sidecars != NativeMode::True;
     if !wants_client {
         return Ok(None);
     }
@@ -211,12 +239,15 @@ async fn kube_client(args: &ServeArgs) -> Result<Option<kube::Client>, CommandEr
     }
 }
 
-async fn native_sidecars(mode: NativeMode, client: Option<&kube::Client>) -> bool {
+/// Whether the API server runs native sidecars: `true` says so; otherwise
+/// its version tells, and without an answer they are assumed missing (the
+/// classic layout runs everywhere).
+async fn native_supported(mode: NativeMode, client: Option<&kube::Client>) -> bool {
     match (mode, client) {
         (NativeMode::True, _) => true,
-        (NativeMode::False, _) | (NativeMode::Auto, None) => false,
-        (NativeMode::Auto, Some(client)) => match client.apiserver_version().await {
-            Ok(info) => config::native_sidecars_supported(&info.major, &info.minor),
+        (_, None) => false,
+        (_, Some(client)) => match server_version::native_supported(client).await {
+            Ok(supported) => supported,
             Err(error) => {
                 tracing::warn!(%error, "failed to read the API server version: assuming no native sidecars");
                 false

@@ -19,7 +19,9 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use faultline_policy::contract::NAMESPACE_INJECTION_LABEL;
+use faultline_policy::contract::{
+    INJECTED_CONTAINERS, INJECTED_VOLUMES, NAMESPACE_INJECTION_LABEL,
+};
 
 use super::objects::INJECTED_LABEL;
 
@@ -159,10 +161,17 @@ pub fn not_injected_note(namespace: &str, workload: Option<(&str, &str)>) -> Str
         Some((kind, name)) => format!("kubectl rollout restart {kind}/{name} -n {namespace}"),
         None => format!("delete and recreate the pod (kubectl delete pod ... -n {namespace})"),
     };
+    let names = INJECTED_CONTAINERS
+        .iter()
+        .chain(INJECTED_VOLUMES.iter())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "this pod runs without the faultline proxy, so fault policies cannot reach it: it was \
          created while the faultline webhook was unavailable or before its namespace was opted \
-         in. To inject it: {fix}"
+         in, or it has a container or volume named like the sidecar's ({names}; rename it). \
+         To inject it: {fix}"
     )
 }
 
