@@ -1,11 +1,13 @@
 //! The policy controller: `api_server` (annotations to proxies through a
 //! real kube-apiserver, with `support`), `stream` (the stream server over
-//! real TLS with the real proxy client, no API server) and `bench`
+//! real TLS with the real proxy client, no API server), `idle_expiry`
+//! (policies of workloads without injected pods expire too) and `bench`
 //! (`#[ignore]`d; `bench/controller.sh` runs it).
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 mod api_server;
 mod bench;
+mod idle_expiry;
 mod stream;
 mod support;
 mod token_reviews;

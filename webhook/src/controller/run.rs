@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::expiry;
 use super::hub::PolicyHub;
 use super::lifecycle::{self, PodLife, strip_pod};
-use super::objects::{INJECTED_LABEL, Kind, ObjKey, ObjectFacts, Watched};
+use super::objects::{FAULTS_ANNOTATION, INJECTED_LABEL, Kind, ObjKey, ObjectFacts, Watched};
 use super::state::{Action, PodSnapshot, PolicyState};
 use super::writer::{ActionContext, Writer};
 
@@ -108,6 +108,37 @@ impl Stores {
         None
     }
 
+    /// Every object that carries a policy annotation: pods and the five
+    /// workload kinds (a Deployment's ReplicaSets included; resolution
+    /// tells a copy from a policy).
+    pub fn annotated(&self) -> Vec<ObjectFacts> {
+        fn from<K: Watched + Clone>(store: &Store<PartialObjectMeta<K>>) -> Vec<ObjectFacts>
+        where
+            K::DynamicType: Default,
+        {
+            store
+                .state()
+                .iter()
+                .filter(|o| has_faults(&o.metadata))
+                .filter_map(|o| ObjectFacts::from_meta(K::KIND, &o.metadata))
+                .collect()
+        }
+        let pods = self
+            .pods
+            .state()
+            .iter()
+            .filter(|p| has_faults(&p.metadata))
+            .filter_map(|p| ObjectFacts::from_meta(Kind::Pod, &p.metadata))
+            .collect::<Vec<_>>();
+        let mut all = pods;
+        all.extend(from(&self.replicasets));
+        all.extend(from(&self.deployments));
+        all.extend(from(&self.statefulsets));
+        all.extend(from(&self.daemonsets));
+        all.extend(from(&self.jobs));
+        all
+    }
+
     /// Every pod as the reconciler sees it.
     pub fn pod_snapshots(&self) -> Vec<PodSnapshot> {
         self.pods
@@ -116,6 +147,12 @@ impl Stores {
             .filter_map(|p| pod_snapshot(p))
             .collect()
     }
+}
+
+fn has_faults(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
+    meta.annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(FAULTS_ANNOTATION))
 }
 
 /// Pure: the parts of a Pod the reconciler uses.
@@ -258,7 +295,8 @@ pub async fn reconcile_loop(
             continue;
         }
         let pods = stores.pod_snapshots();
-        let outcome = state.reconcile(&pods, |k| stores.owner(k));
+        let annotated = stores.annotated();
+        let outcome = state.reconcile_all(&pods, &annotated, |k| stores.owner(k));
         hub.metrics.reconciles.inc();
         let versions: std::collections::BTreeSet<&str> =
             outcome.pods.values().map(|p| p.version.as_str()).collect();

@@ -5,6 +5,10 @@
 //! A policy that does not validate never reaches a proxy: the source keeps
 //! its last good policy (per object uid) or, for a pod that never had one
 //! from that source, what the pod ran before.
+//!
+//! Every annotated object is a source, whether or not it governs an
+//! injected pod: `until` and `duration` end a policy on a workload scaled
+//! to zero, or whose pods are not injected, all the same.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -17,7 +21,7 @@ use super::expiry;
 pub use super::hub::{Peers, PodKey, PodPolicy};
 use super::lifecycle::PodLife;
 use super::objects::{ObjKey, ObjectFacts};
-use super::resolve::{Resolution, resolve};
+use super::resolve::{Resolution, is_copy, resolve};
 use super::version::{policy_version, text_version};
 
 /// A pod as the controller sees it.
@@ -42,7 +46,7 @@ pub struct SourceState {
     pub text_version: String,
     /// The parsed policy, or the validation error text.
     pub verdict: Result<Arc<Policy>, String>,
-    /// Injected pods it governs.
+    /// Injected pods it governs (zero for an object that governs none).
     pub pods: usize,
 }
 
@@ -103,6 +107,19 @@ impl PolicyState {
         pods: &[PodSnapshot],
         owners: impl Fn(&ObjKey) -> Option<ObjectFacts>,
     ) -> Outcome {
+        self.reconcile_all(pods, &[], owners)
+    }
+
+    /// [`reconcile`](Self::reconcile), with `annotated` (every object that
+    /// carries a policy) added as sources even when no injected pod
+    /// resolves to them, so the leader records, validates and expires
+    /// their policies too.
+    pub fn reconcile_all(
+        &mut self,
+        pods: &[PodSnapshot],
+        annotated: &[ObjectFacts],
+        owners: impl Fn(&ObjKey) -> Option<ObjectFacts>,
+    ) -> Outcome {
         let mut out = Outcome::default();
         for pod in pods.iter().filter(|p| p.injected) {
             let key = (pod.facts.key.namespace.clone(), pod.facts.key.name.clone());
@@ -157,9 +174,26 @@ impl PolicyState {
             out.pods.insert(key, policy);
         }
         self.served = out.pods.clone();
+        for facts in annotated {
+            self.add_idle_source(facts, &mut out);
+        }
         // Forget sources that are gone so their memory does not grow forever.
         self.last_good.retain(|k, _| out.sources.contains_key(k));
         out
+    }
+
+    /// An annotated object no injected pod resolved to: a source of no pods.
+    fn add_idle_source(&mut self, facts: &ObjectFacts, out: &mut Outcome) {
+        let Some(text) = facts.faults.as_deref() else {
+            return;
+        };
+        if out.sources.contains_key(&facts.key) || is_copy(facts) {
+            return;
+        }
+        self.evaluate(facts, text, out);
+        if let Some(source) = out.sources.get_mut(&facts.key) {
+            source.pods = 0;
+        }
     }
 
     /// Validate a source's annotation (memoised per text), returning the

@@ -302,6 +302,63 @@ fn the_leader_records_first_sight_once_and_expires_after_the_duration() {
 }
 
 #[test]
+fn a_policy_that_governs_no_injected_pod_still_expires() {
+    // A Deployment scaled to zero (no pods) and one whose pod is not injected.
+    let idle = facts(Kind::Deployment, "idle", Some(BRIEF), None);
+    let world = World::deployment(Some(BRIEF));
+    let mut uninjected = rs_pod("plain");
+    uninjected.injected = false;
+    let copy = facts(
+        Kind::ReplicaSet,
+        "checkout-1",
+        Some(SLOW),
+        Some((Kind::Deployment, "checkout")),
+    );
+    let checkout = world.owners[&ObjKey::new(Kind::Deployment, "shop", "checkout")].clone();
+    let annotated = [idle.clone(), checkout.clone(), copy];
+    let mut state = PolicyState::default();
+    let out = state.reconcile_all(&[uninjected], &annotated, world.lookup());
+    assert!(out.pods.is_empty());
+    // A Deployment's ReplicaSet carries a stale copy, never a policy.
+    let keys: Vec<&ObjKey> = out.sources.keys().collect();
+    assert_eq!(keys, [&checkout.key, &idle.key]);
+    assert!(out.sources.values().all(|s| s.pods == 0));
+
+    let t0: Timestamp = "2026-11-26T02:00:00Z".parse().unwrap();
+    let (actions, next) = state.plan(&out.sources, t0);
+    assert_eq!(actions.len(), 2, "{actions:?}");
+    assert!(
+        actions
+            .iter()
+            .all(|a| matches!(a, Action::RecordSeen { .. }))
+    );
+    assert_eq!(next, Some("2026-11-26T02:01:00Z".parse().unwrap()));
+    let (actions, _) = state.plan(&out.sources, "2026-11-26T02:01:00Z".parse().unwrap());
+    let expired: Vec<&ObjKey> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Expire { key, .. } => Some(key),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(expired, [&checkout.key, &idle.key]);
+}
+
+#[test]
+fn an_object_with_injected_pods_is_counted_once_however_often_it_is_listed() {
+    let world = World::deployment(Some(BRIEF));
+    let checkout = world.owners[&ObjKey::new(Kind::Deployment, "shop", "checkout")].clone();
+    let mut state = PolicyState::default();
+    let out = state.reconcile_all(
+        &[rs_pod("a"), rs_pod("b")],
+        &[checkout.clone(), checkout.clone()],
+        world.lookup(),
+    );
+    assert_eq!(out.sources[&checkout.key].pods, 2);
+    assert_eq!(out.pods.len(), 2);
+}
+
+#[test]
 fn a_recorded_seen_at_from_another_replica_is_honoured() {
     let mut world = World::deployment(Some(BRIEF));
     let version = crate::controller::version::text_version(BRIEF);
