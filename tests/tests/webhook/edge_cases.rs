@@ -301,3 +301,45 @@ async fn proxy_memory_out_of_bounds_gets_the_default_and_a_warning() -> anyhow::
     }
     edge.finish().await
 }
+
+#[tokio::test]
+async fn the_layout_follows_the_api_server_version_after_start() -> anyhow::Result<()> {
+    let Some(cp) = ControlPlane::shared_or_skip().await else {
+        return Ok(());
+    };
+    // A webhook that last believed the server ran native sidecars (before a
+    // rollback of the control plane, say) learns otherwise on its next read.
+    let configure = |supported: bool| Config {
+        native_sidecars: supported,
+        native_supported: supported,
+        ..Config::default()
+    };
+    let (tx, mut rx) = tokio::sync::watch::channel(std::sync::Arc::new(configure(true)));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(server_version::refresh(
+        cp.client(),
+        true,
+        configure,
+        tx,
+        std::time::Duration::from_millis(100),
+        stop.clone(),
+    ));
+    tokio::time::timeout(std::time::Duration::from_secs(30), rx.changed())
+        .await
+        .context("no new config within 30 s")??;
+    let config = rx.borrow_and_update().clone();
+    ensure!(
+        !config.native_sidecars && !config.supports_native(),
+        "still native after reading the 1.20 server's version"
+    );
+    // Unchanged answers publish nothing.
+    ensure!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), rx.changed())
+            .await
+            .is_err(),
+        "the same answer was published again"
+    );
+    stop.cancel();
+    task.await?;
+    Ok(())
+}
