@@ -48,7 +48,8 @@ pub async fn handle(
         },
     );
 
-    if let Err(bad) = check_head(req.version(), req.uri(), req.headers()) {
+    let sized = http_body::Body::size_hint(req.body()).exact().is_some();
+    if let Err(bad) = check_head(req.version(), req.uri(), req.headers(), sized) {
         let reason = crate::error_chain(&bad);
         return Ok(refuse(shared, &ctx, bad.status(), &reason, true));
     }
