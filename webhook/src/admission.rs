@@ -10,6 +10,7 @@
 //!   limit 413 (the API server then applies `failurePolicy: Ignore`).
 
 pub mod containers;
+#[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
 pub(crate) mod mutate;
 pub mod overrides;
