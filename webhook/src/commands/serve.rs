@@ -225,7 +225,7 @@ const CONTROLLER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// controller) or can use one (native sidecar detection).
 async fn kube_client(args: &ServeArgs) -> Result<Option<kube::Client>, CommandError> {
     let needs_client = args.manage_certs || !args.disable_controller;
-    let wants_client = needs_client || args.native_sidecars != NativeMode::True;
+    let wants_client = needs_client || args.native_sidecars == NativeMode::Auto;
     if !wants_client {
         return Ok(None);
     }
