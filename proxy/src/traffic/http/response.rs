@@ -63,9 +63,10 @@ pub fn bad_gateway(grpc: bool, reason: &str) -> Response<ProxyBody> {
     response
 }
 
-/// A request the proxy refuses (400, 501): says why, and closes the
-/// connection after it.
-pub fn refused(status: StatusCode, reason: &str) -> Response<ProxyBody> {
+/// A request the proxy refuses (400, 501): says why, and closes an
+/// HTTP/1.1 connection after it (HTTP/2 has no `Connection` header: only
+/// the one stream ends).
+pub fn refused(status: StatusCode, reason: &str, close: bool) -> Response<ProxyBody> {
     let mut response = Response::new(full(format!("faultline: {reason}\n")));
     *response.status_mut() = status;
     let headers = response.headers_mut();
@@ -73,7 +74,9 @@ pub fn refused(status: StatusCode, reason: &str) -> Response<ProxyBody> {
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if close {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
     response
 }
 

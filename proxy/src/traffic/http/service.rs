@@ -211,7 +211,7 @@ fn refuse(
             .inc();
     }
     tracing::debug!(client = %ctx.client, error = %reason, malformed, "refused a client's request");
-    refused(status, reason)
+    refused(status, reason, ctx.protocol == Protocol::Http1)
 }
 
 /// A connection's cached series of a per-request metric, for its own
