@@ -49,19 +49,32 @@ pub fn classify(buf: &[u8]) -> Classify {
     if buf.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(buf) {
         return Classify::NeedMore;
     }
-    request_line(&buf[..buf.len().min(MAX_REQUEST_LINE)])
+    // Empty lines before a request line are ignored (RFC 9112 section 2.2;
+    // hyper does too).
+    let buf = &buf[..buf.len().min(MAX_REQUEST_LINE)];
+    let blank = buf
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    let line = &buf[blank..];
+    let decided = if line.is_empty() {
+        Classify::NeedMore
+    } else {
+        request_line(line)
+    };
+    match decided {
+        // At the bound, what still has the shape of a request line is one.
+        Classify::NeedMore if buf.len() >= MAX_REQUEST_LINE => Classify::Done(if line.is_empty() {
+            Detected::Tcp
+        } else {
+            Detected::Http1
+        }),
+        decided => decided,
+    }
 }
 
 /// `method SP request-target SP HTTP/1.DIGIT`, or a prefix of it.
 fn request_line(line: &[u8]) -> Classify {
-    let long = line.len() >= MAX_REQUEST_LINE;
-    let need_more = |long| {
-        if long {
-            Classify::Done(Detected::Http1)
-        } else {
-            Classify::NeedMore
-        }
-    };
     let tcp = Classify::Done(Detected::Tcp);
     let method = line.iter().take_while(|b| is_tchar(**b)).count();
     if method > MAX_METHOD_BYTES {
@@ -76,7 +89,7 @@ fn request_line(line: &[u8]) -> Classify {
     let rest = rest.1;
     let target = rest.iter().take_while(|b| is_target_byte(**b)).count();
     let Some((after, version)) = rest.get(target..).and_then(|r| r.split_first()) else {
-        return need_more(long);
+        return Classify::NeedMore;
     };
     if target == 0 || *after != b' ' {
         return tcp;
@@ -87,7 +100,7 @@ fn request_line(line: &[u8]) -> Classify {
         return tcp;
     }
     match version.get(VERSION.len()) {
-        None => need_more(long),
+        None => Classify::NeedMore,
         Some(minor) if minor.is_ascii_digit() => Classify::Done(Detected::Http1),
         Some(_) => tcp,
     }
@@ -175,6 +188,19 @@ mod tests {
         ] {
             assert_eq!(classify(line), HTTP1, "{}", String::from_utf8_lossy(line));
         }
+    }
+
+    #[test]
+    fn empty_lines_before_a_request_line_are_skipped() {
+        assert_eq!(classify(b"\r\nGET / HTTP/1.1\r\n"), HTTP1);
+        assert_eq!(classify(b"\n\r\n\r\nPURGE /a HTTP/1.0"), HTTP1);
+        assert_eq!(classify(b"\r\n\r\n"), Classify::NeedMore);
+        assert_eq!(classify(b"\r\nGET /"), Classify::NeedMore);
+        assert_eq!(classify(b"\r\nGET key\r\n"), TCP);
+        assert_eq!(classify(&[b'\n'; MAX_REQUEST_LINE]), TCP);
+        let mut padded = vec![b'\n'; MAX_REQUEST_LINE - 6];
+        padded.extend_from_slice(b"GET /a");
+        assert_eq!(classify(&padded), HTTP1);
     }
 
     #[test]

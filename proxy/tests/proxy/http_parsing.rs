@@ -505,3 +505,19 @@ async fn a_request_line_in_pieces_is_http_while_the_client_keeps_sending() {
         .await;
     assert_eq!(tcp, 1.0);
 }
+
+#[tokio::test]
+async fn empty_lines_before_the_first_request_line_are_ignored() {
+    let upstream = recorder().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- match: {path: /x}\n  abort: {status: 503}\n",
+    )
+    .await;
+    let response = send(
+        &proxy,
+        b"\r\n\r\nGET /x HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(status(&response).starts_with("HTTP/1.1 503"), "{response}");
+}
