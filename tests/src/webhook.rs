@@ -64,12 +64,9 @@ impl RunningWebhook {
         let metrics = Metrics::register(&mut registry);
         let readiness = Readiness::default();
         readiness.set(true);
-        let router = admission::router(AdmissionState {
-            config: admission::fixed_config(config),
-            metrics,
-            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-        })
-        .merge(server::ops_router(Arc::new(registry), readiness));
+        let router =
+            admission::router(AdmissionState::new(config, metrics, DEFAULT_MAX_BODY_BYTES))
+                .merge(server::ops_router(Arc::new(registry), readiness));
         Self::start_router(router).await
     }
 

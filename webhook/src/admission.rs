@@ -7,11 +7,15 @@
 //! - [`validate`] (`admission/validate.rs`): refuse unparsable fault annotations.
 //! - this file: AdmissionReview in, AdmissionReview out, metrics; a review
 //!   that cannot be read is answered 400 with the reason, a body over the
-//!   limit 413 (the API server then applies `failurePolicy: Ignore`).
+//!   limit 413, a body that does not arrive in time 408 (the API server then
+//!   applies `failurePolicy: Ignore`).
+//! - `admission/intake.rs`: the bounds on buffered bodies and concurrent
+//!   decoding; a review over them is answered 429 with `Retry-After`.
 
 pub mod containers;
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzz;
+pub mod intake;
 pub(crate) mod mutate;
 pub mod overrides;
 pub mod probes;
@@ -25,12 +29,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use base64::Engine;
-use bytes::Bytes;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::DynamicObject;
 use kube::core::TypeMeta;
@@ -41,6 +44,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+pub use intake::{ReviewGate, ReviewLimits};
 pub use mutate::{Fallback, MutateError, Mutation, SkipReason, mutate};
 pub use validate::{Denial, check_policy, validate};
 
@@ -59,6 +63,20 @@ pub struct AdmissionState {
     pub config: watch::Receiver<Arc<Config>>,
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    /// Bounds concurrent decoding and buffered bodies; clones share them.
+    pub reviews: ReviewGate,
+}
+
+impl AdmissionState {
+    /// State with the default review bounds.
+    pub fn new(config: Config, metrics: Metrics, max_body_bytes: usize) -> Self {
+        Self {
+            config: fixed_config(config),
+            metrics,
+            max_body_bytes,
+            reviews: ReviewGate::new(ReviewLimits::default()),
+        }
+    }
 }
 
 /// A config that never changes, for [`AdmissionState::config`].
@@ -76,18 +94,23 @@ pub struct Review {
 
 /// `POST /mutate` and `POST /validate`.
 pub fn router(state: AdmissionState) -> Router {
-    let limit = state.max_body_bytes;
     Router::new()
         .route("/mutate", post(mutate_endpoint))
         .route("/validate", post(validate_endpoint))
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-async fn mutate_endpoint(State(state): State<AdmissionState>, body: Bytes) -> Response {
+async fn mutate_endpoint(State(state): State<AdmissionState>, request: Request) -> Response {
     let started = Instant::now();
+    let admitted = match admit(&state, request).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
     let config = state.config.borrow().clone();
-    let (response, review) = match answer_mutate(&body, &config) {
+    let answer = answer_mutate(&admitted.body, &config);
+    // Decoded and decided: the slot and the body's budget go back.
+    drop(admitted);
+    let (response, review) = match answer {
         Ok(answer) => answer,
         Err(message) => {
             state.metrics.observe(
@@ -113,9 +136,15 @@ async fn mutate_endpoint(State(state): State<AdmissionState>, body: Bytes) -> Re
     body
 }
 
-async fn validate_endpoint(State(state): State<AdmissionState>, body: Bytes) -> Response {
+async fn validate_endpoint(State(state): State<AdmissionState>, request: Request) -> Response {
     let started = Instant::now();
-    let (response, outcome) = match answer_validate(&body) {
+    let admitted = match admit(&state, request).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let answer = answer_validate(&admitted.body);
+    drop(admitted);
+    let (response, outcome) = match answer {
         Ok(answer) => answer,
         Err(message) => {
             state.metrics.observe(
@@ -146,6 +175,32 @@ pub fn answer_mutate(body: &[u8], config: &Config) -> Result<(AdmissionResponse,
 pub fn answer_validate(body: &[u8]) -> Result<(AdmissionResponse, Outcome), String> {
     let request = read_review::<DynamicObject>(body)?;
     Ok(review_object(&request, check_policy))
+}
+
+/// The review's body, within the review bounds, or the answer to send.
+async fn admit(state: &AdmissionState, request: Request) -> Result<intake::Admitted, Response> {
+    let (parts, body) = request.into_parts();
+    state
+        .reviews
+        .admit(&parts.headers, body, state.max_body_bytes, &state.metrics)
+        .await
+        .map_err(intake_response)
+}
+
+fn intake_response(error: intake::IntakeError) -> Response {
+    use intake::IntakeError;
+    let message = format!("{error}\n");
+    match error {
+        IntakeError::Busy(_) | IntakeError::BodyBudget(_) | IntakeError::QueueFull(_) => (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            message,
+        )
+            .into_response(),
+        IntakeError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, message).into_response(),
+        IntakeError::Timeout => (StatusCode::REQUEST_TIMEOUT, message).into_response(),
+        IntakeError::Read(_) => (StatusCode::BAD_REQUEST, message).into_response(),
+    }
 }
 
 /// The AdmissionReview we answer with, serialized in one pass; `patch` is

@@ -5,7 +5,8 @@
 //! Layout: this file holds the command line; `commands/serve.rs`,
 //! `commands/inject.rs` and `commands/certs.rs` run one command each,
 //! `commands/injection.rs` holds the flags `serve` and `inject` share
-//! ([`InjectionArgs`]), `commands/error.rs` the errors and exit codes.
+//! ([`InjectionArgs`]), `commands/limits.rs` the client bounds of `serve`
+//! ([`LimitArgs`]), `commands/error.rs` the errors and exit codes.
 //! Every flag has a `FAULTLINE_*` variable (clap's `env`) where it makes
 //! sense in a Deployment.
 use clap::{Parser, Subcommand};
@@ -14,12 +15,14 @@ mod certs;
 mod error;
 mod inject;
 mod injection;
+mod limits;
 mod serve;
 
 pub use certs::CertsArgs;
 pub use error::{CommandError, EXIT_FAILURE, EXIT_USAGE};
 pub use inject::InjectArgs;
 pub use injection::InjectionArgs;
+pub use limits::LimitArgs;
 pub use serve::{NativeMode, ServeArgs};
 
 #[derive(Parser)]
@@ -46,7 +49,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 pub enum Command {
     /// Serve /mutate, /validate, /healthz, /readyz, /metrics over HTTPS (the default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Inject the sidecar into Pods and workloads read from a file or stdin; print the result.
     Inject(InjectArgs),
     /// Create the webhook's CA and serving certificate (files, or the in-cluster Secret).
@@ -59,7 +62,7 @@ impl Cli {
         match self.command {
             Some(Command::Inject(args)) => inject::run(args),
             Some(Command::Certs(args)) => runtime.block_on(certs::run(args)),
-            Some(Command::Serve(args)) => runtime.block_on(serve::run(args)),
+            Some(Command::Serve(args)) => runtime.block_on(serve::run(*args)),
             None => runtime.block_on(serve::run(self.serve)),
         }
     }

@@ -1,11 +1,22 @@
 //! The HTTPS server: TLS (via [`TlsReloader`]) in front of an axum router,
-//! HTTP/1.1 and HTTP/2 negotiated by ALPN, graceful drain on shutdown.
+//! HTTP/1.1 or HTTP/2 as ALPN chose, graceful drain on shutdown.
+//!
+//! Every bound of a client sits here, on the one accept path that admission,
+//! the policy stream and the operations endpoints share:
+//! - a connection cap: at the cap the loop stops accepting, so new
+//!   connections wait in the kernel's listen backlog (served once a slot
+//!   frees, within the API server's own timeout) rather than being refused;
+//! - deadlines, per phase (`server/conn.rs`): the TLS handshake; the first
+//!   request after it; an HTTP/1 request's headers (hyper's header timeout,
+//!   which also ends HTTP/1 keep-alive idle); a request's whole body; and a
+//!   connection with no request in flight (HTTP/2 keep-alive idle).
 //!
 //! There is deliberately no per-request timeout: the controller's policy
 //! stream (`GET /v1/policy/stream`) is merged into the same router and its
-//! responses live for hours. Slow or idle clients are bounded instead by the
-//! TLS handshake timeout, HTTP/1 header-read timeout and HTTP/2 keep-alive pings.
+//! responses live for hours; a request in flight keeps its connection.
 //! `/healthz`, `/readyz` and `/metrics` come from [`ops_router`].
+
+mod conn;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,17 +27,20 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use thiserror::Error;
 use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::metrics::{ConnMetrics, WarnEvery};
 use crate::tls::{TlsError, TlsReloader};
+
+pub use conn::BodyDeadline;
 
 #[derive(Debug, Error)]
 pub enum ServeError {
@@ -34,22 +48,56 @@ pub enum ServeError {
     Tls(#[from] TlsError),
 }
 
+/// Connections open at once: each costs a descriptor and, at worst (a
+/// hostile client filling its buffers), ~150 KiB; 512 of them stay under
+/// 80 MiB of the 256 MiB limit while leaving room for one policy stream per
+/// proxy of ~500 pods per replica.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// An HTTP/1 read buffer: far above real headers, far below hyper's ~400 KiB default.
+const H1_MAX_BUF: usize = 64 * 1024;
+/// HTTP/2 flow control: what a client may have sent unread. The connection
+/// window holds every stream's full window, so streams whose bodies wait
+/// (for review budget) never starve the one being read of window: with a
+/// smaller one, concurrent reviews on one connection (the API server's)
+/// would wait on one another until their deadlines.
+const H2_STREAM_WINDOW: u32 = 64 * 1024;
+const H2_MAX_STREAMS: u32 = 32;
+const H2_CONN_WINDOW: u32 = H2_STREAM_WINDOW * H2_MAX_STREAMS;
+
 /// Server tuning; [`ServeOptions::default`] is what `faultline-webhook serve` uses.
 #[derive(Clone, Debug)]
 pub struct ServeOptions {
+    /// Connections open at once; beyond, new ones wait in the listen backlog.
+    pub max_connections: usize,
     pub handshake_timeout: Duration,
+    /// From the end of the handshake until the first request is in.
+    pub first_request_timeout: Duration,
+    /// HTTP/1: until a request's headers are in, counted from when the
+    /// connection is ready for it (so keep-alive idle too).
     pub header_read_timeout: Duration,
+    /// Until a request's whole body is in, counted from its headers.
+    pub body_timeout: Duration,
+    /// A connection with no request in flight after its first is closed.
+    pub idle_timeout: Duration,
     /// After shutdown, how long open connections (e.g. policy streams) may
     /// take to finish before they are dropped.
     pub drain_timeout: Duration,
+    pub metrics: ConnMetrics,
 }
 
 impl Default for ServeOptions {
     fn default() -> Self {
         Self {
-            handshake_timeout: Duration::from_secs(10),
-            header_read_timeout: Duration::from_secs(30),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            handshake_timeout: Duration::from_secs(5),
+            first_request_timeout: Duration::from_secs(10),
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            // Longer than Go's 90 s idle-connection timeout, so the API
+            // server closes its idle connections before we do.
+            idle_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(15),
+            metrics: ConnMetrics::default(),
         }
     }
 }
@@ -72,23 +120,24 @@ pub async fn serve_with(
     options: ServeOptions,
 ) -> Result<(), ServeError> {
     let acceptor = TlsAcceptor::from(tls.server_config()?);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(options.header_read_timeout);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(20)))
-        .keep_alive_timeout(Duration::from_secs(20));
-    let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(options.max_connections.max(1)));
+    let drain_timeout = options.drain_timeout;
+    let shared = Arc::new(conn::Shared {
+        acceptor,
+        h1: http1_builder(&options),
+        h2: http2_builder(),
+        app,
+        shutdown: shutdown.clone(),
+        kill: CancellationToken::new(),
+        warn: WarnEvery::default(),
+        options,
+    });
+    let tracker = TaskTracker::new();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, "serving HTTPS");
+        tracing::info!(%addr, max_connections = shared.options.max_connections, "serving HTTPS");
     }
 
-    loop {
+    while let Some(permit) = take_slot(&slots, &shared).await {
         let (tcp, peer) = tokio::select! {
             () = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -102,41 +151,62 @@ pub async fn serve_with(
             },
         };
         let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let builder = builder.clone();
-        let service = TowerToHyperService::new(app.clone());
-        let watcher = graceful.watcher();
-        let handshake_timeout = options.handshake_timeout;
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => {
-                    tracing::debug!(%peer, %error, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let conn = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            if let Err(error) = watcher.watch(conn).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-        });
+        tracker.spawn(conn::serve(tcp, peer, permit, shared.clone()));
     }
 
     drop(listener);
-    tracing::info!(timeout = ?options.drain_timeout, "draining connections");
-    if tokio::time::timeout(options.drain_timeout, graceful.shutdown())
+    tracker.close();
+    tracing::info!(timeout = ?drain_timeout, "draining connections");
+    if tokio::time::timeout(drain_timeout, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("drain timeout: closing the remaining connections");
+        shared.kill.cancel();
     }
     Ok(())
+}
+
+/// A connection slot, waiting (not accepting) while all are taken; `None` on shutdown.
+async fn take_slot(slots: &Arc<Semaphore>, shared: &conn::Shared) -> Option<OwnedSemaphorePermit> {
+    if let Ok(permit) = slots.clone().try_acquire_owned() {
+        return Some(permit);
+    }
+    shared.options.metrics.cap_reached.inc();
+    if let Some(suppressed) = shared.warn.check() {
+        tracing::warn!(
+            max_connections = shared.options.max_connections,
+            suppressed,
+            "connection cap reached: new connections wait in the listen backlog until one closes"
+        );
+    }
+    tokio::select! {
+        () = shared.shutdown.cancelled() => None,
+        permit = slots.clone().acquire_owned() => permit.ok(),
+    }
+}
+
+fn http1_builder(options: &ServeOptions) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http1_only();
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(options.header_read_timeout)
+        .max_buf_size(H1_MAX_BUF);
+    builder
+}
+
+fn http2_builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new()).http2_only();
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(Duration::from_secs(20)))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONN_WINDOW)
+        .max_concurrent_streams(H2_MAX_STREAMS);
+    builder
 }
 
 /// Readiness, flipped off when draining so the Service stops routing to us.

@@ -54,11 +54,7 @@ async fn start(max_body_bytes: usize, extra: Router) -> Server {
         ca_pem: Some(bundle.ca_cert_pem.clone()),
         ..Config::default()
     };
-    let state = AdmissionState {
-        config: admission::fixed_config(config),
-        metrics,
-        max_body_bytes,
-    };
+    let state = AdmissionState::new(config, metrics, max_body_bytes);
     let readiness = Readiness::default();
     readiness.set(true);
     let app = admission::router(state)
@@ -447,8 +443,12 @@ async fn long_streams_are_not_cut_and_shutdown_drains() {
     let shutdown = CancellationToken::new();
     let options = ServeOptions {
         handshake_timeout: Duration::from_millis(500),
+        first_request_timeout: Duration::from_millis(500),
         header_read_timeout: Duration::from_millis(500),
+        body_timeout: Duration::from_millis(500),
+        idle_timeout: Duration::from_millis(500),
         drain_timeout: Duration::from_secs(5),
+        ..ServeOptions::default()
     };
     let task = tokio::spawn(server::serve_with(
         listener,

@@ -81,11 +81,11 @@ impl Webhook {
         };
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = faultline_webhook::metrics::Metrics::register(&mut registry);
-        let admission = admission::router(AdmissionState {
-            config: admission::fixed_config(config),
+        let admission = admission::router(AdmissionState::new(
+            config,
             metrics,
-            max_body_bytes: admission::DEFAULT_MAX_BODY_BYTES,
-        });
+            admission::DEFAULT_MAX_BODY_BYTES,
+        ));
         let mut lease = LeaseConfig::new(identity);
         lease.renew = Duration::from_secs(2);
         lease.duration = Duration::from_secs(6);

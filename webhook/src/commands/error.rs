@@ -23,6 +23,14 @@ pub enum CommandError {
     CertWithoutKey,
     #[error("--max-body-bytes must be at least 65536")]
     MaxBodyTooSmall,
+    #[error(
+        "--review-body-budget-bytes ({budget}) must be at least --max-body-bytes ({max_body_bytes}): \
+         a review of the largest accepted size must fit"
+    )]
+    BodyBudgetTooSmall {
+        budget: usize,
+        max_body_bytes: usize,
+    },
     #[error("failed to read --ca-file {}: {error}", path.display())]
     CaFile {
         path: PathBuf,
@@ -83,6 +91,7 @@ impl CommandError {
             Self::NoCertificate
             | Self::CertWithoutKey
             | Self::MaxBodyTooSmall
+            | Self::BodyBudgetTooSmall { .. }
             | Self::CaFile { .. }
             | Self::Input { .. }
             | Self::Config(_)

@@ -13,12 +13,13 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::CommandError;
 use super::injection::InjectionArgs;
-use crate::admission::{self, AdmissionState, DEFAULT_MAX_BODY_BYTES};
+use super::limits::LimitArgs;
+use crate::admission::{self, AdmissionState, DEFAULT_MAX_BODY_BYTES, ReviewGate};
 use crate::certs::CertManager;
 use crate::config::SYSTEM_NAMESPACE;
 use crate::controller::{Controller, ControllerConfig, ReviewLimits};
-use crate::metrics::Metrics;
-use crate::server::{self, Readiness, ServeOptions};
+use crate::metrics::{ConnMetrics, Metrics};
+use crate::server::{self, Readiness};
 use crate::server_version;
 use crate::tls::TlsReloader;
 
@@ -81,6 +82,8 @@ pub struct ServeArgs {
     )]
     extra_sans: Vec<String>,
     #[command(flatten)]
+    limits: LimitArgs,
+    #[command(flatten)]
     injection: InjectionArgs,
     #[command(flatten)]
     token_reviews: ReviewLimits,
@@ -94,6 +97,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
     if args.max_body_bytes < 64 * 1024 {
         return Err(CommandError::MaxBodyTooSmall);
     }
+    let review_limits = args.limits.review_limits(args.max_body_bytes)?;
     args.injection.config(false, false, None)?;
 
     let client = kube_client(&args).await?;
@@ -102,6 +106,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
     let shutdown = CancellationToken::new();
     let mut registry = Registry::default();
     let metrics = Metrics::register(&mut registry);
+    let conn_metrics = ConnMetrics::register(&mut registry);
 
     let (tls, managed_ca, manager) = if args.manage_certs {
         let Some(client) = client.clone() else {
@@ -168,6 +173,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
         config: config_rx,
         metrics,
         max_body_bytes: args.max_body_bytes,
+        reviews: ReviewGate::new(review_limits),
     };
     let (extra, controller) = match (&client, args.disable_controller) {
         (Some(client), false) => {
@@ -198,10 +204,10 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
         readiness,
         Duration::from_secs(args.drain_seconds),
     ));
-    let options = ServeOptions {
-        drain_timeout: Duration::from_secs(args.drain_seconds.max(1) * 3),
-        ..ServeOptions::default()
-    };
+    let options = args.limits.serve_options(
+        Duration::from_secs(args.drain_seconds.max(1) * 3),
+        conn_metrics,
+    );
     server::serve_with(listener, tls, app, shutdown, options).await?;
     // The controller releases its Lease on shutdown, so a standby takes over
     // at once; exiting before that would leave no writer for a Lease term.
