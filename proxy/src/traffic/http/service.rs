@@ -192,8 +192,8 @@ async fn forward(
 
 /// Answers a request the client got wrong (never blamed on the upstream),
 /// counts it when it was malformed (rather than cut short by the client
-/// leaving), and closes the connection after the answer: its framing can no
-/// longer be trusted.
+/// leaving), and closes an HTTP/1.1 connection after the answer: its
+/// framing can no longer be trusted (an HTTP/2 stream just ends).
 fn refuse(
     shared: &ProxyState,
     ctx: &ConnCtx,
