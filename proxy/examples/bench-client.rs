@@ -72,8 +72,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 async fn connect(addr: std::net::SocketAddr) -> Result<Sender, Box<dyn std::error::Error>> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
+    // Speak at once: a proxy that hears nothing for its detection timeout
+    // (faultline-proxy: 200 ms) treats the connection as raw TCP, and the
+    // benchmark would measure byte copying instead of HTTP proxying.
+    request(&mut sender).await?;
     Ok(sender)
 }
 
@@ -287,9 +291,7 @@ async fn hold(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let mut held = Vec::with_capacity(conns);
     for _ in 0..conns {
-        let mut sender = connect(addr).await?;
-        request(&mut sender).await?;
-        held.push(sender);
+        held.push(connect(addr).await?);
     }
     println!("holding {conns} connections");
     tokio::time::sleep(length).await;
