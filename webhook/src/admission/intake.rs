@@ -1,6 +1,6 @@
-//! The review bounds: how many review bodies may be buffered (a byte
-//! budget) and how many reviews may be decoded and decided at once (decode
-//! slots). A review over either bound waits up to [`ReviewLimits::wait`],
+//! The review bounds: how many bytes of review bodies may be buffered or
+//! being decoded (a byte budget, held until the review is answered) and how
+//! many reviews may be decoded and decided at once (decode slots). A review over either bound waits up to [`ReviewLimits::wait`],
 //! then is answered 429 with `Retry-After: 1`: the API server's REST client
 //! retries such an answer within the webhook's `timeoutSeconds`, where any
 //! other error (or a slow answer) would fall through `failurePolicy: Ignore`.
@@ -28,12 +28,16 @@ use tokio::time::Instant;
 use crate::metrics::{Metrics, RejectReason, WarnEvery};
 use crate::server::BodyDeadline;
 
-/// Decode slots: a maximal review (4 MiB body, ~1 MiB policy) peaks at a
-/// few tens of MiB while decoded and checked, and two cores gain nothing
-/// from more than a handful decoding at once.
-pub const DEFAULT_MAX_CONCURRENT_REVIEWS: usize = 4;
-/// Review bodies buffered at once, in bytes: eight maximal reviews.
-pub const DEFAULT_BODY_BUDGET_BYTES: usize = 32 * 1024 * 1024;
+/// Decode slots. Measured (bench/webhook-memory.sh): a review carrying a
+/// fault policy of just under 1 MiB (~13k rules) peaks at ~75 MiB while the
+/// policy is parsed, one with two such policies at ~150 MiB; two slots keep
+/// the worst case near 160 MiB of the 256 MiB limit, and two cores gain
+/// nothing from more (a pod review takes ~0.1 ms).
+pub const DEFAULT_MAX_CONCURRENT_REVIEWS: usize = 2;
+/// Review bodies buffered or being decoded at once, in bytes: one review of
+/// the largest accepted size (4 MiB), so two maximal reviews are never in
+/// memory together, while small reviews still pass beside smaller ones.
+pub const DEFAULT_BODY_BUDGET_BYTES: usize = 4 * 1024 * 1024;
 /// How long a review waits for a slot or budget before its 429.
 pub const DEFAULT_REVIEW_WAIT: Duration = Duration::from_secs(1);
 /// Reviews that may wait at once; beyond, 429 at once. A waiting review's
