@@ -201,6 +201,7 @@ pub fn route(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody>
                 .metrics
                 .policy_connected
                 .set(i64::from(active.connected));
+            state.metrics.refresh_process();
             let mut response = Response::new(full(state.metrics.encode()));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

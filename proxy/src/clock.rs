@@ -113,7 +113,9 @@ impl Slot {
     }
 }
 
-/// The [`Timer`] given to one hyper server connection.
+/// The [`Timer`] given to one hyper server connection (clones share its
+/// deadline: one connection, rebuilt while idle, see `traffic::http`).
+#[derive(Clone)]
 pub struct HeaderTimer {
     slot: Arc<Slot>,
 }
@@ -129,6 +131,14 @@ impl HeaderTimer {
             slots.push(Arc::downgrade(&slot));
         }
         HeaderTimer { slot }
+    }
+}
+
+impl HeaderTimer {
+    /// Whether a sleep of this timer is pending: for hyper's, that it is
+    /// waiting for a request head.
+    pub fn armed(&self) -> bool {
+        self.slot.deadline_ms.load(Ordering::Acquire) != DISARMED
     }
 }
 

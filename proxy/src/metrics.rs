@@ -89,6 +89,8 @@ pub struct Metrics {
     pub connections: Family<TrafficLabels, Counter>,
     pub connections_active: Family<DirectionLabels, Gauge<i64, AtomicI64>>,
     pub connections_rejected: Family<RejectLabels, Counter>,
+    pub connections_parked: Family<DirectionLabels, Gauge<i64, AtomicI64>>,
+    pub resident_memory: Gauge<i64, AtomicI64>,
     pub faults: Family<FaultLabels, Counter>,
     pub upstream_latency: Family<TrafficLabels, Histogram>,
     pub upstream_connect_errors: Family<DirectionLabels, Counter>,
@@ -126,6 +128,18 @@ impl Metrics {
             "connections_rejected",
             "Connections closed on accept (over the connection limit, draining)",
             connections_rejected.clone(),
+        );
+        let connections_parked = Family::<DirectionLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "connections_parked",
+            "Idle keep-alive HTTP/1.1 connections holding no buffers, waiting for the next request",
+            connections_parked.clone(),
+        );
+        let resident_memory = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the proxy process (VmRSS), read when scraped",
+            resident_memory.clone(),
         );
         let faults = Family::<FaultLabels, Counter>::default();
         registry.register(
@@ -180,6 +194,8 @@ impl Metrics {
             connections,
             connections_active,
             connections_rejected,
+            connections_parked,
+            resident_memory,
             faults,
             upstream_latency,
             upstream_connect_errors,
@@ -217,6 +233,17 @@ impl Metrics {
             .set(1);
     }
 
+    /// Reads the process's resident memory into its gauge (left as it was
+    /// where `/proc` cannot be read).
+    pub fn refresh_process(&self) {
+        if let Some(bytes) = std::fs::read_to_string("/proc/self/status")
+            .ok()
+            .and_then(|status| resident_bytes(&status))
+        {
+            self.resident_memory.set(bytes);
+        }
+    }
+
     /// Prometheus text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
@@ -226,5 +253,37 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// `VmRSS` of a `/proc/<pid>/status` text, in bytes.
+pub fn resident_bytes(status: &str) -> Option<i64> {
+    let line = status.lines().find_map(|l| l.strip_prefix("VmRSS:"))?;
+    let kib: i64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    kib.checked_mul(1024)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resident_bytes_are_vmrss_in_bytes() {
+        let status = "Name:\tfaultline-proxy\nVmHWM:\t   9000 kB\nVmRSS:\t    6012 kB\nThreads:\t5\n";
+        assert_eq!(resident_bytes(status), Some(6012 * 1024));
+        assert_eq!(resident_bytes("Name:\tx\n"), None);
+        assert_eq!(resident_bytes("VmRSS:\t many kB\n"), None);
+    }
+
+    #[test]
+    fn the_gauge_reads_this_process() {
+        let metrics = Metrics::new();
+        metrics.refresh_process();
+        assert!(metrics.resident_memory.get() > 1024 * 1024);
+        assert!(
+            metrics
+                .encode()
+                .contains("faultline_process_resident_memory_bytes ")
+        );
     }
 }

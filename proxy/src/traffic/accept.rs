@@ -57,6 +57,8 @@ pub enum ConnError {
 pub async fn accept_loop(shared: Arc<ProxyState>, listener: TcpListener, kind: ListenerKind) {
     let local = listener.local_addr().ok();
     let mut reserve = spare_descriptor();
+    // Warned once each time the limit is reached, not once per connection.
+    let mut at_limit = false;
     loop {
         let accepted = tokio::select! {
             () = shared.shutdown.cancelled() => break,
@@ -70,10 +72,19 @@ pub async fn accept_loop(shared: Arc<ProxyState>, listener: TcpListener, kind: L
                         .connections_rejected
                         .get_or_create(&RejectLabels { reason: "limit" })
                         .inc();
+                    if !at_limit {
+                        tracing::warn!(%client, max_connections = shared.max_connections,
+                            "connection limit reached (FAULTLINE_MAX_CONNECTIONS); closing new connections until some close");
+                        at_limit = true;
+                    }
                     tracing::debug!(%client, "over the connection limit; closing");
                     drop(stream);
                     continue;
                 };
+                if at_limit {
+                    tracing::info!(%client, "below the connection limit again; accepting");
+                    at_limit = false;
+                }
                 // Tracked from here, so the drain also waits for connections
                 // still queued for a worker.
                 let stream = match stream.into_std() {
@@ -331,7 +342,9 @@ async fn handle(
         Protocol::Http1 | Protocol::Http2 | Protocol::Grpc => {
             crate::traffic::http::serve(shared.clone(), ctx, io).await
         }
-        Protocol::Tcp => crate::traffic::tcp::forward(shared, &ctx, io).await,
+        // Boxed: the copy's state would otherwise be part of every
+        // connection's task, idle HTTP/1.1 ones too.
+        Protocol::Tcp => Box::pin(crate::traffic::tcp::forward(shared, &ctx, io)).await,
     }
     // Ends the reset timer; the ClientIo is already dropped.
     done.cancel();
@@ -348,7 +361,9 @@ enum Next {
 async fn end_connection(shared: &Arc<ProxyState>, end: Next, stream: TcpStream) {
     match end {
         Next::Reset => crate::traffic::client_io::reset(stream),
-        Next::Blackhole => crate::traffic::tcp::blackhole(shared, stream).await,
+        // Boxed: its 4 KiB sink would otherwise be part of every
+        // connection's task.
+        Next::Blackhole => Box::pin(crate::traffic::tcp::blackhole(shared, stream)).await,
         Next::Continue => {}
     }
 }

@@ -48,6 +48,29 @@ impl ClientIo {
         }
     }
 
+    /// Bytes to hand out before the socket's own: what a previous reader
+    /// (an HTTP/1.1 connection taken apart while idle) had read ahead.
+    pub fn replay(&mut self, bytes: Bytes) {
+        if self.prefix.is_empty() {
+            self.prefix = bytes;
+        } else if !bytes.is_empty() {
+            let mut joined = bytes::BytesMut::with_capacity(self.prefix.len() + bytes.len());
+            joined.extend_from_slice(&bytes);
+            joined.extend_from_slice(&self.prefix);
+            self.prefix = joined.freeze();
+        }
+    }
+
+    /// Ready when the client sent something (or closed), with no buffer
+    /// held while waiting.
+    pub async fn readable(&self) -> io::Result<()> {
+        if self.prefix.is_empty() {
+            self.stream.readable().await
+        } else {
+            Ok(())
+        }
+    }
+
     /// Counts `n` bytes against the reset budget; once it is spent the
     /// connection is marked for RST and every further I/O fails.
     fn spend(&mut self, n: usize) {
@@ -131,6 +154,11 @@ impl AsyncRead for ClientIo {
             let n = this.prefix.len().min(grant);
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // An emptied `Bytes` still holds its whole allocation (the
+                // detection buffer): let it go for the connection's life.
+                this.prefix = Bytes::new();
+            }
             this.spend(n);
             return Poll::Ready(Ok(()));
         }

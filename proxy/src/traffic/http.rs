@@ -8,6 +8,8 @@
 //! - `http/response.rs`: responses the proxy makes itself (aborts, gRPC
 //!   trailers-only statuses, 502) and hop-by-hop header handling;
 //! - `http/throttled.rs`: the bandwidth-limited body wrapper;
+//! - `http/keepalive.rs`: HTTP/1.1 connections, taken apart while idle so
+//!   that they hold no buffers;
 //! - the header-read timeout runs on the coarse clock of `crate::clock`.
 //!
 //! Bodies are streamed frame by frame in both directions, trailers
@@ -19,12 +21,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
 use super::client_io::ClientIo;
-use crate::clock::HeaderTimer;
 use crate::conn::ConnCtx;
 use crate::events::{DRAIN, KILL, STOP};
 use crate::metrics::{DirectionLabels, Protocol};
 use crate::state::ProxyState;
 
+mod keepalive;
 pub mod request;
 pub mod response;
 pub mod service;
@@ -59,30 +61,11 @@ macro_rules! drive {
 /// Serves one client connection until it closes, the proxy drains, or a
 /// reset fault kills it (dropping the connection closes it with RST).
 pub async fn serve(shared: Arc<ProxyState>, ctx: Arc<ConnCtx>, io: ClientIo) {
-    let service = {
-        let ctx = ctx.clone();
-        service_fn(move |req| service::handle(ctx.clone(), req))
-    };
-    let io = TokioIo::new(io);
     let result = match ctx.protocol {
-        Protocol::Http2 | Protocol::Grpc => {
-            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
-            builder
-                .timer(TokioTimer::new())
-                .max_header_list_size(MAX_HEADER_BYTES as u32)
-                .adaptive_window(true);
-            let conn = builder.serve_connection(io, service);
-            drive!(conn, ctx)
-        }
-        Protocol::Http1 | Protocol::Tcp => {
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(HeaderTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES);
-            let conn = builder.serve_connection(io, service).with_upgrades();
-            drive!(conn, ctx)
-        }
+        // Boxed: an HTTP/2 connection's state would otherwise be part of
+        // every connection's task, HTTP/1.1 and parked ones too.
+        Protocol::Http2 | Protocol::Grpc => Box::pin(serve_h2(ctx.clone(), io)).await,
+        Protocol::Http1 | Protocol::Tcp => keepalive::serve(ctx.clone(), io).await,
     };
     if let Err(error) = result {
         if error.is_parse() || error.is_parse_too_large() {
@@ -96,4 +79,18 @@ pub async fn serve(shared: Arc<ProxyState>, ctx: Arc<ConnCtx>, io: ClientIo) {
         }
         tracing::debug!(%error, client = %ctx.client, "client connection ended with an error");
     }
+}
+
+async fn serve_h2(ctx: Arc<ConnCtx>, io: ClientIo) -> hyper::Result<()> {
+    let service = {
+        let ctx = ctx.clone();
+        service_fn(move |req| service::handle(ctx.clone(), req))
+    };
+    let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32)
+        .adaptive_window(true);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    drive!(conn, ctx)
 }

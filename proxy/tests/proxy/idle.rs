@@ -230,6 +230,58 @@ async fn out_of_file_descriptors_new_connections_are_closed_at_once() {
     assert!(logs.contains("out of file descriptors"), "{logs}");
 }
 
+/// At `FAULTLINE_MAX_CONNECTIONS` the next connections are closed at once
+/// and counted, one warning says so (not one per connection), the held
+/// connections keep being served, and a newcomer is served again as soon
+/// as one of them closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_limit_new_connections_are_closed_and_the_rest_served() {
+    const MAX: usize = 3;
+    let upstream = http_upstream().await;
+    let setup = format!("ulimit -S -n 1024 && export FAULTLINE_MAX_CONNECTIONS={MAX}");
+    let proxy = ChildProxy::start_with(upstream.addr, &setup).await;
+    let addr = proxy.addr;
+    let mut held = Vec::new();
+    for _ in 0..MAX {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        assert!(get_hello(&mut stream).await.unwrap().ends_with(b"hello"));
+        held.push(stream);
+    }
+    for _ in 0..5 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let seen = bounded("a connection over the limit to be closed", get_hello(&mut stream))
+            .await
+            .unwrap_or_default();
+        assert!(seen.is_empty(), "{}", String::from_utf8_lossy(&seen));
+    }
+    for stream in &mut held {
+        assert!(get_hello(stream).await.unwrap().ends_with(b"hello"));
+    }
+    assert_eq!(
+        proxy
+            .metric("faultline_connections_rejected_total{reason=\"limit\"}")
+            .await,
+        5.0
+    );
+    drop(held.pop());
+    eventually("a newcomer to be served", Duration::from_secs(10), || async move {
+        let Ok(mut stream) = TcpStream::connect(addr).await else {
+            return false;
+        };
+        get_hello(&mut stream)
+            .await
+            .is_ok_and(|seen| seen.ends_with(b"hello"))
+    })
+    .await;
+    let logs = proxy.logs.lock().unwrap().join("\n");
+    assert_eq!(
+        logs.matches("connection limit reached").count(),
+        1,
+        "{logs}"
+    );
+    assert!(logs.contains("below the connection limit again"), "{logs}");
+}
+
 /// Bounds a phase: on a machine this slow, the numbers mean nothing.
 async fn bounded<T>(what: &str, phase: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(Duration::from_secs(30), phase)

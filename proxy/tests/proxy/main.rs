@@ -10,6 +10,7 @@ mod http_edges;
 mod http_faults;
 mod http_parsing;
 mod idle;
+mod memory;
 mod operations;
 mod reload;
 mod support;
