@@ -61,7 +61,9 @@ pids+=($!)
 "$bin/examples/bench-upstream" "127.0.0.1:$direct" "$threads" &
 pid_direct=$!
 pids+=($pid_direct)
-FAULTLINE_WORKERS=$threads FAULTLINE_LOG=warn "$bin/faultline-proxy" run \
+# The default connection limit (4096) is sized for the sidecar's memory
+# limit; this measures what 10k connections cost, so it is raised.
+FAULTLINE_WORKERS=$threads FAULTLINE_LOG=warn "$bin/faultline-proxy" run --max-connections 20000 \
   --listen "127.0.0.1:$proxy" --upstream "127.0.0.1:$up" --admin-addr "127.0.0.1:$admin" &
 pid_proxy=$!
 pids+=($pid_proxy)

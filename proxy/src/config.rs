@@ -27,7 +27,11 @@ use faultline_policy::contract::{ADMIN_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_CAPT
 
 pub const DEFAULT_LOG: &str = "info";
 pub const DEFAULT_DRAIN_SECONDS: u64 = 5;
-pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+/// What fits the injected 256Mi memory limit with half of it to spare: the
+/// costliest connection measured (an HTTP/1.1 request in flight with its
+/// upstream connection, 27 KiB; raw TCP 21 KiB; an idle keep-alive one
+/// 3.4 KiB) rounded up to 32 KiB, into 128 MiB (docs/resource-budget.md).
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4_096;
 pub const DEFAULT_DETECT_TIMEOUT_MS: u64 = 200;
 pub const DEFAULT_READY_GRACE_SECONDS: u64 = 10;
 

@@ -269,7 +269,8 @@ mod tests {
 
     #[test]
     fn resident_bytes_are_vmrss_in_bytes() {
-        let status = "Name:\tfaultline-proxy\nVmHWM:\t   9000 kB\nVmRSS:\t    6012 kB\nThreads:\t5\n";
+        let status =
+            "Name:\tfaultline-proxy\nVmHWM:\t   9000 kB\nVmRSS:\t    6012 kB\nThreads:\t5\n";
         assert_eq!(resident_bytes(status), Some(6012 * 1024));
         assert_eq!(resident_bytes("Name:\tx\n"), None);
         assert_eq!(resident_bytes("VmRSS:\t many kB\n"), None);

@@ -93,7 +93,7 @@ pub struct RunArgs {
     /// Seconds in-flight requests may run after SIGTERM [default: 5]
     #[arg(long, env = env::DRAIN_SECONDS, value_name = "SECONDS")]
     pub drain_seconds: Option<String>,
-    /// Connections over this are closed on accept [default: 20000]
+    /// Connections over this are closed on accept [default: 4096]
     #[arg(long, env = env::MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: Option<String>,
     /// Wait this long for a client's first bytes before treating it as raw TCP [default: 200]

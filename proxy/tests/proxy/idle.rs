@@ -249,9 +249,12 @@ async fn at_the_connection_limit_new_connections_are_closed_and_the_rest_served(
     }
     for _ in 0..5 {
         let mut stream = TcpStream::connect(addr).await.unwrap();
-        let seen = bounded("a connection over the limit to be closed", get_hello(&mut stream))
-            .await
-            .unwrap_or_default();
+        let seen = bounded(
+            "a connection over the limit to be closed",
+            get_hello(&mut stream),
+        )
+        .await
+        .unwrap_or_default();
         assert!(seen.is_empty(), "{}", String::from_utf8_lossy(&seen));
     }
     for stream in &mut held {
@@ -264,14 +267,18 @@ async fn at_the_connection_limit_new_connections_are_closed_and_the_rest_served(
         5.0
     );
     drop(held.pop());
-    eventually("a newcomer to be served", Duration::from_secs(10), || async move {
-        let Ok(mut stream) = TcpStream::connect(addr).await else {
-            return false;
-        };
-        get_hello(&mut stream)
-            .await
-            .is_ok_and(|seen| seen.ends_with(b"hello"))
-    })
+    eventually(
+        "a newcomer to be served",
+        Duration::from_secs(10),
+        || async move {
+            let Ok(mut stream) = TcpStream::connect(addr).await else {
+                return false;
+            };
+            get_hello(&mut stream)
+                .await
+                .is_ok_and(|seen| seen.ends_with(b"hello"))
+        },
+    )
     .await;
     let logs = proxy.logs.lock().unwrap().join("\n");
     assert_eq!(
@@ -395,6 +402,9 @@ impl ChildProxy {
             ])
             .arg("--upstream")
             .arg(upstream.to_string())
+            // Above the default, which is sized for the sidecar's memory
+            // limit: this test holds more connections than that.
+            .env("FAULTLINE_MAX_CONNECTIONS", "20000")
             .env("FAULTLINE_LOG_FORMAT", "json")
             .env("FAULTLINE_LOG", "info,faultline_proxy::limits=debug")
             .stderr(Stdio::piped())

@@ -13,7 +13,8 @@ use crate::support::*;
 const ACTIVE: &str = "faultline_connections_active{direction=\"inbound\"}";
 const PARKED: &str = "faultline_connections_parked{direction=\"inbound\"}";
 const CONNS: usize = 20;
-const POLICY: &str = "rules:\n- name: refuse-posts\n  match: {methods: [POST]}\n  abort: {status: 503}\n";
+const POLICY: &str =
+    "rules:\n- name: refuse-posts\n  match: {methods: [POST]}\n  abort: {status: 503}\n";
 
 #[tokio::test]
 async fn idle_keep_alive_connections_hold_no_buffers_and_are_served_again() {
@@ -37,9 +38,11 @@ async fn idle_keep_alive_connections_hold_no_buffers_and_are_served_again() {
     parked_exactly(&proxy, CONNS).await;
 
     drop(clients);
-    eventually("every connection closed", Duration::from_secs(10), || async {
-        proxy.metric(ACTIVE).await == 0.0 && proxy.metric(PARKED).await == 0.0
-    })
+    eventually(
+        "every connection closed",
+        Duration::from_secs(10),
+        || async { proxy.metric(ACTIVE).await == 0.0 && proxy.metric(PARKED).await == 0.0 },
+    )
     .await;
 }
 
@@ -84,7 +87,11 @@ async fn an_unread_request_body_is_never_taken_for_the_next_request() {
         .unwrap();
     let seen = read_until(&mut stream, |seen| seen.ends_with("hello")).await;
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
-    assert_eq!(upstream.hits(), 1, "the body reached the upstream as a request");
+    assert_eq!(
+        upstream.hits(),
+        1,
+        "the body reached the upstream as a request"
+    );
 }
 
 async fn parked_exactly(proxy: &TestProxy, n: usize) {

@@ -88,7 +88,9 @@ pub(super) async fn serve(ctx: Arc<ConnCtx>, mut io: ClientIo) -> hyper::Result<
             let response = super::service::handle(ctx.clone(), req);
             async move {
                 let response = response.await?;
-                Ok::<_, std::convert::Infallible>(response.map(|body| Tracked { body, _open: open }))
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| Tracked { body, _open: open }),
+                )
             }
         })
     };
@@ -148,7 +150,11 @@ where
         let Some(live) = conn.as_mut() else {
             return Poll::Ready(Some(Ok(())));
         };
-        let mask = if draining { KILL | STOP } else { DRAIN | KILL | STOP };
+        let mask = if draining {
+            KILL | STOP
+        } else {
+            DRAIN | KILL | STOP
+        };
         if let Poll::Ready(flags) = ctx.events.poll_raised(cx, mask) {
             if flags & (KILL | STOP) != 0 {
                 return Poll::Ready(Some(Ok(())));
@@ -164,7 +170,10 @@ where
         }
     })
     .await;
-    match (idle, conn.and_then(http1::UpgradeableConnection::into_parts)) {
+    match (
+        idle,
+        conn.and_then(http1::UpgradeableConnection::into_parts),
+    ) {
         (None, Some(parts)) => Driven::Idle(parts),
         (Some(result), _) => Driven::Done(result),
         (None, None) => Driven::Done(Ok(())),
