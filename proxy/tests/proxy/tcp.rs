@@ -120,7 +120,7 @@ async fn reset_after_time_cuts_the_connection() {
 }
 
 #[tokio::test]
-async fn tcp_bandwidth_is_within_ten_percent() {
+async fn tcp_bandwidth_never_exceeds_the_limit() {
     let echo = tcp_echo(None).await;
     let proxy = start_proxy(
         echo.addr,
