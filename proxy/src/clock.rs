@@ -11,7 +11,7 @@
 //! clock and wakes the connections whose deadline has passed, once per
 //! [`TICK`]. A deadline fires up to two ticks late.
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -64,7 +64,13 @@ impl Clock {
         };
         slots.retain(|slot| match slot.upgrade() {
             Some(slot) => {
-                if slot.deadline_ms.load(Ordering::Acquire) <= now {
+                let mut wake = slot.deadline_ms.load(Ordering::Acquire) <= now;
+                if slot.park_at_ms.load(Ordering::Acquire) <= now {
+                    slot.park_at_ms.store(DISARMED, Ordering::Relaxed);
+                    slot.park_due.store(true, Ordering::Release);
+                    wake = true;
+                }
+                if wake {
                     slot.waker.wake();
                 }
                 true
@@ -92,6 +98,12 @@ struct Slot {
     generation: AtomicU64,
     deadline_ms: AtomicU64,
     waker: AtomicWaker,
+    /// The armed sleep that [`HeaderTimer::idle_a_tick`] first saw idle.
+    idle_generation: AtomicU64,
+    /// When the clock should wake the connection to let it park.
+    park_at_ms: AtomicU64,
+    /// Set by the clock once `park_at_ms` has passed.
+    park_due: AtomicBool,
 }
 
 impl Slot {
@@ -126,6 +138,9 @@ impl HeaderTimer {
             generation: AtomicU64::new(0),
             deadline_ms: AtomicU64::new(DISARMED),
             waker: AtomicWaker::new(),
+            idle_generation: AtomicU64::new(0),
+            park_at_ms: AtomicU64::new(DISARMED),
+            park_due: AtomicBool::new(false),
         });
         if let Ok(mut slots) = CLOCK.slots.lock() {
             slots.push(Arc::downgrade(&slot));
@@ -139,6 +154,26 @@ impl HeaderTimer {
     /// waiting for a request head.
     pub fn armed(&self) -> bool {
         self.slot.deadline_ms.load(Ordering::Acquire) != DISARMED
+    }
+
+    /// Whether the same sleep has stayed armed for a [`TICK`] or more: for
+    /// hyper's, that no request has come for at least that long. The first
+    /// call for a sleep asks the clock to wake the connection a tick later
+    /// (no timer of its own), and answers false, so a busy connection pays
+    /// three atomic operations per request to learn it should stay as it is.
+    pub fn idle_a_tick(&self) -> bool {
+        let slot = &self.slot;
+        if slot.deadline_ms.load(Ordering::Acquire) == DISARMED {
+            return false;
+        }
+        let generation = slot.generation.load(Ordering::Relaxed);
+        if slot.idle_generation.swap(generation, Ordering::Relaxed) != generation {
+            slot.park_due.store(false, Ordering::Relaxed);
+            let at = CLOCK.now_ms().saturating_add(TICK.as_millis() as u64);
+            slot.park_at_ms.store(at, Ordering::Release);
+            return false;
+        }
+        slot.park_due.load(Ordering::Acquire)
     }
 }
 
@@ -230,6 +265,24 @@ mod tests {
         tokio::time::timeout(4 * TICK, second)
             .await
             .expect("dropping the replaced sleep disarmed the new one");
+    }
+
+    #[tokio::test]
+    async fn idle_a_tick_answers_true_only_after_the_clock_saw_the_same_sleep_a_tick_later() {
+        let timer = HeaderTimer::new();
+        assert!(!timer.idle_a_tick(), "nothing armed is not idle");
+        let sleep = timer.sleep(Duration::from_secs(3600));
+        assert!(!timer.idle_a_tick(), "the first look only starts the count");
+        assert!(!timer.idle_a_tick(), "no tick has passed yet");
+        tokio::time::sleep(2 * TICK + Duration::from_millis(200)).await;
+        assert!(
+            timer.idle_a_tick(),
+            "two ticks later the connection may park"
+        );
+        // A new sleep (the next request came and went) starts over.
+        drop(sleep);
+        let _next = timer.sleep(Duration::from_secs(3600));
+        assert!(!timer.idle_a_tick());
     }
 
     #[tokio::test]

@@ -46,8 +46,8 @@ async fn idle_keep_alive_connections_hold_no_buffers_and_are_served_again() {
     .await;
 }
 
-/// Requests read ahead with the previous one (pipelined) are replayed into
-/// the next hyper connection, not lost.
+/// Pipelined requests are all answered before the connection goes idle,
+/// and it parks once it has been idle for a clock tick.
 #[tokio::test]
 async fn pipelined_requests_survive_the_connection_going_idle() {
     let upstream = http_upstream().await;
@@ -59,6 +59,31 @@ async fn pipelined_requests_survive_the_connection_going_idle() {
     assert_eq!(seen.matches("HTTP/1.1 200").count(), 3, "{seen}");
     parked_exactly(&proxy, 1).await;
     stream.write_all(one.as_bytes()).await.unwrap();
+    let seen = read_until(&mut stream, |seen| seen.ends_with("hello")).await;
+    assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
+}
+
+/// A connection idle for a tick with half a request head already read is
+/// taken apart too: the bytes read so far are replayed into the next hyper
+/// connection, never lost.
+#[tokio::test]
+async fn a_request_head_split_across_the_idle_tick_is_replayed() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, POLICY).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /hello HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut stream, |seen| seen.ends_with("hello")).await;
+    stream.write_all(b"GET /hel").await.unwrap();
+    // Two ticks of the coarse clock and some: the connection is taken apart
+    // holding the partial head.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stream
+        .write_all(b"lo HTTP/1.1\r\nhost: test\r\n\r\n")
+        .await
+        .unwrap();
     let seen = read_until(&mut stream, |seen| seen.ends_with("hello")).await;
     assert!(seen.starts_with("HTTP/1.1 200"), "{seen}");
 }
