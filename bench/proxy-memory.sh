@@ -88,6 +88,10 @@ hold() {
   holder=$!
   read -r _ < "$fifo"
   rm -f "$fifo"
+  # Held connections are idle keep-alive ones: the proxy frees their
+  # buffers after a tick of its coarse clock (1 to 2 s). Both targets get
+  # the same pause before they are measured.
+  sleep 3
 }
 
 # Client connections a target still has open: the proxy's gauge; for the
