@@ -43,7 +43,7 @@ pub use auth::{Authenticator, GuardedAuthenticator, Identity, ReviewLimits, Toke
 pub use hub::PolicyHub;
 pub use lease::LeaseConfig;
 pub use metrics::Metrics;
-pub use stream::StreamServer;
+pub use stream::{StreamLimits, StreamServer};
 
 /// Env var: this replica's name (the Downward API pod name); Lease identity
 /// and Event reporting instance.
@@ -59,6 +59,8 @@ pub struct ControllerConfig {
     pub heartbeat: Duration,
     /// Bounds on the TokenReviews behind stream logins.
     pub token_reviews: ReviewLimits,
+    /// Bounds on open streams.
+    pub streams: StreamLimits,
 }
 
 impl ControllerConfig {
@@ -92,6 +94,7 @@ impl ControllerConfig {
             lease: LeaseConfig::new(identity).in_namespace(namespace),
             heartbeat: stream::HEARTBEAT,
             token_reviews: ReviewLimits::default(),
+            streams: StreamLimits::default(),
         }
     }
 }
@@ -121,6 +124,7 @@ impl Controller {
         ));
         let mut server = StreamServer::new(hub.clone(), auth, shutdown.clone());
         server.heartbeat = config.heartbeat;
+        server.limits = config.streams.clone();
         Self {
             client,
             config,

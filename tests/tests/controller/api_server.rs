@@ -592,6 +592,7 @@ async fn one_replica_writes_and_another_takes_over() -> anyhow::Result<()> {
             lease,
             heartbeat: Duration::from_secs(10),
             token_reviews: faultline_webhook::controller::ReviewLimits::default(),
+            streams: faultline_webhook::controller::StreamLimits::default(),
         };
         let stop = tokio_util::sync::CancellationToken::new();
         let controller =

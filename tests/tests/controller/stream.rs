@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use faultline_test_support::eventually;
 use faultline_webhook::controller::auth::{AuthError, Authenticator, Identity};
 use faultline_webhook::controller::hub::{PodPolicy, PolicyHub};
-use faultline_webhook::controller::stream::StreamServer;
+use faultline_webhook::controller::stream::{StreamLimits, StreamServer};
 
 struct Table(HashMap<String, Identity>);
 
@@ -53,6 +53,10 @@ struct Fixture {
 }
 
 async fn serve(heartbeat: Duration) -> Fixture {
+    serve_with(heartbeat, StreamLimits::default()).await
+}
+
+async fn serve_with(heartbeat: Duration, limits: StreamLimits) -> Fixture {
     let (ca_pem, mut tls) = faultline_test_support::tls::localhost_server_config();
     tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
@@ -67,6 +71,7 @@ async fn serve(heartbeat: Duration) -> Fixture {
     );
     let mut server = StreamServer::new(hub.clone(), Arc::new(table), shutdown.clone());
     server.heartbeat = heartbeat;
+    server.limits = limits;
     let router = server.clone().router();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -344,4 +349,34 @@ async fn a_pod_recreated_under_the_same_name_is_not_served_to_the_old_token() {
         a.store.current().version == "v1"
     })
     .await;
+}
+
+#[tokio::test]
+async fn a_pods_extra_stream_ends_its_oldest_and_a_full_replica_says_when_to_come_back() {
+    let limits = StreamLimits {
+        max_policy_streams: 3,
+        max_policy_streams_per_pod: 2,
+    };
+    let f = serve_with(Duration::from_secs(10), limits).await;
+    publish(&f.hub, &[policy("a", "v1", None), policy("b", "vb", None)]);
+    let mut oldest = raw_get(&f, Some("token-a"), "").await;
+    assert_eq!(oldest.status(), 200);
+    let second = raw_get(&f, Some("token-a"), "").await;
+    let third = raw_get(&f, Some("token-a"), "").await;
+    assert_eq!((second.status().as_u16(), third.status().as_u16()), (200, 200));
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(Some(_)) = oldest.chunk().await {}
+    })
+    .await;
+    assert!(ended.is_ok(), "the oldest stream of pod a was not ended");
+    assert_eq!(f.hub.metrics.streams_evicted.get(), 1);
+    assert_eq!(f.server.connections.total(), 2);
+
+    let b = raw_get(&f, Some("token-b"), "").await;
+    assert_eq!(b.status(), 200);
+    let full = raw_get(&f, Some("token-b"), "").await;
+    assert_eq!(full.status(), 503);
+    assert_eq!(full.headers()["retry-after"], "20");
+    assert_eq!(f.hub.metrics.streams_limited.get(), 1);
+    assert_eq!(f.server.connections.total(), 3, "{:?}", (second, third, b));
 }

@@ -95,6 +95,7 @@ impl Webhook {
                 lease,
                 heartbeat: Duration::from_secs(10),
                 token_reviews,
+                streams: faultline_webhook::controller::StreamLimits::default(),
             },
             shutdown.clone(),
         );

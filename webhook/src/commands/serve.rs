@@ -17,7 +17,7 @@ use super::limits::LimitArgs;
 use crate::admission::{self, AdmissionState, DEFAULT_MAX_BODY_BYTES, ReviewGate};
 use crate::certs::CertManager;
 use crate::config::SYSTEM_NAMESPACE;
-use crate::controller::{Controller, ControllerConfig, ReviewLimits};
+use crate::controller::{Controller, ControllerConfig, ReviewLimits, StreamLimits};
 use crate::metrics::{ConnMetrics, Metrics};
 use crate::server::{self, Readiness};
 use crate::server_version;
@@ -87,6 +87,8 @@ pub struct ServeArgs {
     injection: InjectionArgs,
     #[command(flatten)]
     token_reviews: ReviewLimits,
+    #[command(flatten)]
+    streams: StreamLimits,
 }
 
 pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
@@ -180,7 +182,7 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
             let (router, task) = start_controller(
                 client.clone(),
                 &args.namespace,
-                args.token_reviews.clone(),
+                (args.token_reviews.clone(), args.streams.clone()),
                 &mut registry,
                 &shutdown,
             );
@@ -204,10 +206,18 @@ pub(super) async fn run(args: ServeArgs) -> Result<(), CommandError> {
         readiness,
         Duration::from_secs(args.drain_seconds),
     ));
-    let options = args.limits.serve_options(
+    let mut options = args.limits.serve_options(
         Duration::from_secs(args.drain_seconds.max(1) * 3),
         conn_metrics,
     );
+    // Policy streams hold their connection for hours on the same listener:
+    // the connection cap is for admission and operations traffic on top of
+    // the streams, which have their own bound.
+    if controller.is_some() {
+        options.max_connections = options
+            .max_connections
+            .saturating_add(args.streams.max_policy_streams);
+    }
     server::serve_with(listener, tls, app, shutdown, options).await?;
     // The controller releases its Lease on shutdown, so a standby takes over
     // at once; exiting before that would leave no writer for a Lease term.
@@ -268,12 +278,13 @@ async fn native_supported(mode: NativeMode, client: Option<&kube::Client>) -> bo
 fn start_controller(
     client: kube::Client,
     namespace: &str,
-    token_reviews: ReviewLimits,
+    (token_reviews, streams): (ReviewLimits, StreamLimits),
     registry: &mut Registry,
     shutdown: &CancellationToken,
 ) -> (Router, tokio::task::JoinHandle<()>) {
     let mut config = ControllerConfig::from_env(std::env::vars());
     config.token_reviews = token_reviews;
+    config.streams = streams;
     // The Lease lives in the controller's own namespace (`--namespace`).
     config.lease.namespace = namespace.to_owned();
     let controller = Controller::new(client, config, shutdown.clone());

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use std::net::IpAddr;
 
@@ -121,8 +122,18 @@ impl PolicyHub {
     }
 }
 
-/// Stream id -> the version it was last sent, per pod.
-type StreamTable = BTreeMap<PodKey, BTreeMap<u64, Option<String>>>;
+/// One open stream: the version it was last sent, and how to end it.
+struct StreamEntry {
+    version: Option<String>,
+    evict: CancellationToken,
+}
+
+/// Open streams by pod (stream ids grow, so the first is the oldest).
+#[derive(Default)]
+struct StreamTable {
+    pods: BTreeMap<PodKey, BTreeMap<u64, StreamEntry>>,
+    total: usize,
+}
 
 /// Open streams and what they were last sent, keyed by pod.
 #[derive(Clone, Default)]
@@ -136,33 +147,72 @@ impl Connections {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Register a stream; it is unregistered when the guard drops.
-    pub fn open(&self, key: PodKey, metrics: Metrics) -> ConnectionGuard {
+    /// Register a stream; it is unregistered when the guard drops. A pod
+    /// already holding `max_per_pod` streams loses its oldest: a proxy has one
+    /// stream, and the newest is the one a reconnecting proxy is reading
+    /// (the old one may linger half-open until TCP gives up on it).
+    pub fn open(&self, key: PodKey, metrics: Metrics, max_per_pod: usize) -> ConnectionGuard {
         let id = self
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.lock().entry(key.clone()).or_default().insert(id, None);
+        let evict = CancellationToken::new();
+        let mut table = self.lock();
+        let streams = table.pods.entry(key.clone()).or_default();
+        let evicted = evict_oldest(streams, max_per_pod.max(1) - 1);
+        streams.insert(
+            id,
+            StreamEntry {
+                version: None,
+                evict: evict.clone(),
+            },
+        );
+        table.total = table.total + 1 - evicted;
+        drop(table);
+        if evicted > 0 {
+            metrics.streams_evicted.inc_by(evicted as u64);
+            tracing::info!(namespace = %key.0, pod = %key.1, evicted, max_per_pod, "a pod opened more policy streams than allowed: ended its oldest");
+        }
         metrics.connected.inc();
         ConnectionGuard {
             connections: self.clone(),
             key,
             id,
             metrics,
+            evict,
         }
+    }
+
+    /// Streams open now.
+    pub fn total(&self) -> usize {
+        self.lock().total
     }
 
     /// Per-pod snapshot.
     pub fn snapshot(&self) -> Vec<ProxyStatus> {
         self.lock()
+            .pods
             .iter()
             .map(|((namespace, pod), streams)| ProxyStatus {
                 namespace: namespace.clone(),
                 pod: pod.clone(),
                 streams: streams.len(),
-                version: streams.values().rev().flatten().next().cloned(),
+                version: streams.values().rev().find_map(|s| s.version.clone()),
             })
             .collect()
     }
+}
+
+/// Pure: end the oldest streams until at most `keep` remain; returns how many.
+fn evict_oldest(streams: &mut BTreeMap<u64, StreamEntry>, keep: usize) -> usize {
+    let mut evicted = 0;
+    while streams.len() > keep {
+        let Some((_, oldest)) = streams.pop_first() else {
+            break;
+        };
+        oldest.evict.cancel();
+        evicted += 1;
+    }
+    evicted
 }
 
 /// Keeps a stream registered in [`Connections`] while alive.
@@ -171,27 +221,73 @@ pub struct ConnectionGuard {
     key: PodKey,
     id: u64,
     metrics: Metrics,
+    evict: CancellationToken,
 }
 
 impl ConnectionGuard {
     /// Record the version this stream was just sent.
     pub fn sent(&self, version: &str) {
-        if let Some(streams) = self.connections.lock().get_mut(&self.key) {
-            streams.insert(self.id, Some(version.to_string()));
+        if let Some(stream) = self
+            .connections
+            .lock()
+            .pods
+            .get_mut(&self.key)
+            .and_then(|s| s.get_mut(&self.id))
+        {
+            stream.version = Some(version.to_string());
         }
         self.metrics.versions_served.inc();
+    }
+
+    /// Cancelled when a newer stream of the same pod pushed this one out.
+    pub fn evicted(&self) -> CancellationToken {
+        self.evict.clone()
     }
 }
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        let mut map = self.connections.lock();
-        if let Some(streams) = map.get_mut(&self.key) {
-            streams.remove(&self.id);
+        let mut table = self.connections.lock();
+        let table = &mut *table;
+        if let Some(streams) = table.pods.get_mut(&self.key) {
+            // An evicted stream was already taken out of the count.
+            if streams.remove(&self.id).is_some() {
+                table.total = table.total.saturating_sub(1);
+            }
             if streams.is_empty() {
-                map.remove(&self.key);
+                table.pods.remove(&self.key);
             }
         }
         self.metrics.connected.dec();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(pod: &str) -> PodKey {
+        ("shop".into(), pod.into())
+    }
+
+    #[test]
+    fn a_pod_over_its_stream_limit_loses_its_oldest_and_the_total_stays_right() {
+        let c = Connections::default();
+        let m = Metrics::default();
+        let first = c.open(key("a"), m.clone(), 2);
+        let second = c.open(key("a"), m.clone(), 2);
+        let other = c.open(key("b"), m.clone(), 2);
+        assert_eq!(c.total(), 3);
+        let third = c.open(key("a"), m.clone(), 2);
+        assert!(first.evicted().is_cancelled());
+        assert!(!second.evicted().is_cancelled() && !third.evicted().is_cancelled());
+        assert_eq!(c.total(), 3);
+        assert_eq!(m.streams_evicted.get(), 1);
+        drop(first);
+        assert_eq!(c.total(), 3, "the evicted stream was already uncounted");
+        drop((second, third, other));
+        assert_eq!(c.total(), 0);
+        assert!(c.snapshot().is_empty());
+        assert_eq!(m.connected.get(), 0);
     }
 }

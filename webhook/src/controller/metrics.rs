@@ -59,6 +59,10 @@ pub struct Metrics {
     pub uninjected: Gauge,
     /// TokenReviews, their cache and limits.
     pub token_reviews: TokenReviewMetrics,
+    /// Streams refused because this replica holds its maximum.
+    pub streams_limited: Counter,
+    /// Streams ended because their pod opened too many.
+    pub streams_evicted: Counter,
 }
 
 impl Metrics {
@@ -109,6 +113,16 @@ impl Metrics {
             "uninjected_pods",
             "Pods opted in to injection that run without the proxy (counted by the leader)",
             self.uninjected.clone(),
+        );
+        sub.register(
+            "streams_limited",
+            "Policy streams refused with Retry-After because this replica holds --max-policy-streams",
+            self.streams_limited.clone(),
+        );
+        sub.register(
+            "streams_evicted",
+            "Policy streams ended because their pod opened more than --max-policy-streams-per-pod",
+            self.streams_evicted.clone(),
         );
         let t = &self.token_reviews;
         sub.register(

@@ -20,12 +20,41 @@ use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
+use super::auth::guard::LimitLog;
 use super::auth::{AuthError, Authenticator, Identity};
 use super::hub::{ConnectionGuard, Connections, Peers, PolicyHub};
 use super::state::PodPolicy;
 
 /// Interval between heartbeats (the proxy drops a stream after 3 missed).
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How many streams a replica holds.
+#[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
+pub struct StreamLimits {
+    /// Policy streams this replica holds at once; beyond, 503 with Retry-After.
+    #[arg(long, env = "FAULTLINE_MAX_POLICY_STREAMS", default_value_t = 20_000)]
+    pub max_policy_streams: usize,
+    /// Policy streams one pod holds at once; a newer one ends its oldest.
+    #[arg(
+        long,
+        env = "FAULTLINE_MAX_POLICY_STREAMS_PER_POD",
+        default_value_t = 2
+    )]
+    pub max_policy_streams_per_pod: usize,
+}
+
+impl Default for StreamLimits {
+    fn default() -> Self {
+        Self {
+            max_policy_streams: 20_000,
+            max_policy_streams_per_pod: 2,
+        }
+    }
+}
+
+/// What a proxy refused for a full replica is told: long enough for the
+/// Service to route it elsewhere or for streams to end here.
+const FULL_RETRY_AFTER: Duration = Duration::from_secs(20);
 
 /// Everything the stream handler needs.
 #[derive(Clone)]
@@ -34,6 +63,8 @@ pub struct StreamServer {
     pub connections: Connections,
     pub auth: Arc<dyn Authenticator>,
     pub heartbeat: Duration,
+    pub limits: StreamLimits,
+    full_log: Arc<std::sync::Mutex<LimitLog>>,
     /// Cancelled on SIGTERM: streams end so proxies move to another replica.
     pub shutdown: CancellationToken,
 }
@@ -45,6 +76,8 @@ impl StreamServer {
             connections: Connections::default(),
             auth,
             heartbeat: HEARTBEAT,
+            limits: StreamLimits::default(),
+            full_log: Arc::default(),
             shutdown,
         }
     }
@@ -105,6 +138,10 @@ async fn stream(
             "missing bearer token".into(),
         );
     };
+    // Before the review: a full replica should not spend one.
+    if let Some(response) = full(&server) {
+        return response;
+    }
     let identity = match server.auth.authenticate(token).await {
         Ok(id) => id,
         Err(error) if error.retry_after().is_some() => {
@@ -123,7 +160,11 @@ async fn stream(
     let key = (identity.namespace.clone(), identity.pod.clone());
     tracing::info!(namespace = %key.0, pod = %key.1, "proxy connected to the policy stream");
     let rx = server.hub.subscribe(&key);
-    let guard = server.connections.open(key, server.hub.metrics.clone());
+    let guard = server.connections.open(
+        key,
+        server.hub.metrics.clone(),
+        server.limits.max_policy_streams_per_pod,
+    );
     let body = body_stream(
         rx,
         identity.pod_uid,
@@ -137,6 +178,38 @@ async fn stream(
         .header(header::CACHE_CONTROL, "no-cache")
         .body(Body::from_stream(body))
         .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// 503 with Retry-After when this replica holds `max_policy_streams`.
+fn full(server: &StreamServer) -> Option<Response> {
+    let open = server.connections.total();
+    if open < server.limits.max_policy_streams {
+        return None;
+    }
+    server.hub.metrics.streams_limited.inc();
+    server.hub.metrics.streams_refused.inc();
+    let noted = server
+        .full_log
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .note("streams", tokio::time::Instant::now());
+    if let Some(refused) = noted {
+        tracing::warn!(
+            open,
+            max = server.limits.max_policy_streams,
+            refused_since_last_warning = refused,
+            "policy stream limit reached: refusing new streams with Retry-After"
+        );
+    }
+    let secs = FULL_RETRY_AFTER.as_secs();
+    Some(
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, secs.to_string())],
+            format!("this controller replica holds its maximum of {open} policy streams; retry after {secs}s"),
+        )
+            .into_response(),
+    )
 }
 
 /// A request may name its pod; it must be the token's.
@@ -163,6 +236,8 @@ struct Cursor {
     guard: ConnectionGuard,
     heartbeat: tokio::time::Interval,
     shutdown: CancellationToken,
+    /// A newer stream of the same pod took this one's place.
+    evicted: CancellationToken,
     check: bool,
     /// The version and peers last sent, so a change that only adds `finish`
     /// does not resend the policy.
@@ -204,6 +279,7 @@ fn body_stream(
     let cursor = Cursor {
         rx,
         uid,
+        evicted: guard.evicted(),
         guard,
         heartbeat: interval,
         shutdown,
@@ -226,6 +302,7 @@ fn body_stream(
             }
             tokio::select! {
                 () = c.shutdown.cancelled() => return None,
+                () = c.evicted.cancelled() => return None,
                 changed = c.rx.changed() => match changed {
                     Ok(()) => c.check = true,
                     Err(_) => return None,

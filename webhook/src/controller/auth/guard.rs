@@ -237,13 +237,13 @@ fn unix_now() -> u64 {
 /// One warning per limit per [`LIMIT_LOG_EVERY`], carrying how many
 /// refusals it stands for.
 #[derive(Default)]
-struct LimitLog {
+pub struct LimitLog {
     last: Vec<(&'static str, Instant, u64)>,
 }
 
 impl LimitLog {
     /// `Some(refusals since the last warning)` when it is time to warn.
-    fn note(&mut self, reason: &'static str, now: Instant) -> Option<u64> {
+    pub fn note(&mut self, reason: &'static str, now: Instant) -> Option<u64> {
         let Some(entry) = self.last.iter_mut().find(|(r, _, _)| *r == reason) else {
             self.last.push((reason, now, 0));
             return Some(1);
