@@ -64,7 +64,7 @@ pub struct StreamServer {
     pub auth: Arc<dyn Authenticator>,
     pub heartbeat: Duration,
     pub limits: StreamLimits,
-    full_log: Arc<std::sync::Mutex<LimitLog>>,
+    refusal_log: Arc<std::sync::Mutex<LimitLog>>,
     /// Cancelled on SIGTERM: streams end so proxies move to another replica.
     pub shutdown: CancellationToken,
 }
@@ -77,9 +77,25 @@ impl StreamServer {
             auth,
             heartbeat: HEARTBEAT,
             limits: StreamLimits::default(),
-            full_log: Arc::default(),
+            refusal_log: Arc::default(),
             shutdown,
         }
+    }
+
+    /// `Some(refusals since the last line)` when a refusal of this kind
+    /// should be logged.
+    fn note_refusal(&self, kind: &str) -> Option<u64> {
+        let kind: &'static str = match kind {
+            "401" => "401",
+            "403" => "403",
+            "503" => "503",
+            "full" => "full",
+            _ => "other",
+        };
+        self.refusal_log
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .note(kind, tokio::time::Instant::now())
     }
 
     /// The router to merge into the webhook's TLS server.
@@ -98,7 +114,11 @@ struct StreamQuery {
 
 fn refuse(server: &StreamServer, status: StatusCode, message: String) -> Response {
     server.hub.metrics.streams_refused.inc();
-    tracing::info!(%status, %message, "refused a policy stream");
+    // One line per status per 10 s: a storm of bad tokens must not become a
+    // storm of log lines.
+    if let Some(refused) = server.note_refusal(status.as_str()) {
+        tracing::info!(%status, %message, refused_since_last_line = refused, "refused a policy stream");
+    }
     (status, message).into_response()
 }
 
@@ -188,12 +208,7 @@ fn full(server: &StreamServer) -> Option<Response> {
     }
     server.hub.metrics.streams_limited.inc();
     server.hub.metrics.streams_refused.inc();
-    let noted = server
-        .full_log
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .note("streams", tokio::time::Instant::now());
-    if let Some(refused) = noted {
+    if let Some(refused) = server.note_refusal("full") {
         tracing::warn!(
             open,
             max = server.limits.max_policy_streams,
