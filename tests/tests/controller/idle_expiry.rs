@@ -69,6 +69,7 @@ async fn policies_expire_on_workloads_without_injected_pods() -> anyhow::Result<
             lease,
             heartbeat: Duration::from_secs(10),
             token_reviews: ReviewLimits::default(),
+            streams: faultline_webhook::controller::StreamLimits::default(),
         },
         stop.clone(),
     );
