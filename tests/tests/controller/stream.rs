@@ -363,7 +363,10 @@ async fn a_pods_extra_stream_ends_its_oldest_and_a_full_replica_says_when_to_com
     assert_eq!(oldest.status(), 200);
     let second = raw_get(&f, Some("token-a"), "").await;
     let third = raw_get(&f, Some("token-a"), "").await;
-    assert_eq!((second.status().as_u16(), third.status().as_u16()), (200, 200));
+    assert_eq!(
+        (second.status().as_u16(), third.status().as_u16()),
+        (200, 200)
+    );
     let ended = tokio::time::timeout(Duration::from_secs(5), async {
         while let Ok(Some(_)) = oldest.chunk().await {}
     })
