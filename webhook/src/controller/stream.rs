@@ -32,7 +32,7 @@ pub const HEARTBEAT: Duration = Duration::from_secs(10);
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct StreamLimits {
     /// Policy streams this replica holds at once; beyond, 503 with Retry-After.
-    #[arg(long, env = "FAULTLINE_MAX_POLICY_STREAMS", default_value_t = 10_000)]
+    #[arg(long, env = "FAULTLINE_MAX_POLICY_STREAMS", default_value_t = 4_000)]
     pub max_policy_streams: usize,
     /// Policy streams one pod holds at once; a newer one ends its oldest.
     #[arg(
@@ -46,7 +46,7 @@ pub struct StreamLimits {
 impl Default for StreamLimits {
     fn default() -> Self {
         Self {
-            max_policy_streams: 10_000,
+            max_policy_streams: 4_000,
             max_policy_streams_per_pod: 2,
         }
     }
