@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Webhook memory under a burst of the largest AdmissionReviews it accepts
-# (4 MiB, carrying two fault policies of just under 1 MiB each): RSS idle,
+# (4 MiB, carrying two fault policies of just under the parser's 256 KiB limit each): RSS idle,
 # peak during BENCH_CONCURRENCY concurrent reviews (BENCH_ROUNDS bursts),
 # and after. Baseline, in the same run: the same server with the review
 # bounds lifted (a decode slot and a body share for every review: how it

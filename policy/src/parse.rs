@@ -9,8 +9,11 @@ use crate::validate::validate;
 #[cfg(test)]
 pub(crate) mod tests;
 
-/// Largest policy accepted; the annotation limit is 256 KiB anyway.
-pub const MAX_POLICY_BYTES: usize = 1 << 20;
+/// Largest policy accepted: 256 KiB. Kubernetes refuses an object whose
+/// annotations add up to more than 256 KiB, so no stored policy is larger;
+/// the cap keeps what one parse may cost (a YAML document takes dozens of
+/// times its size while it is parsed) within the webhook's memory budget.
+pub const MAX_POLICY_BYTES: usize = 256 << 10;
 
 /// Parses a policy written in YAML or JSON and validates every field.
 pub fn parse(text: &str) -> Result<Policy, PolicyError> {

@@ -51,7 +51,7 @@ fn args() -> Args {
     a
 }
 
-/// A valid policy of just under 1 MiB (the parser's limit): many small rules.
+/// A valid policy of just under the parser's limit: many small rules.
 fn policy() -> String {
     let mut text = String::from("rules:\n");
     let mut i = 0;
@@ -60,7 +60,7 @@ fn policy() -> String {
             "- name: slow-{i:06}\n  match: {{direction: inbound, port: {}}}\n  delay: {{fixed: 10ms}}\n",
             1000 + i % 60000
         );
-        if text.len() + rule.len() > 1024 * 1024 - 64 {
+        if text.len() + rule.len() > faultline_policy::MAX_POLICY_BYTES - 64 {
             return text;
         }
         text.push_str(&rule);

@@ -67,7 +67,7 @@ fn error_empty_and_oversized_documents() {
     let big = format!("rules: []\n#{}", "x".repeat(MAX_POLICY_BYTES));
     assert_eq!(
         err(&big),
-        "failed to parse policy: the document is larger than 1048576 bytes"
+        "failed to parse policy: the document is larger than 262144 bytes"
     );
 }
 

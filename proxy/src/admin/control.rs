@@ -9,13 +9,12 @@ use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use faultline_policy::PeerIps;
+use faultline_policy::{MAX_POLICY_BYTES, PeerIps};
 
 use crate::body::{ProxyBody, full};
 use crate::source::store::{PolicySource, PolicyStore, PolicyUpdate, content_version};
 
 /// Largest policy document accepted (Kubernetes caps an annotation at 256 KiB).
-const MAX_POLICY_BYTES: usize = 1 << 20;
 
 /// Handles a write to `/policy` on a proxy started with `--control`
 /// (`token`: the `--control-token` it must present, if any).

@@ -28,11 +28,11 @@ use tokio::time::Instant;
 use crate::metrics::{Metrics, RejectReason, WarnEvery};
 use crate::server::BodyDeadline;
 
-/// Decode slots. Measured (bench/webhook-memory.sh): a review carrying a
-/// fault policy of just under 1 MiB (~13k rules) peaks at ~75 MiB while the
-/// policy is parsed, one with two such policies at ~150 MiB; two slots keep
-/// the worst case near 160 MiB of the 256 MiB limit, and two cores gain
-/// nothing from more (a pod review takes ~0.1 ms).
+/// Decode slots. A fault policy costs dozens of times its size while it is
+/// parsed (bench/webhook-memory.sh: ~75 MiB for a 1 MiB document, before
+/// policies were capped at 256 KiB); a review carries at most two. Two
+/// slots keep the worst case well inside the 256 MiB limit, and two cores
+/// gain nothing from more (a pod review takes ~0.1 ms).
 pub const DEFAULT_MAX_CONCURRENT_REVIEWS: usize = 2;
 /// Review bodies buffered or being decoded at once, in bytes: one review of
 /// the largest accepted size (4 MiB), so two maximal reviews are never in
