@@ -14,8 +14,6 @@ use faultline_policy::{MAX_POLICY_BYTES, PeerIps};
 use crate::body::{ProxyBody, full};
 use crate::source::store::{PolicySource, PolicyStore, PolicyUpdate, content_version};
 
-/// Largest policy document accepted (Kubernetes caps an annotation at 256 KiB).
-
 /// Handles a write to `/policy` on a proxy started with `--control`
 /// (`token`: the `--control-token` it must present, if any).
 pub async fn write(
