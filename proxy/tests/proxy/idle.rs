@@ -35,6 +35,7 @@ const CONCURRENCY: usize = 250;
 const NEEDED: u64 = (HELD + SILENT + CONCURRENCY + 1_500) as u64;
 const ACTIVE: &str = "faultline_connections_active{direction=\"inbound\"}";
 const RAW_TCP: &str = "faultline_connections_total{direction=\"inbound\",protocol=\"tcp\"}";
+const PARKED: &str = "faultline_connections_parked{direction=\"inbound\"}";
 /// The open-file limit (soft and hard) of the proxy that runs out.
 const SCARCE_FILES: u64 = 80;
 
@@ -78,6 +79,10 @@ async fn ten_thousand_idle_connections_are_held_and_everyone_is_served() {
         }),
     )
     .await;
+    // Generous: ten thousand connections on a shared 2-core machine; the
+    // conditions are polled, so a healthy run takes seconds.
+    let within = Duration::from_secs(60);
+    all_parked(&proxy, within).await;
     let keep_alive_rss = proxy.rss_kb();
     let mut silent: Vec<_> = bounded(
         "the silent connections to connect",
@@ -87,9 +92,6 @@ async fn ten_thousand_idle_connections_are_held_and_everyone_is_served() {
     )
     .await;
     eprintln!("{HELD} connections open after {:?}", started.elapsed());
-    // Generous: ten thousand connections on a shared 2-core machine; the
-    // conditions are polled, so a healthy run takes seconds.
-    let within = Duration::from_secs(60);
     eventually("every connection accepted", within, || async {
         proxy.metric(ACTIVE).await == HELD as f64
     })
@@ -135,13 +137,15 @@ async fn ten_thousand_idle_connections_are_held_and_everyone_is_served() {
         serve_all_held(&mut keep_alive, &mut silent),
     )
     .await;
-    let first_round_rss = proxy.rss_kb();
+    all_parked(&proxy, within).await;
+    let first_round_rss = settled_rss(&proxy).await;
     bounded(
         "a second round",
         serve_all_held(&mut keep_alive, &mut silent),
     )
     .await;
-    let second_round_rss = proxy.rss_kb();
+    all_parked(&proxy, within).await;
+    let second_round_rss = settled_rss(&proxy).await;
     eprintln!(
         "proxy VmRSS after serving every held connection again: {first_round_rss} kB, \
          and once more: {second_round_rss} kB ({:?} in)",
@@ -516,4 +520,29 @@ impl ChildProxy {
             .collect();
         assert!(bad.is_empty(), "{bad:#?}");
     }
+}
+
+/// Idle keep-alive connections give their buffers back a clock tick after
+/// their last request; RSS is only comparable once all of them have.
+async fn all_parked(proxy: &ChildProxy, within: Duration) {
+    eventually("every keep-alive connection parked", within, || async {
+        proxy.metric(PARKED).await == KEEP_ALIVE as f64
+    })
+    .await;
+}
+
+/// RSS once the allocator has handed back what the last round freed
+/// (jemalloc returns pages unused for a second): polled until two readings a
+/// second and a half apart agree within 1 MB, 20 s at most.
+async fn settled_rss(proxy: &ChildProxy) -> u64 {
+    let mut last = proxy.rss_kb();
+    for _ in 0..13 {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let now = proxy.rss_kb();
+        if now.abs_diff(last) < 1024 {
+            return now;
+        }
+        last = now;
+    }
+    last
 }
