@@ -2,7 +2,7 @@
 //! clients, and curl as the client. Many idle connections: `idle.rs`.
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::support::*;
 
@@ -87,21 +87,9 @@ async fn websocket_upgrade_passes_through() {
         )
         .await
         .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
+    let head = read_head(&mut stream).await;
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-    stream.write_all(b"ping over the tunnel").await.unwrap();
-    let mut echoed = [0u8; 20];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&echoed, b"ping over the tunnel");
+    assert_tunnel_echoes(&mut stream, b"ping over the tunnel").await;
 }
 
 #[tokio::test]

@@ -406,21 +406,9 @@ async fn connect_goes_where_the_client_asked_and_tunnels() {
         .write_all(b"CONNECT db.example:5432 HTTP/1.1\r\nHost: db.example:5432\r\n\r\n")
         .await
         .unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        stream.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).unwrap();
+    let head = read_head(&mut stream).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    stream.write_all(b"bytes in the tunnel").await.unwrap();
-    let mut echoed = [0u8; 19];
-    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&echoed, b"bytes in the tunnel");
+    assert_tunnel_echoes(&mut stream, b"bytes in the tunnel").await;
     let seen = upstream.seen();
     assert_eq!(seen.len(), 1);
     assert_eq!(

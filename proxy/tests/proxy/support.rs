@@ -328,3 +328,26 @@ pub fn get(uri: &str) -> Request<Body> {
         .body(full(""))
         .unwrap()
 }
+
+/// Reads a response head byte by byte, so nothing after it is consumed
+/// (the bytes that follow belong to a tunnel).
+pub async fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+/// Sends `payload` into an established tunnel and expects it echoed back.
+pub async fn assert_tunnel_echoes(stream: &mut TcpStream, payload: &[u8]) {
+    stream.write_all(payload).await.unwrap();
+    let mut echoed = vec![0u8; payload.len()];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, payload);
+}
