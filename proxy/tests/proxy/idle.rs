@@ -33,9 +33,7 @@ const CONCURRENCY: usize = 250;
 /// one per concurrent request), the admin and fresh clients, and the rest
 /// of the test binary (other tests run at the same time).
 const NEEDED: u64 = (HELD + SILENT + CONCURRENCY + 1_500) as u64;
-const ACTIVE: &str = "faultline_connections_active{direction=\"inbound\"}";
 const RAW_TCP: &str = "faultline_connections_total{direction=\"inbound\",protocol=\"tcp\"}";
-const PARKED: &str = "faultline_connections_parked{direction=\"inbound\"}";
 /// The open-file limit (soft and hard) of the proxy that runs out.
 const SCARCE_FILES: u64 = 80;
 

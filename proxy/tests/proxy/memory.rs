@@ -10,8 +10,6 @@ use tokio::net::TcpStream;
 
 use crate::support::*;
 
-const ACTIVE: &str = "faultline_connections_active{direction=\"inbound\"}";
-const PARKED: &str = "faultline_connections_parked{direction=\"inbound\"}";
 const CONNS: usize = 20;
 const POLICY: &str =
     "rules:\n- name: refuse-posts\n  match: {methods: [POST]}\n  abort: {status: 503}\n";

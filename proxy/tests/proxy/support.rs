@@ -22,6 +22,11 @@ use tokio_util::sync::CancellationToken;
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
+/// Inbound client connections the proxy holds.
+pub const ACTIVE: &str = "faultline_connections_active{direction=\"inbound\"}";
+/// Of those, idle keep-alive connections holding no buffers.
+pub const PARKED: &str = "faultline_connections_parked{direction=\"inbound\"}";
+
 pub fn full(b: impl Into<Bytes>) -> Body {
     Full::new(b.into()).boxed()
 }
