@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use rand_distr::Normal;
+use rand_distr::{LogNormal, Normal, Pareto};
 
 mod first;
 mod matchers;
@@ -25,8 +25,8 @@ use matchers::{HostMatcher, Pattern, PeerMatcher};
 use crate::PeerIps;
 use crate::action::{AbortAction, GrpcAbort, HttpResponse};
 use crate::model::{
-    Abort, Delay, DelaySide, Direction, FaultKind, FaultSpec, PartitionMode, Policy, PortRange,
-    Protocol, Respond, Rule,
+    Abort, Delay, DelaySide, Direction, FaultKind, FaultSpec, HumanDuration, MAX_DURATION,
+    PartitionMode, Policy, PortRange, Protocol, Respond, Rule,
 };
 use crate::validate::{MAX_METHOD_BYTES, is_tchar};
 
@@ -127,11 +127,19 @@ pub(crate) enum CompiledFault {
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum DelaySampler {
-    /// `fixed` ± uniform `jitter`, in nanoseconds.
-    Uniform { fixed: u64, jitter: u64 },
-    /// Normal in seconds, clamped at 0.
+    /// Uniform over `min..=max` nanoseconds (`fixed` ± `jitter`, `uniform`).
+    Uniform { min: u64, max: u64 },
+    /// Normal in seconds, clamped to `0..=MAX_DURATION`.
     Normal(Normal<f64>),
+    /// Log-normal in seconds, capped at `max` seconds.
+    LogNormal { dist: LogNormal<f64>, max: f64 },
+    /// Pareto in seconds, capped at `max` seconds.
+    Pareto { dist: Pareto<f64>, max: f64 },
 }
+
+/// The standard normal quantile of 0.99: a log-normal's p99 is
+/// `median * exp(Z_99 * sigma)`.
+pub(crate) const Z_99: f64 = 2.326_347_874_040_841;
 
 /// Compiles a policy against the current pod IPs of its selectors.
 pub fn compile(policy: &Policy, peers: &PeerIps) -> CompiledPolicy {
@@ -247,17 +255,44 @@ fn compile_fault(fault: FaultSpec<'_>) -> Result<CompiledFault, String> {
 }
 
 pub(crate) fn delay_sampler(d: &Delay) -> Result<DelaySampler, String> {
-    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
-    match (&d.fixed, &d.normal) {
-        (Some(fixed), None) => Ok(DelaySampler::Uniform {
-            fixed: nanos(fixed.get()),
-            jitter: d.jitter.map_or(0, |j| nanos(j.get())),
-        }),
-        (None, Some(n)) => Normal::new(n.mean.get().as_secs_f64(), n.stddev.get().as_secs_f64())
+    let nanos = |d: HumanDuration| u64::try_from(d.get().as_nanos()).unwrap_or(u64::MAX);
+    let secs = |d: HumanDuration| d.get().as_secs_f64();
+    match (&d.fixed, &d.normal, &d.uniform, &d.lognormal, &d.pareto) {
+        (Some(fixed), None, None, None, None) => {
+            let (fixed, jitter) = (nanos(*fixed), d.jitter.map_or(0, nanos));
+            Ok(DelaySampler::Uniform {
+                min: fixed.saturating_sub(jitter),
+                max: fixed.saturating_add(jitter),
+            })
+        }
+        (None, Some(n), None, None, None) => Normal::new(secs(n.mean), secs(n.stddev))
             .map(DelaySampler::Normal)
-            .map_err(|e| format!("bad normal distribution: {e}")),
-        _ => Err("delay needs exactly one of fixed and normal".into()),
+            .map_err(bad_distribution("normal")),
+        (None, None, Some(u), None, None) if u.min <= u.max => Ok(DelaySampler::Uniform {
+            min: nanos(u.min),
+            max: nanos(u.max),
+        }),
+        (None, None, None, Some(l), None) => {
+            let sigma = (secs(l.p99) / secs(l.median)).ln() / Z_99;
+            LogNormal::new(secs(l.median).ln(), sigma)
+                .map(|dist| DelaySampler::LogNormal {
+                    dist,
+                    max: l.max.map_or(MAX_DURATION.as_secs_f64(), secs),
+                })
+                .map_err(bad_distribution("log-normal"))
+        }
+        (None, None, None, None, Some(p)) => Pareto::new(secs(p.scale), p.shape)
+            .map(|dist| DelaySampler::Pareto {
+                dist,
+                max: secs(p.max),
+            })
+            .map_err(bad_distribution("Pareto")),
+        _ => Err("delay needs exactly one valid distribution".into()),
     }
+}
+
+fn bad_distribution<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> String + '_ {
+    move |e| format!("bad {what} distribution: {e}")
 }
 
 /// Methods are case-sensitive (RFC 9110 section 9.1) and compared exactly,

@@ -25,7 +25,7 @@ use crate::action::{Action, Decision};
 use crate::compile::{
     Chance, CompiledFault, CompiledPolicy, CompiledRule, DelaySampler, INDEXED_METHODS, Matcher,
 };
-use crate::model::{Direction, Protocol};
+use crate::model::{Direction, MAX_DURATION, Protocol};
 
 #[cfg(test)]
 mod tests;
@@ -257,15 +257,18 @@ impl CompiledRule {
 impl DelaySampler {
     pub(crate) fn sample<R: Rng + ?Sized>(&self, rng: &mut R) -> Duration {
         match *self {
-            Self::Uniform { fixed, jitter: 0 } => Duration::from_nanos(fixed),
-            Self::Uniform { fixed, jitter } => {
-                let spread = rng.random_range(0..=jitter.saturating_mul(2));
-                Duration::from_nanos(fixed.saturating_add(spread).saturating_sub(jitter))
-            }
-            Self::Normal(normal) => {
-                let secs: f64 = rng.sample(normal);
-                Duration::try_from_secs_f64(secs.max(0.0)).unwrap_or(Duration::ZERO)
-            }
+            Self::Uniform { min, max } if min >= max => Duration::from_nanos(min),
+            Self::Uniform { min, max } => Duration::from_nanos(rng.random_range(min..=max)),
+            Self::Normal(normal) => capped_secs(rng.sample(normal), MAX_DURATION.as_secs_f64()),
+            Self::LogNormal { dist, max } => capped_secs(rng.sample(dist), max),
+            Self::Pareto { dist, max } => capped_secs(rng.sample(dist), max),
         }
     }
+}
+
+/// A sample in seconds as a delay in `0..=max` seconds. `max` bounds the
+/// heavy tails (a sample above it waits exactly `max`); `f64::max` and
+/// `f64::min` turn a NaN into the bound rather than propagate it.
+fn capped_secs(secs: f64, max: f64) -> Duration {
+    Duration::try_from_secs_f64(secs.max(0.0).min(max)).unwrap_or(Duration::ZERO)
 }

@@ -46,8 +46,9 @@ pub use decide::{ConnInfo, RequestInfo, is_probe};
 pub use error::{FieldError, Location, PolicyError, RuleRef, error_chain};
 pub use model::{
     Abort, Bandwidth, ByteRate, Cidr, Delay, DelaySide, Direction, FaultKind, FaultSpec, GrpcCode,
-    Hang, HumanDuration, Match, NormalDelay, Partition, PartitionMode, Peer, Policy, PortRange,
-    Ports, Protocol, Reset, Respond, Rule, Selector,
+    Hang, HumanDuration, LogNormalDelay, MAX_DURATION, Match, NormalDelay, ParetoDelay, Partition,
+    PartitionMode, Peer, Policy, PortRange, Ports, Protocol, Reset, Respond, Rule, Selector,
+    UniformDelay,
 };
 pub use parse::{MAX_POLICY_BYTES, parse};
 pub use validate::{MAX_METHOD_BYTES, MAX_PATTERN_BYTES, is_tchar, validate};

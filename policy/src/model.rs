@@ -15,12 +15,12 @@ mod net;
 mod units;
 
 pub use faults::{
-    Abort, Bandwidth, Delay, DelaySide, GrpcCode, Hang, NormalDelay, Partition, PartitionMode,
-    Reset, Respond,
+    Abort, Bandwidth, Delay, DelaySide, GrpcCode, Hang, LogNormalDelay, NormalDelay, ParetoDelay,
+    Partition, PartitionMode, Reset, Respond, UniformDelay,
 };
 pub use net::{Cidr, PortRange, Ports};
 pub(crate) use units::quoted;
-pub use units::{ByteRate, HumanDuration};
+pub use units::{ByteRate, HumanDuration, MAX_DURATION};
 
 /// A whole fault policy (the value of the `faultline.dev/faults` annotation).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

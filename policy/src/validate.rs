@@ -10,7 +10,8 @@ use crate::compile::{RESERVED_RESPONSE_HEADERS, parse_header_name, parse_method}
 use crate::error::{PolicyError, RuleRef};
 use crate::model::quoted;
 use crate::model::{
-    Abort, Delay, FaultSpec, Match, Peer, Policy, Protocol, Respond, Rule, Selector,
+    Abort, Delay, FaultSpec, HumanDuration, LogNormalDelay, MAX_DURATION, Match, ParetoDelay, Peer,
+    Policy, Protocol, Respond, Rule, Selector,
 };
 
 type Check = Result<(), (String, String)>;
@@ -253,21 +254,125 @@ fn validate_fault_vs_match(fault: FaultSpec<'_>, m: &Match) -> Check {
 }
 
 fn validate_delay(d: &Delay) -> Check {
-    match (&d.fixed, &d.normal, &d.jitter) {
-        (Some(_), Some(_), _) => fail("delay", "set one of fixed and normal, not both"),
-        (None, None, _) => fail(
-            "delay",
-            "set fixed (e.g. fixed: 200ms) or normal: {mean, stddev}",
-        ),
-        (None, Some(_), Some(_)) => {
-            fail("delay.jitter", "only applies to fixed (normal has stddev)")
+    let set: Vec<&str> = [
+        ("fixed", d.fixed.is_some()),
+        ("normal", d.normal.is_some()),
+        ("uniform", d.uniform.is_some()),
+        ("lognormal", d.lognormal.is_some()),
+        ("pareto", d.pareto.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, present)| present.then_some(name))
+    .collect();
+    match set.as_slice() {
+        [] => {
+            return fail(
+                "delay",
+                "set fixed (e.g. fixed: 200ms) or one of normal, uniform, lognormal, pareto",
+            );
         }
-        (Some(fixed), None, Some(jitter)) if jitter > fixed => fail(
-            "delay.jitter",
-            format!("{jitter} is larger than fixed ({fixed}); a delay cannot be negative"),
-        ),
-        _ => Ok(()),
+        [_] => {}
+        [a, b, ..] => return fail("delay", format!("set one of {a} and {b}, not both")),
     }
+    if let Some(jitter) = &d.jitter {
+        match &d.fixed {
+            Some(fixed) if jitter > fixed => {
+                return fail(
+                    "delay.jitter",
+                    format!("{jitter} is larger than fixed ({fixed}); a delay cannot be negative"),
+                );
+            }
+            Some(_) => {}
+            None if d.normal.is_some() => {
+                return fail("delay.jitter", "only applies to fixed (normal has stddev)");
+            }
+            None => return fail("delay.jitter", "only applies to fixed"),
+        }
+    }
+    if let Some(u) = &d.uniform
+        && u.max < u.min
+    {
+        return fail(
+            "delay.uniform.max",
+            format!("{} is less than min ({})", u.max, u.min),
+        );
+    }
+    if let Some(l) = &d.lognormal {
+        validate_lognormal(l)?;
+    }
+    if let Some(p) = &d.pareto {
+        validate_pareto(p)?;
+    }
+    Ok(())
+}
+
+fn validate_lognormal(l: &LogNormalDelay) -> Check {
+    if l.median.get().is_zero() {
+        return fail(
+            "delay.lognormal.median",
+            "must be longer than 0s (a log-normal delay is never 0)",
+        );
+    }
+    if l.p99 <= l.median {
+        return fail(
+            "delay.lognormal.p99",
+            format!(
+                "{} is not longer than median ({}); for a constant delay use fixed",
+                l.p99, l.median
+            ),
+        );
+    }
+    if let Some(max) = l.max {
+        if max < l.p99 {
+            return fail(
+                "delay.lognormal.max",
+                format!(
+                    "{max} is less than p99 ({}), which could then never happen",
+                    l.p99
+                ),
+            );
+        }
+        check_delay_cap("delay.lognormal.max", max)?;
+    }
+    Ok(())
+}
+
+fn validate_pareto(p: &ParetoDelay) -> Check {
+    if p.scale.get().is_zero() {
+        return fail(
+            "delay.pareto.scale",
+            "must be longer than 0s (it is the shortest delay)",
+        );
+    }
+    if !(p.shape.is_finite() && p.shape > 0.0) {
+        return fail(
+            "delay.pareto.shape",
+            format!("{} is not a number larger than 0 (e.g. 1.5)", p.shape),
+        );
+    }
+    if p.max < p.scale {
+        return fail(
+            "delay.pareto.max",
+            format!(
+                "{} is less than scale ({}), the shortest delay",
+                p.max, p.scale
+            ),
+        );
+    }
+    check_delay_cap("delay.pareto.max", p.max)
+}
+
+fn check_delay_cap(field: &str, cap: HumanDuration) -> Check {
+    if cap.get() > MAX_DURATION {
+        return fail(
+            field,
+            format!(
+                "{cap} is longer than the longest delay ({})",
+                HumanDuration(MAX_DURATION)
+            ),
+        );
+    }
+    Ok(())
 }
 
 fn validate_status(field: &str, status: u16) -> Check {

@@ -545,6 +545,110 @@ fn normal_delay_is_clamped_at_zero() {
     assert!(xs.iter().all(|x| *x >= 0.0));
 }
 
+/// Checks that the share of samples at or below `x` is `p`, within five
+/// standard deviations of a binomial count (a quantile test that does not
+/// depend on the density around the quantile).
+fn assert_cdf(xs: &[f64], x: f64, p: f64) {
+    let n = xs.len() as f64;
+    let below = xs.iter().filter(|v| **v <= x).count() as f64;
+    assert!(
+        (below - p * n).abs() <= five_sigma(n, p),
+        "P(X <= {x} ms) is {}, expected {p}",
+        below / n
+    );
+}
+
+#[test]
+fn uniform_delay_covers_min_to_max_evenly() {
+    let xs = delay_samples(
+        "rules:\n- {delay: {uniform: {min: 100ms, max: 300ms}}}\n",
+        100_000,
+    );
+    assert!(xs.iter().all(|x| (100.0..=300.0).contains(x)));
+    for (x, p) in [(150.0, 0.25), (200.0, 0.5), (290.0, 0.95)] {
+        assert_cdf(&xs, x, p);
+    }
+    assert!(
+        xs.iter().any(|x| *x < 101.0) && xs.iter().any(|x| *x > 299.0),
+        "covers the whole range"
+    );
+    let same = delay_samples("rules:\n- {delay: {uniform: {min: 7ms, max: 7ms}}}\n", 100);
+    assert!(same.iter().all(|x| *x == 7.0));
+}
+
+#[test]
+fn lognormal_delay_has_its_median_and_p99() {
+    let xs = delay_samples(
+        "rules:\n- {delay: {lognormal: {median: 100ms, p99: 1s}}}\n",
+        100_000,
+    );
+    assert!(xs.iter().all(|x| *x > 0.0));
+    assert_cdf(&xs, 100.0, 0.5);
+    assert_cdf(&xs, 1000.0, 0.99);
+    // sigma = ln(10) / z(0.99) = 0.98982: the 90th percentile is
+    // 100 ms * exp(1.28155 * 0.98982) = 355.4 ms.
+    assert_cdf(&xs, 355.4, 0.9);
+}
+
+#[test]
+fn lognormal_delay_is_capped_at_max() {
+    // P(X > 2 s) = P(Z > ln(20) / 0.98982) = P(Z > 3.0265) = 0.001237.
+    let xs = delay_samples(
+        "rules:\n- {delay: {lognormal: {median: 100ms, p99: 1s, max: 2s}}}\n",
+        200_000,
+    );
+    assert!(xs.iter().all(|x| *x > 0.0 && *x <= 2000.0));
+    let n = xs.len() as f64;
+    let at_max = xs.iter().filter(|x| **x == 2000.0).count() as f64;
+    assert!(
+        (at_max - 0.001237 * n).abs() <= five_sigma(n, 0.001237),
+        "{at_max} samples at max"
+    );
+    assert_cdf(&xs, 100.0, 0.5);
+}
+
+#[test]
+fn pareto_delay_has_its_tail_and_stays_within_scale_and_max() {
+    // P(X > x) = (scale / x)^shape: the median is 10 ms * 2^(1/1.5) =
+    // 15.874 ms, P(X <= 50 ms) = 1 - 0.2^1.5 = 0.91056, and every sample
+    // beyond max, P = 0.05^1.5 = 0.011180, waits exactly max.
+    let xs = delay_samples(
+        "rules:\n- {delay: {pareto: {scale: 10ms, shape: 1.5, max: 200ms}}}\n",
+        100_000,
+    );
+    assert!(xs.iter().all(|x| (10.0..=200.0).contains(x)));
+    assert_cdf(&xs, 15.874, 0.5);
+    assert_cdf(&xs, 50.0, 0.91056);
+    let n = xs.len() as f64;
+    let at_max = xs.iter().filter(|x| **x == 200.0).count() as f64;
+    assert!(
+        (at_max - 0.011180 * n).abs() <= five_sigma(n, 0.011180),
+        "{at_max} samples at max"
+    );
+}
+
+#[test]
+fn samples_are_clamped_into_zero_to_the_cap() {
+    use super::capped_secs;
+    assert_eq!(capped_secs(f64::NAN, 2.0), Duration::ZERO);
+    assert_eq!(capped_secs(-1.0, 2.0), Duration::ZERO);
+    assert_eq!(capped_secs(f64::INFINITY, 2.0), Duration::from_secs(2));
+    assert_eq!(capped_secs(1e300, MAX_DURATION.as_secs_f64()), MAX_DURATION);
+    assert_eq!(capped_secs(0.5, 2.0), Duration::from_millis(500));
+}
+
+#[test]
+fn the_same_seed_samples_every_distribution_alike() {
+    for delay in [
+        "{uniform: {min: 1ms, max: 9ms}}",
+        "{lognormal: {median: 5ms, p99: 50ms}}",
+        "{pareto: {scale: 1ms, shape: 2, max: 1s}}",
+    ] {
+        let doc = format!("rules:\n- {{delay: {delay}}}\n");
+        assert_eq!(delay_samples(&doc, 50), delay_samples(&doc, 50), "{delay}");
+    }
+}
+
 #[test]
 fn methods_narrow_the_candidates_without_reordering_rules() {
     let p = compiled(

@@ -1,6 +1,7 @@
 //! One test per class of error, each asserting the exact message users see.
 use crate::parse::tests::{err, rule};
 use crate::*;
+use std::time::Duration;
 
 #[test]
 fn error_abort_status_out_of_range() {
@@ -164,7 +165,7 @@ fn error_duration_xor_until() {
 fn error_delay_shape() {
     assert_eq!(
         err(&rule("delay: {}")),
-        r#"rules[0] "r": delay: set fixed (e.g. fixed: 200ms) or normal: {mean, stddev}"#
+        r#"rules[0] "r": delay: set fixed (e.g. fixed: 200ms) or one of normal, uniform, lognormal, pareto"#
     );
     assert_eq!(
         err(&rule("delay: {fixed: 1s, normal: {mean: 1s, stddev: 1ms}}")),
@@ -183,6 +184,97 @@ fn error_delay_shape() {
     assert_eq!(
         err(&rule("delay: {fixed: 1s, side: both}")),
         r#"rules[0] "r": delay.side: unknown variant `both`, expected `request` or `response` (line 3, column 28)"#
+    );
+}
+
+#[test]
+fn error_delay_distributions() {
+    for (delay, expected) in [
+        (
+            "{uniform: {min: 1s, max: 1s}, pareto: {scale: 1ms, shape: 1, max: 1s}}",
+            "delay: set one of uniform and pareto, not both",
+        ),
+        (
+            "{uniform: {min: 1s, max: 1s}, jitter: 1ms}",
+            "delay.jitter: only applies to fixed",
+        ),
+        (
+            "{uniform: {min: 300ms, max: 200ms}}",
+            "delay.uniform.max: 200ms is less than min (300ms)",
+        ),
+        (
+            "{lognormal: {median: 0s, p99: 1s}}",
+            "delay.lognormal.median: must be longer than 0s (a log-normal delay is never 0)",
+        ),
+        (
+            "{lognormal: {median: 1s, p99: 1s}}",
+            "delay.lognormal.p99: 1s is not longer than median (1s); for a constant delay use fixed",
+        ),
+        (
+            "{lognormal: {median: 100ms, p99: 1s, max: 500ms}}",
+            "delay.lognormal.max: 500ms is less than p99 (1s), which could then never happen",
+        ),
+        (
+            "{pareto: {scale: 0s, shape: 1, max: 1s}}",
+            "delay.pareto.scale: must be longer than 0s (it is the shortest delay)",
+        ),
+        (
+            "{pareto: {scale: 1ms, shape: 0, max: 1s}}",
+            "delay.pareto.shape: 0 is not a number larger than 0 (e.g. 1.5)",
+        ),
+        (
+            "{pareto: {scale: 1ms, shape: -2.5, max: 1s}}",
+            "delay.pareto.shape: -2.5 is not a number larger than 0 (e.g. 1.5)",
+        ),
+        (
+            "{pareto: {scale: 1ms, shape: .nan, max: 1s}}",
+            "delay.pareto.shape: NaN is not a number larger than 0 (e.g. 1.5)",
+        ),
+        (
+            "{pareto: {scale: 1s, shape: 1, max: 10ms}}",
+            "delay.pareto.max: 10ms is less than scale (1s), the shortest delay",
+        ),
+    ] {
+        assert_eq!(
+            err(&rule(&format!("delay: {delay}"))),
+            format!(r#"rules[0] "r": {expected}"#),
+            "{delay}"
+        );
+    }
+    assert_eq!(
+        err(&rule("delay: {pareto: {scale: 1ms, shape: 1}}")),
+        r#"rules[0] "r": delay.pareto: missing field `max` (line 3, column 19)"#,
+        "pareto needs its cap"
+    );
+}
+
+#[test]
+fn error_delay_caps_beyond_the_longest_duration() {
+    // Text cannot name a longer duration; a policy built in code can.
+    let too_long = HumanDuration(MAX_DURATION + Duration::from_secs(1));
+    let mut policy = parse(&rule("delay: {pareto: {scale: 1ms, shape: 1, max: 1s}}")).unwrap();
+    if let Some(pareto) = policy.rules[0]
+        .delay
+        .as_mut()
+        .and_then(|d| d.pareto.as_mut())
+    {
+        pareto.max = too_long;
+    }
+    assert_eq!(
+        validate(&policy).unwrap_err().to_string(),
+        r#"rules[0] "r": delay.pareto.max: 31622401s is longer than the longest delay (8784h)"#
+    );
+    let mut policy = parse(&rule("delay: {lognormal: {median: 1ms, p99: 1s}}")).unwrap();
+    if let Some(lognormal) = policy.rules[0]
+        .delay
+        .as_mut()
+        .and_then(|d| d.lognormal.as_mut())
+    {
+        lognormal.max = Some(too_long);
+    }
+    assert_eq!(
+        validate(&policy).unwrap_err().to_string(),
+        r#"rules[0] "r": delay.lognormal.max: 31622401s is longer than the longest delay (8784h)"#
     );
 }
 

@@ -20,6 +20,12 @@ pub struct Delay {
     pub jitter: Option<HumanDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normal: Option<NormalDelay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uniform: Option<UniformDelay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lognormal: Option<LogNormalDelay>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pareto: Option<ParetoDelay>,
     #[serde(default, skip_serializing_if = "is_default")]
     pub side: DelaySide,
 }
@@ -29,6 +35,35 @@ pub struct Delay {
 pub struct NormalDelay {
     pub mean: HumanDuration,
     pub stddev: HumanDuration,
+}
+
+/// Every delay from `min` to `max` (inclusive) equally likely.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UniformDelay {
+    pub min: HumanDuration,
+    pub max: HumanDuration,
+}
+
+/// A log-normal delay given by two of its quantiles, the median and the
+/// 99th percentile, as latency dashboards show them; optionally capped.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LogNormalDelay {
+    pub median: HumanDuration,
+    pub p99: HumanDuration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<HumanDuration>,
+}
+
+/// A Pareto (power-law) delay: at least `scale`, the chance of exceeding
+/// `x` falling as `(scale / x)^shape`, and never more than `max`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ParetoDelay {
+    pub scale: HumanDuration,
+    pub shape: f64,
+    pub max: HumanDuration,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -39,8 +39,10 @@ const DURATION_UNITS: &[(&str, u128)] = &[
     ("h", 3_600_000_000_000),
 ];
 
-/// Longest representable duration we accept; anything larger is a typo.
-const MAX_DURATION_NANOS: u128 = 366 * 24 * 3_600_000_000_000;
+/// The longest duration the language accepts (366 days; anything larger
+/// is a typo), and so the longest delay the proxy ever waits.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+const MAX_DURATION_NANOS: u128 = MAX_DURATION.as_nanos();
 
 impl FromStr for HumanDuration {
     type Err = String;

@@ -182,7 +182,7 @@ fn faults_without_settings_get_their_defaults() {
     assert_eq!(policy.rules[2].respond, Some(Respond::default()));
     assert_eq!(
         parse("rules:\n- delay:\n").unwrap_err().to_string(),
-        "rules[0]: delay: set fixed (e.g. fixed: 200ms) or normal: {mean, stddev}"
+        "rules[0]: delay: set fixed (e.g. fixed: 200ms) or one of normal, uniform, lognormal, pareto"
     );
 }
 
@@ -204,6 +204,7 @@ fn json_round_trip_keeps_every_value() {
     for doc in [
         DOCS_EXAMPLE,
         "until: 2030-01-31T12:00:00.5+01:00\nrules:\n- {bandwidth: {rate: 1MB}, match: {port: [80, \"90-99\"]}}\n- {reset: {after: 1500ms, afterBytes: 7}}\n- {hang: true}\n",
+        "rules:\n- {delay: {uniform: {min: 1ms, max: 2.5ms}}}\n- {delay: {lognormal: {median: 80ms, p99: 1s, max: 3s}, side: response}}\n- {delay: {lognormal: {median: 80ms, p99: 1s}}}\n- {delay: {pareto: {scale: 20ms, shape: 1.16, max: 5s}}}\n- {delay: {pareto: {scale: 20ms, shape: 2, max: 5s}}}\n",
     ] {
         let policy = parse(doc).unwrap();
         let json = serde_json::to_string(&policy).unwrap();
