@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod control;
+mod delay_distributions;
 mod grpc;
 mod http_edges;
 mod http_faults;
