@@ -64,6 +64,17 @@ def test_helpers_build_the_recipes() -> None:
     assert stub in blocks
 
 
+def test_delay_distributions_build_the_documented_forms() -> None:
+    blocks = [b for b in doc_blocks("fault-language.md") if isinstance(b, dict) and "delay" in b]
+    documented = [b["delay"] for b in blocks]
+    assert delay(uniform=("100ms", "300ms"))["delay"] in documented
+    assert delay(median="80ms", p99="1200ms")["delay"] == {"lognormal": {"median": "80ms", "p99": "1200ms"}}
+    assert delay(median="80ms", p99="1200ms", max_="5s")["delay"] in documented
+    assert delay(scale="20ms", shape=1.16, max_="5s")["delay"] in documented
+    with pytest.raises(ValueError, match="max_ caps"):
+        delay(uniform=("1ms", "2ms"), max_="1s")
+
+
 def test_yaml_text_round_trips_in_documented_key_order() -> None:
     doc = the_documented_example()
     text = to_yaml(doc)
@@ -106,6 +117,11 @@ EQUIVALENT_TO_KUBECTL_FAULT = [
      policy([partition(to={"app": "nats"}, name="kubectl-fault")], duration="30s")),
     (["--delay", "1s", "--jitter", "100ms", "--host", "payments.shop", "--method", "post", "--port", "80"],
      policy([delay("1s", jitter="100ms", host="payments.shop", methods=["POST"], port=80, name="kubectl-fault")])),
+    (["--delay-uniform", "100ms,300ms"], policy([delay(uniform=("100ms", "300ms"), name="kubectl-fault")])),
+    (["--delay-lognormal", "80ms,1200ms,5s", "--for", "5m"],
+     policy([delay(median="80ms", p99="1200ms", max_="5s", name="kubectl-fault")], duration="5m")),
+    (["--delay-pareto", "20ms,1.16,5s", "--port", "8080"],
+     policy([delay(scale="20ms", shape=1.16, max_="5s", port=8080, name="kubectl-fault")])),
 ]
 
 
@@ -119,6 +135,10 @@ def test_helpers_build_what_kubectl_fault_builds(kubectl_fault: Path, flags: Lis
 EVERY_HELPER = [
     delay("200ms", jitter="50ms"),
     delay(mean="200ms", stddev="40ms", side="response"),
+    delay(uniform=("100ms", dt.timedelta(milliseconds=300))),
+    delay(median="80ms", p99="1200ms"),
+    delay(median="80ms", p99="1200ms", max_="5s", side="response"),
+    delay(scale="20ms", shape=1.16, max_="5s"),
     abort(503, body="x", response_headers={"retry-after": "5"}),
     abort(reset=True),
     grpc_abort("DEADLINE_EXCEEDED", message="injected"),

@@ -12,6 +12,12 @@ pub enum CliError {
     Target(String),
     #[error("--partition-to wants labels as key=value[,key=value], got {0:?}")]
     Labels(String),
+    #[error("--delay-{flag} wants {expected}, got {got:?}")]
+    DelayValues {
+        flag: &'static str,
+        expected: String,
+        got: String,
+    },
     #[error("choose a fault: --delay, --abort, --grpc or --partition-to (or -f FILE)")]
     NoFault,
     #[error(

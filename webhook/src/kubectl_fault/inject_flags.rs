@@ -35,6 +35,17 @@ pub struct FaultFlags {
     /// Spread the delay uniformly by +/- this much.
     #[arg(long, value_name = "DURATION", requires = "delay")]
     pub jitter: Option<String>,
+    /// Delay matching requests by a uniformly drawn time in [MIN, MAX].
+    #[arg(long, value_name = "MIN,MAX", conflicts_with = "delay")]
+    pub delay_uniform: Option<String>,
+    /// Delay matching requests log-normally with this median and p99,
+    /// never more than MAX (e.g. 80ms,1.2s or 80ms,1.2s,5s).
+    #[arg(long, value_name = "MEDIAN,P99[,MAX]", conflicts_with_all = ["delay", "delay_uniform"])]
+    pub delay_lognormal: Option<String>,
+    /// Delay matching requests by a Pareto (heavy-tailed) time from SCALE
+    /// up, capped at MAX (e.g. 20ms,1.16,5s).
+    #[arg(long, value_name = "SCALE,SHAPE,MAX", conflicts_with_all = ["delay", "delay_uniform", "delay_lognormal"])]
+    pub delay_pareto: Option<String>,
     /// Answer matching HTTP requests with this status instead of forwarding.
     #[arg(long, value_name = "STATUS")]
     pub abort: Option<u16>,
@@ -87,6 +98,9 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
             d.insert("jitter".into(), json!(j));
         }
         faults.push(("delay", Value::Object(d)));
+    }
+    if let Some(spec) = delay_distribution(flags)? {
+        faults.push(("delay", spec));
     }
     if let Some(status) = flags.abort {
         faults.push(("abort", json!({"status": status})));
@@ -151,6 +165,39 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
     }
     doc.insert("rules".into(), json!([Value::Object(rule)]));
     serde_yaml::to_string(&Value::Object(doc)).map_err(CliError::Yaml)
+}
+
+/// The `delay` of `--delay-uniform`, `--delay-lognormal` or `--delay-pareto`.
+fn delay_distribution(flags: &FaultFlags) -> Result<Option<Value>, CliError> {
+    let (flag, text, fields): (&'static str, _, &[&str]) = match (
+        &flags.delay_uniform,
+        &flags.delay_lognormal,
+        &flags.delay_pareto,
+    ) {
+        (Some(t), ..) => ("uniform", t, &["min", "max"]),
+        (_, Some(t), _) => ("lognormal", t, &["median", "p99", "max"]),
+        (.., Some(t)) => ("pareto", t, &["scale", "shape", "max"]),
+        _ => return Ok(None),
+    };
+    let values: Vec<&str> = text.split(',').map(str::trim).collect();
+    let optional_max = flag == "lognormal" && values.len() == fields.len() - 1;
+    if values.len() != fields.len() && !optional_max {
+        return Err(CliError::DelayValues {
+            flag,
+            expected: fields.join(","),
+            got: text.clone(),
+        });
+    }
+    let mut spec = Map::new();
+    for (field, value) in fields.iter().zip(values) {
+        // The shape is a number; the parser names the field if it is not.
+        let value = match (*field, value.parse::<f64>()) {
+            ("shape", Ok(n)) => json!(n),
+            _ => json!(value),
+        };
+        spec.insert((*field).into(), value);
+    }
+    Ok(Some(json!({ flag: spec })))
 }
 
 #[cfg(test)]

@@ -175,6 +175,11 @@ def rule(
     return out
 
 
+def _durations(**values: Optional[DurationLike]) -> Dict[str, str]:
+    """The given durations, formatted, in keyword order (``None`` left out)."""
+    return {k: duration(v) for k, v in values.items() if v is not None}
+
+
 # The helpers below share these keyword arguments; listing them in each
 # signature keeps editors' completion and type checking useful.
 
@@ -185,6 +190,12 @@ def delay(
     jitter: Optional[DurationLike] = None,
     mean: Optional[DurationLike] = None,
     stddev: Optional[DurationLike] = None,
+    uniform: Optional[Tuple[DurationLike, DurationLike]] = None,
+    median: Optional[DurationLike] = None,
+    p99: Optional[DurationLike] = None,
+    scale: Optional[DurationLike] = None,
+    shape: Optional[float] = None,
+    max_: Optional[DurationLike] = None,
     side: Optional[str] = None,
     name: Optional[str] = None,
     percent: Optional[Union[float, str]] = None,
@@ -200,19 +211,35 @@ def delay(
     to: Optional[PeersLike] = None,
     probes: Optional[bool] = None,
 ) -> Rule:
-    """``delay: {fixed, jitter}`` or, with ``mean``/``stddev``, ``delay: {normal: {mean, stddev}}``."""
+    """A ``delay`` rule, by the keywords given:
+
+    - ``fixed`` (and ``jitter``): ``delay: {fixed, jitter}``;
+    - ``mean``, ``stddev``: ``delay: {normal: {mean, stddev}}``;
+    - ``uniform=(min, max)``: ``delay: {uniform: {min, max}}``;
+    - ``median``, ``p99`` (and ``max_``): ``delay: {lognormal: {median, p99, max}}``;
+    - ``scale``, ``shape``, ``max_``: ``delay: {pareto: {scale, shape, max}}``.
+    """
     spec: Dict[str, Any] = {}
     if fixed is not None:
         spec["fixed"] = duration(fixed)
     if jitter is not None:
         spec["jitter"] = duration(jitter)
     if mean is not None or stddev is not None:
-        normal: Dict[str, Any] = {}
-        if mean is not None:
-            normal["mean"] = duration(mean)
-        if stddev is not None:
-            normal["stddev"] = duration(stddev)
-        spec["normal"] = normal
+        spec["normal"] = _durations(mean=mean, stddev=stddev)
+    if uniform is not None:
+        low, high = uniform
+        spec["uniform"] = _durations(min=low, max=high)
+    if median is not None or p99 is not None:
+        spec["lognormal"] = _durations(median=median, p99=p99, max=max_)
+    if scale is not None or shape is not None:
+        pareto = _durations(scale=scale)
+        if shape is not None:
+            pareto["shape"] = shape
+        if max_ is not None:
+            pareto["max"] = duration(max_)
+        spec["pareto"] = pareto
+    elif max_ is not None and "lognormal" not in spec:
+        raise ValueError("max_ caps a lognormal (median, p99) or pareto (scale, shape) delay")
     if side is not None:
         spec["side"] = side
     m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,

@@ -111,3 +111,68 @@ fn bad_flag_combinations_are_refused_with_a_reason() {
         "{error}"
     );
 }
+
+#[test]
+fn delay_distribution_flags_build_valid_policies() {
+    let cases = [
+        (
+            FaultFlags {
+                delay_uniform: Some("100ms,300ms".into()),
+                ..flags()
+            },
+            json!({"uniform": {"min": "100ms", "max": "300ms"}}),
+        ),
+        (
+            FaultFlags {
+                delay_lognormal: Some("80ms, 1.2s".into()),
+                ..flags()
+            },
+            json!({"lognormal": {"median": "80ms", "p99": "1.2s"}}),
+        ),
+        (
+            FaultFlags {
+                delay_lognormal: Some("80ms,1.2s,5s".into()),
+                ..flags()
+            },
+            json!({"lognormal": {"median": "80ms", "p99": "1.2s", "max": "5s"}}),
+        ),
+        (
+            FaultFlags {
+                delay_pareto: Some("20ms,1.16,5s".into()),
+                ..flags()
+            },
+            json!({"pareto": {"scale": "20ms", "shape": 1.16, "max": "5s"}}),
+        ),
+    ];
+    for (f, delay) in cases {
+        let text = policy_from_flags(&f).unwrap();
+        policy::parse(&text).unwrap_or_else(|e| panic!("{text}\n{e}"));
+        let v: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(v["rules"][0]["delay"], delay, "{text}");
+    }
+}
+
+#[test]
+fn delay_distribution_flags_with_wrong_values_are_refused() {
+    let short = FaultFlags {
+        delay_pareto: Some("20ms,1.5".into()),
+        ..flags()
+    };
+    assert_eq!(
+        policy_from_flags(&short).unwrap_err().to_string(),
+        r#"--delay-pareto wants scale,shape,max, got "20ms,1.5""#
+    );
+    let bad_shape = FaultFlags {
+        delay_pareto: Some("20ms,heavy,5s".into()),
+        ..flags()
+    };
+    let text = policy_from_flags(&bad_shape).unwrap();
+    let error = policy::parse(&text).unwrap_err().to_string();
+    assert!(error.contains("delay.pareto.shape"), "{error}");
+    let two = FaultFlags {
+        delay_uniform: Some("1ms,2ms".into()),
+        abort: Some(503),
+        ..flags()
+    };
+    assert!(matches!(policy_from_flags(&two), Err(CliError::ManyFaults)));
+}
