@@ -68,6 +68,8 @@ show GET /api/orders
 echo "== slow-checkout: POST /api/checkout is delayed 500ms +/- 50ms"
 show POST /api/checkout
 show GET /api/checkout
+echo "== slow-search: a heavy tail, pareto from 50ms (median 79ms), capped at 1s"
+for _ in 1 2 3 4 5; do show GET /api/search; done
 echo "== payments-down: aborted with 503 and a body"
 show GET /api/payments/42
 echo "== flaky-inventory: the first 2 requests fail, then it passes (first: 2)"
