@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::model::{DelaySide, FaultKind, GrpcCode, PartitionMode};
+use crate::model::{DelaySide, FaultKind, GrpcCode, PartitionMode, Side};
 
 /// A fault to apply, with the rule it came from (for metrics and logs).
 ///
@@ -39,11 +39,9 @@ pub enum Action {
     Respond(Arc<HttpResponse>),
     /// Never answer; keep the connection until the client gives up.
     Hang,
-    /// Throttle the connection (raw TCP: both directions; HTTP: the
-    /// request's body and its response) to this many bytes per second.
-    Bandwidth {
-        bytes_per_second: u64,
-    },
+    /// Throttle the connection (raw TCP: its byte streams; HTTP: the
+    /// request's body and its response's).
+    Bandwidth(BandwidthLimit),
     /// `Reject`: reset the connection at once; `Drop`: accept it and let
     /// nothing pass.
     Partition {
@@ -54,6 +52,41 @@ pub enum Action {
     Reset {
         after_bytes: Option<u64>,
         after: Option<Duration>,
+    },
+    /// Pass the bytes of `side` in chunks of `average_size` ±
+    /// `size_variation` bytes (sampled per chunk by the data plane), with
+    /// `delay` between chunks. Raw TCP only.
+    Slicer {
+        side: Side,
+        average_size: u32,
+        size_variation: u32,
+        delay: Duration,
+    },
+    /// Close the connection once `bytes` went through on `side` (never
+    /// `Both`). On HTTP: the response body is cut after `bytes`.
+    LimitData {
+        side: Side,
+        bytes: u64,
+    },
+    /// Hold an orderly close on `side` for `delay`. Raw TCP only.
+    SlowClose {
+        side: Side,
+        delay: Duration,
+    },
+}
+
+/// Bytes per second allowed through a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BandwidthLimit {
+    /// `rate` / `bytesPerSecond`: each raw TCP direction at this rate; on
+    /// HTTP one bucket that the connection's request and response bodies
+    /// share (as `bandwidth` always meant).
+    Connection(u64),
+    /// `request` / `response`: each side its own bucket; a side without a
+    /// rate is not limited.
+    Sides {
+        request: Option<u64>,
+        response: Option<u64>,
     },
 }
 

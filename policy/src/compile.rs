@@ -23,10 +23,10 @@ use first::FirstCounter;
 use matchers::{HostMatcher, Pattern, PeerMatcher};
 
 use crate::PeerIps;
-use crate::action::{AbortAction, GrpcAbort, HttpResponse};
+use crate::action::{AbortAction, BandwidthLimit, GrpcAbort, HttpResponse};
 use crate::model::{
-    Abort, Delay, DelaySide, Direction, FaultKind, FaultSpec, HumanDuration, MAX_DURATION,
-    PartitionMode, Policy, PortRange, Protocol, Respond, Rule,
+    Abort, Bandwidth, Delay, DelaySide, Direction, FaultKind, FaultSpec, HumanDuration,
+    MAX_DURATION, PartitionMode, Policy, PortRange, Protocol, Respond, Rule, Side,
 };
 use crate::validate::{MAX_METHOD_BYTES, is_tchar};
 
@@ -70,6 +70,9 @@ pub(crate) struct CompiledRule {
     pub chance: Chance,
     pub first: Option<Arc<FirstCounter>>,
     pub fault: CompiledFault,
+    /// The fault acts on raw TCP connections only (see
+    /// [`FaultSpec::is_tcp_only`]): never asked about for HTTP requests.
+    pub tcp_only: bool,
     /// The source rule, to carry `first` counts over identical recompiles.
     pub source: Rule,
 }
@@ -117,11 +120,25 @@ pub(crate) enum CompiledFault {
     Abort(AbortAction),
     Respond(Arc<HttpResponse>),
     Hang,
-    Bandwidth(u64),
+    Bandwidth(BandwidthLimit),
     Partition(PartitionMode),
     Reset {
         after_bytes: Option<u64>,
         after: Option<Duration>,
+    },
+    Slicer {
+        side: Side,
+        average_size: u32,
+        size_variation: u32,
+        delay: Duration,
+    },
+    LimitData {
+        side: Side,
+        bytes: u64,
+    },
+    SlowClose {
+        side: Side,
+        delay: Duration,
     },
 }
 
@@ -167,7 +184,7 @@ pub fn compile(policy: &Policy, peers: &PeerIps) -> CompiledPolicy {
                     if !http_only {
                         out.on_tcp.push(at);
                     }
-                    if m.protocol != Some(Protocol::Tcp) {
+                    if m.protocol != Some(Protocol::Tcp) && !compiled.tcp_only {
                         out.on_request.push(at);
                     }
                 }
@@ -230,6 +247,7 @@ fn compile_rule(index: usize, rule: &Rule, peers: &PeerIps) -> Result<CompiledRu
         chance: Chance::from_percent(rule.percent),
         first: rule.first.map(|n| Arc::new(FirstCounter::new(n))),
         fault: compile_fault(fault)?,
+        tcp_only: fault.is_tcp_only(),
         source: rule.clone(),
     })
 }
@@ -243,15 +261,42 @@ fn compile_fault(fault: FaultSpec<'_>) -> Result<CompiledFault, String> {
         FaultSpec::Abort(a) => CompiledFault::Abort(abort_action(a)?),
         FaultSpec::Respond(r) => CompiledFault::Respond(Arc::new(respond_response(r)?)),
         FaultSpec::Hang(_) => CompiledFault::Hang,
-        FaultSpec::Bandwidth(b) => {
-            CompiledFault::Bandwidth(b.bytes_per_second().ok_or("bandwidth without a rate")?)
-        }
+        FaultSpec::Bandwidth(b) => CompiledFault::Bandwidth(bandwidth_limit(b)?),
         FaultSpec::Partition(p) => CompiledFault::Partition(p.mode),
         FaultSpec::Reset(r) => CompiledFault::Reset {
             after_bytes: r.after_bytes,
             after: r.after.map(|d| d.get()),
         },
+        FaultSpec::Slicer(s) => {
+            let size = |n: u64| u32::try_from(n).map_err(|_| format!("slice of {n} bytes"));
+            CompiledFault::Slicer {
+                side: s.side,
+                average_size: size(s.average_size.ok_or("slicer without averageSize")?)?,
+                size_variation: size(s.size_variation)?,
+                delay: s.delay.map_or(Duration::ZERO, |d| d.get()),
+            }
+        }
+        FaultSpec::LimitData(l) => CompiledFault::LimitData {
+            side: l.side,
+            bytes: l.bytes.ok_or("limitData without bytes")?,
+        },
+        FaultSpec::SlowClose(s) => CompiledFault::SlowClose {
+            side: s.side,
+            delay: s.delay.ok_or("slowClose without a delay")?.get(),
+        },
     })
+}
+
+fn bandwidth_limit(b: &Bandwidth) -> Result<BandwidthLimit, String> {
+    if b.per_side() {
+        return Ok(BandwidthLimit::Sides {
+            request: b.request.map(|r| r.0),
+            response: b.response.map(|r| r.0),
+        });
+    }
+    b.bytes_per_second()
+        .map(BandwidthLimit::Connection)
+        .ok_or_else(|| "bandwidth without a rate".to_owned())
 }
 
 pub(crate) fn delay_sampler(d: &Delay) -> Result<DelaySampler, String> {

@@ -6,10 +6,13 @@
 //! 1. [`CompiledPolicy::decide_connection`] when a connection is accepted,
 //!    before reading anything: `partition` and `reset` rules.
 //! 2. [`CompiledPolicy::decide_tcp`] once the connection turned out to be
-//!    neither HTTP nor gRPC: `delay`, `hang`, `abort: {reset: true}` and
-//!    `bandwidth` rules without HTTP matchers.
+//!    neither HTTP nor gRPC: `delay`, `hang`, `abort: {reset: true}`,
+//!    `bandwidth`, `slicer`, `limitData` and `slowClose` rules without
+//!    HTTP matchers.
 //! 3. [`CompiledPolicy::decide_request`] for each HTTP/gRPC request:
-//!    every rule except `partition`/`reset` and `protocol: tcp` ones.
+//!    every rule except `partition`/`reset`, `protocol: tcp` ones and the
+//!    raw-TCP-only byte-stream faults (`slicer`, `slowClose`, `limitData`
+//!    on the request side).
 //!
 //! Rules are tried in order; the first that matches, wins its `percent`
 //! draw and has `first` budget left for the client applies, and it is the
@@ -236,13 +239,30 @@ impl CompiledRule {
             CompiledFault::Abort(a) => Action::Abort(a.clone()),
             CompiledFault::Respond(r) => Action::Respond(Arc::clone(r)),
             CompiledFault::Hang => Action::Hang,
-            CompiledFault::Bandwidth(b) => Action::Bandwidth {
-                bytes_per_second: *b,
-            },
+            CompiledFault::Bandwidth(limit) => Action::Bandwidth(*limit),
             CompiledFault::Partition(mode) => Action::Partition { mode: *mode },
             CompiledFault::Reset { after_bytes, after } => Action::Reset {
                 after_bytes: *after_bytes,
                 after: *after,
+            },
+            CompiledFault::Slicer {
+                side,
+                average_size,
+                size_variation,
+                delay,
+            } => Action::Slicer {
+                side: *side,
+                average_size: *average_size,
+                size_variation: *size_variation,
+                delay: *delay,
+            },
+            CompiledFault::LimitData { side, bytes } => Action::LimitData {
+                side: *side,
+                bytes: *bytes,
+            },
+            CompiledFault::SlowClose { side, delay } => Action::SlowClose {
+                side: *side,
+                delay: *delay,
             },
         };
         Decision {

@@ -40,18 +40,21 @@ mod parse;
 mod validate;
 pub mod wire;
 
-pub use action::{AbortAction, Action, Decision, GrpcAbort, HttpResponse};
+pub use action::{AbortAction, Action, BandwidthLimit, Decision, GrpcAbort, HttpResponse};
 pub use compile::{CompiledPolicy, FIRST_MAX_CLIENTS, compile};
 pub use decide::{ConnInfo, RequestInfo, is_probe};
 pub use error::{FieldError, Location, PolicyError, RuleRef, error_chain};
 pub use model::{
     Abort, Bandwidth, ByteRate, Cidr, Delay, DelaySide, Direction, FaultKind, FaultSpec, GrpcCode,
-    Hang, HumanDuration, LogNormalDelay, MAX_DURATION, Match, NormalDelay, ParetoDelay, Partition,
-    PartitionMode, Peer, Policy, PortRange, Ports, Protocol, Reset, Respond, Rule, Selector,
-    UniformDelay,
+    Hang, HumanDuration, LimitData, LogNormalDelay, MAX_DURATION, Match, NormalDelay, ParetoDelay,
+    Partition, PartitionMode, Peer, Policy, PortRange, Ports, Protocol, Reset, Respond, Rule,
+    Selector, Side, Slicer, SlowClose, UniformDelay,
 };
 pub use parse::{MAX_POLICY_BYTES, parse};
-pub use validate::{MAX_METHOD_BYTES, MAX_PATTERN_BYTES, is_tchar, validate};
+pub use validate::{
+    MAX_METHOD_BYTES, MAX_PATTERN_BYTES, MAX_SLICE_BYTES, MAX_SLICE_DELAY, MAX_SLOW_CLOSE,
+    is_tchar, validate,
+};
 
 /// Pod IPs per selector key ([`Selector::key`]), resolved by the controller.
 pub type PeerIps = BTreeMap<String, Vec<IpAddr>>;

@@ -12,6 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, de};
 
 mod faults;
 mod net;
+mod toxics;
 mod units;
 
 pub use faults::{
@@ -19,6 +20,7 @@ pub use faults::{
     Partition, PartitionMode, Reset, Respond, UniformDelay,
 };
 pub use net::{Cidr, PortRange, Ports};
+pub use toxics::{LimitData, Side, Slicer, SlowClose};
 pub(crate) use units::quoted;
 pub use units::{ByteRate, HumanDuration, MAX_DURATION};
 
@@ -129,6 +131,24 @@ pub struct Rule {
         deserialize_with = "de_present"
     )]
     pub reset: Option<Reset>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
+    pub slicer: Option<Slicer>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
+    pub limit_data: Option<LimitData>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
+    pub slow_close: Option<SlowClose>,
 }
 
 impl Rule {
@@ -156,6 +176,15 @@ impl Rule {
         if let Some(f) = &self.reset {
             out.push(FaultSpec::Reset(f));
         }
+        if let Some(f) = &self.slicer {
+            out.push(FaultSpec::Slicer(f));
+        }
+        if let Some(f) = &self.limit_data {
+            out.push(FaultSpec::LimitData(f));
+        }
+        if let Some(f) = &self.slow_close {
+            out.push(FaultSpec::SlowClose(f));
+        }
         out
     }
 
@@ -178,6 +207,9 @@ pub enum FaultSpec<'a> {
     Bandwidth(&'a Bandwidth),
     Partition(&'a Partition),
     Reset(&'a Reset),
+    Slicer(&'a Slicer),
+    LimitData(&'a LimitData),
+    SlowClose(&'a SlowClose),
 }
 
 impl FaultSpec<'_> {
@@ -190,13 +222,29 @@ impl FaultSpec<'_> {
             Self::Bandwidth(_) => FaultKind::Bandwidth,
             Self::Partition(_) => FaultKind::Partition,
             Self::Reset(_) => FaultKind::Reset,
+            Self::Slicer(_) => FaultKind::Slicer,
+            Self::LimitData(_) => FaultKind::LimitData,
+            Self::SlowClose(_) => FaultKind::SlowClose,
+        }
+    }
+
+    /// Faults that act on the raw byte stream and so only on connections
+    /// that are raw TCP: the proxy re-frames HTTP (its own headers, HTTP/2
+    /// frames), so slicing it or holding its close would not disturb what
+    /// the client's parser sees. `limitData` on the response side also
+    /// acts on HTTP (truncated response bodies).
+    pub fn is_tcp_only(&self) -> bool {
+        match self {
+            Self::Slicer(_) | Self::SlowClose(_) => true,
+            Self::LimitData(l) => l.side != Side::Response,
+            _ => false,
         }
     }
 }
 
 /// The kind of a fault, as used in metric labels and logs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "camelCase")]
 pub enum FaultKind {
     Delay,
     Abort,
@@ -205,10 +253,13 @@ pub enum FaultKind {
     Bandwidth,
     Partition,
     Reset,
+    Slicer,
+    LimitData,
+    SlowClose,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 10] = [
         Self::Delay,
         Self::Abort,
         Self::Respond,
@@ -216,6 +267,9 @@ impl FaultKind {
         Self::Bandwidth,
         Self::Partition,
         Self::Reset,
+        Self::Slicer,
+        Self::LimitData,
+        Self::SlowClose,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -227,6 +281,11 @@ impl FaultKind {
             Self::Bandwidth => "bandwidth",
             Self::Partition => "partition",
             Self::Reset => "reset",
+            // As written in the language, so a metric's `kind` label
+            // greps the same as the policy.
+            Self::Slicer => "slicer",
+            Self::LimitData => "limitData",
+            Self::SlowClose => "slowClose",
         }
     }
 

@@ -3,6 +3,7 @@
 //! "abort.grpc needs protocol grpc"). The first problem found is returned,
 //! naming the rule and the field.
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use http::HeaderValue;
 
@@ -10,8 +11,8 @@ use crate::compile::{RESERVED_RESPONSE_HEADERS, parse_header_name, parse_method}
 use crate::error::{PolicyError, RuleRef};
 use crate::model::quoted;
 use crate::model::{
-    Abort, Delay, FaultSpec, HumanDuration, LogNormalDelay, MAX_DURATION, Match, ParetoDelay, Peer,
-    Policy, Protocol, Respond, Rule, Selector,
+    Abort, Bandwidth, Delay, FaultSpec, HumanDuration, LimitData, LogNormalDelay, MAX_DURATION,
+    Match, ParetoDelay, Peer, Policy, Protocol, Respond, Rule, Selector, Side, Slicer, SlowClose,
 };
 
 type Check = Result<(), (String, String)>;
@@ -24,6 +25,17 @@ pub const MAX_METHOD_BYTES: usize = 32;
 /// pattern and the text, so this only keeps policies (and the memory of
 /// their compiled form) small.
 pub const MAX_PATTERN_BYTES: usize = 1024;
+
+/// The largest `slicer.averageSize`: a chunk as large as the proxy's copy
+/// buffer is no slicing at all.
+pub const MAX_SLICE_BYTES: u64 = 64 * 1024;
+
+/// The longest `slicer.delay` between two chunks.
+pub const MAX_SLICE_DELAY: Duration = Duration::from_secs(10);
+
+/// The longest `slowClose.delay`: a held close keeps the connection (and
+/// its slot under the proxy's connection limit) for that long.
+pub const MAX_SLOW_CLOSE: Duration = Duration::from_secs(600);
 
 /// An RFC 9110 `tchar`: what a method (a `token`) is made of.
 pub fn is_tchar(b: u8) -> bool {
@@ -78,7 +90,8 @@ fn validate_rule(rule: &Rule) -> Check {
         [] => {
             return fail(
                 "",
-                "no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset",
+                "no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, \
+                 slicer, limitData, slowClose",
             );
         }
         many => {
@@ -107,15 +120,7 @@ fn validate_rule(rule: &Rule) -> Check {
         FaultSpec::Abort(a) => validate_abort(a, rule.r#match.protocol),
         FaultSpec::Respond(r) => validate_respond(r),
         FaultSpec::Hang(_) => Ok(()),
-        FaultSpec::Bandwidth(b) => match (b.bytes_per_second, b.rate) {
-            (Some(_), Some(_)) => fail("bandwidth", "set one of bytesPerSecond and rate, not both"),
-            (None, None) => fail("bandwidth", "set bytesPerSecond or rate (e.g. rate: 64KiB)"),
-            (Some(0), _) => fail("bandwidth.bytesPerSecond", "must be at least 1"),
-            (_, Some(r)) if r.0 == 0 => {
-                fail("bandwidth.rate", "must be at least 1 byte per second")
-            }
-            _ => Ok(()),
-        },
+        FaultSpec::Bandwidth(b) => validate_bandwidth(b),
         FaultSpec::Partition(_) => Ok(()),
         FaultSpec::Reset(r) => {
             if r.after_bytes.is_none() && r.after.is_none() {
@@ -126,6 +131,107 @@ fn validate_rule(rule: &Rule) -> Check {
             }
             Ok(())
         }
+        FaultSpec::Slicer(s) => validate_slicer(s),
+        FaultSpec::LimitData(l) => validate_limit_data(l),
+        FaultSpec::SlowClose(s) => validate_slow_close(s),
+    }
+}
+
+fn validate_bandwidth(b: &Bandwidth) -> Check {
+    if b.per_side() {
+        if b.bytes_per_second.is_some() || b.rate.is_some() {
+            let one = if b.rate.is_some() {
+                "bandwidth.rate"
+            } else {
+                "bandwidth.bytesPerSecond"
+            };
+            return fail(
+                one,
+                "limits both sides: set it, or request/response for each side, not both",
+            );
+        }
+        for (field, rate) in [
+            ("bandwidth.request", b.request),
+            ("bandwidth.response", b.response),
+        ] {
+            if rate.is_some_and(|r| r.0 == 0) {
+                return fail(field, "must be at least 1 byte per second");
+            }
+        }
+        return Ok(());
+    }
+    match (b.bytes_per_second, b.rate) {
+        (Some(_), Some(_)) => fail("bandwidth", "set one of bytesPerSecond and rate, not both"),
+        (None, None) => fail(
+            "bandwidth",
+            "set rate (e.g. rate: 64KiB), bytesPerSecond, or request/response",
+        ),
+        (Some(0), _) => fail("bandwidth.bytesPerSecond", "must be at least 1"),
+        (_, Some(r)) if r.0 == 0 => fail("bandwidth.rate", "must be at least 1 byte per second"),
+        _ => Ok(()),
+    }
+}
+
+fn validate_slicer(s: &Slicer) -> Check {
+    let Some(average) = s.average_size else {
+        return fail(
+            "slicer.averageSize",
+            "is required (bytes per chunk, e.g. 64)",
+        );
+    };
+    if !(1..=MAX_SLICE_BYTES).contains(&average) {
+        return fail(
+            "slicer.averageSize",
+            format!("{average} is not between 1 and {MAX_SLICE_BYTES} bytes"),
+        );
+    }
+    if s.size_variation >= average {
+        return fail(
+            "slicer.sizeVariation",
+            format!(
+                "{} must be smaller than averageSize ({average}): a chunk has at least 1 byte",
+                s.size_variation
+            ),
+        );
+    }
+    if let Some(delay) = s.delay
+        && delay.get() > MAX_SLICE_DELAY
+    {
+        return fail(
+            "slicer.delay",
+            format!("{delay} is longer than 10s between two chunks"),
+        );
+    }
+    Ok(())
+}
+
+fn validate_limit_data(l: &LimitData) -> Check {
+    if l.bytes.is_none() {
+        return fail(
+            "limitData.bytes",
+            "is required (close after this many bytes)",
+        );
+    }
+    if l.side == Side::Both {
+        return fail(
+            "limitData.side",
+            "counts one side: request or response (reset: {afterBytes} counts both)",
+        );
+    }
+    Ok(())
+}
+
+fn validate_slow_close(s: &SlowClose) -> Check {
+    match s.delay {
+        None => fail(
+            "slowClose.delay",
+            "is required (how long to hold the close)",
+        ),
+        Some(delay) if delay.get().is_zero() => fail("slowClose.delay", "must be longer than 0s"),
+        Some(delay) if delay.get() > MAX_SLOW_CLOSE => {
+            fail("slowClose.delay", format!("{delay} is longer than 10m"))
+        }
+        Some(_) => Ok(()),
     }
 }
 
@@ -228,6 +334,16 @@ fn validate_fault_vs_match(fault: FaultSpec<'_>, m: &Match) -> Check {
             );
         }
     }
+    if fault.is_tcp_only() {
+        let needs_http = m.l7_fields().into_iter().find(|f| *f != "probes");
+        let http_protocol = m.protocol.filter(|p| *p != Protocol::Tcp);
+        if let Some(first) = needs_http {
+            return fail(format!("match.{first}"), tcp_only_message(fault));
+        }
+        if http_protocol.is_some() {
+            return fail("match.protocol", tcp_only_message(fault));
+        }
+    }
     if m.protocol == Some(Protocol::Tcp) {
         match fault {
             FaultSpec::Respond(_) => {
@@ -251,6 +367,17 @@ fn validate_fault_vs_match(fault: FaultSpec<'_>, m: &Match) -> Check {
         }
     }
     Ok(())
+}
+
+fn tcp_only_message(fault: FaultSpec<'_>) -> String {
+    let what = match fault {
+        FaultSpec::LimitData(_) => "limitData on the request side".to_owned(),
+        other => other.kind().to_string(),
+    };
+    format!(
+        "{what} acts on raw TCP connections only (the proxy re-frames HTTP); \
+         select them with port, from, to or protocol: tcp"
+    )
 }
 
 fn validate_delay(d: &Delay) -> Check {

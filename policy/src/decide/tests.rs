@@ -341,9 +341,7 @@ fn decisions_carry_the_prepared_fault() {
     assert_eq!((resp.status, &resp.body[..]), (StatusCode::OK, &b"ok"[..]));
     assert_eq!(
         at(4, Protocol::Http).action,
-        Action::Bandwidth {
-            bytes_per_second: 1024
-        }
+        Action::Bandwidth(BandwidthLimit::Connection(1024))
     );
     assert_eq!(
         at(5, Protocol::Http).action,

@@ -100,7 +100,7 @@ fn error_unknown_fields_are_named() {
 fn error_exactly_one_fault() {
     assert_eq!(
         err(&rule("match: {port: 80}")),
-        r#"rules[0] "r": no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset"#
+        r#"rules[0] "r": no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, slicer, limitData, slowClose"#
     );
     assert_eq!(
         err(&rule("delay: {fixed: 1s}\nabort: {status: 500}")),
@@ -526,7 +526,7 @@ fn error_rule_names() {
 fn error_bandwidth_and_reset() {
     assert_eq!(
         err(&rule("bandwidth: {}")),
-        r#"rules[0] "r": bandwidth: set bytesPerSecond or rate (e.g. rate: 64KiB)"#
+        r#"rules[0] "r": bandwidth: set rate (e.g. rate: 64KiB), bytesPerSecond, or request/response"#
     );
     assert_eq!(
         err(&rule("bandwidth: {bytesPerSecond: 1, rate: 1KiB}")),

@@ -1,5 +1,6 @@
-//! The seven faults of the language (`delay`, `abort`, `respond`, `hang`,
-//! `bandwidth`, `partition`, `reset`) and gRPC status codes, as data.
+//! The first seven faults of the language (`delay`, `abort`, `respond`,
+//! `hang`, `bandwidth`, `partition`, `reset`) and gRPC status codes, as
+//! data; the byte-stream ones are in `toxics`.
 //! What they do on the wire is the data plane's business; validation of
 //! their combinations is in `validate`.
 use std::collections::BTreeMap;
@@ -159,8 +160,9 @@ impl<'de> Deserialize<'de> for Hang {
     }
 }
 
-/// Limit throughput to a number of bytes per second per connection.
-/// Exactly one of `bytesPerSecond` and `rate`.
+/// Limit throughput to a number of bytes per second per connection: the
+/// same for both sides (`bytesPerSecond` or `rate`), or per side
+/// (`request` and/or `response`). Exactly one of the three forms.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Bandwidth {
@@ -168,11 +170,23 @@ pub struct Bandwidth {
     pub bytes_per_second: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate: Option<ByteRate>,
+    /// What the side that opened the connection sends (see `Side`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<ByteRate>,
+    /// What the side that accepted the connection sends back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ByteRate>,
 }
 
 impl Bandwidth {
+    /// The one rate of the `bytesPerSecond` / `rate` forms.
     pub fn bytes_per_second(&self) -> Option<u64> {
         self.bytes_per_second.or(self.rate.map(|r| r.0))
+    }
+
+    /// True for the per-side form (`request` / `response`).
+    pub fn per_side(&self) -> bool {
+        self.request.is_some() || self.response.is_some()
     }
 }
 

@@ -300,6 +300,14 @@ fn parse_never_panics_and_accepted_policies_round_trip() {
         "partition",
         "bandwidth",
         "rate",
+        "request",
+        "response",
+        "side",
+        "slicer",
+        "averageSize",
+        "limitData",
+        "bytes",
+        "slowClose",
     ];
     let mut rng = StdRng::seed_from_u64(0xfa17);
     let check = |text: &str| {
