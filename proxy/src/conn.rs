@@ -2,11 +2,13 @@
 //! know about it (addresses, protocol, worker, its events), set up by
 //! `traffic::accept` once the protocol is known.
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
+
+use faultline_policy::BandwidthLimit;
 
 use crate::events::{ConnEvents, KILL, STOP};
 use crate::metrics::{Direction, Protocol};
@@ -35,7 +37,37 @@ pub struct ConnCtx {
     pub upstream_latency: OnceLock<Histogram>,
     pub(crate) reset: ResetFlag,
     pub events: Arc<ConnEvents>,
-    pub(crate) throttle: Mutex<Option<Throttle>>,
+    pub(crate) throttle: Mutex<Option<Throttles>>,
+}
+
+/// A connection's bandwidth buckets, for the limit they were made for.
+#[derive(Debug, Clone)]
+pub struct Throttles {
+    limit: BandwidthLimit,
+    /// For request bodies.
+    pub request: Option<Throttle>,
+    /// For response bodies.
+    pub response: Option<Throttle>,
+}
+
+impl Throttles {
+    fn new(limit: BandwidthLimit) -> Self {
+        let (request, response) = match limit {
+            // One bucket for both sides, as `bandwidth: {rate}` always was.
+            BandwidthLimit::Connection(rate) => {
+                let shared = Throttle::new(rate);
+                (Some(shared.clone()), Some(shared))
+            }
+            BandwidthLimit::Sides { request, response } => {
+                (request.map(Throttle::new), response.map(Throttle::new))
+            }
+        };
+        Throttles {
+            limit,
+            request,
+            response,
+        }
+    }
 }
 
 impl ConnCtx {
@@ -51,32 +83,49 @@ impl ConnCtx {
         self.events.raised(KILL | STOP).await;
     }
 
-    /// The connection's bandwidth bucket: requests on one connection share
-    /// it, so a bandwidth fault limits the connection, not each request.
-    pub fn throttle(&self, rate: u64) -> Throttle {
+    /// Ends the connection with an orderly close once what was written to
+    /// the client is flushed (`limitData` on an HTTP response).
+    pub fn close_after_flush(&self) {
+        self.reset.close_after_flush();
+    }
+
+    /// The connection's bandwidth buckets: requests on one connection share
+    /// them, so a bandwidth fault limits the connection, not each request.
+    pub fn throttles(&self, limit: BandwidthLimit) -> Throttles {
         let Ok(mut slot) = self.throttle.lock() else {
-            return Throttle::new(rate);
+            return Throttles::new(limit);
         };
         match slot.as_ref() {
-            Some(throttle) if throttle.rate() == rate => throttle.clone(),
+            Some(throttles) if throttles.limit == limit => throttles.clone(),
             _ => {
-                let throttle = Throttle::new(rate);
-                *slot = Some(throttle.clone());
-                throttle
+                let throttles = Throttles::new(limit);
+                *slot = Some(throttles.clone());
+                throttles
             }
         }
     }
 }
 
-/// ProxyState flag: when set, the connection is closed with RST when dropped.
+/// How the client socket must close, shared by the connection's handling
+/// and its [`crate::traffic::client_io::ClientIo`]: with a RST when dropped
+/// (a reset fault), or as soon as what was written is flushed (limitData).
 #[derive(Debug, Clone, Default)]
-pub struct ResetFlag(Arc<AtomicBool>);
+pub struct ResetFlag(Arc<AtomicU8>);
+
+const RESET: u8 = 1;
+const CLOSE_AFTER_FLUSH: u8 = 2;
 
 impl ResetFlag {
     pub fn set(&self) {
-        self.0.store(true, Ordering::Release);
+        self.0.fetch_or(RESET, Ordering::AcqRel);
     }
     pub fn is_set(&self) -> bool {
-        self.0.load(Ordering::Acquire)
+        self.0.load(Ordering::Acquire) & RESET != 0
+    }
+    pub fn close_after_flush(&self) {
+        self.0.fetch_or(CLOSE_AFTER_FLUSH, Ordering::AcqRel);
+    }
+    pub fn closing_after_flush(&self) -> bool {
+        self.0.load(Ordering::Acquire) & CLOSE_AFTER_FLUSH != 0
     }
 }

@@ -383,7 +383,10 @@ async fn apply_conn_fault(
         ConnFault::Reject => return Next::Reset,
         ConnFault::Drop => return Next::Blackhole,
         ConnFault::Delay(delay) => tokio::time::sleep(delay).await,
-        ConnFault::Bandwidth(rate) => limits.bandwidth = Some(rate),
+        ConnFault::Shape { request, response } => {
+            limits.request = request;
+            limits.response = response;
+        }
         ConnFault::ResetAfter { bytes, after } => {
             limits.reset_after_bytes = bytes;
             *reset_after = after;

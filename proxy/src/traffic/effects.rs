@@ -15,11 +15,12 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 
 use faultline_policy::{
-    AbortAction, Action, ConnInfo, Decision, DelaySide, Direction, PartitionMode,
-    Protocol as PolicyProtocol, RequestInfo,
+    AbortAction, Action, BandwidthLimit, ConnInfo, Decision, DelaySide, Direction, PartitionMode,
+    Protocol as PolicyProtocol, RequestInfo, Side,
 };
 
 use crate::source::store::PolicyStore;
+use crate::traffic::client_io::{Shape, Slice};
 
 /// A fault applied to one HTTP request or gRPC call.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,7 +46,10 @@ pub enum HttpFault {
     /// Never answer; the request is dropped when the client goes away.
     Hang,
     /// Limit the request and response bodies of this connection.
-    Bandwidth(u64),
+    Bandwidth(BandwidthLimit),
+    /// Cut the response body after this many bytes and close the
+    /// connection (limitData on the response side).
+    TruncateResponse(u64),
 }
 
 /// A fault applied to a whole connection (any protocol).
@@ -62,10 +66,11 @@ pub enum ConnFault {
         bytes: Option<u64>,
         after: Option<Duration>,
     },
-    /// Limit the connection's throughput (each direction).
-    Bandwidth(u64),
     /// Wait before connecting upstream.
     Delay(Duration),
+    /// Byte-level faults on each side (bandwidth, slicer, limitData,
+    /// slowClose), for the connection's `client_io::Limits`.
+    Shape { request: Shape, response: Shape },
 }
 
 /// A fault the policy chose, with what metrics and logs need to know
@@ -150,7 +155,7 @@ pub fn connection_fault(store: &PolicyStore, conn: &ConnInfo) -> Option<Injected
 }
 
 /// Faults for a connection detected as raw TCP: delay, hang, abort
-/// reset, bandwidth.
+/// reset, and the byte-level ones (bandwidth, slicer, limitData, slowClose).
 pub fn tcp_fault(store: &PolicyStore, conn: &ConnInfo) -> Option<Injected<ConnFault>> {
     store.with_compiled(|compiled| {
         injected(compiled.decide_tcp(conn, &mut rand::rng())?, conn_fault)
@@ -181,8 +186,16 @@ pub fn http_fault(action: &Action) -> Option<HttpFault> {
         },
         Action::Abort(AbortAction::Reset) => HttpFault::Reset,
         Action::Hang => HttpFault::Hang,
-        Action::Bandwidth { bytes_per_second } => HttpFault::Bandwidth(*bytes_per_second),
-        Action::Partition { .. } | Action::Reset { .. } => return None,
+        Action::Bandwidth(limit) => HttpFault::Bandwidth(*limit),
+        Action::LimitData {
+            side: Side::Response,
+            bytes,
+        } => HttpFault::TruncateResponse(*bytes),
+        Action::Partition { .. }
+        | Action::Reset { .. }
+        | Action::Slicer { .. }
+        | Action::LimitData { .. }
+        | Action::SlowClose { .. } => return None,
     })
 }
 
@@ -201,10 +214,57 @@ pub fn conn_fault(action: &Action) -> Option<ConnFault> {
             bytes: *after_bytes,
             after: *after,
         },
-        Action::Bandwidth { bytes_per_second } => ConnFault::Bandwidth(*bytes_per_second),
         Action::Delay { duration, .. } => ConnFault::Delay(*duration),
+        Action::Bandwidth(_)
+        | Action::Slicer { .. }
+        | Action::LimitData { .. }
+        | Action::SlowClose { .. } => {
+            let (request, response) = shapes(action);
+            ConnFault::Shape { request, response }
+        }
         Action::Abort(_) | Action::Respond(_) => return None,
     })
+}
+
+/// The byte-level faults an action puts on the request and response sides.
+fn shapes(action: &Action) -> (Shape, Shape) {
+    let (mut request, mut response) = (Shape::default(), Shape::default());
+    let mut on = |side: Side, set: &dyn Fn(&mut Shape)| {
+        if side.has_request() {
+            set(&mut request);
+        }
+        if side.has_response() {
+            set(&mut response);
+        }
+    };
+    match *action {
+        Action::Bandwidth(BandwidthLimit::Connection(rate)) => {
+            on(Side::Both, &|s| s.rate = Some(rate));
+        }
+        Action::Bandwidth(BandwidthLimit::Sides {
+            request: up,
+            response: down,
+        }) => {
+            on(Side::Request, &|s| s.rate = up);
+            on(Side::Response, &|s| s.rate = down);
+        }
+        Action::Slicer {
+            side,
+            average_size,
+            size_variation,
+            delay,
+        } => on(side, &|s| {
+            s.slice = Some(Slice {
+                average: average_size,
+                variation: size_variation,
+                delay,
+            });
+        }),
+        Action::LimitData { side, bytes } => on(side, &|s| s.limit = Some(bytes)),
+        Action::SlowClose { side, delay } => on(side, &|s| s.slow_close = Some(delay)),
+        _ => {}
+    }
+    (request, response)
 }
 
 #[cfg(test)]
@@ -267,11 +327,100 @@ mod tests {
                 after: None
             })
         );
-        assert_eq!(
-            conn_fault(&Action::Bandwidth {
-                bytes_per_second: 9
-            }),
-            Some(ConnFault::Bandwidth(9))
+        let (rate, unlimited) = (
+            Shape {
+                rate: Some(9),
+                ..Shape::default()
+            },
+            Shape::default(),
         );
+        assert_eq!(
+            conn_fault(&Action::Bandwidth(BandwidthLimit::Connection(9))),
+            Some(ConnFault::Shape {
+                request: rate.clone(),
+                response: rate.clone()
+            })
+        );
+        assert_eq!(
+            conn_fault(&Action::Bandwidth(BandwidthLimit::Sides {
+                request: None,
+                response: Some(9)
+            })),
+            Some(ConnFault::Shape {
+                request: unlimited.clone(),
+                response: rate
+            })
+        );
+    }
+
+    #[test]
+    fn byte_stream_faults_land_on_their_sides() {
+        let slice = Slice {
+            average: 8,
+            variation: 2,
+            delay: Duration::from_millis(1),
+        };
+        let sliced = Shape {
+            slice: Some(slice),
+            ..Shape::default()
+        };
+        assert_eq!(
+            conn_fault(&Action::Slicer {
+                side: Side::Both,
+                average_size: 8,
+                size_variation: 2,
+                delay: Duration::from_millis(1)
+            }),
+            Some(ConnFault::Shape {
+                request: sliced.clone(),
+                response: sliced
+            })
+        );
+        assert_eq!(
+            conn_fault(&Action::LimitData {
+                side: Side::Request,
+                bytes: 5
+            }),
+            Some(ConnFault::Shape {
+                request: Shape {
+                    limit: Some(5),
+                    ..Shape::default()
+                },
+                response: Shape::default()
+            })
+        );
+        assert_eq!(
+            conn_fault(&Action::SlowClose {
+                side: Side::Response,
+                delay: Duration::from_secs(1)
+            }),
+            Some(ConnFault::Shape {
+                request: Shape::default(),
+                response: Shape {
+                    slow_close: Some(Duration::from_secs(1)),
+                    ..Shape::default()
+                }
+            })
+        );
+        // On HTTP only the response side of limitData acts: a truncated body.
+        assert_eq!(
+            http_fault(&Action::LimitData {
+                side: Side::Response,
+                bytes: 5
+            }),
+            Some(HttpFault::TruncateResponse(5))
+        );
+        for tcp_only in [
+            Action::LimitData {
+                side: Side::Request,
+                bytes: 5,
+            },
+            Action::SlowClose {
+                side: Side::Both,
+                delay: Duration::from_secs(1),
+            },
+        ] {
+            assert_eq!(http_fault(&tcp_only), None);
+        }
     }
 }

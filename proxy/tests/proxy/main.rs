@@ -16,4 +16,5 @@ mod operations;
 mod reload;
 mod support;
 mod tcp;
+mod toxics;
 mod upstream_conns;

@@ -14,7 +14,7 @@ use super::request::{ClientBodyError, check_head};
 use super::response::{
     bad_gateway, fixed, grpc_abort, is_grpc, is_upgrade, refused, strip_hop_headers,
 };
-use super::throttled::Throttled;
+use super::throttled::{Throttled, Truncate};
 use crate::body::{BoxError, ProxyBody};
 use crate::conn::ConnCtx;
 use crate::metrics::{DirectionLabels, Protocol, TrafficLabels};
@@ -55,7 +55,8 @@ pub async fn handle(
     }
 
     let mut response_delay = None;
-    let mut throttle = None;
+    let mut throttles = None;
+    let mut truncate = None;
     if let Some(injected) = effects::request_fault(
         &shared.store,
         &effects::conn_info(ctx.direction, ctx.client, ctx.original_dst),
@@ -83,14 +84,17 @@ pub async fn handle(
                 drop(req);
                 return std::future::pending().await;
             }
-            HttpFault::Bandwidth(rate) => throttle = Some(ctx.throttle(rate)),
+            HttpFault::Bandwidth(limit) => throttles = Some(ctx.throttles(limit)),
+            HttpFault::TruncateResponse(bytes) => truncate = Some(bytes),
         }
     }
 
     let started = Instant::now();
     // Boxed: hyper moves the request future around (into its in-flight
     // slot), and forwarding is most of its size.
-    let response = Box::pin(forward(shared, &ctx, req, throttle.clone(), grpc)).await;
+    let (request_throttle, response_throttle) =
+        throttles.map_or((None, None), |t| (t.request, t.response));
+    let response = Box::pin(forward(shared, &ctx, req, request_throttle, grpc)).await;
     let mut response = match response {
         Ok(response) => response,
         Err(reply) => return Ok(reply),
@@ -106,8 +110,10 @@ pub async fn handle(
     if let Some(delay) = response_delay {
         tokio::time::sleep(delay).await;
     }
-    if let Some(throttle) = throttle {
-        response = response.map(|body| Throttled::new(body, throttle).boxed_unsync());
+    if response_throttle.is_some() || truncate.is_some() {
+        let truncate = truncate.map(|bytes| Truncate::new(bytes, ctx.clone()));
+        response = response
+            .map(|body| Throttled::shaped(body, response_throttle, truncate).boxed_unsync());
     }
     Ok(response)
 }
