@@ -72,7 +72,14 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), CliError
 }
 
 fn has_fault_flags(f: &FaultFlags) -> bool {
-    f.delay.is_some() || f.abort.is_some() || f.grpc.is_some() || f.partition_to.is_some()
+    f.delay.is_some()
+        || f.abort.is_some()
+        || f.grpc.is_some()
+        || f.partition_to.is_some()
+        || f.bandwidth.is_some()
+        || f.slicer.is_some()
+        || f.limit_data.is_some()
+        || f.slow_close.is_some()
 }
 
 async fn inject(

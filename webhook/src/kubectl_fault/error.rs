@@ -18,12 +18,16 @@ pub enum CliError {
         expected: String,
         got: String,
     },
-    #[error("choose a fault: --delay, --abort, --grpc or --partition-to (or -f FILE)")]
+    #[error(
+        "choose a fault: --delay, --abort, --grpc, --partition-to, --bandwidth, --slicer, --limit-data or --slow-close (or -f FILE)"
+    )]
     NoFault,
     #[error(
-        "choose one fault per command: --delay, --abort, --grpc or --partition-to (use -f FILE for several rules)"
+        "choose one fault per command: --delay, --abort, --grpc, --partition-to, --bandwidth, --slicer, --limit-data or --slow-close (use -f FILE for several rules)"
     )]
     ManyFaults,
+    #[error("--side applies to --delay, --bandwidth, --slicer, --limit-data and --slow-close")]
+    Side,
     #[error("-f cannot be combined with fault flags; put everything in the file")]
     FileAndFlags,
     #[error("failed to read {path}")]
@@ -79,6 +83,7 @@ impl CliError {
             | Self::Labels(_)
             | Self::NoFault
             | Self::ManyFaults
+            | Self::Side
             | Self::FileAndFlags => 64,
             _ => 1,
         }

@@ -55,6 +55,24 @@ pub struct FaultFlags {
     /// Refuse outbound connections to pods with these labels (k=v[,k=v]).
     #[arg(long, value_name = "LABELS")]
     pub partition_to: Option<String>,
+    /// Limit throughput to this rate (e.g. 64KiB/s); with --side, only that side's.
+    #[arg(long, value_name = "RATE")]
+    pub bandwidth: Option<String>,
+    /// Split raw TCP traffic into chunks of about this many bytes.
+    #[arg(long, value_name = "BYTES")]
+    pub slicer: Option<u64>,
+    /// Pause this long between two --slicer chunks.
+    #[arg(long, value_name = "DURATION", requires = "slicer")]
+    pub slice_delay: Option<String>,
+    /// Close the connection after this many bytes (HTTP: truncate responses).
+    #[arg(long, value_name = "BYTES")]
+    pub limit_data: Option<u64>,
+    /// Hold the close of raw TCP connections this long after the peer closed.
+    #[arg(long, value_name = "DURATION")]
+    pub slow_close: Option<String>,
+    /// Which side the fault acts on: request, response (or both).
+    #[arg(long, value_name = "SIDE", value_parser = ["request", "response", "both"])]
+    pub side: Option<String>,
     /// Fault only this share of matching requests (0-100).
     #[arg(long, value_name = "PERCENT")]
     pub percent: Option<f64>,
@@ -122,6 +140,10 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
         }
         faults.push(("partition", json!({"mode": "reject"})));
         matcher.insert("to".into(), json!({"podSelector": selector}));
+    }
+    faults.extend(byte_faults(flags));
+    if let Some(side) = &flags.side {
+        side_of(&mut faults, side)?;
     }
     let (fault, spec) = match faults.len() {
         1 => faults.remove(0),
@@ -198,6 +220,50 @@ fn delay_distribution(flags: &FaultFlags) -> Result<Option<Value>, CliError> {
         spec.insert((*field).into(), value);
     }
     Ok(Some(json!({ flag: spec })))
+}
+
+/// The byte-stream faults the flags ask for (bandwidth, slicer,
+/// limitData, slowClose), without their side.
+fn byte_faults(flags: &FaultFlags) -> Vec<(&'static str, Value)> {
+    let mut faults = Vec::new();
+    if let Some(rate) = &flags.bandwidth {
+        faults.push(("bandwidth", json!({"rate": rate})));
+    }
+    if let Some(size) = flags.slicer {
+        let mut spec = Map::new();
+        spec.insert("averageSize".into(), json!(size));
+        if let Some(delay) = &flags.slice_delay {
+            spec.insert("delay".into(), json!(delay));
+        }
+        faults.push(("slicer", Value::Object(spec)));
+    }
+    if let Some(bytes) = flags.limit_data {
+        faults.push(("limitData", json!({"bytes": bytes})));
+    }
+    if let Some(delay) = &flags.slow_close {
+        faults.push(("slowClose", json!({"delay": delay})));
+    }
+    faults
+}
+
+/// `--side`: the `side` of the one fault, or for bandwidth the rate of that
+/// side alone. Validation judges the value (limitData has no `both`).
+fn side_of(faults: &mut [(&'static str, Value)], side: &str) -> Result<(), CliError> {
+    let [(fault, spec)] = faults else {
+        return Ok(()); // none or several: reported as such
+    };
+    match *fault {
+        "bandwidth" => {
+            if side != "both"
+                && let Some(rate) = spec.as_object_mut().and_then(|s| s.remove("rate"))
+            {
+                spec[side] = rate;
+            }
+        }
+        "delay" | "slicer" | "limitData" | "slowClose" => spec["side"] = json!(side),
+        _ => return Err(CliError::Side),
+    }
+    Ok(())
 }
 
 #[cfg(test)]

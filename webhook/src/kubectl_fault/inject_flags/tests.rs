@@ -176,3 +176,78 @@ fn delay_distribution_flags_with_wrong_values_are_refused() {
     };
     assert!(matches!(policy_from_flags(&two), Err(CliError::ManyFaults)));
 }
+
+#[test]
+fn byte_stream_flags_build_valid_policies_with_their_side() {
+    let built = |f: FaultFlags| {
+        let text = policy_from_flags(&f).unwrap();
+        policy::parse(&text).unwrap_or_else(|e| panic!("{text}\n{e}"));
+        let v: Value = serde_yaml::from_str(&text).unwrap();
+        v["rules"][0].clone()
+    };
+    let rule = built(FaultFlags {
+        bandwidth: Some("64KiB/s".into()),
+        ..flags()
+    });
+    assert_eq!(rule["bandwidth"], json!({"rate": "64KiB/s"}));
+    let rule = built(FaultFlags {
+        bandwidth: Some("10KB/s".into()),
+        side: Some("request".into()),
+        ..flags()
+    });
+    assert_eq!(rule["bandwidth"], json!({"request": "10KB/s"}));
+    let rule = built(FaultFlags {
+        slicer: Some(64),
+        slice_delay: Some("2ms".into()),
+        side: Some("both".into()),
+        port: Some(5432),
+        ..flags()
+    });
+    assert_eq!(
+        rule["slicer"],
+        json!({"averageSize": 64, "delay": "2ms", "side": "both"})
+    );
+    let rule = built(FaultFlags {
+        limit_data: Some(4096),
+        path: Some("/files/*".into()),
+        ..flags()
+    });
+    assert_eq!(rule["limitData"], json!({"bytes": 4096}));
+    let rule = built(FaultFlags {
+        slow_close: Some("2s".into()),
+        side: Some("request".into()),
+        ..flags()
+    });
+    assert_eq!(rule["slowClose"], json!({"delay": "2s", "side": "request"}));
+    let rule = built(FaultFlags {
+        delay: Some("1s".into()),
+        side: Some("response".into()),
+        ..flags()
+    });
+    assert_eq!(rule["delay"], json!({"fixed": "1s", "side": "response"}));
+}
+
+#[test]
+fn side_needs_a_fault_that_has_sides() {
+    let abort = FaultFlags {
+        abort: Some(503),
+        side: Some("request".into()),
+        ..flags()
+    };
+    assert!(matches!(policy_from_flags(&abort), Err(CliError::Side)));
+    // The parser names the field when the side does not fit the fault.
+    let text = policy_from_flags(&FaultFlags {
+        limit_data: Some(10),
+        side: Some("both".into()),
+        ..flags()
+    })
+    .unwrap();
+    let error = policy::parse(&text).unwrap_err().to_string();
+    assert!(error.contains("limitData.side"), "{error}");
+    let two = FaultFlags {
+        slicer: Some(8),
+        slow_close: Some("1s".into()),
+        ..flags()
+    };
+    assert!(matches!(policy_from_flags(&two), Err(CliError::ManyFaults)));
+}
