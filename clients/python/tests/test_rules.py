@@ -12,7 +12,8 @@ from typing import Any, List
 import pytest
 import yaml
 
-from faultline import abort, bandwidth, delay, grpc_abort, hang, partition, policy, reset, respond, to_yaml
+from faultline import (abort, bandwidth, delay, grpc_abort, hang, limit_data, partition, policy, reset, respond,
+                       slicer, slow_close, to_yaml)
 from faultline.rules import duration, match, peers, timestamp
 
 from conftest import REPO, check_policy
@@ -62,6 +63,13 @@ def test_helpers_build_the_recipes() -> None:
                            host="recs.shop.svc.cluster.local", headers={"x-test-user": "qa-*"},
                            name="stub-recommendations")])
     assert stub in blocks
+    choppy = policy([
+        slicer(16, size_variation=8, delay="5ms", side="both", direction="outbound", port=5432,
+               name="choppy-postgres"),
+        bandwidth(request="10KB/s", response="1MB/s", port=8080, methods=["POST"], name="slow-uploads"),
+        limit_data(65536, port=8080, path="/files/*", percent=10, name="truncated-downloads"),
+    ])
+    assert choppy in blocks
 
 
 def test_delay_distributions_build_the_documented_forms() -> None:
@@ -115,6 +123,13 @@ EQUIVALENT_TO_KUBECTL_FAULT = [
      policy([grpc_abort("UNAVAILABLE", direction="outbound", port=9090, name="kubectl-fault")])),
     (["--partition-to", "app=nats", "--for", "30s"],
      policy([partition(to={"app": "nats"}, name="kubectl-fault")], duration="30s")),
+    (["--bandwidth", "10KB/s", "--side", "request"],
+     policy([bandwidth(request="10KB/s", name="kubectl-fault")])),
+    (["--slicer", "16", "--slice-delay", "5ms", "--side", "both", "--port", "5432", "--direction", "outbound"],
+     policy([slicer(16, delay="5ms", side="both", port=5432, direction="outbound", name="kubectl-fault")])),
+    (["--limit-data", "4096", "--path", "/files/*"],
+     policy([limit_data(4096, path="/files/*", name="kubectl-fault")])),
+    (["--slow-close", "2s"], policy([slow_close("2s", name="kubectl-fault")])),
     (["--delay", "1s", "--jitter", "100ms", "--host", "payments.shop", "--method", "post", "--port", "80"],
      policy([delay("1s", jitter="100ms", host="payments.shop", methods=["POST"], port=80, name="kubectl-fault")])),
     (["--delay-uniform", "100ms,300ms"], policy([delay(uniform=("100ms", "300ms"), name="kubectl-fault")])),
@@ -149,6 +164,12 @@ EVERY_HELPER = [
     partition(to={"app": "nats"}, mode="drop"),
     partition(from_={"cidrs": ["10.0.0.0/8", "192.168.1.7"]}),
     reset(after_bytes=4096, after=dt.timedelta(seconds=30)),
+    bandwidth(request="10KB/s", response="1MB/s"),
+    bandwidth(response=65536),
+    slicer(64, size_variation=32, delay="2ms", side="both", protocol="tcp", port=5432),
+    limit_data(4096, path="/files/*"),
+    limit_data(100, side="request", direction="outbound"),
+    slow_close(dt.timedelta(seconds=2), side="request"),
 ]
 
 

@@ -31,6 +31,7 @@ from .rules import (
     delay,
     grpc_abort,
     hang,
+    limit_data,
     match,
     partition,
     peers,
@@ -38,6 +39,8 @@ from .rules import (
     reset,
     respond,
     rule,
+    slicer,
+    slow_close,
     to_yaml,
 )
 from .session import FaultSession
@@ -70,6 +73,7 @@ __all__ = [
     "delay",
     "grpc_abort",
     "hang",
+    "limit_data",
     "match",
     "parse_target",
     "partition",
@@ -79,6 +83,8 @@ __all__ = [
     "reset",
     "respond",
     "rule",
+    "slicer",
+    "slow_close",
     "text_version",
     "to_yaml",
 ]

@@ -366,6 +366,8 @@ def bandwidth(
     rate: Optional[str] = None,
     *,
     bytes_per_second: Optional[int] = None,
+    request: Optional[Union[str, int]] = None,
+    response: Optional[Union[str, int]] = None,
     name: Optional[str] = None,
     percent: Optional[Union[float, str]] = None,
     first: Optional[int] = None,
@@ -380,12 +382,18 @@ def bandwidth(
     to: Optional[PeersLike] = None,
     probes: Optional[bool] = None,
 ) -> Rule:
-    """``bandwidth: {rate: "64KiB/s"}`` or ``bandwidth: {bytesPerSecond: N}``."""
+    """``bandwidth: {rate: "64KiB/s"}``, ``bandwidth: {bytesPerSecond: N}``, or per side
+    ``bandwidth: {request: "10KB/s", response: "1MB/s"}`` (``request=``, ``response=``).
+    """
     spec: Dict[str, Any] = {}
     if rate is not None:
         spec["rate"] = rate
     if bytes_per_second is not None:
         spec["bytesPerSecond"] = bytes_per_second
+    if request is not None:
+        spec["request"] = request
+    if response is not None:
+        spec["response"] = response
     m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
               headers=headers, host=host, from_=from_, to=to, probes=probes)
     return rule("bandwidth", spec, name=name, percent=percent, first=first, match=m)
@@ -431,6 +439,85 @@ def reset(
         spec["after"] = duration(after)
     m = match(direction=direction, port=port, from_=from_, to=to)
     return rule("reset", spec, name=name, percent=percent, first=first, match=m)
+
+
+def slicer(
+    average_size: int,
+    *,
+    size_variation: Optional[int] = None,
+    delay: Optional[DurationLike] = None,
+    side: Optional[str] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    protocol: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+) -> Rule:
+    """``slicer: {averageSize, sizeVariation, delay, side}``: raw TCP bytes in small chunks.
+
+    Raw TCP only, so only ``direction``, ``port``, ``protocol`` (``"tcp"``),
+    ``from_`` and ``to`` select traffic.
+    """
+    spec: Dict[str, Any] = {"averageSize": average_size}
+    if size_variation is not None:
+        spec["sizeVariation"] = size_variation
+    if delay is not None:
+        spec["delay"] = duration(delay)
+    if side is not None:
+        spec["side"] = side
+    m = match(direction=direction, port=port, protocol=protocol, from_=from_, to=to)
+    return rule("slicer", spec, name=name, percent=percent, first=first, match=m)
+
+
+def limit_data(
+    byte_count: int,
+    *,
+    side: Optional[str] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    protocol: Optional[str] = None,
+    methods: Optional[Iterable[str]] = None,
+    path: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    host: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+    probes: Optional[bool] = None,
+) -> Rule:
+    """``limitData: {bytes, side}``: close the connection after N bytes (on HTTP: truncated responses)."""
+    spec: Dict[str, Any] = {"bytes": byte_count}
+    if side is not None:
+        spec["side"] = side
+    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
+              headers=headers, host=host, from_=from_, to=to, probes=probes)
+    return rule("limitData", spec, name=name, percent=percent, first=first, match=m)
+
+
+def slow_close(
+    delay: DurationLike,
+    *,
+    side: Optional[str] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    protocol: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+) -> Rule:
+    """``slowClose: {delay, side}``: pass a raw TCP connection's close on late."""
+    spec: Dict[str, Any] = {"delay": duration(delay)}
+    if side is not None:
+        spec["side"] = side
+    m = match(direction=direction, port=port, protocol=protocol, from_=from_, to=to)
+    return rule("slowClose", spec, name=name, percent=percent, first=first, match=m)
 
 
 def policy(
