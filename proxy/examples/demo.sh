@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # faultline demo, no cluster needed: a demo upstream, faultline-proxy in
 # front of it with examples/policies/demo.yaml, and curl showing clean
-# traffic, a delay, aborts, `first: N`, a hot reload and the metrics.
+# traffic, a delay, aborts, `first: N`, a truncated response, a hot reload
+# and the metrics.
 #
 # Usage: proxy/examples/demo.sh        (from anywhere; needs cargo and curl)
 # Ports: DEMO_PORT (default 18480) for the proxy, +1 upstream, +2 admin.
@@ -74,6 +75,13 @@ echo "== payments-down: aborted with 503 and a body"
 show GET /api/payments/42
 echo "== flaky-inventory: the first 2 requests fail, then it passes (first: 2)"
 for _ in 1 2 3; do show GET /api/inventory; done
+
+echo "== truncated-report: limitData passes 5 bytes of the 13-byte body, then closes the connection"
+set +e
+body="$(curl -s "$proxy/api/report")"
+code=$?
+set -e
+printf '  GET   /api/report            -> body %q, curl exit %s (18: closed before the whole body came)\n' "$body" "$code"
 
 echo "== hot reload: the file changes, the proxy applies it within a second"
 printf 'rules:\n- name: everything-down\n  abort: {status: 500, body: "all down\\n"}\n' > "$work/faults.yaml.new"
