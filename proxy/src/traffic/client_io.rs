@@ -309,3 +309,17 @@ impl AsyncWrite for ClientIo {
         Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Connections without byte-level faults pay for them with one
+    /// pointer: the socket, the replayed prefix, the close flag and the
+    /// (null) box of faults.
+    #[test]
+    fn a_connection_without_faults_carries_one_pointer_for_them() {
+        let bare = size_of::<TcpStream>() + size_of::<Bytes>() + size_of::<ResetFlag>();
+        assert_eq!(size_of::<ClientIo>(), bare + size_of::<usize>());
+    }
+}

@@ -304,3 +304,83 @@ async fn limit_data_truncates_http_responses() {
     let body = http_body_util::BodyExt::collect(response.into_body()).await;
     assert!(body.is_err(), "a truncated body is an error");
 }
+
+#[tokio::test]
+async fn http_bandwidth_per_side_paces_only_that_sides_bodies() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, "rules:\n- bandwidth: {request: 1KB/s}\n").await;
+    let client = reqwest::Client::new();
+    // 300 KB of response at 1 KB/s would take 300 s: the response side
+    // is not limited.
+    let body = tokio::time::timeout(
+        Duration::from_secs(30),
+        client.get(proxy.url("/bytes/300000")).send(),
+    )
+    .await
+    .unwrap()
+    .unwrap()
+    .bytes()
+    .await
+    .unwrap();
+    assert_eq!(body.len(), 300_000);
+    // 3000 bytes of request body: at least ~2 s after the bucket's first
+    // 1000 (the echo comes back unthrottled).
+    let started = Instant::now();
+    let echoed = client
+        .post(proxy.url("/echo"))
+        .body(vec![b'u'; 3000])
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(echoed.len(), 3000);
+    let upload = started.elapsed();
+    assert!(
+        upload >= Duration::from_millis(1500),
+        "upload took {upload:?}"
+    );
+
+    proxy
+        .set_policy("rules:\n- bandwidth: {response: 1KB/s}\n")
+        .await;
+    let started = Instant::now();
+    let body = reqwest::get(proxy.url("/bytes/3000"))
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(body.len(), 3000);
+    let download = started.elapsed();
+    assert!(
+        download >= Duration::from_millis(1500),
+        "download took {download:?}"
+    );
+}
+
+#[tokio::test]
+async fn raw_tcp_only_faults_pass_over_http_requests() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- slicer: {averageSize: 1, delay: 1s}\n- slowClose: {delay: 10m}\n- match: {path: /hello}\n  abort: {status: 418}\n",
+    )
+    .await;
+    // Sliced into 1-byte chunks a second apart, this would take minutes.
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        reqwest::get(proxy.url("/bytes/2000")),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(response.bytes().await.unwrap().len(), 2000);
+    // Later rules still apply to HTTP requests.
+    assert_eq!(
+        reqwest::get(proxy.url("/hello")).await.unwrap().status(),
+        418
+    );
+    assert_eq!(proxy.metric(&fault_count("slicer")).await, 0.0);
+}
