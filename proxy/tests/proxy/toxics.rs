@@ -385,3 +385,36 @@ async fn raw_tcp_only_faults_pass_over_http_requests() {
     );
     assert_eq!(proxy.metric(&fault_count("slicer")).await, 0.0);
 }
+
+#[tokio::test]
+async fn limit_data_cuts_a_peer_that_sends_exactly_n_bytes_and_waits() {
+    // The upstream answers exactly the limit and keeps its connection open.
+    let (upstream, _seen) = scripted_upstream(1000, false).await;
+    let proxy = start_proxy(upstream, "rules:\n- limitData: {bytes: 1000}\n").await;
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    client.write_all(NOT_HTTP).await.unwrap();
+    let (bytes, _, end) = read_to_end(&mut client, Duration::from_secs(10)).await;
+    assert_eq!(bytes, 1000);
+    assert!(end.is_ok(), "{end:?}");
+
+    // The client sends exactly the limit and waits.
+    let limit = NOT_HTTP.len() + 100;
+    let (upstream, seen) = scripted_upstream(3, false).await;
+    let proxy = start_proxy(
+        upstream,
+        &format!("rules:\n- limitData: {{bytes: {limit}, side: request}}\n"),
+    )
+    .await;
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    client.write_all(NOT_HTTP).await.unwrap();
+    let mut answer = [0u8; 3];
+    client.read_exact(&mut answer).await.unwrap();
+    client.write_all(&[b'q'; 100]).await.unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), seen)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen.bytes, limit);
+    let (_, _, end) = read_to_end(&mut client, Duration::from_secs(10)).await;
+    assert!(end.is_ok(), "{end:?}");
+}
