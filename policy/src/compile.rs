@@ -20,7 +20,8 @@ mod matchers;
 pub use first::FIRST_MAX_CLIENTS;
 
 use first::FirstCounter;
-use matchers::{HostMatcher, Pattern, PeerMatcher};
+pub(crate) use matchers::HostMatcher;
+use matchers::{Pattern, PeerMatcher};
 
 use crate::PeerIps;
 use crate::action::{AbortAction, BandwidthLimit, GrpcAbort, HttpResponse};
@@ -37,6 +38,10 @@ pub struct CompiledPolicy {
     /// Indices into `rules`, per decision stage, in rule order.
     pub(crate) on_connect: Vec<usize>,
     pub(crate) on_tcp: Vec<usize>,
+    /// Raw streams that start with a TLS ClientHello: `on_tcp` (TLS is a
+    /// part of `protocol: tcp`) and the rules that need the ClientHello
+    /// (`sni`, `host`, `protocol: tls`), in rule order.
+    pub(crate) on_tls: Vec<usize>,
     pub(crate) on_request: Vec<usize>,
     /// `on_request` narrowed to the rules a request with one of
     /// [`INDEXED_METHODS`] can match: a `GET` is never tested against
@@ -86,6 +91,11 @@ pub(crate) struct Matcher {
     pub path: Option<Pattern>,
     pub headers: Box<[(HeaderName, Pattern)]>,
     pub host: Option<HostMatcher>,
+    pub sni: Option<HostMatcher>,
+    /// At the connection stages (open, raw TCP): the rule only matches a
+    /// TLS connection, as it names `sni`, `host` (the SNI there) or
+    /// `protocol: tls`.
+    pub tls_only: bool,
     pub from: Option<PeerMatcher>,
     pub to: Option<PeerMatcher>,
     pub probes: bool,
@@ -170,21 +180,24 @@ pub fn compile(policy: &Policy, peers: &PeerIps) -> CompiledPolicy {
                     out.on_connect.push(at);
                 } else {
                     // Rules that need HTTP to match (or to act) never see
-                    // raw TCP; the rest act on both.
-                    let http_only = m.protocol.is_some_and(|p| p != Protocol::Tcp)
+                    // raw TCP or TLS; the rest act on both.
+                    let http_only = matches!(m.protocol, Some(Protocol::Http | Protocol::Grpc))
                         || !m.methods.is_empty()
                         || m.path.is_some()
                         || !m.headers.is_empty()
-                        || m.host.is_some()
                         || matches!(
                             compiled.fault,
                             CompiledFault::Respond(_)
                                 | CompiledFault::Abort(AbortAction::Http(_) | AbortAction::Grpc(_))
                         );
                     if !http_only {
-                        out.on_tcp.push(at);
+                        if !m.tls_only {
+                            out.on_tcp.push(at);
+                        }
+                        out.on_tls.push(at);
                     }
-                    if m.protocol != Some(Protocol::Tcp) && !compiled.tcp_only {
+                    let copied_only = matches!(m.protocol, Some(Protocol::Tcp | Protocol::Tls));
+                    if m.sni.is_none() && !copied_only && !compiled.tcp_only {
                         out.on_request.push(at);
                     }
                 }
@@ -232,6 +245,8 @@ fn compile_rule(index: usize, rule: &Rule, peers: &PeerIps) -> Result<CompiledRu
         path: m.path.as_deref().map(Pattern::new),
         headers,
         host: m.host.as_deref().map(HostMatcher::new),
+        sni: m.sni.as_deref().map(HostMatcher::new),
+        tls_only: m.host.is_some() || m.sni.is_some() || m.protocol == Some(Protocol::Tls),
         from: m.from.as_ref().map(|p| PeerMatcher::new(p, peers)),
         to: m.to.as_ref().map(|p| PeerMatcher::new(p, peers)),
         probes: m.probes,

@@ -4,15 +4,21 @@
 //!
 //! The data plane asks at three points:
 //! 1. [`CompiledPolicy::decide_connection`] when a connection is accepted,
-//!    before reading anything: `partition` and `reset` rules.
+//!    before reading anything: `partition` and `reset` rules. When a rule
+//!    that needs the TLS ClientHello (`sni`, `host`, `protocol: tls`) could
+//!    apply to the connection ([`CompiledPolicy::connection_waits_for_tls`]),
+//!    the whole decision waits for detection instead
+//!    ([`CompiledPolicy::decide_connection_with_tls`]), so rules keep
+//!    their order; connections no such rule could apply to pay nothing.
 //! 2. [`CompiledPolicy::decide_tcp`] once the connection turned out to be
-//!    neither HTTP nor gRPC: `delay`, `hang`, `abort: {reset: true}`,
-//!    `bandwidth`, `slicer`, `limitData` and `slowClose` rules without
-//!    HTTP matchers.
+//!    neither HTTP nor gRPC (or [`CompiledPolicy::decide_tls`] when it
+//!    starts with a TLS ClientHello): `delay`, `hang`,
+//!    `abort: {reset: true}`, `bandwidth`, `slicer`, `limitData` and
+//!    `slowClose` rules without HTTP matchers.
 //! 3. [`CompiledPolicy::decide_request`] for each HTTP/gRPC request:
-//!    every rule except `partition`/`reset`, `protocol: tcp` ones and the
-//!    raw-TCP-only byte-stream faults (`slicer`, `slowClose`, `limitData`
-//!    on the request side).
+//!    every rule except `partition`/`reset`, `protocol: tcp`, `tls` or
+//!    `sni` ones and the raw-TCP-only byte-stream faults (`slicer`,
+//!    `slowClose`, `limitData` on the request side).
 //!
 //! Rules are tried in order; the first that matches, wins its `percent`
 //! draw and has `first` budget left for the client applies, and it is the
@@ -26,7 +32,8 @@ use rand::Rng;
 
 use crate::action::{Action, Decision};
 use crate::compile::{
-    Chance, CompiledFault, CompiledPolicy, CompiledRule, DelaySampler, INDEXED_METHODS, Matcher,
+    Chance, CompiledFault, CompiledPolicy, CompiledRule, DelaySampler, HostMatcher,
+    INDEXED_METHODS, Matcher,
 };
 use crate::model::{Direction, MAX_DURATION, Protocol};
 
@@ -58,6 +65,15 @@ pub struct ConnInfo {
     pub destination_port: u16,
     pub source_ip: IpAddr,
     pub destination_ip: IpAddr,
+}
+
+/// What the proxy read of a TLS connection's ClientHello (it never
+/// decrypts anything).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TlsInfo<'a> {
+    /// The server name the client asked for, if it sent one the proxy
+    /// could read.
+    pub sni: Option<&'a str>,
 }
 
 const PROBE_USER_AGENT: &[u8] = b"kube-probe/";
@@ -149,28 +165,87 @@ impl CompiledPolicy {
             .map_or(&self.on_request, |i| &self.on_request_by_method[i])
     }
 
-    /// The connection-level fault (`partition`, `reset`) for a new connection.
+    /// The connection-level fault (`partition`, `reset`) for a new
+    /// connection, decided before reading anything. Only valid when
+    /// [`Self::connection_waits_for_tls`] is false: rules that need the
+    /// ClientHello do not match here.
     pub fn decide_connection<R: Rng + ?Sized>(
         &self,
         conn: &ConnInfo,
         rng: &mut R,
     ) -> Option<Decision<'_>> {
-        self.decide_l4(&self.on_connect, conn, rng)
+        self.decide_l4(&self.on_connect, conn, None, rng)
     }
 
-    /// The fault for a connection detected as raw TCP (not HTTP or gRPC).
+    /// Whether a connection-level rule that needs the TLS ClientHello could
+    /// apply to `conn`: then the connection-level decision waits for
+    /// protocol detection ([`Self::decide_connection_with_tls`]).
+    pub fn connection_waits_for_tls(&self, conn: &ConnInfo) -> bool {
+        self.any_l4_match(&self.on_connect, conn, |m| m.tls_only)
+    }
+
+    /// The connection-level fault once detection is done: `tls` is what the
+    /// ClientHello said, `None` when the connection is not TLS.
+    pub fn decide_connection_with_tls<R: Rng + ?Sized>(
+        &self,
+        conn: &ConnInfo,
+        tls: Option<TlsInfo<'_>>,
+        rng: &mut R,
+    ) -> Option<Decision<'_>> {
+        self.decide_l4(&self.on_connect, conn, tls, rng)
+    }
+
+    /// Whether some rule for `conn` looks at the server name, so a TLS
+    /// connection's ClientHello must be read whole: without one, TLS
+    /// connections are forwarded as soon as they are recognised.
+    pub fn needs_sni(&self, conn: &ConnInfo) -> bool {
+        let names = |m: &Matcher| m.sni.is_some() || m.host.is_some();
+        self.any_l4_match(&self.on_connect, conn, names)
+            || self.any_l4_match(&self.on_tls, conn, names)
+    }
+
+    /// The fault for a connection detected as raw TCP (not HTTP, gRPC or TLS).
     pub fn decide_tcp<R: Rng + ?Sized>(
         &self,
         conn: &ConnInfo,
         rng: &mut R,
     ) -> Option<Decision<'_>> {
-        self.decide_l4(&self.on_tcp, conn, rng)
+        self.decide_l4(&self.on_tcp, conn, None, rng)
+    }
+
+    /// The fault for a connection that starts with a TLS ClientHello.
+    pub fn decide_tls<R: Rng + ?Sized>(
+        &self,
+        conn: &ConnInfo,
+        tls: TlsInfo<'_>,
+        rng: &mut R,
+    ) -> Option<Decision<'_>> {
+        self.decide_l4(&self.on_tls, conn, Some(tls), rng)
+    }
+
+    fn any_l4_match(
+        &self,
+        stage: &[usize],
+        conn: &ConnInfo,
+        wanted: impl Fn(&Matcher) -> bool,
+    ) -> bool {
+        stage.iter().filter_map(|i| self.rules.get(*i)).any(|rule| {
+            let m = &rule.matcher;
+            wanted(m)
+                && m.l4_matches(
+                    conn.direction,
+                    conn.destination_port,
+                    conn.source_ip,
+                    conn.destination_ip,
+                )
+        }) && !self.expired()
     }
 
     fn decide_l4<R: Rng + ?Sized>(
         &self,
         stage: &[usize],
         conn: &ConnInfo,
+        tls: Option<TlsInfo<'_>>,
         rng: &mut R,
     ) -> Option<Decision<'_>> {
         if stage.is_empty() || self.expired() {
@@ -182,7 +257,7 @@ impl CompiledPolicy {
                 conn.destination_port,
                 conn.source_ip,
                 conn.destination_ip,
-            )
+            ) && m.tls_matches(tls)
         })
     }
 
@@ -202,6 +277,22 @@ impl CompiledPolicy {
 }
 
 impl Matcher {
+    /// At the connection stages: a rule that needs the ClientHello only
+    /// matches TLS connections, and its `sni` and `host` the server name.
+    fn tls_matches(&self, tls: Option<TlsInfo<'_>>) -> bool {
+        if !self.tls_only {
+            return true;
+        }
+        let Some(tls) = tls else {
+            return false;
+        };
+        let named = |h: &Option<HostMatcher>| {
+            h.as_ref()
+                .is_none_or(|h| tls.sni.is_some_and(|sni| h.matches_name(sni)))
+        };
+        named(&self.sni) && named(&self.host)
+    }
+
     fn l4_matches(
         &self,
         direction: Direction,

@@ -42,7 +42,7 @@ pub mod wire;
 
 pub use action::{AbortAction, Action, BandwidthLimit, Decision, GrpcAbort, HttpResponse};
 pub use compile::{CompiledPolicy, FIRST_MAX_CLIENTS, compile};
-pub use decide::{ConnInfo, RequestInfo, is_probe};
+pub use decide::{ConnInfo, RequestInfo, TlsInfo, is_probe};
 pub use error::{FieldError, Location, PolicyError, RuleRef, error_chain};
 pub use model::{
     Abort, Bandwidth, ByteRate, Cidr, Delay, DelaySide, Direction, FaultKind, FaultSpec, GrpcCode,

@@ -322,9 +322,14 @@ pub struct Match {
     /// Header name -> value pattern (`"*"` = present with any value).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
-    /// The destination host (HTTP authority), `*.example.com` wildcards allowed.
+    /// The destination host (HTTP authority, or the SNI of a TLS
+    /// connection), `*.example.com` wildcards allowed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host: Option<String>,
+    /// The server name a TLS client asked for (SNI, read from its
+    /// ClientHello; the traffic is never decrypted). Same wildcards as `host`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sni: Option<String>,
     /// The source (client) of the traffic.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub from: Option<Peer>,
@@ -341,7 +346,8 @@ impl Match {
         self == &Self::default()
     }
 
-    /// Names of the matchers that need an HTTP request to be evaluated.
+    /// Names of the matchers that need an HTTP request to be evaluated
+    /// (`host` does not: on TLS connections it is matched against the SNI).
     pub fn l7_fields(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
         if !self.methods.is_empty() {
@@ -352,9 +358,6 @@ impl Match {
         }
         if !self.headers.is_empty() {
             out.push("headers");
-        }
-        if self.host.is_some() {
-            out.push("host");
         }
         if self.probes {
             out.push("probes");
@@ -408,6 +411,8 @@ pub enum Protocol {
     Grpc,
     /// Connections that are neither (TLS, databases, NATS, ...).
     Tcp,
+    /// Connections that start with a TLS ClientHello: a part of `Tcp`.
+    Tls,
 }
 
 impl Protocol {
@@ -416,6 +421,7 @@ impl Protocol {
             Self::Http => "http",
             Self::Grpc => "grpc",
             Self::Tcp => "tcp",
+            Self::Tls => "tls",
         }
     }
 

@@ -284,20 +284,54 @@ fn validate_match(m: &Match) -> Check {
     if let Some(host) = &m.host {
         validate_host(host).map_err(|e| ("match.host".to_owned(), e))?;
     }
+    if let Some(sni) = &m.sni {
+        validate_sni(sni).map_err(|e| ("match.sni".to_owned(), e))?;
+    }
     for (field, peer) in [("match.from", &m.from), ("match.to", &m.to)] {
         if let Some(peer) = peer {
             validate_peer(field, peer)?;
         }
     }
-    if m.protocol == Some(Protocol::Tcp)
+    if let Some(p @ (Protocol::Tcp | Protocol::Tls)) = m.protocol
         && let Some(first) = m.l7_fields().first()
     {
         return fail(
             format!("match.{first}"),
-            "needs HTTP: cannot be combined with protocol tcp",
+            format!(
+                "needs HTTP: cannot be combined with protocol {}",
+                p.as_str()
+            ),
         );
     }
+    if m.sni.is_some() {
+        if let Some(first) = m.l7_fields().first() {
+            return fail(
+                format!("match.{first}"),
+                "needs HTTP: cannot be combined with sni (TLS is forwarded without being decrypted)",
+            );
+        }
+        if let Some(p @ (Protocol::Http | Protocol::Grpc)) = m.protocol {
+            return fail(
+                "match.sni",
+                format!(
+                    "is read from a TLS ClientHello: cannot be combined with protocol {} (match HTTP hosts with host)",
+                    p.as_str()
+                ),
+            );
+        }
+    }
     Ok(())
+}
+
+/// An SNI is a DNS name (RFC 6066 section 3 forbids IP literals).
+fn validate_sni(sni: &str) -> Result<(), String> {
+    if sni.parse::<std::net::IpAddr>().is_ok() {
+        return Err(format!(
+            "{} is an IP address, which TLS clients never send as SNI; match addresses with to.cidrs",
+            quoted(sni)
+        ));
+    }
+    validate_host(sni)
 }
 
 fn check_pattern_length(field: &str, pattern: &str) -> Check {
@@ -321,22 +355,25 @@ fn validate_fault_vs_match(fault: FaultSpec<'_>, m: &Match) -> Check {
                 format!("match.{first}"),
                 format!(
                     "{kind} acts on whole connections, decided before any request is read; \
-                     select peers with port, from or to"
+                     select peers with port, from, to or sni"
                 ),
             );
         }
-        if m.protocol.is_some() {
+        if m.protocol.is_some_and(|p| p != Protocol::Tls) {
             return fail(
                 "match.protocol",
                 format!(
-                    "{kind} is decided when a connection opens, before its protocol is known; remove protocol"
+                    "{kind} is decided when a connection opens, before its protocol is known; \
+                     remove protocol (only tls is allowed: the decision then waits for the ClientHello)"
                 ),
             );
         }
     }
     if fault.is_tcp_only() {
         let needs_http = m.l7_fields().into_iter().find(|f| *f != "probes");
-        let http_protocol = m.protocol.filter(|p| *p != Protocol::Tcp);
+        let http_protocol = m
+            .protocol
+            .filter(|p| !matches!(p, Protocol::Tcp | Protocol::Tls));
         if let Some(first) = needs_http {
             return fail(format!("match.{first}"), tcp_only_message(fault));
         }
@@ -344,26 +381,24 @@ fn validate_fault_vs_match(fault: FaultSpec<'_>, m: &Match) -> Check {
             return fail("match.protocol", tcp_only_message(fault));
         }
     }
-    if m.protocol == Some(Protocol::Tcp) {
-        match fault {
-            FaultSpec::Respond(_) => {
-                return fail(
-                    "respond",
-                    "protocol tcp has no HTTP responses (use abort: {reset: true})",
-                );
-            }
-            FaultSpec::Abort(a) if a.status.is_some() || a.grpc.is_some() => {
-                let field = if a.status.is_some() {
-                    "abort.status"
-                } else {
-                    "abort.grpc"
-                };
-                return fail(
-                    field,
-                    "protocol tcp has no HTTP responses (use abort: {reset: true})",
-                );
-            }
-            _ => {}
+    // Traffic the proxy only copies has no HTTP responses to replace.
+    let copied = match m.protocol {
+        Some(p @ (Protocol::Tcp | Protocol::Tls)) => Some(format!("protocol {}", p.as_str())),
+        _ if m.sni.is_some() => Some("sni (TLS, which is not decrypted)".to_owned()),
+        _ => None,
+    };
+    if let Some(copied) = copied {
+        let field = match fault {
+            FaultSpec::Respond(_) => Some("respond"),
+            FaultSpec::Abort(a) if a.status.is_some() => Some("abort.status"),
+            FaultSpec::Abort(a) if a.grpc.is_some() => Some("abort.grpc"),
+            _ => None,
+        };
+        if let Some(field) = field {
+            return fail(
+                field,
+                format!("{copied} has no HTTP responses (use abort: {{reset: true}})"),
+            );
         }
     }
     Ok(())

@@ -145,7 +145,13 @@ impl HostMatcher {
     /// `[::1]:80`) and any case.
     pub fn matches(&self, authority: &str) -> bool {
         let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-        let host = strip_port(authority).trim_end_matches('.');
+        self.matches_name(strip_port(authority))
+    }
+
+    /// A bare host name, as a TLS client sends it in its SNI (no port, no
+    /// user info: a `@` or `:` there is part of the name and never matches).
+    pub fn matches_name(&self, host: &str) -> bool {
+        let host = host.trim_end_matches('.');
         if let Some(suffix) = &self.suffix {
             return host.len() > suffix.len()
                 && host.as_bytes()[host.len() - suffix.len()..]

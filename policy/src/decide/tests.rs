@@ -426,6 +426,111 @@ fn probes_true_widens_a_rule_so_it_still_acts_on_raw_tcp() {
     assert_eq!(hit.as_deref(), Some("wide"));
 }
 
+fn tls(sni: Option<&str>) -> TlsInfo<'_> {
+    TlsInfo { sni }
+}
+
+#[test]
+fn tls_stage_matches_sni_and_host_against_the_server_name() {
+    let doc = r#"rules:
+- {name: stripe, match: {sni: "*.stripe.com"}, abort: {reset: true}}
+- {name: payments, match: {host: payments.shop.svc.cluster.local}, delay: {fixed: 1s}}
+- {name: any-tls, match: {protocol: tls, port: 8443}, hang: {}}
+- {name: raw, match: {protocol: tcp, port: 9443}, bandwidth: {rate: 1KiB}}
+"#;
+    let p = compiled(doc);
+    let c = |port| conn(Direction::Outbound, port, CLIENT, SERVER);
+    let on = |port, sni| {
+        p.decide_tls(&c(port), tls(sni), &mut rng())
+            .map(|d| d.rule_name.to_string())
+    };
+    assert_eq!(on(443, Some("api.stripe.com")).as_deref(), Some("stripe"));
+    assert_eq!(on(443, Some("API.Stripe.COM.")).as_deref(), Some("stripe"));
+    assert_eq!(on(443, Some("stripe.com")), None, "*. needs a subdomain");
+    // `host` is the SNI on TLS, with the cluster short forms.
+    assert_eq!(on(443, Some("payments.shop")).as_deref(), Some("payments"));
+    // A user-info or port in an SNI is part of the name: no match.
+    assert_eq!(on(443, Some("x@api.stripe.com:443")), None);
+    assert_eq!(
+        on(443, None),
+        None,
+        "no SNI: sni and host rules do not match"
+    );
+    assert_eq!(on(8443, None).as_deref(), Some("any-tls"));
+    // protocol: tcp keeps including TLS.
+    assert_eq!(on(9443, Some("db")).as_deref(), Some("raw"));
+    // Raw TCP that is not TLS: only the rules without TLS parts.
+    let raw = |port| {
+        p.decide_tcp(&c(port), &mut rng())
+            .map(|d| d.rule_name.to_string())
+    };
+    assert_eq!(raw(443), None);
+    assert_eq!(raw(8443), None);
+    assert_eq!(raw(9443).as_deref(), Some("raw"));
+    // HTTP requests: host keeps matching the authority; sni, tls and tcp
+    // rules never see requests.
+    let mut r = Req::new();
+    r.host = Some("payments:80".into());
+    assert_eq!(r.hits(&p).as_deref(), Some("payments"));
+    r.host = Some("api.stripe.com".into());
+    r.port = 8443;
+    assert_eq!(r.hits(&p), None);
+}
+
+#[test]
+fn connection_rules_with_tls_parts_wait_for_the_client_hello() {
+    let doc = r#"rules:
+- {name: plain, match: {port: 5432}, partition: {}}
+- {name: stripe, match: {sni: api.stripe.com, port: 443}, partition: {mode: drop}}
+- {name: later, match: {port: 443}, reset: {afterBytes: 100}}
+- {name: tls-cut, match: {protocol: tls, port: 8443}, reset: {after: 1s}}
+"#;
+    let p = compiled(doc);
+    let c = |port| conn(Direction::Outbound, port, CLIENT, SERVER);
+    // No rule with TLS parts applies to port 5432: decided at once.
+    assert!(!p.connection_waits_for_tls(&c(5432)));
+    assert!(!p.needs_sni(&c(5432)));
+    assert_eq!(
+        p.decide_connection(&c(5432), &mut rng())
+            .map(|d| d.rule_name.to_string())
+            .as_deref(),
+        Some("plain")
+    );
+    // Port 443 waits, and the rules keep their order once the hello is read.
+    assert!(p.connection_waits_for_tls(&c(443)));
+    assert!(p.needs_sni(&c(443)));
+    let after = |port, t: Option<TlsInfo<'_>>| {
+        p.decide_connection_with_tls(&c(port), t, &mut rng())
+            .map(|d| d.rule_name.to_string())
+    };
+    assert_eq!(
+        after(443, Some(tls(Some("api.stripe.com")))).as_deref(),
+        Some("stripe")
+    );
+    assert_eq!(
+        after(443, Some(tls(Some("api.github.com")))).as_deref(),
+        Some("later")
+    );
+    assert_eq!(after(443, None).as_deref(), Some("later"), "not TLS");
+    // protocol: tls needs detection, not the server name.
+    assert!(p.connection_waits_for_tls(&c(8443)));
+    assert!(!p.needs_sni(&c(8443)));
+    assert_eq!(after(8443, Some(tls(None))).as_deref(), Some("tls-cut"));
+    assert_eq!(after(8443, None), None);
+}
+
+#[test]
+fn sni_rules_are_only_asked_about_where_they_could_apply() {
+    let p = compiled(
+        "rules:\n- {match: {sni: \"*.stripe.com\", direction: outbound, port: 443}, delay: {fixed: 1s}}\n",
+    );
+    assert!(p.needs_sni(&conn(Direction::Outbound, 443, CLIENT, SERVER)));
+    assert!(!p.needs_sni(&conn(Direction::Inbound, 443, CLIENT, SERVER)));
+    assert!(!p.needs_sni(&conn(Direction::Outbound, 80, CLIENT, SERVER)));
+    assert!(!p.connection_waits_for_tls(&conn(Direction::Outbound, 443, CLIENT, SERVER)));
+    assert!(!compiled("rules: []\n").needs_sni(&conn(Direction::Outbound, 443, CLIENT, SERVER)));
+}
+
 /// Five standard deviations of a binomial count.
 fn five_sigma(n: f64, p: f64) -> f64 {
     5.0 * (n * p * (1.0 - p)).sqrt()

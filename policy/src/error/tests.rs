@@ -378,12 +378,72 @@ fn error_http_matchers_with_protocol_tcp() {
 fn error_connection_faults_with_request_matchers() {
     assert_eq!(
         err(&rule("match: {path: /x}\npartition: {}")),
-        r#"rules[0] "r": match.path: partition acts on whole connections, decided before any request is read; select peers with port, from or to"#
+        r#"rules[0] "r": match.path: partition acts on whole connections, decided before any request is read; select peers with port, from, to or sni"#
     );
     assert_eq!(
         err(&rule("match: {protocol: tcp}\nreset: {afterBytes: 10}")),
-        r#"rules[0] "r": match.protocol: reset is decided when a connection opens, before its protocol is known; remove protocol"#
+        r#"rules[0] "r": match.protocol: reset is decided when a connection opens, before its protocol is known; remove protocol (only tls is allowed: the decision then waits for the ClientHello)"#
     );
+    // TLS parts are fine: the decision waits for the ClientHello.
+    for ok in [
+        "match: {sni: \"*.stripe.com\"}\npartition: {}",
+        "match: {host: api.stripe.com}\nreset: {after: 1s}",
+        "match: {protocol: tls, port: 443}\npartition: {mode: drop}",
+    ] {
+        assert!(parse(&rule(ok)).is_ok(), "{ok}");
+    }
+}
+
+#[test]
+fn error_sni() {
+    assert_eq!(
+        err(&rule("match: {sni: 10.0.0.1}\nhang: {}")),
+        r#"rules[0] "r": match.sni: "10.0.0.1" is an IP address, which TLS clients never send as SNI; match addresses with to.cidrs"#
+    );
+    assert_eq!(
+        err(&rule("match: {sni: \"api.stripe.com:443\"}\nhang: {}")),
+        r#"rules[0] "r": match.sni: "api.stripe.com:443" must not include a port (use match.port)"#
+    );
+    assert_eq!(
+        err(&rule("match: {sni: \"*stripe.com\"}\nhang: {}")),
+        r#"rules[0] "r": match.sni: "*stripe.com" is not a host name (letters, digits and '-' in dot-separated labels; '*.' prefix allowed)"#
+    );
+    assert_eq!(
+        err(&rule("match: {sni: a.example, path: /x}\nhang: {}")),
+        r#"rules[0] "r": match.path: needs HTTP: cannot be combined with sni (TLS is forwarded without being decrypted)"#
+    );
+    assert_eq!(
+        err(&rule("match: {sni: a.example, protocol: grpc}\nhang: {}")),
+        r#"rules[0] "r": match.sni: is read from a TLS ClientHello: cannot be combined with protocol grpc (match HTTP hosts with host)"#
+    );
+    assert_eq!(
+        err(&rule("match: {sni: a.example}\nabort: {status: 503}")),
+        r#"rules[0] "r": abort.status: sni (TLS, which is not decrypted) has no HTTP responses (use abort: {reset: true})"#
+    );
+    assert_eq!(
+        err(&rule("match: {sni: a.example}\nrespond: {}")),
+        r#"rules[0] "r": respond: sni (TLS, which is not decrypted) has no HTTP responses (use abort: {reset: true})"#
+    );
+    assert_eq!(
+        err(&rule("match: {protocol: tls}\nrespond: {}")),
+        r#"rules[0] "r": respond: protocol tls has no HTTP responses (use abort: {reset: true})"#
+    );
+    assert_eq!(
+        err(&rule(
+            "match: {protocol: tls, headers: {x-a: \"*\"}}\nhang: {}"
+        )),
+        r#"rules[0] "r": match.headers: needs HTTP: cannot be combined with protocol tls"#
+    );
+    // What makes sense on TLS is accepted.
+    for ok in [
+        "match: {sni: a.example}\ndelay: {fixed: 1s}",
+        "match: {sni: a.example}\nhang: {}",
+        "match: {sni: a.example}\nbandwidth: {rate: 1KiB}",
+        "match: {sni: a.example, protocol: tls}\nabort: {reset: true}",
+        "match: {host: a.example, protocol: tcp}\nabort: {reset: true}",
+    ] {
+        assert!(parse(&rule(ok)).is_ok(), "{ok}");
+    }
 }
 
 #[test]

@@ -286,6 +286,8 @@ fn parse_never_panics_and_accepted_policies_round_trip() {
         "10.0.0.0/8",
         "podSelector",
         "host",
+        "sni",
+        "tls",
         "headers",
         "path",
         "é",
