@@ -23,6 +23,8 @@ pub enum Protocol {
     Http1,
     Http2,
     Grpc,
+    /// A raw stream that starts with a TLS ClientHello.
+    Tls,
     Tcp,
 }
 
@@ -32,6 +34,7 @@ impl Protocol {
             Protocol::Http1 => "http1",
             Protocol::Http2 => "http2",
             Protocol::Grpc => "grpc",
+            Protocol::Tls => "tls",
             Protocol::Tcp => "tcp",
         }
     }

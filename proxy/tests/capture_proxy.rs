@@ -8,8 +8,11 @@ mod capture;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use capture::{NetnsPair, PEER_IP, PEER_IP6, POD_IP, POD_IP6, connect, listen, setup, v4, v6};
+use faultline_test_support::tls::TestCerts;
 use faultline_test_support::until_some;
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
@@ -121,8 +124,18 @@ fn rule_packets(pair: &NetnsPair, needle: &str) -> u64 {
 
 /// Starts `faultline-proxy run` as 15400:15400 in the pod with [`POLICY`] and `env`.
 fn start_proxy(pair: &mut NetnsPair, dir: &tempfile::TempDir, env: &[(&str, &str)]) {
+    start_proxy_with(pair, dir, POLICY, env);
+}
+
+/// Starts `faultline-proxy run` as 15400:15400 in the pod with `text` as its policy.
+fn start_proxy_with(
+    pair: &mut NetnsPair,
+    dir: &tempfile::TempDir,
+    text: &str,
+    env: &[(&str, &str)],
+) {
     let policy = dir.path().join("faults.yaml");
-    std::fs::write(&policy, POLICY).expect("write policy");
+    std::fs::write(&policy, text).expect("write policy");
     // The proxy runs as 15400 and must read the file.
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
@@ -340,4 +353,118 @@ async fn real_proxy_captures_ipv6_with_ipv6_listeners() {
         0,
         "partitioned server was reached"
     );
+}
+
+/// A TLS server in namespace `ns` answering `<port> hello <sni>`.
+fn tls_server(ns: &str, addr: SocketAddr, certs: &TestCerts) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(certs.server.clone()));
+    let listener = listen(ns, addr);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let sni = tls.get_ref().1.server_name().unwrap_or("-").to_owned();
+                let mut buf = [0u8; 64];
+                if tls.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                    let reply = format!("{} hello {sni}", addr.port());
+                    let _ = tls.write_all(reply.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                }
+            });
+        }
+    });
+}
+
+/// A rustls client in namespace `ns`: handshake with `name`, one exchange.
+async fn tls_call(
+    ns: &str,
+    addr: SocketAddr,
+    name: &str,
+    certs: &TestCerts,
+) -> std::io::Result<String> {
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(certs.client()));
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned()).expect("a server name");
+    let call = async {
+        let stream = connect(ns, addr).await?;
+        let mut tls = connector.connect(name, stream).await?;
+        tls.write_all(b"ping").await?;
+        let mut reply = String::new();
+        tls.read_to_string(&mut reply).await?;
+        Ok(reply)
+    };
+    tokio::time::timeout(Duration::from_secs(5), call)
+        .await
+        .unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_proxy_faults_captured_tls_by_server_name() {
+    let Some(mut pair) = setup("tls", false) else {
+        return;
+    };
+    let (pod, peer) = (pair.pod.clone(), pair.peer.clone());
+    let certs = TestCerts::new(&[
+        "api.stripe.test",
+        "other.example.test",
+        "shop.test",
+        "admin.shop.test",
+    ]);
+    tls_server(&pod, v4([0, 0, 0, 0].into(), 8443), &certs);
+    tls_server(&peer, v4(PEER_IP, 443), &certs);
+    pair.init_ok(&[]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let policy = r#"
+rules:
+- name: stripe-down
+  match: {direction: outbound, sni: "*.stripe.test"}
+  abort: {reset: true}
+- name: admin-cut
+  match: {direction: inbound, port: 8443, host: admin.shop.test}
+  partition: {}
+"#;
+    start_proxy_with(&mut pair, &dir, policy, &[]);
+    let admin = v4(POD_IP, 15400);
+    wait_ready(&mut pair, admin).await;
+
+    // Outbound HTTPS from the app: captured, faulted by name only.
+    let stripe = tls_call(&pod, v4(PEER_IP, 443), "api.stripe.test", &certs).await;
+    assert!(stripe.is_err(), "stripe not faulted: {stripe:?}");
+    let other = tls_call(&pod, v4(PEER_IP, 443), "other.example.test", &certs).await;
+    assert_eq!(
+        other.expect("other name passes"),
+        "443 hello other.example.test"
+    );
+    // Inbound HTTPS to the app: `host` is the SNI.
+    let cut = tls_call(&peer, v4(POD_IP, 8443), "admin.shop.test", &certs).await;
+    assert!(cut.is_err(), "admin not partitioned: {cut:?}");
+    let shop = tls_call(&peer, v4(POD_IP, 8443), "shop.test", &certs).await;
+    assert_eq!(shop.expect("shop passes"), "8443 hello shop.test");
+
+    let (status, metrics, _) = get(&peer, admin, "/metrics").await.expect("metrics");
+    assert_eq!(status, 200);
+    let value = |series: &str| faultline_test_support::metrics::value(&metrics, series);
+    // Partitioned connections are cut before they are counted.
+    for (series, want) in [
+        (
+            "faultline_connections_total{direction=\"outbound\",protocol=\"tls\"}",
+            2.0,
+        ),
+        (
+            "faultline_connections_total{direction=\"inbound\",protocol=\"tls\"}",
+            1.0,
+        ),
+        (
+            "faultline_faults_injected_total{rule=\"stripe-down\",kind=\"abort\"}",
+            1.0,
+        ),
+        (
+            "faultline_faults_injected_total{rule=\"admin-cut\",kind=\"partition\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(value(series), want, "{series} in:\n{metrics}");
+    }
 }

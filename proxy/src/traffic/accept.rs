@@ -14,9 +14,12 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use faultline_policy::TlsInfo;
+
+use super::client_hello;
 use super::client_io::{ClientIo, Limits};
-use super::detect::{Detected, sniff};
-use super::effects::{self, ConnFault, Injected};
+use super::detect::{Detected, REQUEST_LINE_TIMEOUT, sniff};
+use super::effects::{self, AtOpen, ConnFault, Injected};
 use crate::conn::{ConnCtx, ResetFlag};
 use crate::events::{ConnEvents, STOP};
 use crate::metrics::{Direction, DirectionLabels, Protocol, RejectLabels, TrafficLabels};
@@ -268,7 +271,8 @@ async fn handle(
     let conn = effects::conn_info(direction, client, original_dst);
     let mut limits = Limits::default();
     let mut reset_after = None;
-    if let Some(injected) = effects::connection_fault(&shared.store, &conn) {
+    let at_open = effects::connection_fault(&shared.store, &conn);
+    if let AtOpen::Decided(Some(injected)) = at_open.clone() {
         match apply_conn_fault(shared, injected, client, &mut limits, &mut reset_after).await {
             Next::Continue => {}
             end => {
@@ -278,7 +282,8 @@ async fn handle(
         }
     }
 
-    let sniffed = sniff(&mut stream, shared.detect_timeout)
+    let detect_until = tokio::time::Instant::now() + REQUEST_LINE_TIMEOUT;
+    let mut sniffed = sniff(&mut stream, shared.detect_timeout)
         .await
         .map_err(ConnError::Detect)?;
     if sniffed.closed {
@@ -287,8 +292,34 @@ async fn handle(
     let protocol = match sniffed.protocol {
         Detected::Http1 => Protocol::Http1,
         Detected::Http2 => Protocol::Http2,
+        Detected::Tls => Protocol::Tls,
         Detected::Tcp => Protocol::Tcp,
     };
+    // Only read the whole ClientHello when a rule asks for the name.
+    let mut sni = None;
+    if protocol == Protocol::Tls && effects::needs_sni(&shared.store, &conn) {
+        let prefix = std::mem::take(&mut sniffed.prefix);
+        let (prefix, name) =
+            client_hello::read(&mut stream, prefix, shared.detect_timeout, detect_until)
+                .await
+                .map_err(ConnError::Detect)?;
+        sniffed.prefix = prefix;
+        sni = name;
+    }
+    let tls = (protocol == Protocol::Tls).then_some(TlsInfo {
+        sni: sni.as_deref(),
+    });
+    if at_open == AtOpen::AfterDetection
+        && let Some(injected) = effects::connection_fault_after_detection(&shared.store, &conn, tls)
+    {
+        match apply_conn_fault(shared, injected, client, &mut limits, &mut reset_after).await {
+            Next::Continue => {}
+            end => {
+                end_connection(shared, end, stream).await;
+                return Ok(());
+            }
+        }
+    }
     shared
         .metrics
         .connections
@@ -297,8 +328,9 @@ async fn handle(
             protocol,
         })
         .inc();
-    let tcp_fault = match protocol {
-        Protocol::Tcp => effects::tcp_fault(&shared.store, &conn),
+    let tcp_fault = match (protocol, tls) {
+        (Protocol::Tcp, _) => effects::tcp_fault(&shared.store, &conn),
+        (Protocol::Tls, Some(tls)) => effects::tls_fault(&shared.store, &conn, tls),
         _ => None,
     };
     if let Some(injected) = tcp_fault {
@@ -344,7 +376,9 @@ async fn handle(
         }
         // Boxed: the copy's state would otherwise be part of every
         // connection's task, idle HTTP/1.1 ones too.
-        Protocol::Tcp => Box::pin(crate::traffic::tcp::forward(shared, &ctx, io)).await,
+        Protocol::Tcp | Protocol::Tls => {
+            Box::pin(crate::traffic::tcp::forward(shared, &ctx, io)).await
+        }
     }
     // Ends the reset timer; the ClientIo is already dropped.
     done.cancel();

@@ -1,6 +1,7 @@
 //! Protocol detection: read the client's first bytes and decide between
-//! HTTP/1.x, HTTP/2 with prior knowledge (h2c) and raw TCP. The bytes read
-//! are handed on so nothing is lost (see `io::ClientIo`).
+//! HTTP/1.x, HTTP/2 with prior knowledge (h2c), TLS (a ClientHello record)
+//! and raw TCP. The bytes read are handed on so nothing is lost (see
+//! `io::ClientIo`).
 //!
 //! [`classify`] is the pure decision; [`sniff`] is the I/O around it.
 use std::time::Duration;
@@ -25,6 +26,8 @@ pub const MAX_REQUEST_LINE: usize = 1024;
 pub enum Detected {
     Http1,
     Http2,
+    /// A TLS handshake record carrying a ClientHello (forwarded as bytes).
+    Tls,
     Tcp,
 }
 
@@ -38,10 +41,14 @@ pub enum Classify {
 /// Decides the protocol from the first bytes a client sent: the h2
 /// preface is HTTP/2; a request line (RFC 9112 section 3: any `token`
 /// method, SP, a request-target, SP, `HTTP/1.x`) is HTTP/1.x, whatever the
-/// method; anything else (a TLS ClientHello, a Redis `GET key`) is TCP.
+/// method; the header of a TLS record carrying a ClientHello is TLS;
+/// anything else (a Redis `GET key`, a database's greeting) is TCP.
 pub fn classify(buf: &[u8]) -> Classify {
     if buf.is_empty() {
         return Classify::NeedMore;
+    }
+    if let Some(tls) = client_hello_record(buf) {
+        return tls;
     }
     if buf.starts_with(H2_PREFACE) {
         return Classify::Done(Detected::Http2);
@@ -103,6 +110,26 @@ fn request_line(line: &[u8]) -> Classify {
         None => Classify::NeedMore,
         Some(minor) if minor.is_ascii_digit() => Classify::Done(Detected::Http1),
         Some(_) => tcp,
+    }
+}
+
+/// A TLS record header (RFC 8446 section 5.1: type 22 handshake, version
+/// 3.0 to 3.4, a length up to 2^14) followed by the ClientHello type byte;
+/// `None` when the bytes are not shaped like one.
+fn client_hello_record(buf: &[u8]) -> Option<Classify> {
+    const SHAPE: [fn(u8) -> bool; 6] = [
+        |b| b == 0x16,
+        |b| b == 0x03,
+        |b| b <= 0x04,
+        |b| b <= 0x40,
+        |_| true,
+        |b| b == 0x01,
+    ];
+    let shaped = buf.iter().zip(SHAPE).all(|(b, ok)| ok(*b));
+    match (shaped, buf.len() >= SHAPE.len()) {
+        (false, _) => None,
+        (true, true) => Some(Classify::Done(Detected::Tls)),
+        (true, false) => Some(Classify::NeedMore),
     }
 }
 
@@ -227,9 +254,10 @@ mod tests {
     #[test]
     fn anything_else_is_tcp() {
         for bytes in [
-            &[0x16, 0x03, 0x01][..],       // a TLS ClientHello
-            b"CONNECT{\"verbose\":false}", // NATS
-            b"GET key\r\n",                // a Redis inline command
+            &[0x16, 0x03, 0x01, 0x00, 0x05, 0x02][..], // a TLS record, not a ClientHello
+            &[0x16, 0x03, 0x09][..],                   // not a TLS version
+            b"CONNECT{\"verbose\":false}",             // NATS
+            b"GET key\r\n",                            // a Redis inline command
             b"SET k v\r\n",
             b"GET / HTTP/2.0\r\n",
             b"GET / HTTP/1.x",
@@ -243,6 +271,26 @@ mod tests {
         }
         let long_method = format!("{} / HTTP/1.1", "M".repeat(MAX_METHOD_BYTES + 1));
         assert_eq!(classify(long_method.as_bytes()), TCP);
+    }
+
+    #[test]
+    fn a_client_hello_record_is_tls_once_its_type_byte_is_in() {
+        let header = [0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00];
+        for end in 1..6 {
+            assert_eq!(classify(&header[..end]), Classify::NeedMore, "{end} bytes");
+        }
+        assert_eq!(classify(&header[..6]), Classify::Done(Detected::Tls));
+        assert_eq!(classify(&header), Classify::Done(Detected::Tls));
+        // Record versions 3.0 (SSL 3 style) to 3.4 are seen in the wild.
+        assert_eq!(
+            classify(&[0x16, 0x03, 0x00, 0x00, 0x30, 0x01]),
+            Classify::Done(Detected::Tls)
+        );
+        // Longer than a TLS record may be.
+        assert_eq!(
+            classify(&[0x16, 0x03, 0x01, 0x41, 0x00, 0x01]),
+            Classify::Done(Detected::Tcp)
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 
 use faultline_policy::{
     AbortAction, Action, BandwidthLimit, ConnInfo, Decision, DelaySide, Direction, PartitionMode,
-    Protocol as PolicyProtocol, RequestInfo, Side,
+    Protocol as PolicyProtocol, RequestInfo, Side, TlsInfo,
 };
 
 use crate::source::store::PolicyStore;
@@ -144,14 +144,48 @@ pub fn request_fault<B>(
     })
 }
 
+/// The connection-level decision (partition, reset) when a connection is
+/// accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AtOpen {
+    Decided(Option<Injected<ConnFault>>),
+    /// A rule that needs the TLS ClientHello could apply: decide once
+    /// detection is done ([`connection_fault_after_detection`]).
+    AfterDetection,
+}
+
 /// Faults decided when a connection is accepted: partition, reset.
-pub fn connection_fault(store: &PolicyStore, conn: &ConnInfo) -> Option<Injected<ConnFault>> {
+pub fn connection_fault(store: &PolicyStore, conn: &ConnInfo) -> AtOpen {
+    store.with_compiled(|compiled| {
+        if compiled.connection_waits_for_tls(conn) {
+            return AtOpen::AfterDetection;
+        }
+        AtOpen::Decided(
+            compiled
+                .decide_connection(conn, &mut rand::rng())
+                .and_then(|decision| injected(decision, conn_fault)),
+        )
+    })
+}
+
+/// The connection-level decision put off by [`AtOpen::AfterDetection`]:
+/// `tls` is what the ClientHello said, `None` when the connection is not TLS.
+pub fn connection_fault_after_detection(
+    store: &PolicyStore,
+    conn: &ConnInfo,
+    tls: Option<TlsInfo<'_>>,
+) -> Option<Injected<ConnFault>> {
     store.with_compiled(|compiled| {
         injected(
-            compiled.decide_connection(conn, &mut rand::rng())?,
+            compiled.decide_connection_with_tls(conn, tls, &mut rand::rng())?,
             conn_fault,
         )
     })
+}
+
+/// Whether a rule for `conn` looks at a TLS connection's server name.
+pub fn needs_sni(store: &PolicyStore, conn: &ConnInfo) -> bool {
+    store.with_compiled(|compiled| compiled.needs_sni(conn))
 }
 
 /// Faults for a connection detected as raw TCP: delay, hang, abort
@@ -159,6 +193,20 @@ pub fn connection_fault(store: &PolicyStore, conn: &ConnInfo) -> Option<Injected
 pub fn tcp_fault(store: &PolicyStore, conn: &ConnInfo) -> Option<Injected<ConnFault>> {
     store.with_compiled(|compiled| {
         injected(compiled.decide_tcp(conn, &mut rand::rng())?, conn_fault)
+    })
+}
+
+/// The same faults for a connection that starts with a TLS ClientHello.
+pub fn tls_fault(
+    store: &PolicyStore,
+    conn: &ConnInfo,
+    tls: TlsInfo<'_>,
+) -> Option<Injected<ConnFault>> {
+    store.with_compiled(|compiled| {
+        injected(
+            compiled.decide_tls(conn, tls, &mut rand::rng())?,
+            conn_fault,
+        )
     })
 }
 

@@ -65,7 +65,7 @@ pub async fn serve(shared: Arc<ProxyState>, ctx: Arc<ConnCtx>, io: ClientIo) {
         // Boxed: an HTTP/2 connection's state would otherwise be part of
         // every connection's task, HTTP/1.1 and parked ones too.
         Protocol::Http2 | Protocol::Grpc => Box::pin(serve_h2(ctx.clone(), io)).await,
-        Protocol::Http1 | Protocol::Tcp => keepalive::serve(ctx.clone(), io).await,
+        Protocol::Http1 | Protocol::Tcp | Protocol::Tls => keepalive::serve(ctx.clone(), io).await,
     };
     if let Err(error) = result {
         if error.is_parse() || error.is_parse_too_large() {

@@ -17,4 +17,5 @@ mod reload;
 mod support;
 mod tcp;
 mod toxics;
+mod tls;
 mod upstream_conns;
