@@ -70,6 +70,15 @@ def test_helpers_build_the_recipes() -> None:
         limit_data(65536, port=8080, path="/files/*", percent=10, name="truncated-downloads"),
     ])
     assert choppy in blocks
+    stripe = policy([partition(direction="outbound", port=443, sni="*.stripe.com", name="stripe-unreachable")],
+                    duration="5m")
+    assert stripe in blocks
+    tls = policy([
+        abort(reset=True, sni="*.stripe.com", name="stripe-down"),
+        delay("2s", host="s3.eu-west-1.amazonaws.com", port=443, name="slow-s3"),
+        reset(after_bytes=20000, sni="api.github.com", percent=30, name="flaky-github"),
+    ])
+    assert tls in blocks
 
 
 def test_delay_distributions_build_the_documented_forms() -> None:
@@ -97,6 +106,8 @@ def test_direction_defaults_like_kubectl_fault() -> None:
     assert partition(to={"app": "x"})["match"] == {"direction": "outbound", "to": {"podSelector": {"app": "x"}}}
     assert partition(from_=["10.0.0.0/8"])["match"] == {"direction": "inbound", "from": {"cidrs": ["10.0.0.0/8"]}}
     assert "direction" not in hang(direction=None).get("match", {})
+    assert hang(sni="*.stripe.com")["match"] == {"direction": "outbound", "sni": "*.stripe.com"}
+    assert reset(after="1s", host="api.github.com")["match"]["direction"] == "outbound"
     assert match(to={"podSelector": {"app": "x"}, "cidrs": ["10.1.0.0/16"]})["to"] == peers(
         pod_selector={"app": "x"}, cidrs=["10.1.0.0/16"])
 
@@ -137,6 +148,8 @@ EQUIVALENT_TO_KUBECTL_FAULT = [
      policy([delay(median="80ms", p99="1200ms", max_="5s", name="kubectl-fault")], duration="5m")),
     (["--delay-pareto", "20ms,1.16,5s", "--port", "8080"],
      policy([delay(scale="20ms", shape=1.16, max_="5s", port=8080, name="kubectl-fault")])),
+    (["--sni", "*.stripe.com", "--port", "443", "--delay", "2s", "--for", "5m"],
+     policy([delay("2s", sni="*.stripe.com", port=443, name="kubectl-fault")], duration="5m")),
 ]
 
 
@@ -170,6 +183,12 @@ EVERY_HELPER = [
     limit_data(4096, path="/files/*"),
     limit_data(100, side="request", direction="outbound"),
     slow_close(dt.timedelta(seconds=2), side="request"),
+    abort(reset=True, sni="api.stripe.com"),
+    delay("1s", sni="*.stripe.com", port=443),
+    bandwidth("1MiB", host="s3.amazonaws.com", protocol="tls"),
+    hang(protocol="tls"),
+    partition(sni="*.stripe.com", port=443, mode="drop"),
+    reset(after="1s", host="api.github.com"),
 ]
 
 
@@ -185,3 +204,7 @@ def test_faultlines_parser_names_rule_and_field(kubectl_fault: Path) -> None:
     result = check_policy(kubectl_fault, text)
     assert result.returncode != 0
     assert 'rules[0] "x": abort.status: 700 is not an HTTP status' in result.stderr
+    text = to_yaml(policy([abort(503, sni="api.stripe.com", name="tls")]))
+    result = check_policy(kubectl_fault, text)
+    assert result.returncode != 0
+    assert 'rules[0] "tls": abort.status: sni (TLS, which is not decrypted) has no HTTP responses' in result.stderr

@@ -88,6 +88,10 @@ pub struct FaultFlags {
     /// Match outbound requests to this host instead of inbound requests.
     #[arg(long, value_name = "HOST")]
     pub host: Option<String>,
+    /// Match outbound TLS connections whose ClientHello names this server
+    /// (SNI; `*.example.com` wildcards), without decrypting them.
+    #[arg(long, value_name = "NAME")]
+    pub sni: Option<String>,
     /// `inbound` (requests the workload serves) or `outbound` (calls it makes).
     #[arg(long, value_name = "DIRECTION", value_parser = ["inbound", "outbound"])]
     pub direction: Option<String>,
@@ -150,7 +154,7 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
         0 => return Err(CliError::NoFault),
         _ => return Err(CliError::ManyFaults),
     };
-    let outbound = flags.host.is_some() || flags.partition_to.is_some();
+    let outbound = flags.host.is_some() || flags.sni.is_some() || flags.partition_to.is_some();
     let direction = flags
         .direction
         .clone()
@@ -158,6 +162,9 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
     matcher.insert("direction".into(), json!(direction));
     if let Some(host) = &flags.host {
         matcher.insert("host".into(), json!(host));
+    }
+    if let Some(sni) = &flags.sni {
+        matcher.insert("sni".into(), json!(sni));
     }
     if let Some(port) = flags.port {
         matcher.insert("port".into(), json!(port));

@@ -13,9 +13,11 @@ same mappings the documentation shows::
 
 Every helper takes the same match keywords (``direction``, ``port``,
 ``protocol``, ``methods``, ``path``, ``headers``, ``host``, ``from_``, ``to``,
-``probes``) and rule keywords (``name``, ``percent``, ``first``).
-``direction`` defaults as ``kubectl fault`` does: ``outbound`` when ``host``
-or ``to`` is given, else ``inbound``; pass ``direction=None`` to match both.
+``probes``) and rule keywords (``name``, ``percent``, ``first``); the faults
+that apply to TLS connections (``delay``, ``abort(reset=True)``, ``hang``,
+``bandwidth``, ``partition``, ``reset``) also take ``sni``.
+``direction`` defaults as ``kubectl fault`` does: ``outbound`` when ``host``,
+``sni`` or ``to`` is given, else ``inbound``; pass ``direction=None`` to match both.
 
 Nothing is validated here: faultline's own parser does that (through the
 API server's dry run, or the standalone proxy's control API), so the
@@ -120,11 +122,13 @@ def match(
     from_: Optional[PeersLike] = None,
     to: Optional[PeersLike] = None,
     probes: Optional[bool] = None,
+    sni: Optional[str] = None,
 ) -> Dict[str, Any]:
     """The ``match`` mapping of a rule (fields left out match anything)."""
     out: Dict[str, Any] = {}
     if direction == _AUTO:
-        direction = "outbound" if (host is not None or to is not None) else "inbound"
+        outbound = host is not None or sni is not None or to is not None
+        direction = "outbound" if outbound else "inbound"
     if direction is not None:
         out["direction"] = direction
     if port is not None:
@@ -139,6 +143,8 @@ def match(
         out["headers"] = dict(headers)
     if host is not None:
         out["host"] = host
+    if sni is not None:
+        out["sni"] = sni
     if from_ is not None:
         out["from"] = _peers(from_)
     if to is not None:
@@ -210,6 +216,7 @@ def delay(
     from_: Optional[PeersLike] = None,
     to: Optional[PeersLike] = None,
     probes: Optional[bool] = None,
+    sni: Optional[str] = None,
 ) -> Rule:
     """A ``delay`` rule, by the keywords given:
 
@@ -243,7 +250,7 @@ def delay(
     if side is not None:
         spec["side"] = side
     m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes)
+              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni)
     return rule("delay", spec, name=name, percent=percent, first=first, match=m)
 
 
@@ -266,6 +273,7 @@ def abort(
     from_: Optional[PeersLike] = None,
     to: Optional[PeersLike] = None,
     probes: Optional[bool] = None,
+    sni: Optional[str] = None,
 ) -> Rule:
     """``abort: {status, body, headers}`` (an HTTP error), or ``abort: {reset: true}`` with ``reset=True``.
 
@@ -282,7 +290,7 @@ def abort(
     if response_headers is not None:
         spec["headers"] = dict(response_headers)
     m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes)
+              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni)
     return rule("abort", spec, name=name, percent=percent, first=first, match=m)
 
 
@@ -355,10 +363,11 @@ def hang(
     from_: Optional[PeersLike] = None,
     to: Optional[PeersLike] = None,
     probes: Optional[bool] = None,
+    sni: Optional[str] = None,
 ) -> Rule:
     """``hang: {}``: never answer (tests client timeouts)."""
     m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes)
+              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni)
     return rule("hang", {}, name=name, percent=percent, first=first, match=m)
 
 
@@ -381,6 +390,7 @@ def bandwidth(
     from_: Optional[PeersLike] = None,
     to: Optional[PeersLike] = None,
     probes: Optional[bool] = None,
+    sni: Optional[str] = None,
 ) -> Rule:
     """``bandwidth: {rate: "64KiB/s"}``, ``bandwidth: {bytesPerSecond: N}``, or per side
     ``bandwidth: {request: "10KB/s", response: "1MB/s"}`` (``request=``, ``response=``).
@@ -395,7 +405,7 @@ def bandwidth(
     if response is not None:
         spec["response"] = response
     m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes)
+              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni)
     return rule("bandwidth", spec, name=name, percent=percent, first=first, match=m)
 
 
@@ -409,13 +419,18 @@ def partition(
     first: Optional[int] = None,
     direction: Optional[str] = _AUTO,
     port: Optional[PortLike] = None,
+    sni: Optional[str] = None,
+    host: Optional[str] = None,
+    protocol: Optional[str] = None,
 ) -> Rule:
     """``partition: {mode}``: cut the pod off from peers (``to={"app": "nats"}``, as ``kubectl fault --partition-to``).
 
     Partitions act on whole connections, so only ``direction``, ``port``,
-    ``from_`` and ``to`` can select traffic.
+    ``from_`` and ``to`` can select traffic, and TLS connections by server
+    name: ``sni`` (or ``host``, the SNI there) and ``protocol="tls"``.
     """
-    m = match(direction=direction, port=port, from_=from_, to=to)
+    m = match(direction=direction, port=port, from_=from_, to=to, sni=sni, host=host,
+              protocol=protocol)
     return rule("partition", {"mode": mode}, name=name, percent=percent, first=first, match=m)
 
 
@@ -430,14 +445,18 @@ def reset(
     port: Optional[PortLike] = None,
     from_: Optional[PeersLike] = None,
     to: Optional[PeersLike] = None,
+    sni: Optional[str] = None,
+    host: Optional[str] = None,
+    protocol: Optional[str] = None,
 ) -> Rule:
-    """``reset: {afterBytes, after}``: forward, then reset the connection."""
+    """``reset: {afterBytes, after}``: forward, then reset the connection (TLS ones by ``sni``)."""
     spec: Dict[str, Any] = {}
     if after_bytes is not None:
         spec["afterBytes"] = after_bytes
     if after is not None:
         spec["after"] = duration(after)
-    m = match(direction=direction, port=port, from_=from_, to=to)
+    m = match(direction=direction, port=port, from_=from_, to=to, sni=sni, host=host,
+              protocol=protocol)
     return rule("reset", spec, name=name, percent=percent, first=first, match=m)
 
 

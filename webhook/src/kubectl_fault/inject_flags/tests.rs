@@ -251,3 +251,29 @@ fn side_needs_a_fault_that_has_sides() {
     };
     assert!(matches!(policy_from_flags(&two), Err(CliError::ManyFaults)));
 }
+
+#[test]
+fn sni_builds_an_outbound_tls_rule() {
+    let f = FaultFlags {
+        delay: Some("2s".into()),
+        sni: Some("*.stripe.com".into()),
+        port: Some(443),
+        ..flags()
+    };
+    let text = policy_from_flags(&f).unwrap();
+    let p = policy::parse(&text).unwrap();
+    let m = &p.rules[0].r#match;
+    assert_eq!(m.sni.as_deref(), Some("*.stripe.com"));
+    assert_eq!(m.direction, Some(policy::Direction::Outbound));
+    // HTTP answers cannot be sent on TLS: the policy's own error says so.
+    let f = FaultFlags {
+        abort: Some(503),
+        sni: Some("api.stripe.com".into()),
+        ..flags()
+    };
+    let text = policy_from_flags(&f).unwrap();
+    assert_eq!(
+        policy::parse(&text).unwrap_err().to_string(),
+        r#"rules[0] "kubectl-fault": abort.status: sni (TLS, which is not decrypted) has no HTTP responses (use abort: {reset: true})"#
+    );
+}
