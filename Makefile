@@ -6,7 +6,7 @@ REGISTRY ?= ghcr.io/faultline-dev
 # The virtualenv .ci/run makes (the Python client and pytest), else python3.
 PYTHON ?= $(if $(wildcard target/python/bin/python),target/python/bin/python,python3)
 
-.PHONY: help build release test unit python lint fmt kustomize certs demo bench fuzz fuzz-parse fuzz-admission image image-tar deploy undeploy e2e clean
+.PHONY: help build release test unit python lint fmt kustomize certs demo bench fuzz fuzz-parse fuzz-admission fuzz-client-hello image image-tar deploy undeploy e2e clean
 
 help: ## list targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -52,10 +52,13 @@ demo: build ## the proxy in front of a demo upstream: delays, aborts and clean t
 bench: release ## benchmarks: ratios against direct connections and nginx, measured in one run
 	@set -e; for s in bench/*.sh; do echo "== $$s"; bash "$$s"; done
 
-fuzz: fuzz-parse fuzz-admission ## fuzz the policy parser and the admission decoder (needs cargo-fuzz and a nightly toolchain)
+fuzz: fuzz-parse fuzz-admission fuzz-client-hello ## fuzz the policy parser, the admission decoder and the TLS ClientHello reader (needs cargo-fuzz and a nightly toolchain)
 
 fuzz-parse: ## fuzz the policy parser
 	cd policy && mkdir -p fuzz/corpus/parse && cargo +nightly fuzz run parse fuzz/corpus/parse fuzz/seeds -- -max_total_time=120
+
+fuzz-client-hello: ## fuzz the proxy's TLS ClientHello reader (server name for sni rules)
+	cd proxy && mkdir -p fuzz/corpus/client_hello && cargo +nightly fuzz run client_hello fuzz/corpus/client_hello fuzz/seeds -- -max_total_time=120
 
 fuzz-admission: ## fuzz the admission decoder (AdmissionReview -> /mutate and /validate decisions)
 	cd webhook && mkdir -p fuzz/corpus/admission && cargo +nightly fuzz run admission fuzz/corpus/admission fuzz/seeds -- -max_total_time=120

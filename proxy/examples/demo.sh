@@ -2,20 +2,26 @@
 # faultline demo, no cluster needed: a demo upstream, faultline-proxy in
 # front of it with examples/policies/demo.yaml, and curl showing clean
 # traffic, a delay, aborts, `first: N`, a truncated response, a hot reload
-# and the metrics.
+# and the metrics; then a second proxy in front of a TLS server faulting
+# HTTPS by server name (SNI) without decrypting it.
 #
-# Usage: proxy/examples/demo.sh        (from anywhere; needs cargo and curl)
-# Ports: DEMO_PORT (default 18480) for the proxy, +1 upstream, +2 admin.
+# Usage: proxy/examples/demo.sh        (from anywhere; needs cargo, curl and openssl)
+# Ports: DEMO_PORT (default 18480) for the proxy, +1 upstream, +2 admin;
+# +3 the TLS proxy, +4 the TLS server, +5 the TLS proxy's admin.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 command -v curl >/dev/null || { echo "demo: curl is required (apt-get install curl)" >&2; exit 1; }
+command -v openssl >/dev/null || { echo "demo: openssl is required (apt-get install openssl)" >&2; exit 1; }
 
 port="${DEMO_PORT:-18480}"
 upstream_port=$((port + 1))
 admin_port=$((port + 2))
-for p in "$port" "$upstream_port" "$admin_port"; do
+tls_port=$((port + 3))
+tls_upstream_port=$((port + 4))
+tls_admin_port=$((port + 5))
+for p in "$port" "$upstream_port" "$admin_port" "$tls_port" "$tls_upstream_port" "$tls_admin_port"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "demo: port $p is in use; set DEMO_PORT to another base port" >&2
     exit 1
@@ -95,5 +101,36 @@ show GET /
 echo
 echo "== metrics (http://127.0.0.1:$admin_port/metrics)"
 curl -s "http://127.0.0.1:$admin_port/metrics" | grep -E '^faultline_(faults_injected|requests)_total' | sed 's/^/  /'
+
+echo
+echo "== HTTPS by server name: a second proxy in front of a TLS server (openssl s_server)"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=demo \
+  -addext "subjectAltName=DNS:api.stripe.test,DNS:shop.test" \
+  -keyout "$work/tls-key.pem" -out "$work/tls-cert.pem" 2>/dev/null
+openssl s_server -quiet -www -accept "127.0.0.1:$tls_upstream_port" \
+  -cert "$work/tls-cert.pem" -key "$work/tls-key.pem" </dev/null >/dev/null 2>&1 &
+pids+=($!)
+printf 'rules:\n- name: stripe-down\n  match: {sni: "*.stripe.test"}\n  abort: {reset: true}\n' > "$work/tls.yaml"
+sed 's/^/  /' "$work/tls.yaml"
+FAULTLINE_LOG=warn "$target/faultline-proxy" run \
+  --listen "127.0.0.1:$tls_port" --upstream "127.0.0.1:$tls_upstream_port" \
+  --admin-addr "127.0.0.1:$tls_admin_port" --faults "$work/tls.yaml" &
+pids+=($!)
+deadline=$((SECONDS + 20))
+until curl -sf "http://127.0.0.1:$tls_admin_port/readyz" >/dev/null && \
+      (exec 3<>"/dev/tcp/127.0.0.1/$tls_upstream_port") 2>/dev/null; do
+  if (( SECONDS > deadline )); then echo "demo: the TLS proxy did not become ready" >&2; exit 1; fi
+  sleep 0.1
+done
+https() { # NAME: curl checks the server's own certificate, so nothing decrypted the connection
+  local out
+  out="$(curl -s --cacert "$work/tls-cert.pem" --resolve "$1:$tls_port:127.0.0.1" \
+    -o /dev/null -w '%{http_code}' "https://$1:$tls_port/" 2>&1)" || out="failed: connection reset (curl exit $?)"
+  printf '  https://%-16s -> %s\n' "$1" "$out"
+}
+https shop.test
+https api.stripe.test
+curl -s "http://127.0.0.1:$tls_admin_port/metrics" \
+  | grep -E '^faultline_(faults_injected|connections)_total' | sed 's/^/  /'
 echo
 echo "demo done"

@@ -1,11 +1,14 @@
 //! Fuzzes `policy::parse` with arbitrary text: it must never panic, every
 //! accepted policy must survive a JSON round trip unchanged, and compiling
-//! it and deciding on a request and a connection must not panic either.
+//! it and deciding on a request and a connection (raw TCP and TLS, with and
+//! without a server name) must not panic either.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use faultline_policy::{self as policy, ConnInfo, Direction, PeerIps, Protocol, RequestInfo};
+use faultline_policy::{
+    self as policy, ConnInfo, Direction, PeerIps, Protocol, RequestInfo, TlsInfo,
+};
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -52,7 +55,17 @@ fuzz_target!(|data: &[u8]| {
             source_ip: source,
             destination_ip: destination,
         };
-        let _ = compiled.decide_connection(&conn, &mut rng);
+        if compiled.connection_waits_for_tls(&conn) {
+            for tls in [None, Some(TlsInfo::default())] {
+                let _ = compiled.decide_connection_with_tls(&conn, tls, &mut rng);
+            }
+        } else {
+            let _ = compiled.decide_connection(&conn, &mut rng);
+        }
         let _ = compiled.decide_tcp(&conn, &mut rng);
+        let _ = compiled.needs_sni(&conn);
+        for sni in [None, Some("api.stripe.com"), Some("payments.shop")] {
+            let _ = compiled.decide_tls(&conn, TlsInfo { sni }, &mut rng);
+        }
     }
 });

@@ -126,3 +126,24 @@ fn mangled_client_hellos_never_panic_and_stay_bounded() {
         }
     }
 }
+
+/// The fuzz seeds are ClientHellos from another implementation (OpenSSL,
+/// through Python's `ssl`), one of them longer than detection's first read.
+#[test]
+fn the_fuzz_seeds_are_read_as_expected() {
+    let seed = |name: &str| {
+        let path = format!("{}/fuzz/seeds/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    };
+    assert_eq!(parse(&seed("openssl-sni.bin")), name("api.stripe.com"));
+    assert_eq!(
+        parse(&seed("openssl-sni-records-200.bin")),
+        name("api.stripe.com")
+    );
+    let large = seed("openssl-sni-large.bin");
+    assert!(large.len() > crate::traffic::detect::MAX_REQUEST_LINE);
+    assert_eq!(parse(&large), name("payments.example.com"));
+    assert_eq!(parse(&seed("openssl-no-sni.bin")), Hello::Done(None));
+    let truncated = seed("openssl-sni-truncated.bin");
+    assert!(matches!(parse(&truncated), Hello::NeedMore(n) if n > truncated.len()));
+}
