@@ -189,6 +189,9 @@ EVERY_HELPER = [
     hang(protocol="tls"),
     partition(sni="*.stripe.com", port=443, mode="drop"),
     reset(after="1s", host="api.github.com"),
+    slicer(16, sni="*.stripe.com"),
+    limit_data(100, side="request", sni="api.github.com"),
+    slow_close("1s", host="api.github.com", protocol="tls"),
 ]
 
 

@@ -16,6 +16,6 @@ mod operations;
 mod reload;
 mod support;
 mod tcp;
-mod toxics;
 mod tls;
+mod toxics;
 mod upstream_conns;

@@ -15,7 +15,8 @@ Every helper takes the same match keywords (``direction``, ``port``,
 ``protocol``, ``methods``, ``path``, ``headers``, ``host``, ``from_``, ``to``,
 ``probes``) and rule keywords (``name``, ``percent``, ``first``); the faults
 that apply to TLS connections (``delay``, ``abort(reset=True)``, ``hang``,
-``bandwidth``, ``partition``, ``reset``) also take ``sni``.
+``bandwidth``, ``partition``, ``reset``, ``slicer``, ``limit_data``,
+``slow_close``) also take ``sni``.
 ``direction`` defaults as ``kubectl fault`` does: ``outbound`` when ``host``,
 ``sni`` or ``to`` is given, else ``inbound``; pass ``direction=None`` to match both.
 
@@ -474,11 +475,14 @@ def slicer(
     protocol: Optional[str] = None,
     from_: Optional[PeersLike] = None,
     to: Optional[PeersLike] = None,
+    sni: Optional[str] = None,
+    host: Optional[str] = None,
 ) -> Rule:
     """``slicer: {averageSize, sizeVariation, delay, side}``: raw TCP bytes in small chunks.
 
-    Raw TCP only, so only ``direction``, ``port``, ``protocol`` (``"tcp"``),
-    ``from_`` and ``to`` select traffic.
+    Raw TCP only, so only ``direction``, ``port``, ``protocol`` (``"tcp"``
+    or ``"tls"``), ``from_``, ``to`` and, for TLS, ``sni`` (or ``host``,
+    the SNI there) select traffic.
     """
     spec: Dict[str, Any] = {"averageSize": average_size}
     if size_variation is not None:
@@ -487,7 +491,8 @@ def slicer(
         spec["delay"] = duration(delay)
     if side is not None:
         spec["side"] = side
-    m = match(direction=direction, port=port, protocol=protocol, from_=from_, to=to)
+    m = match(direction=direction, port=port, protocol=protocol, from_=from_, to=to, sni=sni,
+              host=host)
     return rule("slicer", spec, name=name, percent=percent, first=first, match=m)
 
 
@@ -508,13 +513,14 @@ def limit_data(
     from_: Optional[PeersLike] = None,
     to: Optional[PeersLike] = None,
     probes: Optional[bool] = None,
+    sni: Optional[str] = None,
 ) -> Rule:
     """``limitData: {bytes, side}``: close the connection after N bytes (on HTTP: truncated responses)."""
     spec: Dict[str, Any] = {"bytes": byte_count}
     if side is not None:
         spec["side"] = side
     m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes)
+              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni)
     return rule("limitData", spec, name=name, percent=percent, first=first, match=m)
 
 
@@ -530,12 +536,15 @@ def slow_close(
     protocol: Optional[str] = None,
     from_: Optional[PeersLike] = None,
     to: Optional[PeersLike] = None,
+    sni: Optional[str] = None,
+    host: Optional[str] = None,
 ) -> Rule:
-    """``slowClose: {delay, side}``: pass a raw TCP connection's close on late."""
+    """``slowClose: {delay, side}``: pass a raw TCP connection's close on late (TLS ones by ``sni``)."""
     spec: Dict[str, Any] = {"delay": duration(delay)}
     if side is not None:
         spec["side"] = side
-    m = match(direction=direction, port=port, protocol=protocol, from_=from_, to=to)
+    m = match(direction=direction, port=port, protocol=protocol, from_=from_, to=to, sni=sni,
+              host=host)
     return rule("slowClose", spec, name=name, percent=percent, first=first, match=m)
 
 
