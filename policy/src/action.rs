@@ -7,7 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 
-use crate::model::{DelaySide, FaultKind, GrpcCode, PartitionMode, Side};
+use crate::model::{DelaySide, DnsRcode, FaultKind, GrpcCode, PartitionMode, Side};
 
 /// A fault to apply, with the rule it came from (for metrics and logs).
 ///
@@ -72,6 +72,11 @@ pub enum Action {
     SlowClose {
         side: Side,
         delay: Duration,
+    },
+    /// Answer the DNS query with this response code (and no records)
+    /// instead of forwarding it.
+    Dns {
+        rcode: DnsRcode,
     },
 }
 

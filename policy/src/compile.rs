@@ -26,7 +26,7 @@ use matchers::{Pattern, PeerMatcher};
 use crate::PeerIps;
 use crate::action::{AbortAction, BandwidthLimit, GrpcAbort, HttpResponse};
 use crate::model::{
-    Abort, Bandwidth, Delay, DelaySide, Direction, FaultKind, FaultSpec, HumanDuration,
+    Abort, Bandwidth, Delay, DelaySide, Direction, DnsRcode, FaultKind, FaultSpec, HumanDuration,
     MAX_DURATION, PartitionMode, Policy, PortRange, Protocol, Respond, Rule, Side,
 };
 use crate::validate::{MAX_METHOD_BYTES, is_tchar};
@@ -43,6 +43,8 @@ pub struct CompiledPolicy {
     /// (`sni`, `host`, `protocol: tls`), in rule order.
     pub(crate) on_tls: Vec<usize>,
     pub(crate) on_request: Vec<usize>,
+    /// Rules with a DNS match; no other stage sees them.
+    pub(crate) on_dns: Vec<usize>,
     /// `on_request` narrowed to the rules a request with one of
     /// [`INDEXED_METHODS`] can match: a `GET` is never tested against
     /// `methods: [POST]` rules, however many there are.
@@ -99,6 +101,10 @@ pub(crate) struct Matcher {
     pub from: Option<PeerMatcher>,
     pub to: Option<PeerMatcher>,
     pub probes: bool,
+    /// `match.dns.name`, lowercased without the trailing dot.
+    pub dns_name: Option<Pattern>,
+    /// `match.dns.types` as QTYPEs; empty: any.
+    pub dns_types: Box<[u16]>,
 }
 
 /// `percent` as a threshold on a uniform `u64` draw: exact to 2^-64.
@@ -150,6 +156,7 @@ pub(crate) enum CompiledFault {
         side: Side,
         delay: Duration,
     },
+    Dns(DnsRcode),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -176,7 +183,9 @@ pub fn compile(policy: &Policy, peers: &PeerIps) -> CompiledPolicy {
             Ok(compiled) => {
                 let at = out.rules.len();
                 let m = &compiled.matcher;
-                if compiled.kind.is_connection_level() {
+                if compiled.source.r#match.is_dns() {
+                    out.on_dns.push(at);
+                } else if compiled.kind.is_connection_level() {
                     out.on_connect.push(at);
                 } else {
                     // Rules that need HTTP to match (or to act) never see
@@ -250,6 +259,16 @@ fn compile_rule(index: usize, rule: &Rule, peers: &PeerIps) -> Result<CompiledRu
         from: m.from.as_ref().map(|p| PeerMatcher::new(p, peers)),
         to: m.to.as_ref().map(|p| PeerMatcher::new(p, peers)),
         probes: m.probes,
+        dns_name: m
+            .dns
+            .as_ref()
+            .and_then(|d| d.name.as_deref())
+            .map(|n| Pattern::new(&n.trim_end_matches('.').to_ascii_lowercase())),
+        dns_types: m
+            .dns
+            .as_ref()
+            .map(|d| d.types.iter().map(|t| t.code()).collect())
+            .unwrap_or_default(),
     };
     Ok(CompiledRule {
         index,
@@ -299,6 +318,7 @@ fn compile_fault(fault: FaultSpec<'_>) -> Result<CompiledFault, String> {
             side: s.side,
             delay: s.delay.ok_or("slowClose without a delay")?.get(),
         },
+        FaultSpec::Dns(d) => CompiledFault::Dns(d.rcode),
     })
 }
 

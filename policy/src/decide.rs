@@ -20,6 +20,10 @@
 //!    `sni` ones and the raw-TCP-only byte-stream faults (`slicer`,
 //!    `slowClose`, `limitData` on the request side).
 //!
+//! DNS queries are asked about apart, with [`CompiledPolicy::decide_dns`]:
+//! only rules with a DNS match (`protocol: dns` or `match.dns`) take part,
+//! and those never see TCP connections or HTTP requests.
+//!
 //! Rules are tried in order; the first that matches, wins its `percent`
 //! draw and has `first` budget left for the client applies, and it is the
 //! only fault for that request or connection.
@@ -74,6 +78,17 @@ pub struct TlsInfo<'a> {
     /// The server name the client asked for, if it sent one the proxy
     /// could read.
     pub sni: Option<&'a str>,
+}
+
+/// What the data plane knows about a DNS query (its first question).
+#[derive(Debug, Clone, Copy)]
+pub struct DnsQuery<'a> {
+    /// The queried name in lowercase, without the trailing dot.
+    pub name: &'a [u8],
+    /// The QTYPE (1 = A, 28 = AAAA, ...).
+    pub qtype: u16,
+    /// The pod address that sent it (the `first: N` client).
+    pub source_ip: IpAddr,
 }
 
 const PROBE_USER_AGENT: &[u8] = b"kube-probe/";
@@ -241,6 +256,27 @@ impl CompiledPolicy {
         }) && !self.expired()
     }
 
+    /// The fault for a DNS query the pod sent, if any.
+    pub fn decide_dns<R: Rng + ?Sized>(
+        &self,
+        query: &DnsQuery<'_>,
+        rng: &mut R,
+    ) -> Option<Decision<'_>> {
+        if self.on_dns.is_empty() || self.expired() {
+            return None;
+        }
+        self.first_firing(&self.on_dns, query.source_ip, rng, |m| {
+            m.dns_name.as_ref().is_none_or(|p| p.matches(query.name))
+                && (m.dns_types.is_empty() || m.dns_types.contains(&query.qtype))
+        })
+    }
+
+    /// Whether any rule is about DNS (the proxy warns when such a policy
+    /// reaches a pod whose DNS is not captured).
+    pub fn has_dns_rules(&self) -> bool {
+        !self.on_dns.is_empty()
+    }
+
     fn decide_l4<R: Rng + ?Sized>(
         &self,
         stage: &[usize],
@@ -355,6 +391,7 @@ impl CompiledRule {
                 side: *side,
                 delay: *delay,
             },
+            CompiledFault::Dns(rcode) => Action::Dns { rcode: *rcode },
         };
         Decision {
             rule_index: self.index,

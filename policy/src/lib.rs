@@ -42,18 +42,18 @@ pub mod wire;
 
 pub use action::{AbortAction, Action, BandwidthLimit, Decision, GrpcAbort, HttpResponse};
 pub use compile::{CompiledPolicy, FIRST_MAX_CLIENTS, compile};
-pub use decide::{ConnInfo, RequestInfo, TlsInfo, is_probe};
+pub use decide::{ConnInfo, DnsQuery, RequestInfo, TlsInfo, is_probe};
 pub use error::{FieldError, Location, PolicyError, RuleRef, error_chain};
 pub use model::{
-    Abort, Bandwidth, ByteRate, Cidr, Delay, DelaySide, Direction, FaultKind, FaultSpec, GrpcCode,
-    Hang, HumanDuration, LimitData, LogNormalDelay, MAX_DURATION, Match, NormalDelay, ParetoDelay,
-    Partition, PartitionMode, Peer, Policy, PortRange, Ports, Protocol, Reset, Respond, Rule,
-    Selector, Side, Slicer, SlowClose, UniformDelay,
+    Abort, Bandwidth, ByteRate, Cidr, Delay, DelaySide, Direction, DnsFault, DnsMatch, DnsRcode,
+    FaultKind, FaultSpec, GrpcCode, Hang, HumanDuration, LimitData, LogNormalDelay, MAX_DURATION,
+    Match, NormalDelay, ParetoDelay, Partition, PartitionMode, Peer, Policy, PortRange, Ports,
+    Protocol, RecordType, Reset, Respond, Rule, Selector, Side, Slicer, SlowClose, UniformDelay,
 };
 pub use parse::{MAX_POLICY_BYTES, parse};
 pub use validate::{
-    MAX_METHOD_BYTES, MAX_PATTERN_BYTES, MAX_SLICE_BYTES, MAX_SLICE_DELAY, MAX_SLOW_CLOSE,
-    is_tchar, validate,
+    MAX_DNS_NAME_BYTES, MAX_METHOD_BYTES, MAX_PATTERN_BYTES, MAX_SLICE_BYTES, MAX_SLICE_DELAY,
+    MAX_SLOW_CLOSE, is_tchar, validate,
 };
 
 /// Pod IPs per selector key ([`Selector::key`]), resolved by the controller.

@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer, Serialize, de};
 
+mod dns;
 mod faults;
 mod net;
 mod toxics;
 mod units;
 
+pub use dns::{DnsFault, DnsMatch, DnsRcode, RecordType};
 pub use faults::{
     Abort, Bandwidth, Delay, DelaySide, GrpcCode, Hang, LogNormalDelay, NormalDelay, ParetoDelay,
     Partition, PartitionMode, Reset, Respond, UniformDelay,
@@ -149,6 +151,9 @@ pub struct Rule {
         deserialize_with = "de_present"
     )]
     pub slow_close: Option<SlowClose>,
+    /// Answer a DNS query with an error code (needs a DNS match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsFault>,
 }
 
 impl Rule {
@@ -185,6 +190,9 @@ impl Rule {
         if let Some(f) = &self.slow_close {
             out.push(FaultSpec::SlowClose(f));
         }
+        if let Some(f) = &self.dns {
+            out.push(FaultSpec::Dns(f));
+        }
         out
     }
 
@@ -210,6 +218,7 @@ pub enum FaultSpec<'a> {
     Slicer(&'a Slicer),
     LimitData(&'a LimitData),
     SlowClose(&'a SlowClose),
+    Dns(&'a DnsFault),
 }
 
 impl FaultSpec<'_> {
@@ -225,6 +234,7 @@ impl FaultSpec<'_> {
             Self::Slicer(_) => FaultKind::Slicer,
             Self::LimitData(_) => FaultKind::LimitData,
             Self::SlowClose(_) => FaultKind::SlowClose,
+            Self::Dns(_) => FaultKind::Dns,
         }
     }
 
@@ -256,10 +266,11 @@ pub enum FaultKind {
     Slicer,
     LimitData,
     SlowClose,
+    Dns,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 10] = [
+    pub const ALL: [FaultKind; 11] = [
         Self::Delay,
         Self::Abort,
         Self::Respond,
@@ -270,6 +281,7 @@ impl FaultKind {
         Self::Slicer,
         Self::LimitData,
         Self::SlowClose,
+        Self::Dns,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -286,6 +298,7 @@ impl FaultKind {
             Self::Slicer => "slicer",
             Self::LimitData => "limitData",
             Self::SlowClose => "slowClose",
+            Self::Dns => "dns",
         }
     }
 
@@ -339,11 +352,19 @@ pub struct Match {
     /// Also fault kubelet probes (`User-Agent: kube-probe/...`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub probes: bool,
+    /// DNS queries by name and type (implies `protocol: dns`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsMatch>,
 }
 
 impl Match {
     pub fn is_empty(&self) -> bool {
         self == &Self::default()
+    }
+
+    /// Whether the rule is about DNS queries (`protocol: dns` or `dns:`).
+    pub fn is_dns(&self) -> bool {
+        self.protocol == Some(Protocol::Dns) || self.dns.is_some()
     }
 
     /// Names of the matchers that need an HTTP request to be evaluated
@@ -413,6 +434,9 @@ pub enum Protocol {
     Tcp,
     /// Connections that start with a TLS ClientHello: a part of `Tcp`.
     Tls,
+    /// DNS queries the pod sends (UDP and TCP port 53), where the pod opted
+    /// into DNS capture.
+    Dns,
 }
 
 impl Protocol {
@@ -422,6 +446,7 @@ impl Protocol {
             Self::Grpc => "grpc",
             Self::Tcp => "tcp",
             Self::Tls => "tls",
+            Self::Dns => "dns",
         }
     }
 

@@ -11,8 +11,9 @@ use crate::compile::{RESERVED_RESPONSE_HEADERS, parse_header_name, parse_method}
 use crate::error::{PolicyError, RuleRef};
 use crate::model::quoted;
 use crate::model::{
-    Abort, Bandwidth, Delay, FaultSpec, HumanDuration, LimitData, LogNormalDelay, MAX_DURATION,
-    Match, ParetoDelay, Peer, Policy, Protocol, Respond, Rule, Selector, Side, Slicer, SlowClose,
+    Abort, Bandwidth, Delay, Direction, DnsMatch, FaultSpec, HumanDuration, LimitData,
+    LogNormalDelay, MAX_DURATION, Match, ParetoDelay, Peer, Policy, Protocol, Respond, Rule,
+    Selector, Side, Slicer, SlowClose,
 };
 
 type Check = Result<(), (String, String)>;
@@ -91,7 +92,7 @@ fn validate_rule(rule: &Rule) -> Check {
             return fail(
                 "",
                 "no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, \
-                 slicer, limitData, slowClose",
+                 slicer, limitData, slowClose, dns",
             );
         }
         many => {
@@ -114,6 +115,11 @@ fn validate_rule(rule: &Rule) -> Check {
         return fail("first", "must be at least 1");
     }
     validate_match(&rule.r#match)?;
+    if rule.r#match.is_dns() {
+        validate_dns_rule(fault, &rule.r#match)?;
+    } else if let FaultSpec::Dns(_) = fault {
+        return fail("dns", "needs a DNS match: match.protocol: dns or match.dns");
+    }
     validate_fault_vs_match(fault, &rule.r#match)?;
     match fault {
         FaultSpec::Delay(d) => validate_delay(d),
@@ -121,7 +127,7 @@ fn validate_rule(rule: &Rule) -> Check {
         FaultSpec::Respond(r) => validate_respond(r),
         FaultSpec::Hang(_) => Ok(()),
         FaultSpec::Bandwidth(b) => validate_bandwidth(b),
-        FaultSpec::Partition(_) => Ok(()),
+        FaultSpec::Partition(_) | FaultSpec::Dns(_) => Ok(()),
         FaultSpec::Reset(r) => {
             if r.after_bytes.is_none() && r.after.is_none() {
                 return fail(
@@ -332,6 +338,105 @@ fn validate_sni(sni: &str) -> Result<(), String> {
         ));
     }
     validate_host(sni)
+}
+
+/// A DNS rule sees one query: its name and type, sent by the pod itself to
+/// its resolver. Everything else a match can say does not exist there.
+fn validate_dns_rule(fault: FaultSpec<'_>, m: &Match) -> Check {
+    if let Some(protocol) = m.protocol
+        && protocol != Protocol::Dns
+    {
+        return fail(
+            "match.protocol",
+            format!(
+                "{} cannot be combined with match.dns (DNS queries are protocol dns)",
+                protocol.as_str()
+            ),
+        );
+    }
+    let http = m.l7_fields().first().map(|f| format!("match.{f}"));
+    let host = m.host.is_some().then(|| "match.host".to_owned());
+    if let Some(field) = http.or(host) {
+        return fail(
+            field,
+            "is an HTTP matcher; a DNS rule selects queries with match.dns (name, types)",
+        );
+    }
+    if m.sni.is_some() {
+        return fail(
+            "match.sni",
+            "is a TLS matcher; a DNS rule selects queries with match.dns (name, types)",
+        );
+    }
+    if m.direction == Some(Direction::Inbound) {
+        return fail(
+            "match.direction",
+            "DNS queries are captured as the pod sends them: use outbound or leave it out",
+        );
+    }
+    for (field, set) in [
+        ("match.port", m.port.is_some()),
+        ("match.from", m.from.is_some()),
+        ("match.to", m.to.is_some()),
+    ] {
+        if set {
+            return fail(
+                field,
+                "does not apply to DNS queries (captured on port 53, sent by the pod to its resolver); \
+                 select them with match.dns (name, types)",
+            );
+        }
+    }
+    if let Some(dns) = &m.dns {
+        validate_dns_match(dns)?;
+    }
+    match fault {
+        FaultSpec::Dns(_) | FaultSpec::Delay(_) | FaultSpec::Hang(_) => Ok(()),
+        other => fail(
+            other.kind().as_str(),
+            format!(
+                "does not apply to DNS queries; use dns: {{rcode: NXDOMAIN|SERVFAIL|REFUSED}}, \
+                 delay, or hang (the query is dropped)"
+            ),
+        ),
+    }
+}
+
+/// The longest DNS name (RFC 1035: 255 bytes on the wire, 253 as text).
+pub const MAX_DNS_NAME_BYTES: usize = 253;
+
+fn validate_dns_match(dns: &DnsMatch) -> Check {
+    if let Some(name) = &dns.name {
+        let bare = name.strip_suffix('.').unwrap_or(name);
+        if bare.is_empty() || bare.len() > MAX_DNS_NAME_BYTES {
+            return fail(
+                "match.dns.name",
+                format!("{} must be 1-{MAX_DNS_NAME_BYTES} characters", quoted(name)),
+            );
+        }
+        let ok = bare
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'*'));
+        if !ok || bare.contains("..") || bare.starts_with('.') {
+            return fail(
+                "match.dns.name",
+                format!(
+                    "{} is not a DNS name pattern (letters, digits, '-', '_' in dot-separated labels; \
+                     '*' matches any run of characters)",
+                    quoted(name)
+                ),
+            );
+        }
+    }
+    for (i, t) in dns.types.iter().enumerate() {
+        if dns.types[..i].contains(t) {
+            return fail(
+                format!("match.dns.types[{i}]"),
+                format!("{t} is listed twice"),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn check_pattern_length(field: &str, pattern: &str) -> Check {

@@ -1,13 +1,13 @@
 //! Fuzzes `policy::parse` with arbitrary text: it must never panic, every
 //! accepted policy must survive a JSON round trip unchanged, and compiling
-//! it and deciding on a request and a connection (raw TCP and TLS, with and
-//! without a server name) must not panic either.
+//! it and deciding on a request, a connection (raw TCP and TLS, with and
+//! without a server name) and a DNS query must not panic either.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use faultline_policy::{
-    self as policy, ConnInfo, Direction, PeerIps, Protocol, RequestInfo, TlsInfo,
+    self as policy, ConnInfo, Direction, DnsQuery, PeerIps, Protocol, RequestInfo, TlsInfo,
 };
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
@@ -67,5 +67,13 @@ fuzz_target!(|data: &[u8]| {
         for sni in [None, Some("api.stripe.com"), Some("payments.shop")] {
             let _ = compiled.decide_tls(&conn, TlsInfo { sni }, &mut rng);
         }
+    }
+    for qtype in [1, 28, 33] {
+        let query = DnsQuery {
+            name: b"a.nats.svc.cluster.local",
+            qtype,
+            source_ip: source,
+        };
+        let _ = compiled.decide_dns(&query, &mut rng);
     }
 });

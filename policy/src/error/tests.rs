@@ -100,7 +100,7 @@ fn error_unknown_fields_are_named() {
 fn error_exactly_one_fault() {
     assert_eq!(
         err(&rule("match: {port: 80}")),
-        r#"rules[0] "r": no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, slicer, limitData, slowClose"#
+        r#"rules[0] "r": no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, slicer, limitData, slowClose, dns"#
     );
     assert_eq!(
         err(&rule("delay: {fixed: 1s}\nabort: {status: 500}")),

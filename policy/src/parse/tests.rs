@@ -369,6 +369,8 @@ fn reference_examples_parse() {
                     format!("rules:\n- hang: {{}}\n  match:\n    {line}\n")
                 } else if line.contains("grpc") {
                     format!("rules:\n- match: {{protocol: grpc}}\n  {line}\n")
+                } else if line.starts_with("dns:") {
+                    format!("rules:\n- match: {{protocol: dns}}\n  {line}\n")
                 } else {
                     format!("rules:\n- {line}\n")
                 };

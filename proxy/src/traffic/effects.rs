@@ -243,7 +243,8 @@ pub fn http_fault(action: &Action) -> Option<HttpFault> {
         | Action::Reset { .. }
         | Action::Slicer { .. }
         | Action::LimitData { .. }
-        | Action::SlowClose { .. } => return None,
+        | Action::SlowClose { .. }
+        | Action::Dns { .. } => return None,
     })
 }
 
@@ -270,7 +271,7 @@ pub fn conn_fault(action: &Action) -> Option<ConnFault> {
             let (request, response) = shapes(action);
             ConnFault::Shape { request, response }
         }
-        Action::Abort(_) | Action::Respond(_) => return None,
+        Action::Abort(_) | Action::Respond(_) | Action::Dns { .. } => return None,
     })
 }
 
