@@ -394,10 +394,8 @@ fn validate_dns_rule(fault: FaultSpec<'_>, m: &Match) -> Check {
         FaultSpec::Dns(_) | FaultSpec::Delay(_) | FaultSpec::Hang(_) => Ok(()),
         other => fail(
             other.kind().as_str(),
-            format!(
-                "does not apply to DNS queries; use dns: {{rcode: NXDOMAIN|SERVFAIL|REFUSED}}, \
-                 delay, or hang (the query is dropped)"
-            ),
+            "does not apply to DNS queries; use dns: {rcode: NXDOMAIN|SERVFAIL|REFUSED}, \
+             delay, or hang (the query is dropped)",
         ),
     }
 }
