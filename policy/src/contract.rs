@@ -32,6 +32,8 @@ pub const EXCLUDE_OUTBOUND_CIDRS_ANNOTATION: &str = "faultline.dev/exclude-outbo
 pub const PROXY_CPU_ANNOTATION: &str = "faultline.dev/proxy-cpu";
 pub const PROXY_MEMORY_ANNOTATION: &str = "faultline.dev/proxy-memory";
 pub const NATIVE_SIDECAR_ANNOTATION: &str = "faultline.dev/native-sidecar";
+/// `"true"`: the pod's DNS queries go through the proxy (off by default).
+pub const CAPTURE_DNS_ANNOTATION: &str = "faultline.dev/capture-dns";
 
 // Containers and the proxy's identity.
 
@@ -61,6 +63,9 @@ pub const ADMIN_PORT: u16 = 15400;
 pub const OUTBOUND_CAPTURE_PORT: u16 = 15401;
 /// Where iptables sends the pod's inbound TCP.
 pub const INBOUND_CAPTURE_PORT: u16 = 15406;
+/// Where iptables sends the pod's DNS queries (UDP and TCP port 53), on
+/// loopback, when the pod opted in with [`CAPTURE_DNS_ANNOTATION`].
+pub const DNS_CAPTURE_PORT: u16 = 15402;
 
 /// The admin path where the proxy answers an app's rewritten `tcpSocket`
 /// probe: `/probe/tcp/<port>` connects to the app's port on loopback.
@@ -117,6 +122,12 @@ pub mod env {
     /// The standalone proxy's control API (`PUT`/`DELETE /policy`).
     pub const CONTROL: &str = "FAULTLINE_CONTROL";
     pub const CONTROL_TOKEN: &str = "FAULTLINE_CONTROL_TOKEN";
+    /// Injected where DNS is captured: the DNS listener's address
+    /// (UDP and TCP); unset, the proxy has no DNS listener.
+    pub const DNS_ADDR: &str = "FAULTLINE_DNS_ADDR";
+    /// Where clean DNS queries go (default: the first nameserver of
+    /// `/etc/resolv.conf`).
+    pub const DNS_UPSTREAM: &str = "FAULTLINE_DNS_UPSTREAM";
 }
 
 /// The flags of `faultline-proxy init` (without the leading `--`): the

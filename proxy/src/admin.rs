@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::body::{ProxyBody, full};
 use crate::metrics::Metrics;
-use crate::source::store::{PolicySource, PolicyStore};
+use crate::source::store::{ActivePolicy, PolicySource, PolicyStore};
 
 pub struct Readiness {
     bound: AtomicBool,
@@ -79,6 +79,33 @@ pub struct AdminState {
     pub probe_ports: Vec<u16>,
     /// `--control`: writes to `/policy` allowed, with this bearer token if any.
     pub control: Option<Option<String>>,
+    /// Whether the proxy has a DNS listener (the pod's DNS is captured).
+    pub dns_captured: bool,
+}
+
+/// The warning for a policy with DNS rules where DNS is not captured.
+pub const DNS_NOT_CAPTURED: &str = "the policy has DNS rules, but this pod's DNS is not captured \
+     (annotate the pod faultline.dev/capture-dns: \"true\"): they do nothing here";
+
+/// `/policy`: the policy in force, and what it cannot do here.
+#[derive(serde::Serialize)]
+struct PolicyView<'a> {
+    #[serde(flatten)]
+    active: &'a ActivePolicy,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    warnings: Vec<&'static str>,
+}
+
+fn policy_view(state: &AdminState) -> serde_json::Result<Vec<u8>> {
+    let active = state.store.current();
+    let mut warnings = Vec::new();
+    if !state.dns_captured && active.compiled.has_dns_rules() {
+        warnings.push(DNS_NOT_CAPTURED);
+    }
+    serde_json::to_vec_pretty(&PolicyView {
+        active: &active,
+        warnings,
+    })
 }
 
 /// How long a probe's connection to the app may take; the kubelet's own
@@ -211,7 +238,7 @@ pub fn route(state: &AdminState, req: &Request<Incoming>) -> Response<ProxyBody>
             );
             response
         }
-        "/policy" => match serde_json::to_vec_pretty(&*state.store.current()) {
+        "/policy" => match policy_view(state) {
             Ok(json) => {
                 let mut response = Response::new(full(json));
                 response.headers_mut().insert(

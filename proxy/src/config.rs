@@ -25,6 +25,12 @@ use parse::{invalid, parse_addr, parse_num, parse_ports, resolve_addr};
 pub use faultline_policy::contract::env;
 use faultline_policy::contract::{ADMIN_PORT, INBOUND_CAPTURE_PORT, OUTBOUND_CAPTURE_PORT};
 
+/// The DNS listener's bounds (docs/resource-budget.md).
+pub const DNS_MAX_IN_FLIGHT: usize = 1024;
+pub const DNS_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DNS_MAX_TCP_CONNECTIONS: usize = 256;
+pub const DNS_TCP_IDLE: Duration = Duration::from_secs(10);
+
 pub const DEFAULT_LOG: &str = "info";
 pub const DEFAULT_DRAIN_SECONDS: u64 = 5;
 /// What fits the injected 256Mi memory limit with half of it to spare: the
@@ -79,6 +85,36 @@ pub struct ControllerConfig {
     pub service_account: Option<String>,
 }
 
+/// The DNS listener (`--dns-addr`): UDP and TCP on one port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsConfig {
+    pub addr: SocketAddr,
+    /// Where clean queries go; `None`: the first nameserver of
+    /// `/etc/resolv.conf`, read when the listener is bound.
+    pub upstream: Option<SocketAddr>,
+    /// Queries being faulted or forwarded at once; more are dropped (the
+    /// client's resolver retries).
+    pub max_in_flight: usize,
+    /// How long the resolver may take to answer a forwarded query.
+    pub timeout: Duration,
+    pub max_tcp_connections: usize,
+    /// A DNS-over-TCP connection with no query for this long is closed.
+    pub tcp_idle: Duration,
+}
+
+impl DnsConfig {
+    pub fn new(addr: SocketAddr, upstream: Option<SocketAddr>) -> Self {
+        Self {
+            addr,
+            upstream,
+            max_in_flight: DNS_MAX_IN_FLIGHT,
+            timeout: DNS_TIMEOUT,
+            max_tcp_connections: DNS_MAX_TCP_CONNECTIONS,
+            tcp_idle: DNS_TCP_IDLE,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub mode: Mode,
@@ -114,6 +150,8 @@ pub struct Config {
     /// App ports the admin server checks for rewritten `tcpSocket` probes
     /// (`/probe/tcp/<port>`); set by the webhook, empty by default.
     pub probe_ports: Vec<u16>,
+    /// The DNS listener, where the pod's DNS is captured.
+    pub dns: Option<DnsConfig>,
 }
 
 impl Config {
@@ -286,7 +324,10 @@ impl Config {
             0,
         )?);
 
+        let dns = dns_config(args, &get)?;
+
         Ok(Config {
+            dns,
             app_ports,
             wind_down,
             control,
@@ -362,6 +403,27 @@ fn controller_config(
         pod_ip: get(&args.pod_ip, env::POD_IP),
         service_account: get(&args.service_account, env::SERVICE_ACCOUNT),
     })
+}
+
+/// `--dns-addr` turns the DNS listener on; `--dns-upstream` alone is an
+/// error rather than silently nothing.
+fn dns_config(
+    args: &RunArgs,
+    get: &impl Fn(&Option<String>, &str) -> Option<String>,
+) -> Result<Option<DnsConfig>, ConfigError> {
+    let upstream = get(&args.dns_upstream, env::DNS_UPSTREAM)
+        .map(|value| resolve_addr("--dns-upstream", env::DNS_UPSTREAM, &value))
+        .transpose()?;
+    let Some(addr) = get(&args.dns_addr, env::DNS_ADDR) else {
+        if upstream.is_some() {
+            return Err(ConfigError::Conflict(
+                "--dns-upstream (FAULTLINE_DNS_UPSTREAM) needs --dns-addr (FAULTLINE_DNS_ADDR): there is no DNS listener without it",
+            ));
+        }
+        return Ok(None);
+    };
+    let addr = parse_addr("--dns-addr", env::DNS_ADDR, Some(&addr), wildcard(0))?;
+    Ok(Some(DnsConfig::new(addr, upstream)))
 }
 
 /// `--control` / `FAULTLINE_CONTROL`: writes to the policy over the admin

@@ -18,7 +18,8 @@
 //!    `conn` ([`conn::ConnCtx`], one connection).
 //! 4. `traffic`: accept, detect, then `http` (hyper, HTTP/1.1 + h2c +
 //!    gRPC) or `tcp`, with `effects` (policy decisions as effects) and
-//!    `client_io`; beside it `admin`: /healthz /readyz /metrics /policy.
+//!    `client_io`; beside it `dns` (the DNS listener, where the pod's DNS
+//!    is captured) and `admin`: /healthz /readyz /metrics /policy.
 //! 5. `server`: bind, run, drain ([`Proxy`]); `commands`: the command line
 //!    of `faultline-proxy` (`run`, `init`, `wait-ready`), which `main` runs.
 //!
@@ -34,6 +35,7 @@ pub mod clock;
 pub mod commands;
 pub mod config;
 pub mod conn;
+pub mod dns;
 pub mod events;
 pub mod init;
 pub mod limits;

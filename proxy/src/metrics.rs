@@ -80,6 +80,12 @@ pub struct RejectLabels {
     pub reason: &'static str,
 }
 
+/// DNS over `udp` or `tcp`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct TransportLabels {
+    pub transport: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct PolicyLabels {
     pub version: String,
@@ -101,6 +107,58 @@ pub struct Metrics {
     pub policy_info: Family<PolicyLabels, Gauge<i64, AtomicI64>>,
     pub policy_connected: Gauge<i64, AtomicI64>,
     pub policy_reload_errors: Counter<u64, AtomicU64>,
+    pub dns: DnsMetrics,
+}
+
+/// The DNS listener's series (`faultline_dns_*`).
+#[derive(Default)]
+pub struct DnsMetrics {
+    pub queries: Family<TransportLabels, Counter>,
+    pub in_flight: Gauge<i64, AtomicI64>,
+    pub rejected: Family<RejectLabels, Counter>,
+    pub upstream_errors: Family<RejectLabels, Counter>,
+    pub tcp_connections: Gauge<i64, AtomicI64>,
+}
+
+impl DnsMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let dns = registry.sub_registry_with_prefix("dns");
+        dns.register(
+            "queries",
+            "DNS queries received from the pod, by transport",
+            self.queries.clone(),
+        );
+        dns.register(
+            "queries_in_flight",
+            "DNS queries being faulted or forwarded",
+            self.in_flight.clone(),
+        );
+        dns.register(
+            "queries_rejected",
+            "DNS queries or connections dropped at a bound (in_flight, too_large, tcp_connections)",
+            self.rejected.clone(),
+        );
+        dns.register(
+            "upstream_errors",
+            "DNS queries the pod's resolver did not answer (timeout, io)",
+            self.upstream_errors.clone(),
+        );
+        dns.register(
+            "tcp_connections",
+            "DNS-over-TCP connections open",
+            self.tcp_connections.clone(),
+        );
+    }
+
+    pub fn reject(&self, reason: &'static str) {
+        self.rejected.get_or_create(&RejectLabels { reason }).inc();
+    }
+
+    pub fn upstream_error(&self, reason: &'static str) {
+        self.upstream_errors
+            .get_or_create(&RejectLabels { reason })
+            .inc();
+    }
 }
 
 impl Default for Metrics {
@@ -191,7 +249,10 @@ impl Metrics {
             "Policy files that failed to parse or validate (the last good policy stays)",
             policy_reload_errors.clone(),
         );
+        let dns = DnsMetrics::default();
+        dns.register(&mut registry);
         Metrics {
+            dns,
             registry,
             requests,
             connections,

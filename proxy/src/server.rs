@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{AdminState, Readiness};
 use crate::config::{Config, Mode};
+use crate::dns::DnsListeners;
 use crate::events::{DRAIN, ProxyEvents, STOP};
 use crate::metrics::Metrics;
 use crate::source::file::FaultsFileError;
@@ -42,6 +43,8 @@ pub enum RunError {
     FaultsFile(#[from] FaultsFileError),
     #[error(transparent)]
     Workers(WorkerError),
+    #[error(transparent)]
+    Dns(#[from] crate::dns::DnsError),
 }
 
 /// A proxy whose sockets are bound, ready to [`run`](Proxy::run).
@@ -49,6 +52,7 @@ pub struct Proxy {
     config: Config,
     admin: TcpListener,
     listeners: Vec<(TcpListener, ListenerKind)>,
+    dns: Option<DnsListeners>,
     initial: Option<PolicyUpdate>,
 }
 
@@ -91,10 +95,15 @@ impl Proxy {
                 ));
             }
         }
+        let dns = match &config.dns {
+            Some(dns) => Some(DnsListeners::bind(dns).await?),
+            None => None,
+        };
         Ok(Proxy {
             config,
             admin,
             listeners,
+            dns,
             initial,
         })
     }
@@ -110,6 +119,11 @@ impl Proxy {
             .iter()
             .filter_map(|(l, kind)| l.local_addr().ok().map(|a| (*kind, a)))
             .collect()
+    }
+
+    /// The DNS listener's address (UDP and TCP), if it has one.
+    pub fn dns_addr(&self) -> Option<SocketAddr> {
+        self.dns.as_ref().and_then(DnsListeners::local_addr)
     }
 
     /// Serves until `shutdown` is cancelled, then drains.
@@ -154,6 +168,7 @@ impl Proxy {
                 readiness: readiness.clone(),
                 probe_ports: self.config.probe_ports.clone(),
                 control: self.config.control.clone(),
+                dns_captured: self.dns.is_some(),
             }),
             admin_stop.clone(),
         ));
@@ -179,6 +194,24 @@ impl Proxy {
                 kind,
             ));
         }
+        let mut dns_loops = match self.dns {
+            Some(dns) => {
+                if let Some(addr) = dns.local_addr() {
+                    tracing::info!(%addr, upstream = %dns.upstream(), "DNS listener");
+                }
+                dns.spawn(
+                    store.clone(),
+                    metrics.clone(),
+                    shared.tracker.clone(),
+                    shared.shutdown.clone(),
+                    shared.hard_stop.clone(),
+                )
+            }
+            None => {
+                tokio::spawn(warn_uncaptured_dns(store.subscribe(), shutdown.clone()));
+                tokio::task::JoinSet::new()
+            }
+        };
         readiness.set_bound();
 
         shutdown.cancelled().await;
@@ -192,6 +225,7 @@ impl Proxy {
         shared.events.raise(DRAIN);
         // The accept loops return on shutdown and drop their listeners.
         while accept_loops.join_next().await.is_some() {}
+        while dns_loops.join_next().await.is_some() {}
         shared.tracker.close();
         tracing::info!(
             connections = shared.active.load(std::sync::atomic::Ordering::Acquire),
@@ -252,6 +286,26 @@ async fn any_accepting(ports: &[u16]) -> bool {
         }
     }
     false
+}
+
+/// Without a DNS listener the pod's DNS is not captured: a policy with DNS
+/// rules does nothing here, and the log says so each time one arrives.
+async fn warn_uncaptured_dns(
+    mut policies: tokio::sync::watch::Receiver<Arc<crate::source::store::ActivePolicy>>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        {
+            let active = policies.borrow_and_update();
+            if active.compiled.has_dns_rules() {
+                tracing::warn!(version = %active.version, "{}", crate::admin::DNS_NOT_CAPTURED);
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = policies.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 /// Binds and runs until `shutdown`, then drains.

@@ -6,6 +6,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::exit::{EX_CONFIG, EX_SOFTWARE, EX_UNAVAILABLE};
 use crate::config::{Config, RunArgs};
+use crate::dns::DnsError;
 use crate::{PolicyStore, Proxy, RunError, error_chain, telemetry};
 
 pub(super) fn run(args: &RunArgs) -> ExitCode {
@@ -44,6 +45,8 @@ pub(super) fn run(args: &RunArgs) -> ExitCode {
                 return match error {
                     RunError::FaultsFile(_) => ExitCode::from(EX_CONFIG),
                     RunError::Bind { .. } => ExitCode::from(EX_UNAVAILABLE),
+                    RunError::Dns(DnsError::Bind { .. }) => ExitCode::from(EX_UNAVAILABLE),
+                    RunError::Dns(DnsError::Resolver(_)) => ExitCode::from(EX_CONFIG),
                     RunError::Workers(_) => ExitCode::from(EX_SOFTWARE),
                 };
             }

@@ -111,6 +111,12 @@ pub struct RunArgs {
     /// After SIGTERM, keep carrying the app's traffic at most this long before draining [default: 0]
     #[arg(long, env = env::WIND_DOWN_SECONDS, value_name = "SECONDS")]
     pub wind_down_seconds: Option<String>,
+    /// DNS listener, UDP and TCP (where the pod's DNS is captured) [default: none; in a pod 127.0.0.1:15402]
+    #[arg(long, env = env::DNS_ADDR, value_name = "ADDR")]
+    pub dns_addr: Option<String>,
+    /// Where clean DNS queries go [default: the first nameserver of /etc/resolv.conf]
+    #[arg(long, env = env::DNS_UPSTREAM, value_name = "HOST:PORT")]
+    pub dns_upstream: Option<String>,
     /// App ports whose rewritten tcpSocket probes the admin server answers at /probe/tcp/PORT (set by the webhook)
     #[arg(long, env = env::PROBE_PORTS, value_name = "PORT,...")]
     pub probe_ports: Option<String>,

@@ -6,6 +6,7 @@
 
 mod control;
 mod delay_distributions;
+mod dns;
 mod grpc;
 mod http_edges;
 mod http_faults;

@@ -186,6 +186,8 @@ pub async fn tcp_echo(greeting: Option<&'static [u8]>) -> Upstream {
 pub struct TestProxy {
     pub addr: SocketAddr,
     pub admin: SocketAddr,
+    /// The DNS listener, where `FAULTLINE_DNS_ADDR` asked for one.
+    pub dns: Option<SocketAddr>,
     pub faults: PathBuf,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<Result<(), faultline_proxy::RunError>>,
@@ -235,6 +237,17 @@ pub async fn start_proxy_with(
     policy: &str,
     extra: &[(&str, &str)],
 ) -> TestProxy {
+    let (config, faults, dir) = proxy_config(upstream, policy, extra);
+    start_proxy_config(config, faults, dir).await
+}
+
+/// The standalone proxy's config from `FAULTLINE_*` variables, with
+/// `policy` in a file of a new temporary directory.
+pub fn proxy_config(
+    upstream: SocketAddr,
+    policy: &str,
+    extra: &[(&str, &str)],
+) -> (Config, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let faults = dir.path().join("faults.yaml");
     std::fs::write(&faults, policy).unwrap();
@@ -253,8 +266,18 @@ pub async fn start_proxy_with(
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
     );
-    let config = Config::from_env(env).unwrap();
+    (Config::from_env(env).unwrap(), faults, dir)
+}
+
+/// Starts the proxy with a config built by the test; `faults` is its policy
+/// file in `dir`.
+pub async fn start_proxy_config(
+    config: Config,
+    faults: PathBuf,
+    dir: tempfile::TempDir,
+) -> TestProxy {
     let proxy = Proxy::bind(config).await.unwrap();
+    let dns = proxy.dns_addr();
     let addr = proxy.listen_addrs()[0].1;
     let admin = proxy.admin_addr().unwrap();
     let shutdown = CancellationToken::new();
@@ -262,6 +285,7 @@ pub async fn start_proxy_with(
     let test_proxy = TestProxy {
         addr,
         admin,
+        dns,
         faults,
         shutdown,
         task,
