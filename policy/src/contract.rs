@@ -142,6 +142,9 @@ pub mod init_flag {
     pub const EXCLUDE_INBOUND_PORTS: &str = "exclude-inbound-ports";
     pub const EXCLUDE_OUTBOUND_PORTS: &str = "exclude-outbound-ports";
     pub const EXCLUDE_OUTBOUND_CIDRS: &str = "exclude-outbound-cidrs";
+    /// Redirect the pod's DNS (UDP and TCP port 53) to the DNS capture port.
+    pub const CAPTURE_DNS: &str = "capture-dns";
+    pub const DNS_CAPTURE_PORT: &str = "dns-capture-port";
 }
 
 /// The flags of `faultline-proxy wait-ready`, the classic sidecar's

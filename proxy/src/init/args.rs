@@ -9,6 +9,7 @@ use faultline_policy::contract::{self, init_flag};
 faultline-proxy init --dry-run                          # print the iptables-restore input\n  \
 faultline-proxy init --exclude-inbound-ports 8081,9000-9010  # let these bypass the proxy\n  \
 faultline-proxy init --include-inbound-ports 8080       # capture only inbound port 8080\n  \
+faultline-proxy init --capture-dns                      # also send DNS (port 53) to the proxy\n  \
 faultline-proxy init --clean                            # remove every faultline rule")]
 pub struct InitArgs {
     /// Port the proxy accepts redirected inbound connections on.
@@ -38,6 +39,12 @@ pub struct InitArgs {
     /// Outbound destination networks that bypass the proxy, e.g. 169.254.169.254/32,fd00::/8.
     #[arg(long = init_flag::EXCLUDE_OUTBOUND_CIDRS, value_name = "LIST", default_value = "")]
     pub exclude_outbound_cidrs: String,
+    /// Redirect the pod's DNS queries (UDP and TCP port 53) to the proxy's DNS listener.
+    #[arg(long = init_flag::CAPTURE_DNS)]
+    pub capture_dns: bool,
+    /// Port of the proxy's DNS listener on loopback (with --capture-dns).
+    #[arg(long = init_flag::DNS_CAPTURE_PORT, value_name = "PORT", default_value_t = contract::DNS_CAPTURE_PORT)]
+    pub dns_capture_port: u16,
     /// iptables backend; auto uses the one that already has rules here, else nft.
     #[arg(long, value_enum, default_value_t = BackendChoice::Auto)]
     pub backend: BackendChoice,

@@ -34,6 +34,8 @@ pub enum ConfigError {
     SameCapturePorts(u16),
     #[error("invalid flags: --admin-port {0} is also a capture port")]
     AdminIsCapturePort(u16),
+    #[error("invalid flags: --dns-capture-port {0} is also the admin port or a capture port")]
+    DnsPortTaken(u16),
 }
 
 /// Everything the rule generator needs; built only by [`CaptureConfig::from_args`].
@@ -48,6 +50,8 @@ pub struct CaptureConfig {
     pub exclude_inbound: Vec<PortRange>,
     pub exclude_outbound: Vec<PortRange>,
     pub exclude_outbound_cidrs: Vec<Cidr>,
+    /// `--capture-dns`: where DNS queries are redirected.
+    pub dns_capture_port: Option<u16>,
 }
 
 impl CaptureConfig {
@@ -68,6 +72,23 @@ impl CaptureConfig {
             || args.admin_port == args.outbound_capture_port
         {
             return Err(ConfigError::AdminIsCapturePort(args.admin_port));
+        }
+        let dns_capture_port = args.capture_dns.then_some(args.dns_capture_port);
+        if let Some(port) = dns_capture_port {
+            if port == 0 {
+                return Err(ConfigError::ZeroPort {
+                    flag: init_flag::DNS_CAPTURE_PORT,
+                });
+            }
+            if [
+                args.admin_port,
+                args.inbound_capture_port,
+                args.outbound_capture_port,
+            ]
+            .contains(&port)
+            {
+                return Err(ConfigError::DnsPortTaken(port));
+            }
         }
         let include_inbound = if args.include_inbound_ports.trim() == "*" {
             InboundPorts::All
@@ -93,6 +114,7 @@ impl CaptureConfig {
                 &args.exclude_outbound_ports,
             )?,
             exclude_outbound_cidrs: parse_cidrs(&args.exclude_outbound_cidrs)?,
+            dns_capture_port,
         })
     }
 }

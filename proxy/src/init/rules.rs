@@ -19,11 +19,14 @@ pub const IN_REDIRECT: &str = "FAULTLINE_IN_REDIRECT";
 pub const OUTPUT: &str = "FAULTLINE_OUTPUT";
 /// Outbound redirect to the outbound capture port.
 pub const REDIRECT: &str = "FAULTLINE_REDIRECT";
+/// DNS over UDP, hooked from OUTPUT (with `--capture-dns`).
+pub const DNS: &str = "FAULTLINE_DNS";
 const OUR_CHAINS: [&str; 4] = [INBOUND, IN_REDIRECT, OUTPUT, REDIRECT];
 
 const HOOK_INBOUND: &str = "-A PREROUTING -p tcp -m comment --comment \"faultline: capture inbound TCP\" -j FAULTLINE_INBOUND";
 const HOOK_OUTPUT: &str =
     "-A OUTPUT -p tcp -m comment --comment \"faultline: capture outbound TCP\" -j FAULTLINE_OUTPUT";
+const HOOK_DNS: &str = "-A OUTPUT -p udp -m udp --dport 53 -m comment --comment \"faultline: capture DNS over UDP\" -j FAULTLINE_DNS";
 
 /// Address family of one rule set: `iptables` or `ip6tables`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,16 +89,21 @@ pub fn render(config: &CaptureConfig, family: Family, current: &NatState) -> Str
         ),
         "*nat".to_string(),
     ];
+    let mut chains = OUR_CHAINS.to_vec();
+    let mut wanted = vec![HOOK_INBOUND, HOOK_OUTPUT];
+    if config.dns_capture_port.is_some() {
+        chains.push(DNS);
+        wanted.push(HOOK_DNS);
+    }
     let stale: Vec<&String> = current
         .chains
         .iter()
-        .filter(|c| !OUR_CHAINS.contains(&c.as_str()))
+        .filter(|c| !chains.contains(&c.as_str()))
         .collect();
     // Declaring a chain in a --noflush restore creates it or flushes it.
-    out.extend(OUR_CHAINS.iter().map(|c| format!(":{c} - [0:0]")));
+    out.extend(chains.iter().map(|c| format!(":{c} - [0:0]")));
     out.extend(stale.iter().map(|c| format!(":{c} - [0:0]")));
 
-    let wanted = [HOOK_INBOUND, HOOK_OUTPUT];
     let keep_hooks = current.hooks.len() == wanted.len()
         && wanted.iter().all(|w| current.hooks.iter().any(|h| h == w));
     if !keep_hooks {
@@ -117,6 +125,9 @@ pub fn render(config: &CaptureConfig, family: Family, current: &NatState) -> Str
     ));
     inbound_rules(config, &mut out);
     outbound_rules(config, family, &mut out);
+    if let Some(port) = config.dns_capture_port {
+        dns_rules(config, port, &mut out);
+    }
     if !keep_hooks {
         out.extend(wanted.iter().map(|w| w.to_string()));
     }
@@ -180,6 +191,16 @@ fn outbound_rules(config: &CaptureConfig, family: Family, out: &mut Vec<String>)
         "proxy own traffic (gid)",
         "RETURN",
     ));
+    // DNS goes to the DNS listener whatever the resolver's address, loopback
+    // ones (127.0.0.53) included, before the exclusions: the pod asked for it.
+    if let Some(port) = config.dns_capture_port {
+        out.push(rule(
+            OUTPUT,
+            "-m tcp --dport 53",
+            "DNS to the DNS capture port",
+            &format!("REDIRECT --to-ports {port}"),
+        ));
+    }
     // Loopback is the proxy forwarding inbound to the app and the app talking
     // to itself; neither leaves the pod.
     out.push(format!(
@@ -198,6 +219,23 @@ fn outbound_rules(config: &CaptureConfig, family: Family, out: &mut Vec<String>)
         out.push(rule(OUTPUT, &ports, "excluded outbound port", "RETURN"));
     }
     out.push(rule(OUTPUT, "", "capture outbound", REDIRECT));
+}
+
+/// DNS over UDP: every datagram to port 53 but the proxy's own (its
+/// forwarded queries) goes to the DNS listener. Its TCP twin sits in
+/// [`OUTPUT`], after the same exceptions.
+fn dns_rules(config: &CaptureConfig, port: u16, out: &mut Vec<String>) {
+    for (owner, why) in [
+        (format!("--uid-owner {}", config.proxy_uid), "uid"),
+        (format!("--gid-owner {}", config.proxy_gid), "gid"),
+    ] {
+        out.push(format!(
+            "-A {DNS} -p udp -m owner {owner} -m comment --comment \"faultline: proxy own traffic ({why})\" -j RETURN"
+        ));
+    }
+    out.push(format!(
+        "-A {DNS} -p udp -m comment --comment \"faultline: DNS to the DNS capture port\" -j REDIRECT --to-ports {port}"
+    ));
 }
 
 /// One rule in `iptables-save`'s canonical spelling, so a re-read compares equal.

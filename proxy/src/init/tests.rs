@@ -23,6 +23,8 @@ fn args() -> InitArgs {
         exclude_inbound_ports: String::new(),
         exclude_outbound_ports: String::new(),
         exclude_outbound_cidrs: String::new(),
+        capture_dns: false,
+        dns_capture_port: 15402,
         backend: BackendChoice::Auto,
         ipv6: Ipv6Mode::Auto,
         dry_run: false,
@@ -142,6 +144,79 @@ fn rerun_repairs_duplicate_hooks_and_drops_stale_chains() {
         "repair.v4.rules",
         &rules::render(&config(|_| {}), Family::V4, &current),
     );
+}
+
+#[test]
+fn dns_capture_renders_per_family_and_is_off_by_default() {
+    assert_eq!(config(|_| {}).dns_capture_port, None);
+    let default = rules::render(&config(|_| {}), Family::V4, &NatState::default());
+    assert!(!default.contains("53"), "{default}");
+    let cfg = config(|a| {
+        a.capture_dns = true;
+        a.exclude_outbound_ports = "53,5432".into();
+    });
+    assert_eq!(cfg.dns_capture_port, Some(15402));
+    golden(
+        "dns.v4.rules",
+        &rules::render(&cfg, Family::V4, &NatState::default()),
+    );
+    golden(
+        "dns.v6.rules",
+        &rules::render(&cfg, Family::V6, &NatState::default()),
+    );
+}
+
+#[test]
+fn turning_dns_capture_off_removes_its_hook_and_chain() {
+    let dns = config(|a| a.capture_dns = true);
+    let mut save = String::from(
+        "*nat
+:PREROUTING ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+",
+    );
+    for line in rules::render(&dns, Family::V4, &NatState::default())
+        .lines()
+        .filter(|l| l.starts_with(':') || l.starts_with("-A"))
+    {
+        save.push_str(line);
+        save.push('\n');
+    }
+    save.push_str("COMMIT\n");
+    let current = NatState::parse(&save);
+    assert_eq!(current.hooks.len(), 3, "{current:?}");
+    // Re-running with DNS keeps the three hooks as they are.
+    let again = rules::render(&dns, Family::V4, &current);
+    assert!(!again.contains("-D OUTPUT"), "{again}");
+    let off = rules::render(&config(|_| {}), Family::V4, &current);
+    assert!(off.contains("-D OUTPUT -p udp -m udp --dport 53"), "{off}");
+    assert!(off.contains("-X FAULTLINE_DNS"), "{off}");
+    assert!(
+        !off.lines()
+            .any(|l| l.starts_with("-A") && l.contains("FAULTLINE_DNS")),
+        "{off}"
+    );
+}
+
+#[test]
+fn dns_capture_port_must_be_free() {
+    let mut a = args();
+    a.capture_dns = true;
+    a.dns_capture_port = 15401;
+    assert_eq!(
+        CaptureConfig::from_args(&a),
+        Err(ConfigError::DnsPortTaken(15401))
+    );
+    a.dns_capture_port = 0;
+    assert_eq!(
+        CaptureConfig::from_args(&a),
+        Err(ConfigError::ZeroPort {
+            flag: "dns-capture-port"
+        })
+    );
+    // Without --capture-dns the port is not used, so not checked.
+    a.capture_dns = false;
+    assert!(CaptureConfig::from_args(&a).is_ok());
 }
 
 #[test]

@@ -9,9 +9,9 @@ use faultline_policy::contract::{InboundPorts, PROXY_BINARY, env, init_flag, joi
 
 use super::overrides::Overrides;
 use crate::config::{
-    ADMIN_PORT, Config, INBOUND_CAPTURE_PORT, INIT_CONTAINER_NAME, OUTBOUND_CAPTURE_PORT,
-    PROXY_CONTAINER_NAME, PROXY_GID, PROXY_UID, TOKEN_AUDIENCE, TOKEN_EXPIRATION_SECONDS,
-    TOKEN_FILE, TOKEN_MOUNT_PATH, TOKEN_VOLUME_NAME, XTABLES_VOLUME_NAME,
+    ADMIN_PORT, Config, DNS_CAPTURE_PORT, INBOUND_CAPTURE_PORT, INIT_CONTAINER_NAME,
+    OUTBOUND_CAPTURE_PORT, PROXY_CONTAINER_NAME, PROXY_GID, PROXY_UID, TOKEN_AUDIENCE,
+    TOKEN_EXPIRATION_SECONDS, TOKEN_FILE, TOKEN_MOUNT_PATH, TOKEN_VOLUME_NAME, XTABLES_VOLUME_NAME,
 };
 
 /// `faultline-proxy init ...` with exactly the flags of the capture contract.
@@ -50,6 +50,10 @@ pub fn init_command(inbound: &InboundPorts, overrides: &Overrides) -> Vec<String
             init_flag::EXCLUDE_OUTBOUND_CIDRS,
             overrides.exclude_outbound_cidrs.join(","),
         );
+    }
+    if overrides.capture_dns {
+        flag(init_flag::DNS_CAPTURE_PORT, DNS_CAPTURE_PORT.to_string());
+        cmd.push(format!("--{}", init_flag::CAPTURE_DNS));
     }
     cmd
 }
@@ -107,6 +111,13 @@ pub fn proxy_container(config: &Config, overrides: &Overrides, native: bool) -> 
         env_value(env::TOKEN_FILE, TOKEN_FILE),
         env_value(env::LOG_FORMAT, "json"),
     ];
+    if overrides.capture_dns {
+        // Loopback: the kernel redirects the pod's own packets there.
+        env.push(env_value(
+            env::DNS_ADDR,
+            &format!("127.0.0.1:{DNS_CAPTURE_PORT}"),
+        ));
+    }
     if let Some(pem) = &config.ca_pem {
         env.push(env_value(env::CA_PEM, pem));
     }

@@ -1,5 +1,6 @@
 //! Per-pod overrides read from `faultline.dev/*` annotations: port and CIDR
-//! exclusions for traffic capture, proxy resources and the sidecar mode.
+//! exclusions for traffic capture, DNS capture, proxy resources and the
+//! sidecar mode.
 //! Every value is checked here so a typo is refused with the annotation's name
 //! instead of producing an init container that fails at pod start.
 //!
@@ -16,7 +17,7 @@ use thiserror::Error;
 
 use super::quantity;
 use crate::config::{
-    EXCLUDE_INBOUND_PORTS_ANNOTATION, EXCLUDE_OUTBOUND_CIDRS_ANNOTATION,
+    CAPTURE_DNS_ANNOTATION, EXCLUDE_INBOUND_PORTS_ANNOTATION, EXCLUDE_OUTBOUND_CIDRS_ANNOTATION,
     EXCLUDE_OUTBOUND_PORTS_ANNOTATION, NATIVE_SIDECAR_ANNOTATION, PROXY_CPU_ANNOTATION,
     PROXY_MEMORY_ANNOTATION,
 };
@@ -97,6 +98,8 @@ pub struct Overrides {
     pub proxy_cpu: Option<String>,
     pub proxy_memory: Option<String>,
     pub native_sidecar: Option<bool>,
+    /// `faultline.dev/capture-dns: "true"`: the pod's DNS goes through the proxy.
+    pub capture_dns: bool,
     /// Resource overrides out of bounds, replaced by the default.
     pub ignored: Vec<Ignored>,
 }
@@ -151,19 +154,24 @@ impl Overrides {
             }
         }
         if let Some(v) = get(NATIVE_SIDECAR_ANNOTATION) {
-            overrides.native_sidecar = Some(match v {
-                "true" => true,
-                "false" => false,
-                _ => {
-                    return Err(error(
-                        NATIVE_SIDECAR_ANNOTATION,
-                        v,
-                        "expected \"true\" or \"false\"".into(),
-                    ));
-                }
-            });
+            overrides.native_sidecar = Some(boolean(NATIVE_SIDECAR_ANNOTATION, v)?);
+        }
+        if let Some(v) = get(CAPTURE_DNS_ANNOTATION) {
+            overrides.capture_dns = boolean(CAPTURE_DNS_ANNOTATION, v)?;
         }
         Ok(overrides)
+    }
+}
+
+fn boolean(annotation: &'static str, value: &str) -> Result<bool, OverrideError> {
+    match value {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(error(
+            annotation,
+            value,
+            "expected \"true\" or \"false\"".into(),
+        )),
     }
 }
 
@@ -308,6 +316,26 @@ mod tests {
         assert_eq!(o.native_sidecar, Some(false));
         assert!(read(&[(PROXY_CPU_ANNOTATION, "fast")]).is_err());
         assert!(read(&[(NATIVE_SIDECAR_ANNOTATION, "yes")]).is_err());
+    }
+
+    #[test]
+    fn capture_dns_is_off_unless_the_annotation_says_true() {
+        assert!(!read(&[]).unwrap().capture_dns);
+        assert!(
+            read(&[(CAPTURE_DNS_ANNOTATION, "true")])
+                .unwrap()
+                .capture_dns
+        );
+        assert!(
+            !read(&[(CAPTURE_DNS_ANNOTATION, "false")])
+                .unwrap()
+                .capture_dns
+        );
+        let e = read(&[(CAPTURE_DNS_ANNOTATION, "yes")]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "failed to read annotation faultline.dev/capture-dns=\"yes\": expected \"true\" or \"false\""
+        );
     }
 
     #[test]

@@ -26,6 +26,7 @@ const FIXTURES: &[(&str, bool)] = &[
     ("opted-out", false),
     ("already-injected", false),
     ("native-override-classic", true),
+    ("capture-dns", true),
 ];
 
 fn config(native: bool) -> Config {
@@ -373,6 +374,49 @@ fn init_command_carries_ports_and_exclusions() {
         .position(|v| v == "--include-inbound-ports")
         .unwrap();
     assert_eq!(cmd[at + 1], "*");
+}
+
+#[test]
+fn dns_is_captured_only_where_the_pod_asks() {
+    let init_command = |pod: &Value| -> String {
+        pod["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "faultline-init")
+            .unwrap()["command"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let dns_env = |pod: &Value| -> Option<String> {
+        let containers = [&pod["spec"]["initContainers"], &pod["spec"]["containers"]];
+        containers
+            .iter()
+            .filter_map(|list| list.as_array())
+            .flatten()
+            .filter(|c| c["name"] == "faultline-proxy")
+            .flat_map(|c| c["env"].as_array().unwrap().iter())
+            .find(|e| e["name"] == "FAULTLINE_DNS_ADDR")
+            .map(|e| e["value"].as_str().unwrap().to_owned())
+    };
+    let (with, _) = apply(&load("capture-dns"), true);
+    assert!(
+        init_command(&with).ends_with("--dns-capture-port 15402 --capture-dns"),
+        "{}",
+        init_command(&with)
+    );
+    assert_eq!(dns_env(&with).as_deref(), Some("127.0.0.1:15402"));
+    let (without, _) = apply(&load("plain"), true);
+    assert!(
+        !init_command(&without).contains("dns"),
+        "{}",
+        init_command(&without)
+    );
+    assert_eq!(dns_env(&without), None);
 }
 
 #[test]
