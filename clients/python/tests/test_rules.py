@@ -12,8 +12,8 @@ from typing import Any, List
 import pytest
 import yaml
 
-from faultline import (abort, bandwidth, delay, grpc_abort, hang, limit_data, partition, policy, reset, respond,
-                       slicer, slow_close, to_yaml)
+from faultline import (abort, bandwidth, delay, dns, dns_delay, dns_drop, grpc_abort, hang, limit_data, partition,
+                       policy, reset, respond, slicer, slow_close, to_yaml)
 from faultline.rules import duration, match, peers, timestamp
 
 from conftest import REPO, check_policy
@@ -79,6 +79,12 @@ def test_helpers_build_the_recipes() -> None:
         reset(after_bytes=20000, sni="api.github.com", percent=30, name="flaky-github"),
     ])
     assert tls in blocks
+    dns_example = policy([
+        dns("NXDOMAIN", query="*.nats.svc.cluster.local", types=["A", "aaaa"], name="nats-gone"),
+        dns("servfail", percent=10, name="resolver-flaky"),
+        dns_delay("2s", query="*.amazonaws.com", name="slow-external"),
+    ], duration="5m")
+    assert dns_example in blocks
 
 
 def test_delay_distributions_build_the_documented_forms() -> None:
@@ -150,6 +156,12 @@ EQUIVALENT_TO_KUBECTL_FAULT = [
      policy([delay(scale="20ms", shape=1.16, max_="5s", port=8080, name="kubectl-fault")])),
     (["--sni", "*.stripe.com", "--port", "443", "--delay", "2s", "--for", "5m"],
      policy([delay("2s", sni="*.stripe.com", port=443, name="kubectl-fault")], duration="5m")),
+    (["--dns-rcode", "nxdomain", "--dns-name", "*.nats.svc.cluster.local", "--dns-type", "A", "--dns-type", "AAAA",
+      "--for", "5m"],
+     policy([dns("NXDOMAIN", query="*.nats.svc.cluster.local", types=["A", "AAAA"], name="kubectl-fault")],
+            duration="5m")),
+    (["--dns-drop", "--dns-name", "api.example.com"],
+     policy([dns_drop(query="api.example.com", name="kubectl-fault")])),
 ]
 
 
@@ -192,6 +204,9 @@ EVERY_HELPER = [
     slicer(16, sni="*.stripe.com"),
     limit_data(100, side="request", sni="api.github.com"),
     slow_close("1s", host="api.github.com", protocol="tls"),
+    dns("REFUSED", query="*.example.com", types=["SRV"], first=2),
+    dns_delay("300ms", jitter="100ms", side="response", types=["AAAA"]),
+    dns_drop(query="flaky.example.com"),
 ]
 
 
@@ -200,6 +215,13 @@ def test_every_helper_builds_a_policy_faultlines_parser_accepts(kubectl_fault: P
     text = to_yaml(policy(rules, duration="5m"))
     result = check_policy(kubectl_fault, text)
     assert result.returncode == 0, result.stderr + text
+
+
+def test_faultlines_parser_names_the_field_of_a_bad_dns_rule(kubectl_fault: Path) -> None:
+    text = to_yaml(policy([dns("NXDOMAIN", types=["AAAAA"], name="x")]))
+    result = check_policy(kubectl_fault, text)
+    assert result.returncode != 0
+    assert 'rules[0] "x": match.dns.types[0]: "AAAAA" is not a DNS record type' in result.stderr
 
 
 def test_faultlines_parser_names_rule_and_field(kubectl_fault: Path) -> None:

@@ -80,6 +80,8 @@ fn has_fault_flags(f: &FaultFlags) -> bool {
         || f.slicer.is_some()
         || f.limit_data.is_some()
         || f.slow_close.is_some()
+        || f.dns_rcode.is_some()
+        || f.dns_drop
 }
 
 async fn inject(

@@ -19,11 +19,11 @@ pub enum CliError {
         got: String,
     },
     #[error(
-        "choose a fault: --delay, --abort, --grpc, --partition-to, --bandwidth, --slicer, --limit-data or --slow-close (or -f FILE)"
+        "choose a fault: --delay, --abort, --grpc, --partition-to, --bandwidth, --slicer, --limit-data, --slow-close, --dns-rcode or --dns-drop (or -f FILE)"
     )]
     NoFault,
     #[error(
-        "choose one fault per command: --delay, --abort, --grpc, --partition-to, --bandwidth, --slicer, --limit-data or --slow-close (use -f FILE for several rules)"
+        "choose one fault per command: --delay, --abort, --grpc, --partition-to, --bandwidth, --slicer, --limit-data, --slow-close, --dns-rcode or --dns-drop (use -f FILE for several rules)"
     )]
     ManyFaults,
     #[error("--side applies to --delay, --bandwidth, --slicer, --limit-data and --slow-close")]

@@ -73,6 +73,18 @@ pub struct FaultFlags {
     /// Which side the fault acts on: request, response (or both).
     #[arg(long, value_name = "SIDE", value_parser = ["request", "response", "both"])]
     pub side: Option<String>,
+    /// Answer matching DNS queries with this error: NXDOMAIN, SERVFAIL or REFUSED.
+    #[arg(long, value_name = "RCODE")]
+    pub dns_rcode: Option<String>,
+    /// Drop matching DNS queries (never answered; the client's resolver times out).
+    #[arg(long)]
+    pub dns_drop: bool,
+    /// Match only DNS queries for this name (`*` globs, e.g. '*.nats.svc.cluster.local').
+    #[arg(long, value_name = "PATTERN")]
+    pub dns_name: Option<String>,
+    /// Match only DNS queries of this record type (repeatable, e.g. A, AAAA).
+    #[arg(long = "dns-type", value_name = "TYPE")]
+    pub dns_types: Vec<String>,
     /// Fault only this share of matching requests (0-100).
     #[arg(long, value_name = "PERCENT")]
     pub percent: Option<f64>,
@@ -149,17 +161,45 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
     if let Some(side) = &flags.side {
         side_of(&mut faults, side)?;
     }
+    if let Some(rcode) = &flags.dns_rcode {
+        faults.push(("dns", json!({"rcode": rcode.to_ascii_uppercase()})));
+    }
+    if flags.dns_drop {
+        faults.push(("hang", json!({})));
+    }
+    let dns = flags.dns_rcode.is_some()
+        || flags.dns_drop
+        || flags.dns_name.is_some()
+        || !flags.dns_types.is_empty();
+    if dns {
+        // DNS queries are the pod's own: no direction (validation refuses
+        // HTTP matchers and inbound on a DNS rule, naming the field).
+        matcher.insert("protocol".into(), json!("dns"));
+        let mut query = Map::new();
+        if let Some(name) = &flags.dns_name {
+            query.insert("name".into(), json!(name));
+        }
+        if !flags.dns_types.is_empty() {
+            query.insert("types".into(), json!(flags.dns_types));
+        }
+        if !query.is_empty() {
+            matcher.insert("dns".into(), Value::Object(query));
+        }
+    }
     let (fault, spec) = match faults.len() {
         1 => faults.remove(0),
         0 => return Err(CliError::NoFault),
         _ => return Err(CliError::ManyFaults),
     };
     let outbound = flags.host.is_some() || flags.sni.is_some() || flags.partition_to.is_some();
-    let direction = flags
-        .direction
-        .clone()
-        .unwrap_or_else(|| if outbound { "outbound" } else { "inbound" }.into());
-    matcher.insert("direction".into(), json!(direction));
+    let direction = match (&flags.direction, dns) {
+        (Some(d), _) => Some(d.clone()),
+        (None, true) => None,
+        (None, false) => Some(if outbound { "outbound" } else { "inbound" }.into()),
+    };
+    if let Some(direction) = direction {
+        matcher.insert("direction".into(), json!(direction));
+    }
     if let Some(host) = &flags.host {
         matcher.insert("host".into(), json!(host));
     }

@@ -20,6 +20,11 @@ that apply to TLS connections (``delay``, ``abort(reset=True)``, ``hang``,
 ``direction`` defaults as ``kubectl fault`` does: ``outbound`` when ``host``,
 ``sni`` or ``to`` is given, else ``inbound``; pass ``direction=None`` to match both.
 
+DNS rules (for pods annotated ``faultline.dev/capture-dns: "true"``) have
+their own helpers, :func:`dns`, :func:`dns_delay` and :func:`dns_drop`, which
+take ``query`` (the queried name, ``*`` globs) and ``types`` (``["A",
+"AAAA"]``) instead of the match keywords above.
+
 Nothing is validated here: faultline's own parser does that (through the
 API server's dry run, or the standalone proxy's control API), so the
 client never disagrees with the proxies.
@@ -546,6 +551,65 @@ def slow_close(
     m = match(direction=direction, port=port, protocol=protocol, from_=from_, to=to, sni=sni,
               host=host)
     return rule("slowClose", spec, name=name, percent=percent, first=first, match=m)
+
+
+def dns_match(query: Optional[str] = None, *, types: Optional[Iterable[str]] = None) -> Dict[str, Any]:
+    """The ``match`` of a DNS rule: ``{protocol: dns, dns: {name, types}}``."""
+    out: Dict[str, Any] = {"protocol": "dns"}
+    query_match: Dict[str, Any] = {}
+    if query is not None:
+        query_match["name"] = query
+    if types is not None:
+        query_match["types"] = [t.upper() for t in types]
+    if query_match:
+        out["dns"] = query_match
+    return out
+
+
+def dns(
+    rcode: str,
+    *,
+    query: Optional[str] = None,
+    types: Optional[Iterable[str]] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+) -> Rule:
+    """``dns: {rcode}``: answer matching DNS queries with ``NXDOMAIN``, ``SERVFAIL`` or ``REFUSED``."""
+    return rule("dns", {"rcode": rcode.upper()}, name=name, percent=percent, first=first,
+                match=dns_match(query, types=types))
+
+
+def dns_delay(
+    fixed: DurationLike,
+    *,
+    jitter: Optional[DurationLike] = None,
+    side: Optional[str] = None,
+    query: Optional[str] = None,
+    types: Optional[Iterable[str]] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+) -> Rule:
+    """``delay`` on matching DNS queries (``side="response"`` holds the answer instead)."""
+    spec: Dict[str, Any] = {"fixed": duration(fixed)}
+    if jitter is not None:
+        spec["jitter"] = duration(jitter)
+    if side is not None:
+        spec["side"] = side
+    return rule("delay", spec, name=name, percent=percent, first=first, match=dns_match(query, types=types))
+
+
+def dns_drop(
+    *,
+    query: Optional[str] = None,
+    types: Optional[Iterable[str]] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+) -> Rule:
+    """``hang`` on matching DNS queries: dropped, never answered (the client's resolver times out)."""
+    return rule("hang", {}, name=name, percent=percent, first=first, match=dns_match(query, types=types))
 
 
 def policy(

@@ -277,3 +277,63 @@ fn sni_builds_an_outbound_tls_rule() {
         r#"rules[0] "kubectl-fault": abort.status: sni (TLS, which is not decrypted) has no HTTP responses (use abort: {reset: true})"#
     );
 }
+
+#[test]
+fn dns_flags_build_a_valid_dns_rule() {
+    let f = FaultFlags {
+        dns_rcode: Some("nxdomain".into()),
+        dns_name: Some("*.nats.svc.cluster.local".into()),
+        dns_types: vec!["A".into(), "AAAA".into()],
+        for_: Some("5m".into()),
+        ..flags()
+    };
+    let text = policy_from_flags(&f).unwrap();
+    let p = policy::parse(&text).unwrap();
+    let rule = &p.rules[0];
+    assert_eq!(
+        rule.dns.as_ref().map(|d| d.rcode),
+        Some(policy::DnsRcode::NxDomain)
+    );
+    assert_eq!(rule.r#match.protocol, Some(policy::Protocol::Dns));
+    assert_eq!(rule.r#match.direction, None);
+    let m = rule.r#match.dns.as_ref().unwrap();
+    assert_eq!(m.name.as_deref(), Some("*.nats.svc.cluster.local"));
+    assert_eq!(
+        m.types,
+        vec![policy::RecordType::A, policy::RecordType::AAAA]
+    );
+
+    // Drop and delay on DNS; a DNS fault with an HTTP matcher is the
+    // policy's own error.
+    let drop = policy_from_flags(&FaultFlags {
+        dns_drop: true,
+        ..flags()
+    })
+    .unwrap();
+    assert!(policy::parse(&drop).unwrap().rules[0].hang.is_some());
+    let slow = policy_from_flags(&FaultFlags {
+        delay: Some("2s".into()),
+        dns_name: Some("api.example.com".into()),
+        ..flags()
+    })
+    .unwrap();
+    assert!(policy::parse(&slow).unwrap().rules[0].r#match.is_dns());
+    let bad = policy_from_flags(&FaultFlags {
+        dns_rcode: Some("SERVFAIL".into()),
+        path: Some("/x".into()),
+        ..flags()
+    })
+    .unwrap();
+    assert_eq!(
+        policy::parse(&bad).unwrap_err().to_string(),
+        r#"rules[0] "kubectl-fault": match.path: is an HTTP matcher; a DNS rule selects queries with match.dns (name, types)"#
+    );
+    assert!(matches!(
+        policy_from_flags(&FaultFlags {
+            dns_rcode: Some("NXDOMAIN".into()),
+            dns_drop: true,
+            ..flags()
+        }),
+        Err(CliError::ManyFaults)
+    ));
+}
