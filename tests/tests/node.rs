@@ -15,6 +15,8 @@ mod support;
 mod bench;
 #[path = "node/cli.rs"]
 mod cli;
+#[path = "node/dns.rs"]
+mod dns;
 #[path = "node/injection.rs"]
 mod injection;
 #[path = "node/outage.rs"]
