@@ -3,11 +3,14 @@
 # front of it with examples/policies/demo.yaml, and curl showing clean
 # traffic, a delay, aborts, `first: N`, a truncated response, a hot reload
 # and the metrics; then a second proxy in front of a TLS server faulting
-# HTTPS by server name (SNI) without decrypting it.
+# HTTPS by server name (SNI) without decrypting it; then a third proxy's DNS
+# listener answering lookups by name (examples/policies/dns.yaml).
 #
 # Usage: proxy/examples/demo.sh        (from anywhere; needs cargo, curl and openssl)
 # Ports: DEMO_PORT (default 18480) for the proxy, +1 upstream, +2 admin;
-# +3 the TLS proxy, +4 the TLS server, +5 the TLS proxy's admin.
+# +3 the TLS proxy, +4 the TLS server, +5 the TLS proxy's admin; +6 the DNS
+# proxy's admin, +7 its DNS listener, +8 the resolver stand-in (UDP and TCP),
+# +9 the DNS proxy's (unused) HTTP listener.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -21,15 +24,20 @@ admin_port=$((port + 2))
 tls_port=$((port + 3))
 tls_upstream_port=$((port + 4))
 tls_admin_port=$((port + 5))
-for p in "$port" "$upstream_port" "$admin_port" "$tls_port" "$tls_upstream_port" "$tls_admin_port"; do
+dns_admin_port=$((port + 6))
+dns_port=$((port + 7))
+resolver_port=$((port + 8))
+dns_http_port=$((port + 9))
+for p in "$port" "$upstream_port" "$admin_port" "$tls_port" "$tls_upstream_port" "$tls_admin_port" \
+         "$dns_admin_port" "$dns_port" "$resolver_port" "$dns_http_port"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "demo: port $p is in use; set DEMO_PORT to another base port" >&2
     exit 1
   fi
 done
 
-echo "== building (cargo build -p faultline-proxy --bin faultline-proxy --example bench-upstream)"
-cargo build -q -p faultline-proxy --bin faultline-proxy --example bench-upstream
+echo "== building (cargo build -p faultline-proxy --bin faultline-proxy --example bench-upstream --example dns-stand-in)"
+cargo build -q -p faultline-proxy --bin faultline-proxy --example bench-upstream --example dns-stand-in
 target="${CARGO_TARGET_DIR:-$root/target}/debug"
 
 work="$(mktemp -d)"
@@ -132,5 +140,34 @@ https shop.test
 https api.stripe.test
 curl -s "http://127.0.0.1:$tls_admin_port/metrics" \
   | grep -E '^faultline_(faults_injected|connections)_total' | sed 's/^/  /'
+
+echo
+echo "== DNS by name: a third proxy with a DNS listener, in front of a resolver stand-in"
+echo "   (in a pod: faultline.dev/capture-dns: \"true\"; here the lookups go to the listener directly)"
+sed 's/^/  /' examples/policies/dns.yaml
+"$target/examples/dns-stand-in" serve "127.0.0.1:$resolver_port" &
+pids+=($!)
+FAULTLINE_LOG=warn "$target/faultline-proxy" run \
+  --listen "127.0.0.1:$dns_http_port" --upstream "127.0.0.1:$upstream_port" \
+  --admin-addr "127.0.0.1:$dns_admin_port" --faults examples/policies/dns.yaml \
+  --dns-addr "127.0.0.1:$dns_port" --dns-upstream "127.0.0.1:$resolver_port" &
+pids+=($!)
+deadline=$((SECONDS + 20))
+until curl -sf "http://127.0.0.1:$dns_admin_port/readyz" >/dev/null; do
+  if (( SECONDS > deadline )); then echo "demo: the DNS proxy did not become ready" >&2; exit 1; fi
+  sleep 0.1
+done
+lookup() { # NAME
+  local out
+  out="$("$target/examples/dns-stand-in" ask "127.0.0.1:$dns_port" "$1")"
+  printf '  %-32s -> %s\n' "$1" "$out"
+}
+lookup orders.shop.svc.cluster.local
+lookup queue.nats.svc.cluster.local
+lookup api.payments.test
+lookup lost.example.test
+lookup www.example.test
+curl -s "http://127.0.0.1:$dns_admin_port/metrics" \
+  | grep -E '^faultline_(faults_injected|dns_queries)_total' | sed 's/^/  /'
 echo
 echo "demo done"
