@@ -35,6 +35,12 @@ pub enum Action {
         side: DelaySide,
     },
     Abort(AbortAction),
+    /// Wait `delay`, then abort: a request that asked for both with the
+    /// `fromHeaders` headers.
+    DelayedAbort {
+        delay: Duration,
+        abort: AbortAction,
+    },
     /// Answer with this response instead of forwarding.
     Respond(Arc<HttpResponse>),
     /// Never answer; keep the connection until the client gives up.

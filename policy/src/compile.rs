@@ -15,11 +15,16 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use rand_distr::{LogNormal, Normal, Pareto};
 
 mod first;
+mod from_headers;
 mod matchers;
 
 pub use first::FIRST_MAX_CLIENTS;
+pub use from_headers::{
+    ABORT_GRPC_HEADER, ABORT_HEADER, CONTROL_HEADERS, DELAY_HEADER, Refusal, strip_control_headers,
+};
 
 use first::FirstCounter;
+pub(crate) use from_headers::{Asked, HeaderControl};
 pub(crate) use matchers::HostMatcher;
 use matchers::{Pattern, PeerMatcher};
 
@@ -53,6 +58,9 @@ pub struct CompiledPolicy {
     /// `until`/`duration`, set by the store), so faults end even when the
     /// controller that would remove the policy is unreachable.
     pub(crate) expires: Option<Instant>,
+    /// A `fromHeaders` rule is in force: the data plane strips the control
+    /// headers from every request.
+    pub(crate) control_headers: bool,
 }
 
 /// The methods with their own list of candidate rules; requests with any
@@ -157,6 +165,7 @@ pub(crate) enum CompiledFault {
         delay: Duration,
     },
     Dns(DnsRcode),
+    FromHeaders(HeaderControl),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -197,6 +206,7 @@ pub fn compile(policy: &Policy, peers: &PeerIps) -> CompiledPolicy {
                         || matches!(
                             compiled.fault,
                             CompiledFault::Respond(_)
+                                | CompiledFault::FromHeaders(_)
                                 | CompiledFault::Abort(AbortAction::Http(_) | AbortAction::Grpc(_))
                         );
                     if !http_only {
@@ -210,6 +220,7 @@ pub fn compile(policy: &Policy, peers: &PeerIps) -> CompiledPolicy {
                         out.on_request.push(at);
                     }
                 }
+                out.control_headers |= matches!(compiled.fault, CompiledFault::FromHeaders(_));
                 out.rules.push(compiled);
             }
             Err(why) => {
@@ -319,6 +330,7 @@ fn compile_fault(fault: FaultSpec<'_>) -> Result<CompiledFault, String> {
             delay: s.delay.ok_or("slowClose without a delay")?.get(),
         },
         FaultSpec::Dns(d) => CompiledFault::Dns(d.rcode),
+        FaultSpec::FromHeaders(h) => CompiledFault::FromHeaders(HeaderControl::new(h)?),
     })
 }
 
@@ -459,7 +471,7 @@ fn http_response(
     })
 }
 
-fn abort_action(a: &Abort) -> Result<AbortAction, String> {
+pub(crate) fn abort_action(a: &Abort) -> Result<AbortAction, String> {
     match (a.status, a.grpc, a.reset) {
         (Some(status), None, false) => Ok(AbortAction::Http(Arc::new(http_response(
             status,

@@ -36,10 +36,10 @@ use rand::Rng;
 
 use crate::action::{Action, Decision};
 use crate::compile::{
-    Chance, CompiledFault, CompiledPolicy, CompiledRule, DelaySampler, HostMatcher,
-    INDEXED_METHODS, Matcher,
+    Asked, Chance, CompiledFault, CompiledPolicy, CompiledRule, DelaySampler, HostMatcher,
+    INDEXED_METHODS, Matcher, Refusal,
 };
-use crate::model::{Direction, MAX_DURATION, Protocol};
+use crate::model::{Direction, FaultKind, MAX_DURATION, Protocol};
 
 #[cfg(test)]
 mod tests;
@@ -89,6 +89,23 @@ pub struct DnsQuery<'a> {
     pub qtype: u16,
     /// The pod address that sent it (the `first: N` client).
     pub source_ip: IpAddr,
+}
+
+/// What [`CompiledPolicy::decide_request_outcome`] found.
+#[derive(Debug, Default)]
+pub struct RequestOutcome<'p> {
+    pub decision: Option<Decision<'p>>,
+    /// The first `fromHeaders` rule whose bounds refused what the request
+    /// asked for (the request went on to the next rules).
+    pub refused: Option<Refused<'p>>,
+}
+
+/// A request's control headers that a `fromHeaders` rule did not honour.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused<'p> {
+    /// The rule's `name`, or `rules[i]`.
+    pub rule_name: &'p Arc<str>,
+    pub refusal: Refusal,
 }
 
 const PROBE_USER_AGENT: &[u8] = b"kube-probe/";
@@ -143,13 +160,24 @@ impl CompiledPolicy {
         req: &RequestInfo<'_>,
         rng: &mut R,
     ) -> Option<Decision<'_>> {
+        self.decide_request_outcome(req, rng).decision
+    }
+
+    /// [`Self::decide_request`], and the first `fromHeaders` request the
+    /// policy refused on the way (the data plane counts and logs it).
+    pub fn decide_request_outcome<R: Rng + ?Sized>(
+        &self,
+        req: &RequestInfo<'_>,
+        rng: &mut R,
+    ) -> RequestOutcome<'_> {
+        let mut outcome = RequestOutcome::default();
         let stage = self.request_stage(req.method);
         if stage.is_empty() || self.expired() {
-            return None;
+            return outcome;
         }
         let probe = is_probe(req.headers);
         let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
-        self.first_firing(stage, req.source_ip, rng, |m| {
+        let matches = |m: &Matcher| {
             (!probe || m.probes)
                 && m.l4_matches(
                     req.direction,
@@ -169,7 +197,50 @@ impl CompiledPolicy {
                         .iter()
                         .any(|v| pattern.matches(v.as_bytes()))
                 })
-        })
+        };
+        let refused = &mut outcome.refused;
+        outcome.decision = stage
+            .iter()
+            .filter_map(|i| self.rules.get(*i))
+            .find_map(|rule| {
+                if !matches(&rule.matcher) {
+                    return None;
+                }
+                // What the request asks for is part of matching: the
+                // `percent` draw and the `first` budget come after.
+                let asked = match &rule.fault {
+                    CompiledFault::FromHeaders(_) if probe => return None,
+                    CompiledFault::FromHeaders(control) => {
+                        match control.read(req.headers, req.protocol) {
+                            Asked::Nothing => return None,
+                            Asked::Refused(refusal) => {
+                                refused.get_or_insert(Refused {
+                                    rule_name: &rule.name,
+                                    refusal,
+                                });
+                                return None;
+                            }
+                            Asked::Fault { action, kind } => Some((action, kind)),
+                        }
+                    }
+                    _ => None,
+                };
+                if !rule.fires(req.source_ip, rng) {
+                    return None;
+                }
+                Some(match asked {
+                    Some((action, kind)) => rule.decision_for(action, kind),
+                    None => rule.decision(rng),
+                })
+            });
+        outcome
+    }
+
+    /// True while a `fromHeaders` rule is in force: the data plane then
+    /// removes the control headers ([`crate::CONTROL_HEADERS`]) from every
+    /// request before forwarding it.
+    pub fn reads_control_headers(&self) -> bool {
+        self.control_headers
     }
 
     /// The request-stage rules a request with `method` can match.
@@ -357,6 +428,15 @@ impl CompiledRule {
         drawn && self.first.as_ref().is_none_or(|f| f.try_take(client))
     }
 
+    fn decision_for(&self, action: Action, kind: FaultKind) -> Decision<'_> {
+        Decision {
+            rule_index: self.index,
+            rule_name: &self.name,
+            kind,
+            action,
+        }
+    }
+
     fn decision<R: Rng + ?Sized>(&self, rng: &mut R) -> Decision<'_> {
         let action = match &self.fault {
             CompiledFault::Delay { sampler, side } => Action::Delay {
@@ -392,13 +472,14 @@ impl CompiledRule {
                 delay: *delay,
             },
             CompiledFault::Dns(rcode) => Action::Dns { rcode: *rcode },
+            // Decided from the request's headers (`decision_for`); a zero
+            // delay changes nothing.
+            CompiledFault::FromHeaders(_) => Action::Delay {
+                duration: Duration::ZERO,
+                side: crate::model::DelaySide::Request,
+            },
         };
-        Decision {
-            rule_index: self.index,
-            rule_name: &self.name,
-            kind: self.kind,
-            action,
-        }
+        self.decision_for(action, self.kind)
     }
 }
 

@@ -41,14 +41,18 @@ mod validate;
 pub mod wire;
 
 pub use action::{AbortAction, Action, BandwidthLimit, Decision, GrpcAbort, HttpResponse};
-pub use compile::{CompiledPolicy, FIRST_MAX_CLIENTS, compile};
-pub use decide::{ConnInfo, DnsQuery, RequestInfo, TlsInfo, is_probe};
+pub use compile::{
+    ABORT_GRPC_HEADER, ABORT_HEADER, CONTROL_HEADERS, CompiledPolicy, DELAY_HEADER,
+    FIRST_MAX_CLIENTS, Refusal, compile, strip_control_headers,
+};
+pub use decide::{ConnInfo, DnsQuery, Refused, RequestInfo, RequestOutcome, TlsInfo, is_probe};
 pub use error::{FieldError, Location, PolicyError, RuleRef, error_chain};
 pub use model::{
     Abort, Bandwidth, ByteRate, Cidr, Delay, DelaySide, Direction, DnsFault, DnsMatch, DnsRcode,
-    FaultKind, FaultSpec, GrpcCode, Hang, HumanDuration, LimitData, LogNormalDelay, MAX_DURATION,
-    Match, NormalDelay, ParetoDelay, Partition, PartitionMode, Peer, Policy, PortRange, Ports,
-    Protocol, RecordType, Reset, Respond, Rule, Selector, Side, Slicer, SlowClose, UniformDelay,
+    FaultKind, FaultSpec, FromHeaders, GrpcCode, Hang, HumanDuration, LimitData, LogNormalDelay,
+    MAX_DURATION, Match, NormalDelay, ParetoDelay, Partition, PartitionMode, Peer, Policy,
+    PortRange, Ports, Protocol, RecordType, Reset, Respond, Rule, Selector, Side, Slicer,
+    SlowClose, UniformDelay,
 };
 pub use parse::{MAX_POLICY_BYTES, parse};
 pub use validate::{

@@ -18,8 +18,8 @@ mod units;
 
 pub use dns::{DnsFault, DnsMatch, DnsRcode, RecordType};
 pub use faults::{
-    Abort, Bandwidth, Delay, DelaySide, GrpcCode, Hang, LogNormalDelay, NormalDelay, ParetoDelay,
-    Partition, PartitionMode, Reset, Respond, UniformDelay,
+    Abort, Bandwidth, Delay, DelaySide, FromHeaders, GrpcCode, Hang, LogNormalDelay, NormalDelay,
+    ParetoDelay, Partition, PartitionMode, Reset, Respond, UniformDelay,
 };
 pub use net::{Cidr, PortRange, Ports};
 pub use toxics::{LimitData, Side, Slicer, SlowClose};
@@ -154,6 +154,12 @@ pub struct Rule {
     /// Answer a DNS query with an error code (needs a DNS match).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsFault>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
+    pub from_headers: Option<FromHeaders>,
 }
 
 impl Rule {
@@ -193,6 +199,9 @@ impl Rule {
         if let Some(f) = &self.dns {
             out.push(FaultSpec::Dns(f));
         }
+        if let Some(f) = &self.from_headers {
+            out.push(FaultSpec::FromHeaders(f));
+        }
         out
     }
 
@@ -219,6 +228,7 @@ pub enum FaultSpec<'a> {
     LimitData(&'a LimitData),
     SlowClose(&'a SlowClose),
     Dns(&'a DnsFault),
+    FromHeaders(&'a FromHeaders),
 }
 
 impl FaultSpec<'_> {
@@ -235,6 +245,7 @@ impl FaultSpec<'_> {
             Self::LimitData(_) => FaultKind::LimitData,
             Self::SlowClose(_) => FaultKind::SlowClose,
             Self::Dns(_) => FaultKind::Dns,
+            Self::FromHeaders(_) => FaultKind::FromHeaders,
         }
     }
 
@@ -267,10 +278,12 @@ pub enum FaultKind {
     LimitData,
     SlowClose,
     Dns,
+    #[serde(rename = "fromHeaders")]
+    FromHeaders,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 12] = [
         Self::Delay,
         Self::Abort,
         Self::Respond,
@@ -282,6 +295,7 @@ impl FaultKind {
         Self::LimitData,
         Self::SlowClose,
         Self::Dns,
+        Self::FromHeaders,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -299,6 +313,7 @@ impl FaultKind {
             Self::LimitData => "limitData",
             Self::SlowClose => "slowClose",
             Self::Dns => "dns",
+            Self::FromHeaders => "fromHeaders",
         }
     }
 

@@ -11,7 +11,7 @@ use crate::compile::{RESERVED_RESPONSE_HEADERS, parse_header_name, parse_method}
 use crate::error::{PolicyError, RuleRef};
 use crate::model::quoted;
 use crate::model::{
-    Abort, Bandwidth, Delay, Direction, DnsMatch, FaultSpec, HumanDuration, LimitData,
+    Abort, Bandwidth, Delay, Direction, DnsMatch, FaultSpec, FromHeaders, HumanDuration, LimitData,
     LogNormalDelay, MAX_DURATION, Match, ParetoDelay, Peer, Policy, Protocol, Respond, Rule,
     Selector, Side, Slicer, SlowClose,
 };
@@ -92,7 +92,7 @@ fn validate_rule(rule: &Rule) -> Check {
             return fail(
                 "",
                 "no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, \
-                 slicer, limitData, slowClose, dns",
+                 slicer, limitData, slowClose, dns, fromHeaders",
             );
         }
         many => {
@@ -128,6 +128,7 @@ fn validate_rule(rule: &Rule) -> Check {
         FaultSpec::Hang(_) => Ok(()),
         FaultSpec::Bandwidth(b) => validate_bandwidth(b),
         FaultSpec::Partition(_) | FaultSpec::Dns(_) => Ok(()),
+        FaultSpec::FromHeaders(h) => validate_from_headers(h),
         FaultSpec::Reset(r) => {
             if r.after_bytes.is_none() && r.after.is_none() {
                 return fail(
@@ -484,6 +485,29 @@ fn validate_fault_vs_match(fault: FaultSpec<'_>, m: &Match) -> Check {
             return fail("match.protocol", tcp_only_message(fault));
         }
     }
+    if let FaultSpec::FromHeaders(_) = fault {
+        if let Some(p @ (Protocol::Tcp | Protocol::Tls)) = m.protocol {
+            return fail(
+                "fromHeaders",
+                format!(
+                    "reads HTTP request headers: cannot be combined with protocol {}",
+                    p.as_str()
+                ),
+            );
+        }
+        if m.sni.is_some() {
+            return fail(
+                "match.sni",
+                "fromHeaders reads HTTP request headers, which TLS hides (it is not decrypted)",
+            );
+        }
+        if m.probes {
+            return fail(
+                "match.probes",
+                "kubelet probes never choose their own faults; remove probes",
+            );
+        }
+    }
     // Traffic the proxy only copies has no HTTP responses to replace.
     let copied = match m.protocol {
         Some(p @ (Protocol::Tcp | Protocol::Tls)) => Some(format!("protocol {}", p.as_str())),
@@ -636,6 +660,35 @@ fn check_delay_cap(field: &str, cap: HumanDuration) -> Check {
                 HumanDuration(MAX_DURATION)
             ),
         );
+    }
+    Ok(())
+}
+
+fn validate_from_headers(h: &FromHeaders) -> Check {
+    if h.max_delay.is_none() && h.abort_statuses.is_empty() && h.abort_grpc.is_empty() {
+        return fail(
+            "fromHeaders",
+            "set what requests may ask for: maxDelay, abortStatuses, abortGrpc (one or more)",
+        );
+    }
+    if h.max_delay.is_some_and(|d| d.get().is_zero()) {
+        return fail("fromHeaders.maxDelay", "must be longer than 0s");
+    }
+    for (i, status) in h.abort_statuses.iter().enumerate() {
+        let field = format!("fromHeaders.abortStatuses[{i}]");
+        validate_status(&field, *status)?;
+        if let Some(first) = h.abort_statuses[..i].iter().position(|s| s == status) {
+            return fail(field, format!("duplicate of abortStatuses[{first}]"));
+        }
+    }
+    for (i, code) in h.abort_grpc.iter().enumerate() {
+        let field = format!("fromHeaders.abortGrpc[{i}]");
+        if code.code() == 0 {
+            return fail(field, "OK (0) is not an error; use e.g. UNAVAILABLE");
+        }
+        if let Some(first) = h.abort_grpc[..i].iter().position(|c| c == code) {
+            return fail(field, format!("duplicate of abortGrpc[{first}]"));
+        }
     }
     Ok(())
 }

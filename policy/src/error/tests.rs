@@ -100,7 +100,7 @@ fn error_unknown_fields_are_named() {
 fn error_exactly_one_fault() {
     assert_eq!(
         err(&rule("match: {port: 80}")),
-        r#"rules[0] "r": no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, slicer, limitData, slowClose, dns"#
+        r#"rules[0] "r": no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, slicer, limitData, slowClose, dns, fromHeaders"#
     );
     assert_eq!(
         err(&rule("delay: {fixed: 1s}\nabort: {status: 500}")),
@@ -275,6 +275,74 @@ fn error_delay_caps_beyond_the_longest_duration() {
     assert_eq!(
         validate(&policy).unwrap_err().to_string(),
         r#"rules[0] "r": delay.lognormal.max: 31622401s is longer than the longest delay (8784h)"#
+    );
+}
+
+#[test]
+fn error_from_headers() {
+    for (body, expected) in [
+        (
+            "fromHeaders: {}",
+            "fromHeaders: set what requests may ask for: maxDelay, abortStatuses, abortGrpc (one or more)",
+        ),
+        (
+            "fromHeaders:",
+            "fromHeaders: set what requests may ask for: maxDelay, abortStatuses, abortGrpc (one or more)",
+        ),
+        (
+            "fromHeaders: {maxDelay: 0s}",
+            "fromHeaders.maxDelay: must be longer than 0s",
+        ),
+        (
+            "fromHeaders: {abortStatuses: [503, 700]}",
+            "fromHeaders.abortStatuses[1]: 700 is not an HTTP status (100-599)",
+        ),
+        (
+            "fromHeaders: {abortStatuses: [101]}",
+            "fromHeaders.abortStatuses[0]: 101 is an informational status; use 200-599",
+        ),
+        (
+            "fromHeaders: {abortStatuses: [503, 500, 503]}",
+            "fromHeaders.abortStatuses[2]: duplicate of abortStatuses[0]",
+        ),
+        (
+            "fromHeaders: {abortGrpc: [OK]}",
+            "fromHeaders.abortGrpc[0]: OK (0) is not an error; use e.g. UNAVAILABLE",
+        ),
+        (
+            "fromHeaders: {abortGrpc: [UNAVAILABLE, 14]}",
+            "fromHeaders.abortGrpc[1]: duplicate of abortGrpc[0]",
+        ),
+        (
+            "fromHeaders: {maxDelay: 1s}\nmatch: {protocol: tcp}",
+            "fromHeaders: reads HTTP request headers: cannot be combined with protocol tcp",
+        ),
+        (
+            "fromHeaders: {maxDelay: 1s}\nmatch: {protocol: tls}",
+            "fromHeaders: reads HTTP request headers: cannot be combined with protocol tls",
+        ),
+        (
+            "fromHeaders: {maxDelay: 1s}\nmatch: {sni: api.example.com}",
+            "match.sni: fromHeaders reads HTTP request headers, which TLS hides (it is not decrypted)",
+        ),
+        (
+            "fromHeaders: {maxDelay: 1s}\nmatch: {probes: true}",
+            "match.probes: kubelet probes never choose their own faults; remove probes",
+        ),
+        (
+            "fromHeaders: {maxDelay: 1s}\ndelay: {fixed: 1s}",
+            "several faults (delay, fromHeaders): a rule sets exactly one",
+        ),
+    ] {
+        assert_eq!(
+            err(&rule(body)),
+            format!(r#"rules[0] "r": {expected}"#),
+            "{body}"
+        );
+    }
+    assert!(
+        err(&rule("fromHeaders: {maxDelay: 1s, abortStatus: [503]}"))
+            .starts_with(r#"rules[0] "r": fromHeaders.abortStatus: unknown field"#),
     );
 }
 

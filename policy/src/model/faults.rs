@@ -1,6 +1,6 @@
 //! The first seven faults of the language (`delay`, `abort`, `respond`,
-//! `hang`, `bandwidth`, `partition`, `reset`) and gRPC status codes, as
-//! data; the byte-stream ones are in `toxics`.
+//! `hang`, `bandwidth`, `partition`, `reset`), `fromHeaders`, and gRPC
+//! status codes, as data; the byte-stream ones are in `toxics`.
 //! What they do on the wire is the data plane's business; validation of
 //! their combinations is in `validate`.
 use std::collections::BTreeMap;
@@ -99,6 +99,23 @@ pub struct Abort {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reset: bool,
+}
+
+/// Let each request ask for its own delay or abort with the
+/// `x-faultline-*` request headers, within these bounds. A request without
+/// them is not faulted by the rule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FromHeaders {
+    /// The longest `x-faultline-delay` honoured; absent: no delays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<HumanDuration>,
+    /// The HTTP statuses `x-faultline-abort` may ask for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abort_statuses: Vec<u16>,
+    /// The gRPC statuses `x-faultline-abort-grpc` may ask for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub abort_grpc: Vec<GrpcCode>,
 }
 
 /// Answer with a fixed response instead of forwarding.

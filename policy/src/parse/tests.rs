@@ -205,6 +205,7 @@ fn json_round_trip_keeps_every_value() {
         DOCS_EXAMPLE,
         "until: 2030-01-31T12:00:00.5+01:00\nrules:\n- {bandwidth: {rate: 1MB}, match: {port: [80, \"90-99\"]}}\n- {reset: {after: 1500ms, afterBytes: 7}}\n- {hang: true}\n",
         "rules:\n- {delay: {uniform: {min: 1ms, max: 2.5ms}}}\n- {delay: {lognormal: {median: 80ms, p99: 1s, max: 3s}, side: response}}\n- {delay: {lognormal: {median: 80ms, p99: 1s}}}\n- {delay: {pareto: {scale: 20ms, shape: 1.16, max: 5s}}}\n- {delay: {pareto: {scale: 20ms, shape: 2, max: 5s}}}\n",
+        "rules:\n- {fromHeaders: {maxDelay: 1500ms, abortStatuses: [503, 429], abortGrpc: [UNAVAILABLE, 4]}, match: {port: 8080}}\n- {fromHeaders: {maxDelay: 1s}, percent: 5, first: 2}\n",
     ] {
         let policy = parse(doc).unwrap();
         let json = serde_json::to_string(&policy).unwrap();
