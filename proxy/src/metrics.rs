@@ -76,6 +76,12 @@ impl EncodeLabelValue for RuleName {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RefusedLabels {
+    pub rule: RuleName,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RejectLabels {
     pub reason: &'static str,
 }
@@ -101,6 +107,7 @@ pub struct Metrics {
     pub connections_parked: Family<DirectionLabels, Gauge<i64, AtomicI64>>,
     pub resident_memory: Gauge<i64, AtomicI64>,
     pub faults: Family<FaultLabels, Counter>,
+    pub header_faults_refused: Family<RefusedLabels, Counter>,
     pub upstream_latency: Family<TrafficLabels, Histogram>,
     pub upstream_connect_errors: Family<DirectionLabels, Counter>,
     pub bad_requests: Family<DirectionLabels, Counter>,
@@ -208,6 +215,12 @@ impl Metrics {
             "Faults injected, by rule and kind",
             faults.clone(),
         );
+        let header_faults_refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "header_faults_refused",
+            "Faults requests asked for with x-faultline-* headers that their fromHeaders rule refused, by rule and reason",
+            header_faults_refused.clone(),
+        );
         let upstream_latency = Family::<TrafficLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
                 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -261,6 +274,7 @@ impl Metrics {
             connections_parked,
             resident_memory,
             faults,
+            header_faults_refused,
             upstream_latency,
             upstream_connect_errors,
             bad_requests,
@@ -282,6 +296,16 @@ impl Metrics {
             .get_or_create(&FaultLabels {
                 rule: RuleName(std::sync::Arc::clone(rule)),
                 kind,
+            })
+            .inc();
+    }
+
+    /// A `fromHeaders` rule refused what a request asked for.
+    pub fn header_fault_refused(&self, rule: &std::sync::Arc<str>, reason: &'static str) {
+        self.header_faults_refused
+            .get_or_create(&RefusedLabels {
+                rule: RuleName(std::sync::Arc::clone(rule)),
+                reason,
             })
             .inc();
     }

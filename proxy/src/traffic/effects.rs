@@ -15,8 +15,9 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, StatusCode};
 
 use faultline_policy::{
-    AbortAction, Action, BandwidthLimit, ConnInfo, Decision, DelaySide, Direction, PartitionMode,
-    Protocol as PolicyProtocol, RequestInfo, Side, TlsInfo,
+    AbortAction, Action, BandwidthLimit, CompiledPolicy, ConnInfo, Decision, DelaySide, Direction,
+    PartitionMode, Protocol as PolicyProtocol, Refusal, RequestInfo, RequestOutcome, Side, TlsInfo,
+    strip_control_headers,
 };
 
 use crate::source::store::PolicyStore;
@@ -50,6 +51,9 @@ pub enum HttpFault {
     /// Cut the response body after this many bytes and close the
     /// connection (limitData on the response side).
     TruncateResponse(u64),
+    /// Wait, then apply the inner fault (a request that asked for a delay
+    /// and an abort with the `fromHeaders` headers).
+    Delayed(Duration, Box<HttpFault>),
 }
 
 /// A fault applied to a whole connection (any protocol).
@@ -106,42 +110,70 @@ pub fn conn_info(direction: Direction, client: SocketAddr, dst: SocketAddr) -> C
     }
 }
 
+/// What the policy made of one request: the fault to apply, and the
+/// control headers of a `fromHeaders` rule it refused, if any.
+#[derive(Debug, Default)]
+pub struct RequestFault {
+    pub injected: Option<Injected<HttpFault>>,
+    pub refused: Option<(Arc<str>, Refusal)>,
+}
+
 /// The fault for one HTTP request or gRPC call on connection `conn`.
+/// While a `fromHeaders` rule is in force, the request's control headers
+/// are removed here, whatever was decided, so they never go upstream.
 pub fn request_fault<B>(
     store: &PolicyStore,
     conn: &ConnInfo,
-    req: &Request<B>,
+    req: &mut Request<B>,
     grpc: bool,
-) -> Option<Injected<HttpFault>> {
+) -> RequestFault {
     store.with_compiled(|compiled| {
         if compiled.is_empty() {
-            return None;
+            return RequestFault::default();
         }
-        let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-            req.headers()
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-        });
-        let info = RequestInfo {
-            direction: conn.direction,
-            destination_port: conn.destination_port,
-            protocol: if grpc {
-                PolicyProtocol::Grpc
-            } else {
-                PolicyProtocol::Http
-            },
-            method: req.method(),
-            path: req.uri().path(),
-            headers: req.headers(),
-            source_ip: conn.source_ip,
-            destination_ip: conn.destination_ip,
-            host,
-        };
-        injected(
-            compiled.decide_request(&info, &mut rand::rng())?,
-            http_fault,
-        )
+        let outcome = decide(compiled, conn, req, grpc);
+        if compiled.reads_control_headers() {
+            strip_control_headers(req.headers_mut());
+        }
+        RequestFault {
+            injected: outcome
+                .decision
+                .and_then(|decision| injected(decision, http_fault)),
+            refused: outcome
+                .refused
+                .map(|r| (Arc::clone(r.rule_name), r.refusal)),
+        }
     })
+}
+
+/// What the policy knows of the request, and its decision.
+fn decide<'p, B>(
+    compiled: &'p CompiledPolicy,
+    conn: &ConnInfo,
+    req: &Request<B>,
+    grpc: bool,
+) -> RequestOutcome<'p> {
+    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    let info = RequestInfo {
+        direction: conn.direction,
+        destination_port: conn.destination_port,
+        protocol: if grpc {
+            PolicyProtocol::Grpc
+        } else {
+            PolicyProtocol::Http
+        },
+        method: req.method(),
+        path: req.uri().path(),
+        headers: req.headers(),
+        source_ip: conn.source_ip,
+        destination_ip: conn.destination_ip,
+        host,
+    };
+    compiled.decide_request_outcome(&info, &mut rand::rng())
 }
 
 /// The connection-level decision (partition, reset) when a connection is
@@ -239,6 +271,9 @@ pub fn http_fault(action: &Action) -> Option<HttpFault> {
             side: Side::Response,
             bytes,
         } => HttpFault::TruncateResponse(*bytes),
+        Action::DelayedAbort { delay, abort } => {
+            HttpFault::Delayed(*delay, Box::new(http_fault(&Action::Abort(abort.clone()))?))
+        }
         Action::Partition { .. }
         | Action::Reset { .. }
         | Action::Slicer { .. }
@@ -271,7 +306,10 @@ pub fn conn_fault(action: &Action) -> Option<ConnFault> {
             let (request, response) = shapes(action);
             ConnFault::Shape { request, response }
         }
-        Action::Abort(_) | Action::Respond(_) | Action::Dns { .. } => return None,
+        Action::Abort(_)
+        | Action::DelayedAbort { .. }
+        | Action::Respond(_)
+        | Action::Dns { .. } => return None,
     })
 }
 
@@ -343,6 +381,17 @@ mod tests {
         assert_eq!(
             http_fault(&Action::Abort(AbortAction::Reset)),
             Some(HttpFault::Reset)
+        );
+        // A delay and an abort asked for together: wait, then answer.
+        assert_eq!(
+            http_fault(&Action::DelayedAbort {
+                delay: Duration::from_millis(7),
+                abort: AbortAction::Reset,
+            }),
+            Some(HttpFault::Delayed(
+                Duration::from_millis(7),
+                Box::new(HttpFault::Reset)
+            ))
         );
         // L4-only actions never apply to a request.
         assert_eq!(

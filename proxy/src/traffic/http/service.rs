@@ -24,7 +24,7 @@ use crate::traffic::effects::{self, HttpFault};
 
 pub async fn handle(
     ctx: Arc<ConnCtx>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     // Borrowed from the connection: every worker cloning the proxy-wide Arc
     // per request would bounce its counter between CPUs.
@@ -57,15 +57,27 @@ pub async fn handle(
     let mut response_delay = None;
     let mut throttles = None;
     let mut truncate = None;
-    if let Some(injected) = effects::request_fault(
+    let decided = effects::request_fault(
         &shared.store,
         &effects::conn_info(ctx.direction, ctx.client, ctx.original_dst),
-        &req,
+        &mut req,
         grpc,
-    ) {
+    );
+    if let Some((rule, refusal)) = decided.refused {
+        shared.metrics.header_fault_refused(&rule, refusal.reason());
+        tracing::debug!(%rule, reason = refusal.reason(), %refusal, client = %ctx.client, "refused a fault the request asked for");
+    }
+    if let Some(injected) = decided.injected {
         shared.metrics.fault(&injected.rule, injected.kind);
         tracing::debug!(rule = %injected.rule, kind = injected.kind, path = %req.uri().path(), "fault injected");
-        match injected.fault {
+        let fault = match injected.fault {
+            HttpFault::Delayed(delay, then) => {
+                tokio::time::sleep(delay).await;
+                *then
+            }
+            fault => fault,
+        };
+        match fault {
             HttpFault::DelayRequest(delay) => tokio::time::sleep(delay).await,
             HttpFault::DelayResponse(delay) => response_delay = Some(delay),
             HttpFault::Respond {
@@ -86,6 +98,8 @@ pub async fn handle(
             }
             HttpFault::Bandwidth(limit) => throttles = Some(ctx.throttles(limit)),
             HttpFault::TruncateResponse(bytes) => truncate = Some(bytes),
+            // Unwrapped above: the policy never nests one in another.
+            HttpFault::Delayed(..) => {}
         }
     }
 
