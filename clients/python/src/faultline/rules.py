@@ -245,7 +245,7 @@ def delay(
     if median is not None or p99 is not None:
         spec["lognormal"] = _durations(median=median, p99=p99, max=max_)
     if scale is not None or shape is not None:
-        pareto = _durations(scale=scale)
+        pareto: Dict[str, Any] = dict(_durations(scale=scale))
         if shape is not None:
             pareto["shape"] = shape
         if max_ is not None:
@@ -375,6 +375,68 @@ def hang(
     m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
               headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni)
     return rule("hang", {}, name=name, percent=percent, first=first, match=m)
+
+
+def from_headers(
+    *,
+    max_delay: Optional[DurationLike] = None,
+    abort_statuses: Optional[Iterable[int]] = None,
+    abort_grpc: Optional[Iterable[Union[str, int]]] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    protocol: Optional[str] = None,
+    methods: Optional[Iterable[str]] = None,
+    path: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    host: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+) -> Rule:
+    """``fromHeaders: {maxDelay, abortStatuses, abortGrpc}``: each request may ask for its
+    own delay (``x-faultline-delay``) or abort (``x-faultline-abort``,
+    ``x-faultline-abort-grpc``) within these bounds. See :data:`CONTROL_HEADERS`."""
+    spec: Dict[str, Any] = {}
+    if max_delay is not None:
+        spec["maxDelay"] = duration(max_delay)
+    if abort_statuses is not None:
+        spec["abortStatuses"] = list(abort_statuses)
+    if abort_grpc is not None:
+        spec["abortGrpc"] = [c.upper() if isinstance(c, str) else c for c in abort_grpc]
+    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
+              headers=headers, host=host, from_=from_, to=to)
+    return rule("fromHeaders", spec, name=name, percent=percent, first=first, match=m)
+
+
+#: The request headers a ``fromHeaders`` rule reads: ``{"delay": "x-faultline-delay", ...}``.
+CONTROL_HEADERS = {
+    "delay": "x-faultline-delay",
+    "abort": "x-faultline-abort",
+    "abort_grpc": "x-faultline-abort-grpc",
+}
+
+
+def ask(
+    *,
+    delay: Optional[DurationLike] = None,
+    abort: Optional[int] = None,
+    abort_grpc: Optional[Union[str, int]] = None,
+) -> Dict[str, str]:
+    """The request headers that ask a ``fromHeaders`` rule for a fault::
+
+        requests.get(url, headers=ask(delay="300ms"))
+        requests.get(url, headers=ask(abort=503))
+    """
+    out: Dict[str, str] = {}
+    if delay is not None:
+        out[CONTROL_HEADERS["delay"]] = duration(delay)
+    if abort is not None:
+        out[CONTROL_HEADERS["abort"]] = str(abort)
+    if abort_grpc is not None:
+        out[CONTROL_HEADERS["abort_grpc"]] = str(abort_grpc)
+    return out
 
 
 def bandwidth(
