@@ -12,8 +12,8 @@ from typing import Any, List
 import pytest
 import yaml
 
-from faultline import (abort, bandwidth, delay, dns, dns_delay, dns_drop, grpc_abort, hang, limit_data, partition,
-                       policy, reset, respond, slicer, slow_close, to_yaml)
+from faultline import (abort, ask, bandwidth, delay, dns, dns_delay, dns_drop, from_headers, grpc_abort, hang,
+                       limit_data, partition, policy, reset, respond, slicer, slow_close, to_yaml)
 from faultline.rules import duration, match, peers, timestamp
 
 from conftest import REPO, check_policy
@@ -98,6 +98,21 @@ def test_delay_distributions_build_the_documented_forms() -> None:
         delay(uniform=("1ms", "2ms"), max_="1s")
 
 
+def test_from_headers_builds_the_documented_rule_and_asks_with_its_headers() -> None:
+    documented = policy([from_headers(max_delay="5s", abort_statuses=[500, 503, 429], abort_grpc=["UNAVAILABLE"],
+                                      port=8080, name="test-controlled")], duration="30m")
+    assert documented in doc_blocks("fault-language.md")
+    assert ask(delay=dt.timedelta(milliseconds=300)) == {"x-faultline-delay": "300ms"}
+    assert ask(abort=503, delay="1s") == {"x-faultline-delay": "1s", "x-faultline-abort": "503"}
+    assert ask(abort_grpc="UNAVAILABLE") == {"x-faultline-abort-grpc": "UNAVAILABLE"}
+
+
+def test_faultlines_parser_refuses_an_empty_from_headers(kubectl_fault: Path) -> None:
+    result = check_policy(kubectl_fault, to_yaml(policy([from_headers(name="x")])))
+    assert result.returncode != 0
+    assert 'rules[0] "x": fromHeaders: set what requests may ask for' in result.stderr
+
+
 def test_yaml_text_round_trips_in_documented_key_order() -> None:
     doc = the_documented_example()
     text = to_yaml(doc)
@@ -162,6 +177,9 @@ EQUIVALENT_TO_KUBECTL_FAULT = [
             duration="5m")),
     (["--dns-drop", "--dns-name", "api.example.com"],
      policy([dns_drop(query="api.example.com", name="kubectl-fault")])),
+    (["--header-max-delay", "5s", "--header-abort", "503,429", "--header-abort-grpc", "unavailable", "--for", "30m"],
+     policy([from_headers(max_delay="5s", abort_statuses=[503, 429], abort_grpc=["UNAVAILABLE"],
+                          name="kubectl-fault")], duration="30m")),
 ]
 
 
@@ -207,6 +225,8 @@ EVERY_HELPER = [
     dns("REFUSED", query="*.example.com", types=["SRV"], first=2),
     dns_delay("300ms", jitter="100ms", side="response", types=["AAAA"]),
     dns_drop(query="flaky.example.com"),
+    from_headers(max_delay="5s", abort_statuses=[503, 429], abort_grpc=["unavailable", 4]),
+    from_headers(max_delay=dt.timedelta(milliseconds=250), port=8080, percent=50, first=3),
 ]
 
 

@@ -19,12 +19,12 @@ pub enum CliError {
         got: String,
     },
     #[error(
-        "choose a fault: --delay, --abort, --grpc, --partition-to, --bandwidth, --slicer, --limit-data, --slow-close, --dns-rcode or --dns-drop (or -f FILE)"
+        "choose a fault: --delay (or --delay-uniform, --delay-lognormal, --delay-pareto), --abort, \
+         --grpc, --partition-to, --bandwidth, --slicer, --limit-data, --slow-close, --dns-rcode, \
+         --dns-drop or --header-max-delay/--header-abort/--header-abort-grpc (or -f FILE)"
     )]
     NoFault,
-    #[error(
-        "choose one fault per command: --delay, --abort, --grpc, --partition-to, --bandwidth, --slicer, --limit-data, --slow-close, --dns-rcode or --dns-drop (use -f FILE for several rules)"
-    )]
+    #[error("choose one fault per command (use -f FILE for several rules)")]
     ManyFaults,
     #[error("--side applies to --delay, --bandwidth, --slicer, --limit-data and --slow-close")]
     Side,

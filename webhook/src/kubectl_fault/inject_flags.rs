@@ -46,6 +46,18 @@ pub struct FaultFlags {
     /// up, capped at MAX (e.g. 20ms,1.16,5s).
     #[arg(long, value_name = "SCALE,SHAPE,MAX", conflicts_with_all = ["delay", "delay_uniform", "delay_lognormal"])]
     pub delay_pareto: Option<String>,
+    /// Let each request ask for a delay up to this long with the
+    /// `x-faultline-delay` header (a test facility: fromHeaders).
+    #[arg(long, value_name = "DURATION")]
+    pub header_max_delay: Option<String>,
+    /// Let each request ask for these HTTP statuses with the
+    /// `x-faultline-abort` header (e.g. 503,429).
+    #[arg(long, value_name = "STATUS[,STATUS]", value_delimiter = ',')]
+    pub header_abort: Vec<u16>,
+    /// Let each gRPC request ask for these statuses with the
+    /// `x-faultline-abort-grpc` header (e.g. UNAVAILABLE).
+    #[arg(long, value_name = "CODE[,CODE]", value_delimiter = ',')]
+    pub header_abort_grpc: Vec<String>,
     /// Answer matching HTTP requests with this status instead of forwarding.
     #[arg(long, value_name = "STATUS")]
     pub abort: Option<u16>,
@@ -135,6 +147,27 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
     }
     if let Some(spec) = delay_distribution(flags)? {
         faults.push(("delay", spec));
+    }
+    if flags.header_max_delay.is_some()
+        || !flags.header_abort.is_empty()
+        || !flags.header_abort_grpc.is_empty()
+    {
+        let mut spec = Map::new();
+        if let Some(max) = &flags.header_max_delay {
+            spec.insert("maxDelay".into(), json!(max));
+        }
+        if !flags.header_abort.is_empty() {
+            spec.insert("abortStatuses".into(), json!(flags.header_abort));
+        }
+        if !flags.header_abort_grpc.is_empty() {
+            let codes: Vec<String> = flags
+                .header_abort_grpc
+                .iter()
+                .map(|c| c.trim().to_ascii_uppercase())
+                .collect();
+            spec.insert("abortGrpc".into(), json!(codes));
+        }
+        faults.push(("fromHeaders", Value::Object(spec)));
     }
     if let Some(status) = flags.abort {
         faults.push(("abort", json!({"status": status})));

@@ -26,13 +26,16 @@ from .errors import (
 )
 from .fault import Fault, FaultStatus, PodStatus
 from .rules import (
+    CONTROL_HEADERS,
     abort,
+    ask,
     bandwidth,
     delay,
     dns,
     dns_delay,
     dns_drop,
     dns_match,
+    from_headers,
     grpc_abort,
     hang,
     limit_data,
@@ -55,6 +58,7 @@ from .versions import policy_version, text_version
 __version__ = "0.1.0"
 
 __all__ = [
+    "CONTROL_HEADERS",
     "FAULTS_ANNOTATION",
     "SEEN_AT_ANNOTATION",
     "ApiError",
@@ -73,12 +77,14 @@ __all__ = [
     "StandaloneProxy",
     "Target",
     "abort",
+    "ask",
     "bandwidth",
     "delay",
     "dns",
     "dns_delay",
     "dns_drop",
     "dns_match",
+    "from_headers",
     "grpc_abort",
     "hang",
     "limit_data",

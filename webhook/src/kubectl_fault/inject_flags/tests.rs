@@ -337,3 +337,46 @@ fn dns_flags_build_a_valid_dns_rule() {
         Err(CliError::ManyFaults)
     ));
 }
+
+#[test]
+fn header_flags_build_one_from_headers_rule() {
+    let f = FaultFlags {
+        header_max_delay: Some("5s".into()),
+        header_abort: vec![503, 429],
+        header_abort_grpc: vec!["unavailable".into()],
+        port: Some(8080),
+        for_: Some("30m".into()),
+        ..flags()
+    };
+    let text = policy_from_flags(&f).unwrap();
+    policy::parse(&text).unwrap_or_else(|e| panic!("{text}\n{e}"));
+    let v: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(
+        v["rules"][0]["fromHeaders"],
+        json!({"maxDelay": "5s", "abortStatuses": [503, 429], "abortGrpc": ["UNAVAILABLE"]})
+    );
+    let only_delays = FaultFlags {
+        header_max_delay: Some("250ms".into()),
+        ..flags()
+    };
+    let text = policy_from_flags(&only_delays).unwrap();
+    let p = policy::parse(&text).unwrap();
+    assert!(p.rules[0].from_headers.is_some());
+    let with_abort = FaultFlags {
+        header_abort: vec![503],
+        abort: Some(503),
+        ..flags()
+    };
+    assert!(matches!(
+        policy_from_flags(&with_abort),
+        Err(CliError::ManyFaults)
+    ));
+    let bad = FaultFlags {
+        header_abort: vec![700],
+        ..flags()
+    };
+    let error = policy::parse(&policy_from_flags(&bad).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("fromHeaders.abortStatuses[0]"), "{error}");
+}
