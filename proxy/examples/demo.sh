@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # faultline demo, no cluster needed: a demo upstream, faultline-proxy in
 # front of it with examples/policies/demo.yaml, and curl showing clean
-# traffic, a delay, aborts, `first: N`, a truncated response, a hot reload
-# and the metrics; then a second proxy in front of a TLS server faulting
-# HTTPS by server name (SNI) without decrypting it; then a third proxy's DNS
-# listener answering lookups by name (examples/policies/dns.yaml).
+# traffic, delays, aborts, `first: N`, a truncated response, faults a
+# request asks for with headers, a hot reload and the metrics; then a
+# second proxy in front of a TLS server faulting HTTPS by server name (SNI)
+# without decrypting it; then a third proxy's DNS listener answering
+# lookups by name (examples/policies/dns.yaml).
 #
 # Usage: proxy/examples/demo.sh        (from anywhere; needs cargo, curl and openssl)
 # Ports: DEMO_PORT (default 18480) for the proxy, +1 upstream, +2 admin;
@@ -66,11 +67,12 @@ until curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && \
 done
 
 proxy="http://127.0.0.1:$port"
-show() { # METHOD PATH
-  local out
-  out="$(curl -s -X "$1" -w '\n%{http_code} %{time_total}' "$proxy$2")"
+show() { # METHOD PATH [CURL ARGS...]
+  local method="$1" path="$2" out
+  shift 2
+  out="$(curl -s -X "$method" "$@" -w '\n%{http_code} %{time_total}' "$proxy$path")"
   local status_time="${out##*$'\n'}" body="${out%$'\n'*}"
-  printf '  %-5s %-22s -> %s in %5.3fs  %s\n' "$1" "$2" "${status_time% *}" "${status_time#* }" "${body//$'\n'/ }"
+  printf '  %-5s %-22s %s-> %s in %5.3fs  %s\n' "$method" "$path" "${*:+$* }" "${status_time% *}" "${status_time#* }" "${body//$'\n'/ }"
 }
 
 echo
@@ -96,6 +98,12 @@ body="$(curl -s "$proxy/api/report")"
 code=$?
 set -e
 printf '  GET   /api/report            -> body %q, curl exit %s (18: closed before the whole body came)\n' "$body" "$code"
+echo "== asked (fromHeaders): each request names its fault, within the rule's bounds"
+echo "   (the upstream never sees x-faultline-* headers; 2s is over maxDelay: refused, forwarded)"
+show GET /api/asked -H 'x-faultline-delay: 300ms'
+show GET /api/asked -H 'x-faultline-abort: 503'
+show GET /api/asked -H 'x-faultline-delay: 2s'
+show GET /api/asked
 
 echo "== hot reload: the file changes, the proxy applies it within a second"
 printf 'rules:\n- name: everything-down\n  abort: {status: 500, body: "all down\\n"}\n' > "$work/faults.yaml.new"
@@ -108,7 +116,7 @@ done
 show GET /
 echo
 echo "== metrics (http://127.0.0.1:$admin_port/metrics)"
-curl -s "http://127.0.0.1:$admin_port/metrics" | grep -E '^faultline_(faults_injected|requests)_total' | sed 's/^/  /'
+curl -s "http://127.0.0.1:$admin_port/metrics" | grep -E '^faultline_(faults_injected|header_faults_refused|requests)_total' | sed 's/^/  /'
 
 echo
 echo "== HTTPS by server name: a second proxy in front of a TLS server (openssl s_server)"
