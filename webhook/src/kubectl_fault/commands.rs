@@ -73,6 +73,12 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), CliError
 
 fn has_fault_flags(f: &FaultFlags) -> bool {
     f.delay.is_some()
+        || f.delay_uniform.is_some()
+        || f.delay_lognormal.is_some()
+        || f.delay_pareto.is_some()
+        || f.header_max_delay.is_some()
+        || !f.header_abort.is_empty()
+        || !f.header_abort_grpc.is_empty()
         || f.abort.is_some()
         || f.grpc.is_some()
         || f.partition_to.is_some()
@@ -473,6 +479,34 @@ mod tests {
         assert!(pods_opted_in(Kind::Pod, &pod));
         let out = json!({"metadata": {"labels": {"faultline.dev/inject": "false"}}});
         assert!(!pods_opted_in(Kind::Pod, &out));
+    }
+
+    #[test]
+    fn every_fault_flag_conflicts_with_a_file() {
+        let file = Path::new("policy.yaml");
+        let base = FaultFlags {
+            name: "kubectl-fault".into(),
+            ..FaultFlags::default()
+        };
+        for flags in [
+            FaultFlags {
+                delay_pareto: Some("1ms,1,1s".into()),
+                ..base.clone()
+            },
+            FaultFlags {
+                header_abort: vec![503],
+                ..base.clone()
+            },
+            FaultFlags {
+                header_max_delay: Some("1s".into()),
+                ..base.clone()
+            },
+        ] {
+            assert!(
+                matches!(policy_text(Some(file), &flags), Err(CliError::FileAndFlags)),
+                "{flags:?}"
+            );
+        }
     }
 
     #[test]
