@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use crate::model::{DelaySide, DnsRcode, FaultKind, GrpcCode, PartitionMode, Side};
 
@@ -84,6 +84,8 @@ pub enum Action {
     Dns {
         rcode: DnsRcode,
     },
+    /// Change the upstream's response (`replace` and `patch`).
+    Rewrite(Arc<Rewrite>),
 }
 
 /// Bytes per second allowed through a connection.
@@ -141,4 +143,26 @@ impl GrpcAbort {
     pub fn status_header(&self) -> HeaderValue {
         HeaderValue::from(u16::from(self.code.code()))
     }
+}
+
+/// How `replace` or `patch` changes an upstream's response, prebuilt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rewrite {
+    pub status: Option<StatusCode>,
+    /// `replace.headers`: the upstream's headers give way to these (those
+    /// describing a body that passes through stay).
+    pub replace_headers: Option<HeaderMap>,
+    /// `patch.headers.set`: each replaces the upstream's values of its name.
+    pub set_headers: HeaderMap,
+    /// `patch.headers.remove`.
+    pub remove_headers: Box<[HeaderName]>,
+    pub body: Option<BodyRewrite>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum BodyRewrite {
+    /// `replace.body`.
+    Replace(Bytes),
+    /// `patch.body.merge`: an RFC 7396 JSON merge patch.
+    MergePatch(serde_json::Value),
 }

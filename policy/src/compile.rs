@@ -16,7 +16,7 @@ use rand_distr::{LogNormal, Normal, Pareto};
 
 mod first;
 mod from_headers;
-mod matchers;
+pub(crate) mod matchers;
 
 pub use first::FIRST_MAX_CLIENTS;
 pub use from_headers::{
@@ -29,10 +29,11 @@ pub(crate) use matchers::HostMatcher;
 use matchers::{Pattern, PeerMatcher};
 
 use crate::PeerIps;
-use crate::action::{AbortAction, BandwidthLimit, GrpcAbort, HttpResponse};
+use crate::action::{AbortAction, BandwidthLimit, BodyRewrite, GrpcAbort, HttpResponse, Rewrite};
 use crate::model::{
     Abort, Bandwidth, Delay, DelaySide, Direction, DnsRcode, FaultKind, FaultSpec, HumanDuration,
-    MAX_DURATION, PartitionMode, Policy, PortRange, Protocol, Respond, Rule, Side,
+    MAX_DURATION, PartitionMode, Patch, Policy, PortRange, Protocol, Replace, Respond,
+    ResponseMatch, Rule, Side, StatusRange,
 };
 use crate::validate::{MAX_METHOD_BYTES, is_tchar};
 
@@ -54,6 +55,9 @@ pub struct CompiledPolicy {
     /// [`INDEXED_METHODS`] can match: a `GET` is never tested against
     /// `methods: [POST]` rules, however many there are.
     pub(crate) on_request_by_method: [Vec<usize>; INDEXED_METHODS.len()],
+    /// Rules decided once the upstream's response head has arrived: those
+    /// with `match.response`, and `replace`/`patch`.
+    pub(crate) on_response: Vec<usize>,
     /// After this instant nothing is faulted any more (the policy's
     /// `until`/`duration`, set by the store), so faults end even when the
     /// controller that would remove the policy is unreachable.
@@ -113,6 +117,14 @@ pub(crate) struct Matcher {
     pub dns_name: Option<Pattern>,
     /// `match.dns.types` as QTYPEs; empty: any.
     pub dns_types: Box<[u16]>,
+    pub response: Option<ResponseMatcher>,
+}
+
+/// `match.response`, prebuilt.
+#[derive(Debug, Default)]
+pub(crate) struct ResponseMatcher {
+    pub statuses: Option<Box<[StatusRange]>>,
+    pub headers: Box<[(HeaderName, Pattern)]>,
 }
 
 /// `percent` as a threshold on a uniform `u64` draw: exact to 2^-64.
@@ -166,6 +178,7 @@ pub(crate) enum CompiledFault {
     },
     Dns(DnsRcode),
     FromHeaders(HeaderControl),
+    Rewrite(Arc<Rewrite>),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +209,8 @@ pub fn compile(policy: &Policy, peers: &PeerIps) -> CompiledPolicy {
                     out.on_dns.push(at);
                 } else if compiled.kind.is_connection_level() {
                     out.on_connect.push(at);
+                } else if compiled.kind.acts_on_response() || m.response.is_some() {
+                    out.on_response.push(at);
                 } else {
                     // Rules that need HTTP to match (or to act) never see
                     // raw TCP or TLS; the rest act on both.
@@ -252,11 +267,7 @@ fn compile_rule(index: usize, rule: &Rule, peers: &PeerIps) -> Result<CompiledRu
         .iter()
         .map(|s| parse_method(s))
         .collect::<Result<Box<[Method]>, String>>()?;
-    let headers = m
-        .headers
-        .iter()
-        .map(|(k, v)| Ok((parse_header_name(k)?, Pattern::new(v))))
-        .collect::<Result<Box<[_]>, String>>()?;
+    let headers = header_patterns(&m.headers)?;
     let matcher = Matcher {
         direction: m.direction,
         ports: m.port.as_ref().map(|p| p.0.clone().into_boxed_slice()),
@@ -280,6 +291,7 @@ fn compile_rule(index: usize, rule: &Rule, peers: &PeerIps) -> Result<CompiledRu
             .as_ref()
             .map(|d| d.types.iter().map(|t| t.code()).collect())
             .unwrap_or_default(),
+        response: m.response.as_ref().map(response_matcher).transpose()?,
     };
     Ok(CompiledRule {
         index,
@@ -301,7 +313,7 @@ fn compile_fault(fault: FaultSpec<'_>) -> Result<CompiledFault, String> {
     Ok(match fault {
         FaultSpec::Delay(d) => CompiledFault::Delay {
             sampler: delay_sampler(d)?,
-            side: d.side,
+            side: d.on,
         },
         FaultSpec::Abort(a) => CompiledFault::Abort(abort_action(a)?),
         FaultSpec::Respond(r) => CompiledFault::Respond(Arc::new(respond_response(r)?)),
@@ -331,6 +343,68 @@ fn compile_fault(fault: FaultSpec<'_>) -> Result<CompiledFault, String> {
         },
         FaultSpec::Dns(d) => CompiledFault::Dns(d.rcode),
         FaultSpec::FromHeaders(h) => CompiledFault::FromHeaders(HeaderControl::new(h)?),
+        FaultSpec::Replace(r) => CompiledFault::Rewrite(Arc::new(replace_rewrite(r)?)),
+        FaultSpec::Patch(p) => CompiledFault::Rewrite(Arc::new(patch_rewrite(p)?)),
+    })
+}
+
+fn header_patterns(
+    headers: &std::collections::BTreeMap<String, String>,
+) -> Result<Box<[(HeaderName, Pattern)]>, String> {
+    headers
+        .iter()
+        .map(|(k, v)| Ok((parse_header_name(k)?, Pattern::new(v))))
+        .collect()
+}
+
+fn response_matcher(m: &ResponseMatch) -> Result<ResponseMatcher, String> {
+    Ok(ResponseMatcher {
+        statuses: m.status.as_ref().map(|s| s.0.clone().into_boxed_slice()),
+        headers: header_patterns(&m.headers)?,
+    })
+}
+
+fn status_code(status: Option<u16>) -> Result<Option<StatusCode>, String> {
+    status
+        .map(|s| StatusCode::from_u16(s).map_err(|_| format!("{s} is not an HTTP status")))
+        .transpose()
+}
+
+fn replace_rewrite(r: &Replace) -> Result<Rewrite, String> {
+    Ok(Rewrite {
+        status: status_code(r.status)?,
+        replace_headers: r.headers.as_ref().map(header_map).transpose()?,
+        set_headers: HeaderMap::new(),
+        remove_headers: Box::new([]),
+        body: r
+            .body
+            .as_ref()
+            .map(|b| BodyRewrite::Replace(Bytes::from(b.clone()))),
+    })
+}
+
+fn patch_rewrite(p: &Patch) -> Result<Rewrite, String> {
+    let remove_headers = p
+        .headers
+        .remove
+        .iter()
+        .map(|name| {
+            let name = parse_header_name(name)?;
+            if RESERVED_RESPONSE_HEADERS.contains(&name.as_str()) {
+                return Err(format!("header {name} is set by the proxy"));
+            }
+            Ok(name)
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(Rewrite {
+        status: status_code(p.status)?,
+        replace_headers: None,
+        set_headers: header_map(&p.headers.set)?,
+        remove_headers,
+        body: p
+            .body
+            .as_ref()
+            .map(|b| BodyRewrite::MergePatch(b.merge.clone())),
     })
 }
 

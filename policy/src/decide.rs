@@ -18,7 +18,12 @@
 //! 3. [`CompiledPolicy::decide_request`] for each HTTP/gRPC request:
 //!    every rule except `partition`/`reset`, `protocol: tcp`, `tls` or
 //!    `sni` ones and the raw-TCP-only byte-stream faults (`slicer`,
-//!    `slowClose`, `limitData` on the request side).
+//!    `slowClose`, `limitData` on the request side), and those of point 4.
+//! 4. [`CompiledPolicy::decide_response`] once the upstream's response head
+//!    arrived: rules with `match.response`, and `replace`/`patch`. Their
+//!    request-side matchers are checked with the request
+//!    ([`CompiledPolicy::response_candidates`]); `percent` and `first` only
+//!    count responses that match.
 //!
 //! DNS queries are asked about apart, with [`CompiledPolicy::decide_dns`]:
 //! only rules with a DNS match (`protocol: dns` or `match.dns`) take part,
@@ -26,7 +31,8 @@
 //!
 //! Rules are tried in order; the first that matches, wins its `percent`
 //! draw and has `first` budget left for the client applies, and it is the
-//! only fault for that request or connection.
+//! only fault of its stage for that request or connection: a request gets
+//! at most one fault decided with the request and one with the response.
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,6 +41,7 @@ use http::{HeaderMap, Method};
 use rand::Rng;
 
 use crate::action::{Action, Decision};
+use crate::compile::matchers::Pattern;
 use crate::compile::{
     Asked, Chance, CompiledFault, CompiledPolicy, CompiledRule, DelaySampler, HostMatcher,
     INDEXED_METHODS, Matcher, Refusal,
@@ -60,6 +67,15 @@ pub struct RequestInfo<'a> {
     pub destination_ip: IpAddr,
     /// The authority (`:authority` or `Host`), possibly with a port.
     pub host: Option<&'a str>,
+}
+
+/// What the data plane knows about an upstream's response head.
+#[derive(Debug, Clone, Copy)]
+pub struct ResponseInfo<'a> {
+    pub status: u16,
+    /// The head's headers; gRPC's `grpc-status` is here only in a
+    /// trailers-only response.
+    pub headers: &'a HeaderMap,
 }
 
 /// What the data plane knows about a connection.
@@ -177,27 +193,7 @@ impl CompiledPolicy {
         }
         let probe = is_probe(req.headers);
         let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
-        let matches = |m: &Matcher| {
-            (!probe || m.probes)
-                && m.l4_matches(
-                    req.direction,
-                    req.destination_port,
-                    req.source_ip,
-                    req.destination_ip,
-                )
-                && m.protocol.is_none_or(|p| p == req.protocol)
-                && (m.methods.is_empty() || m.methods.contains(req.method))
-                && m.path.as_ref().is_none_or(|p| p.matches(path.as_bytes()))
-                && m.host
-                    .as_ref()
-                    .is_none_or(|h| req.host.is_some_and(|host| h.matches(host)))
-                && m.headers.iter().all(|(name, pattern)| {
-                    req.headers
-                        .get_all(name)
-                        .iter()
-                        .any(|v| pattern.matches(v.as_bytes()))
-                })
-        };
+        let matches = |m: &Matcher| m.request_matches(req, probe, path);
         let refused = &mut outcome.refused;
         outcome.decision = stage
             .iter()
@@ -241,6 +237,56 @@ impl CompiledPolicy {
     /// request before forwarding it.
     pub fn reads_control_headers(&self) -> bool {
         self.control_headers
+    }
+
+    /// Whether any rule is decided on the upstream's response; only then
+    /// does the data plane ask [`Self::response_candidates`].
+    pub fn has_response_rules(&self) -> bool {
+        !self.on_response.is_empty()
+    }
+
+    /// The response-stage rules (`match.response`, `replace`, `patch`) whose
+    /// request-side matchers match this request, in rule order. Nothing is
+    /// drawn or counted yet: `percent` and `first` only count responses
+    /// that match too ([`Self::decide_response`]).
+    pub fn response_candidates(&self, req: &RequestInfo<'_>) -> Vec<usize> {
+        if self.on_response.is_empty() || self.expired() {
+            return Vec::new();
+        }
+        let probe = is_probe(req.headers);
+        let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
+        self.on_response
+            .iter()
+            .copied()
+            .filter(|&i| {
+                self.rules
+                    .get(i)
+                    .is_some_and(|r| r.matcher.request_matches(req, probe, path))
+            })
+            .collect()
+    }
+
+    /// The fault for an upstream's response to a request whose
+    /// [`Self::response_candidates`] were `candidates` (asked of this same
+    /// compiled policy).
+    pub fn decide_response<R: Rng + ?Sized>(
+        &self,
+        candidates: &[usize],
+        client: IpAddr,
+        resp: &ResponseInfo<'_>,
+        rng: &mut R,
+    ) -> Option<Decision<'_>> {
+        if candidates.is_empty() || self.expired() {
+            return None;
+        }
+        self.first_firing(candidates, client, rng, |m| {
+            m.response.as_ref().is_none_or(|r| {
+                r.statuses
+                    .as_ref()
+                    .is_none_or(|s| s.iter().any(|range| range.contains(resp.status)))
+                    && headers_match(&r.headers, resp.headers)
+            })
+        })
     }
 
     /// The request-stage rules a request with `method` can match.
@@ -383,6 +429,15 @@ impl CompiledPolicy {
     }
 }
 
+fn headers_match(patterns: &[(http::HeaderName, Pattern)], headers: &HeaderMap) -> bool {
+    patterns.iter().all(|(name, pattern)| {
+        headers
+            .get_all(name)
+            .iter()
+            .any(|v| pattern.matches(v.as_bytes()))
+    })
+}
+
 impl Matcher {
     /// At the connection stages: a rule that needs the ClientHello only
     /// matches TLS connections, and its `sni` and `host` the server name.
@@ -398,6 +453,28 @@ impl Matcher {
                 .is_none_or(|h| tls.sni.is_some_and(|sni| h.matches_name(sni)))
         };
         named(&self.sni) && named(&self.host)
+    }
+
+    /// Everything but `match.response`; `path` is without its query.
+    fn request_matches(&self, req: &RequestInfo<'_>, probe: bool, path: &str) -> bool {
+        (!probe || self.probes)
+            && self.l4_matches(
+                req.direction,
+                req.destination_port,
+                req.source_ip,
+                req.destination_ip,
+            )
+            && self.protocol.is_none_or(|p| p == req.protocol)
+            && (self.methods.is_empty() || self.methods.contains(req.method))
+            && self
+                .path
+                .as_ref()
+                .is_none_or(|p| p.matches(path.as_bytes()))
+            && self
+                .host
+                .as_ref()
+                .is_none_or(|h| req.host.is_some_and(|host| h.matches(host)))
+            && headers_match(&self.headers, req.headers)
     }
 
     fn l4_matches(
@@ -478,6 +555,7 @@ impl CompiledRule {
                 duration: Duration::ZERO,
                 side: crate::model::DelaySide::Request,
             },
+            CompiledFault::Rewrite(r) => Action::Rewrite(Arc::clone(r)),
         };
         self.decision_for(action, self.kind)
     }

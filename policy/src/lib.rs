@@ -5,7 +5,8 @@
 //!
 //! Layout (each module only uses the ones above it in this list):
 //! - `model`: the document as data ([`Policy`], [`Rule`], [`Match`]); its
-//!   files `faults` (the seven faults), `units` (durations, rates) and
+//!   files `faults` (the request-side faults), `response`
+//!   (`match.response`, `replace`, `patch`), `units` (durations, rates) and
 //!   `net` (ports, CIDRs) hold the values with a text form. Serde in and
 //!   out; the JSON output parses again to the same policy.
 //! - `error`: [`PolicyError`], naming rule, field and problem; and
@@ -40,19 +41,24 @@ mod parse;
 mod validate;
 pub mod wire;
 
-pub use action::{AbortAction, Action, BandwidthLimit, Decision, GrpcAbort, HttpResponse};
+pub use action::{
+    AbortAction, Action, BandwidthLimit, BodyRewrite, Decision, GrpcAbort, HttpResponse, Rewrite,
+};
 pub use compile::{
     ABORT_GRPC_HEADER, ABORT_HEADER, CONTROL_HEADERS, CompiledPolicy, DELAY_HEADER,
     FIRST_MAX_CLIENTS, Refusal, compile, strip_control_headers,
 };
-pub use decide::{ConnInfo, DnsQuery, Refused, RequestInfo, RequestOutcome, TlsInfo, is_probe};
+pub use decide::{
+    ConnInfo, DnsQuery, Refused, RequestInfo, RequestOutcome, ResponseInfo, TlsInfo, is_probe,
+};
 pub use error::{FieldError, Location, PolicyError, RuleRef, error_chain};
 pub use model::{
-    Abort, Bandwidth, ByteRate, Cidr, Delay, DelaySide, Direction, DnsFault, DnsMatch, DnsRcode,
-    FaultKind, FaultSpec, FromHeaders, GrpcCode, Hang, HumanDuration, LimitData, LogNormalDelay,
-    MAX_DURATION, Match, NormalDelay, ParetoDelay, Partition, PartitionMode, Peer, Policy,
-    PortRange, Ports, Protocol, RecordType, Reset, Respond, Rule, Selector, Side, Slicer,
-    SlowClose, UniformDelay,
+    Abort, Bandwidth, BodyPatch, ByteRate, Cidr, Delay, DelaySide, Direction, DnsFault, DnsMatch,
+    DnsRcode, FaultKind, FaultSpec, FromHeaders, GrpcCode, Hang, HeaderPatch, HumanDuration,
+    LimitData, LogNormalDelay, MAX_DURATION, Match, NormalDelay, ParetoDelay, Partition,
+    PartitionMode, Patch, Peer, Policy, PortRange, Ports, Protocol, RecordType, Replace, Reset,
+    Respond, ResponseMatch, Rule, Selector, Side, Slicer, SlowClose, StatusRange, Statuses,
+    UniformDelay,
 };
 pub use parse::{MAX_POLICY_BYTES, parse};
 pub use validate::{

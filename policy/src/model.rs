@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer, Serialize, de};
 mod dns;
 mod faults;
 mod net;
+mod response;
 mod toxics;
 mod units;
 
@@ -22,6 +23,7 @@ pub use faults::{
     ParetoDelay, Partition, PartitionMode, Reset, Respond, UniformDelay,
 };
 pub use net::{Cidr, PortRange, Ports};
+pub use response::{BodyPatch, HeaderPatch, Patch, Replace, ResponseMatch, StatusRange, Statuses};
 pub use toxics::{LimitData, Side, Slicer, SlowClose};
 pub(crate) use units::quoted;
 pub use units::{ByteRate, HumanDuration, MAX_DURATION};
@@ -160,6 +162,18 @@ pub struct Rule {
         deserialize_with = "de_present"
     )]
     pub from_headers: Option<FromHeaders>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
+    pub replace: Option<Replace>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "de_present"
+    )]
+    pub patch: Option<Patch>,
 }
 
 impl Rule {
@@ -202,6 +216,12 @@ impl Rule {
         if let Some(f) = &self.from_headers {
             out.push(FaultSpec::FromHeaders(f));
         }
+        if let Some(f) = &self.replace {
+            out.push(FaultSpec::Replace(f));
+        }
+        if let Some(f) = &self.patch {
+            out.push(FaultSpec::Patch(f));
+        }
         out
     }
 
@@ -229,6 +249,8 @@ pub enum FaultSpec<'a> {
     SlowClose(&'a SlowClose),
     Dns(&'a DnsFault),
     FromHeaders(&'a FromHeaders),
+    Replace(&'a Replace),
+    Patch(&'a Patch),
 }
 
 impl FaultSpec<'_> {
@@ -246,6 +268,8 @@ impl FaultSpec<'_> {
             Self::SlowClose(_) => FaultKind::SlowClose,
             Self::Dns(_) => FaultKind::Dns,
             Self::FromHeaders(_) => FaultKind::FromHeaders,
+            Self::Replace(_) => FaultKind::Replace,
+            Self::Patch(_) => FaultKind::Patch,
         }
     }
 
@@ -280,10 +304,12 @@ pub enum FaultKind {
     Dns,
     #[serde(rename = "fromHeaders")]
     FromHeaders,
+    Replace,
+    Patch,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 12] = [
+    pub const ALL: [FaultKind; 14] = [
         Self::Delay,
         Self::Abort,
         Self::Respond,
@@ -296,6 +322,8 @@ impl FaultKind {
         Self::SlowClose,
         Self::Dns,
         Self::FromHeaders,
+        Self::Replace,
+        Self::Patch,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -314,6 +342,8 @@ impl FaultKind {
             Self::SlowClose => "slowClose",
             Self::Dns => "dns",
             Self::FromHeaders => "fromHeaders",
+            Self::Replace => "replace",
+            Self::Patch => "patch",
         }
     }
 
@@ -321,6 +351,12 @@ impl FaultKind {
     /// connection opens, before its protocol is known.
     pub fn is_connection_level(self) -> bool {
         matches!(self, Self::Partition | Self::Reset)
+    }
+
+    /// Replace and patch change the upstream's answer, so they are decided
+    /// once it has arrived.
+    pub fn acts_on_response(self) -> bool {
+        matches!(self, Self::Replace | Self::Patch)
     }
 }
 
@@ -370,6 +406,9 @@ pub struct Match {
     /// DNS queries by name and type (implies `protocol: dns`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsMatch>,
+    /// The upstream's answer: such a rule is decided once it arrives.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<ResponseMatch>,
 }
 
 impl Match {
@@ -397,6 +436,9 @@ impl Match {
         }
         if self.probes {
             out.push("probes");
+        }
+        if self.response.is_some() {
+            out.push("response");
         }
         out
     }

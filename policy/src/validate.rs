@@ -11,9 +11,9 @@ use crate::compile::{RESERVED_RESPONSE_HEADERS, parse_header_name, parse_method}
 use crate::error::{PolicyError, RuleRef};
 use crate::model::quoted;
 use crate::model::{
-    Abort, Bandwidth, Delay, Direction, DnsMatch, FaultSpec, FromHeaders, HumanDuration, LimitData,
-    LogNormalDelay, MAX_DURATION, Match, ParetoDelay, Peer, Policy, Protocol, Respond, Rule,
-    Selector, Side, Slicer, SlowClose,
+    Abort, Bandwidth, Delay, DelaySide, Direction, DnsMatch, FaultSpec, FromHeaders, HumanDuration,
+    LimitData, LogNormalDelay, MAX_DURATION, Match, ParetoDelay, Patch, Peer, Policy, Protocol,
+    Replace, Respond, ResponseMatch, Rule, Selector, Side, Slicer, SlowClose,
 };
 
 type Check = Result<(), (String, String)>;
@@ -92,7 +92,7 @@ fn validate_rule(rule: &Rule) -> Check {
             return fail(
                 "",
                 "no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, \
-                 slicer, limitData, slowClose, dns, fromHeaders",
+                 slicer, limitData, slowClose, dns, fromHeaders, replace, patch",
             );
         }
         many => {
@@ -129,6 +129,8 @@ fn validate_rule(rule: &Rule) -> Check {
         FaultSpec::Bandwidth(b) => validate_bandwidth(b),
         FaultSpec::Partition(_) | FaultSpec::Dns(_) => Ok(()),
         FaultSpec::FromHeaders(h) => validate_from_headers(h),
+        FaultSpec::Replace(r) => validate_replace(r),
+        FaultSpec::Patch(p) => validate_patch(p),
         FaultSpec::Reset(r) => {
             if r.after_bytes.is_none() && r.after.is_none() {
                 return fail(
@@ -279,14 +281,13 @@ fn validate_match(m: &Match) -> Check {
     }
     for (name, pattern) in &m.headers {
         let field = format!("match.headers.{name}");
-        let header = parse_header_name(name).map_err(|e| (field.clone(), e))?;
+        let header = validate_header_pattern(&field, name, pattern)?;
         if header == http::header::HOST {
             return fail(field, "match the destination host with match.host");
         }
-        check_pattern_length(&field, pattern)?;
-        if pattern.chars().any(|c| c.is_control()) {
-            return fail(field, "value pattern may not contain control characters");
-        }
+    }
+    if let Some(response) = &m.response {
+        validate_response_match(response)?;
     }
     if let Some(host) = &m.host {
         validate_host(host).map_err(|e| ("match.host".to_owned(), e))?;
@@ -438,6 +439,32 @@ fn validate_dns_match(dns: &DnsMatch) -> Check {
     Ok(())
 }
 
+fn validate_header_pattern(
+    field: &str,
+    name: &str,
+    pattern: &str,
+) -> Result<http::HeaderName, (String, String)> {
+    let header = parse_header_name(name).map_err(|e| (field.to_owned(), e))?;
+    check_pattern_length(field, pattern)?;
+    if pattern.chars().any(|c| c.is_control()) {
+        return fail(field, "value pattern may not contain control characters");
+    }
+    Ok(header)
+}
+
+fn validate_response_match(m: &ResponseMatch) -> Check {
+    if m.status.is_none() && m.headers.is_empty() {
+        return fail(
+            "match.response",
+            "set status, headers or both (e.g. status: 5xx)",
+        );
+    }
+    for (name, pattern) in &m.headers {
+        validate_header_pattern(&format!("match.response.headers.{name}"), name, pattern)?;
+    }
+    Ok(())
+}
+
 fn check_pattern_length(field: &str, pattern: &str) -> Check {
     if pattern.len() > MAX_PATTERN_BYTES {
         return fail(
@@ -508,6 +535,9 @@ fn validate_fault_vs_match(fault: FaultSpec<'_>, m: &Match) -> Check {
             );
         }
     }
+    if m.response.is_some() {
+        validate_fault_on_response(fault)?;
+    }
     // Traffic the proxy only copies has no HTTP responses to replace.
     let copied = match m.protocol {
         Some(p @ (Protocol::Tcp | Protocol::Tls)) => Some(format!("protocol {}", p.as_str())),
@@ -517,6 +547,8 @@ fn validate_fault_vs_match(fault: FaultSpec<'_>, m: &Match) -> Check {
     if let Some(copied) = copied {
         let field = match fault {
             FaultSpec::Respond(_) => Some("respond"),
+            FaultSpec::Replace(_) => Some("replace"),
+            FaultSpec::Patch(_) => Some("patch"),
             FaultSpec::Abort(a) if a.status.is_some() => Some("abort.status"),
             FaultSpec::Abort(a) if a.grpc.is_some() => Some("abort.grpc"),
             _ => None,
@@ -540,6 +572,38 @@ fn tcp_only_message(fault: FaultSpec<'_>) -> String {
         "{what} acts on raw TCP connections only (the proxy re-frames HTTP); \
          select them with port, from, to or protocol: tcp"
     )
+}
+
+/// Which faults can wait for the upstream's answer: the ones that act on
+/// it (`delay` on the response, `abort` in its place, `replace`, `patch`).
+fn validate_fault_on_response(fault: FaultSpec<'_>) -> Check {
+    let why = match fault {
+        FaultSpec::Delay(d) if d.on == DelaySide::Request => {
+            "a request-side delay waits before the upstream is asked; set delay.on: response"
+        }
+        FaultSpec::Delay(_) | FaultSpec::Abort(_) | FaultSpec::Replace(_) | FaultSpec::Patch(_) => {
+            return Ok(());
+        }
+        FaultSpec::Respond(_) => {
+            "respond answers without asking the upstream; use replace to change its answer"
+        }
+        FaultSpec::Hang(_) => "hang never asks the upstream; remove match.response",
+        FaultSpec::Bandwidth(_) => {
+            "bandwidth is chosen before the request is forwarded; remove match.response"
+        }
+        FaultSpec::LimitData(_) => {
+            "limitData is chosen before the request is forwarded; remove match.response"
+        }
+        // Refused earlier: they act on raw TCP only.
+        FaultSpec::Slicer(_) | FaultSpec::SlowClose(_) => "acts on raw TCP connections only",
+        FaultSpec::Dns(_) => "dns answers a DNS query, which has no HTTP response",
+        FaultSpec::FromHeaders(_) => {
+            "fromHeaders is chosen from the request before it is forwarded; remove match.response"
+        }
+        // Refused earlier: connection-level faults take no HTTP matchers.
+        FaultSpec::Partition(_) | FaultSpec::Reset(_) => "acts on whole connections",
+    };
+    fail("match.response", why)
 }
 
 fn validate_delay(d: &Delay) -> Check {
@@ -769,6 +833,54 @@ fn validate_respond(r: &Respond) -> Check {
         validate_bodiless("respond.body", status, r.body.as_deref())?;
     }
     validate_headers("respond.headers", &r.headers)
+}
+
+fn validate_replace(r: &Replace) -> Check {
+    if r.status.is_none() && r.headers.is_none() && r.body.is_none() {
+        return fail("replace", "set status, headers, body or several of them");
+    }
+    if let Some(status) = r.status {
+        validate_status("replace.status", status)?;
+        validate_bodiless("replace.body", status, r.body.as_deref())?;
+    }
+    if let Some(headers) = &r.headers {
+        validate_headers("replace.headers", headers)?;
+    }
+    Ok(())
+}
+
+fn validate_patch(p: &Patch) -> Check {
+    if p.status.is_none() && p.headers.is_empty() && p.body.is_none() {
+        return fail("patch", "set status, headers, body or several of them");
+    }
+    if let Some(status) = p.status {
+        validate_status("patch.status", status)?;
+        if matches!(status, 204 | 205 | 304) && p.body.is_some() {
+            return fail(
+                "patch.body",
+                format!("a {status} response has no body; remove body or use another status"),
+            );
+        }
+    }
+    validate_headers("patch.headers.set", &p.headers.set)?;
+    for (i, name) in p.headers.remove.iter().enumerate() {
+        let field = format!("patch.headers.remove[{i}]");
+        let header = parse_header_name(name).map_err(|e| (field.clone(), e))?;
+        if RESERVED_RESPONSE_HEADERS.contains(&header.as_str()) {
+            return fail(field, "is set by the proxy");
+        }
+        if p.headers
+            .set
+            .keys()
+            .any(|k| k.eq_ignore_ascii_case(header.as_str()))
+        {
+            return fail(
+                field,
+                format!("{header} is also in set; keep one of the two"),
+            );
+        }
+    }
+    Ok(())
 }
 
 fn validate_peer(field: &str, peer: &Peer) -> Check {

@@ -837,3 +837,96 @@ fn first_n_memory_is_bounded() {
     r.source = IpAddr::V4(Ipv4Addr::from(0x0a00_0000));
     assert_eq!(r.hits(&p), None, "known clients keep their spent budget");
 }
+
+fn response_decision(
+    policy: &CompiledPolicy,
+    req: &Req,
+    status: u16,
+    headers: &HeaderMap,
+    rng: &mut StdRng,
+) -> Option<(String, FaultKind)> {
+    let candidates = policy.response_candidates(&req.info());
+    policy
+        .decide_response(
+            &candidates,
+            req.source,
+            &ResponseInfo { status, headers },
+            rng,
+        )
+        .map(|d| (d.rule_name.to_string(), d.kind))
+}
+
+#[test]
+fn response_rules_are_decided_on_the_response_only() {
+    let policy = compiled(
+        r#"
+rules:
+- name: errors
+  match: {path: /api/*, response: {status: 5xx, headers: {x-cache: "MISS*"}}}
+  abort: {status: 503}
+- name: all
+  patch: {headers: {set: {x-patched: "1"}}}
+"#,
+    );
+    let mut rng = rng();
+    // Never at request time.
+    assert!(
+        policy
+            .decide_request(&Req::new().info(), &mut rng)
+            .is_none()
+    );
+    let mut miss = HeaderMap::new();
+    miss.insert("x-cache", HeaderValue::from_static("MISS from edge"));
+    let mut api = Req::new();
+    api.path = "/api/x".into();
+    let decided = |req: &Req, status, headers: &HeaderMap, rng: &mut StdRng| {
+        response_decision(&policy, req, status, headers, rng)
+    };
+    assert_eq!(
+        decided(&api, 502, &miss, &mut rng),
+        Some(("errors".into(), FaultKind::Abort))
+    );
+    // A 200, a missing header or another path go on to the next rule.
+    for (req, status, headers) in [
+        (&api, 200, &miss),
+        (&api, 503, &HeaderMap::new()),
+        (&Req::new(), 503, &miss),
+    ] {
+        assert_eq!(
+            decided(req, status, headers, &mut rng),
+            Some(("all".into(), FaultKind::Patch))
+        );
+    }
+}
+
+#[test]
+fn first_counts_only_matching_responses() {
+    let policy = compiled(
+        "rules:\n- {match: {response: {status: 503}}, first: 2, replace: {status: 500}}\n",
+    );
+    let mut rng = rng();
+    let req = Req::new();
+    let none = HeaderMap::new();
+    for _ in 0..5 {
+        assert_eq!(response_decision(&policy, &req, 200, &none, &mut rng), None);
+    }
+    let fired: Vec<bool> = (0..4)
+        .map(|_| response_decision(&policy, &req, 503, &none, &mut rng).is_some())
+        .collect();
+    assert_eq!(fired, [true, true, false, false]);
+}
+
+#[test]
+fn percent_draws_only_for_matching_responses() {
+    let policy = compiled(
+        "rules:\n- {match: {response: {status: 500-599}}, percent: 25, replace: {status: 500}}\n",
+    );
+    let mut rng = rng();
+    let req = Req::new();
+    let none = HeaderMap::new();
+    let hits = (0..4000)
+        .filter(|_| response_decision(&policy, &req, 502, &none, &mut rng).is_some())
+        .count();
+    assert!((800..1200).contains(&hits), "{hits}");
+    assert!((0..100).all(|_| response_decision(&policy, &req, 200, &none, &mut rng).is_none()));
+}

@@ -100,7 +100,7 @@ fn error_unknown_fields_are_named() {
 fn error_exactly_one_fault() {
     assert_eq!(
         err(&rule("match: {port: 80}")),
-        r#"rules[0] "r": no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, slicer, limitData, slowClose, dns, fromHeaders"#
+        r#"rules[0] "r": no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, slicer, limitData, slowClose, dns, fromHeaders, replace, patch"#
     );
     assert_eq!(
         err(&rule("delay: {fixed: 1s}\nabort: {status: 500}")),
@@ -691,5 +691,115 @@ fn error_wrong_types_and_enums() {
     assert_eq!(
         err(&rule("hang: false")),
         r#"rules[0] "r": hang: false is not allowed (remove the field instead) (line 3, column 9)"#
+    );
+}
+
+#[test]
+fn error_response_match() {
+    assert_eq!(
+        err(&rule(
+            "match: {response: {status: 600}}\nabort: {status: 503}"
+        )),
+        r#"rules[0] "r": match.response.status: 600 is not an HTTP status (100-599) (line 3, column 30)"#
+    );
+    assert_eq!(
+        err(&rule(
+            "match: {response: {status: \"6xx\"}}\nabort: {status: 503}"
+        )),
+        r#"rules[0] "r": match.response.status: "6xx" is not a status, class or range like 503, 5xx or 500-504 (line 3, column 30)"#
+    );
+    assert_eq!(
+        err(&rule("match: {response: {}}\nabort: {status: 503}")),
+        r#"rules[0] "r": match.response: set status, headers or both (e.g. status: 5xx)"#
+    );
+    assert_eq!(
+        err(&rule(
+            "match: {response: {headers: {\"bad name\": x}}}\nabort: {status: 503}"
+        )),
+        r#"rules[0] "r": match.response.headers.bad name: "bad name" is not a valid header name"#
+    );
+    assert_eq!(
+        err(&rule(
+            "match: {response: {status: 5xx}}\ndelay: {fixed: 1s}"
+        )),
+        r#"rules[0] "r": match.response: a request-side delay waits before the upstream is asked; set delay.on: response"#
+    );
+    assert_eq!(
+        err(&rule(
+            "match: {response: {status: 5xx}}\nrespond: {status: 200}"
+        )),
+        r#"rules[0] "r": match.response: respond answers without asking the upstream; use replace to change its answer"#
+    );
+    assert_eq!(
+        err(&rule("match: {response: {status: 5xx}}\nhang:")),
+        r#"rules[0] "r": match.response: hang never asks the upstream; remove match.response"#
+    );
+    assert_eq!(
+        err(&rule(
+            "match: {response: {status: 5xx}}\nbandwidth: {rate: 1KiB}"
+        )),
+        r#"rules[0] "r": match.response: bandwidth is chosen before the request is forwarded; remove match.response"#
+    );
+    assert_eq!(
+        err(&rule(
+            "match: {response: {status: 5xx}}\nreset: {after: 1s}"
+        )),
+        r#"rules[0] "r": match.response: reset acts on whole connections, decided before any request is read; select peers with port, from, to or sni"#
+    );
+    assert_eq!(
+        err(&rule(
+            "match: {protocol: tcp, response: {status: 5xx}}\nabort: {reset: true}"
+        )),
+        r#"rules[0] "r": match.response: needs HTTP: cannot be combined with protocol tcp"#
+    );
+}
+
+#[test]
+fn error_replace_and_patch_shape() {
+    assert_eq!(
+        err(&rule("replace: {}")),
+        r#"rules[0] "r": replace: set status, headers, body or several of them"#
+    );
+    assert_eq!(
+        err(&rule("replace:")),
+        r#"rules[0] "r": replace: set status, headers, body or several of them"#
+    );
+    assert_eq!(
+        err(&rule("replace: {status: 304, body: x}")),
+        r#"rules[0] "r": replace.body: a 304 response has no body; remove body or use another status"#
+    );
+    assert_eq!(
+        err(&rule("replace: {headers: {content-length: \"3\"}}")),
+        r#"rules[0] "r": replace.headers.content-length: is set by the proxy"#
+    );
+    assert_eq!(
+        err(&rule("replace: {status: 150}")),
+        r#"rules[0] "r": replace.status: 150 is an informational status; use 200-599"#
+    );
+    assert_eq!(
+        err(&rule("patch: {}")),
+        r#"rules[0] "r": patch: set status, headers, body or several of them"#
+    );
+    assert_eq!(
+        err(&rule("patch: {headers: {remove: [transfer-encoding]}}")),
+        r#"rules[0] "r": patch.headers.remove[0]: is set by the proxy"#
+    );
+    assert_eq!(
+        err(&rule(
+            "patch: {headers: {set: {x-a: \"1\"}, remove: [X-A]}}"
+        )),
+        r#"rules[0] "r": patch.headers.remove[0]: x-a is also in set; keep one of the two"#
+    );
+    assert_eq!(
+        err(&rule("patch: {headers: {add: {x-a: \"1\"}}}")),
+        r#"rules[0] "r": patch.headers.add: unknown field (expected one of set, remove) (line 3, column 21)"#
+    );
+    assert_eq!(
+        err(&rule("patch: {status: 204, body: {merge: {a: 1}}}")),
+        r#"rules[0] "r": patch.body: a 204 response has no body; remove body or use another status"#
+    );
+    assert_eq!(
+        err(&rule("match: {protocol: tcp}\npatch: {status: 500}")),
+        r#"rules[0] "r": patch: protocol tcp has no HTTP responses (use abort: {reset: true})"#
     );
 }

@@ -1,6 +1,7 @@
 //! The first seven faults of the language (`delay`, `abort`, `respond`,
 //! `hang`, `bandwidth`, `partition`, `reset`), `fromHeaders`, and gRPC
-//! status codes, as data; the byte-stream ones are in `toxics`.
+//! status codes, as data; the byte-stream ones are in `toxics`, the response-side ones in
+//! `response`.
 //! What they do on the wire is the data plane's business; validation of
 //! their combinations is in `validate`.
 use std::collections::BTreeMap;
@@ -27,8 +28,9 @@ pub struct Delay {
     pub lognormal: Option<LogNormalDelay>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pareto: Option<ParetoDelay>,
-    #[serde(default, skip_serializing_if = "is_default")]
-    pub side: DelaySide,
+    /// When to wait; `side` is the older name, still accepted.
+    #[serde(default, skip_serializing_if = "is_default", alias = "side")]
+    pub on: DelaySide,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -355,7 +357,7 @@ fn is_default<T: Default + PartialEq>(v: &T) -> bool {
 
 /// An integer status; out-of-range numbers get the same message as
 /// validation gives for 600-999.
-fn de_status<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
+pub(super) fn de_status<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u16>, D::Error> {
     struct V;
     impl de::Visitor<'_> for V {
         type Value = u16;

@@ -88,7 +88,7 @@ fn invalid_update_keeps_the_last_good_policy() {
     let e = store.apply(bad).unwrap_err();
     assert_eq!(
         e.to_string(),
-        "rules[0]: no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, slicer, limitData, slowClose, dns, fromHeaders"
+        "rules[0]: no fault: set one of delay, abort, respond, hang, bandwidth, partition, reset, slicer, limitData, slowClose, dns, fromHeaders, replace, patch"
     );
     assert_eq!(store.current().version, "v1");
     assert!(faults(&store));
