@@ -75,6 +75,13 @@ impl EncodeLabelValue for RuleName {
     }
 }
 
+/// A body `patch` left as the upstream sent it, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct PatchSkipLabels {
+    pub rule: RuleName,
+    pub reason: &'static str,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
 pub struct RefusedLabels {
     pub rule: RuleName,
@@ -114,6 +121,10 @@ pub struct Metrics {
     pub policy_info: Family<PolicyLabels, Gauge<i64, AtomicI64>>,
     pub policy_connected: Gauge<i64, AtomicI64>,
     pub policy_reload_errors: Counter<u64, AtomicU64>,
+    /// Bytes of response bodies held for a JSON merge patch; also the
+    /// accounting that bounds them (`traffic::http::rewrite`).
+    pub patch_buffered: Gauge<i64, AtomicI64>,
+    pub patch_skipped: Family<PatchSkipLabels, Counter>,
     pub dns: DnsMetrics,
 }
 
@@ -264,9 +275,23 @@ impl Metrics {
         );
         let dns = DnsMetrics::default();
         dns.register(&mut registry);
+        let patch_buffered = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "response_patch_buffered_bytes",
+            "Bytes of upstream response bodies held to apply a JSON merge patch",
+            patch_buffered.clone(),
+        );
+        let patch_skipped = Family::<PatchSkipLabels, Counter>::default();
+        registry.register(
+            "response_patch_skipped",
+            "Response bodies a patch rule passed unchanged (compressed, not JSON, too large, budget spent)",
+            patch_skipped.clone(),
+        );
         Metrics {
             dns,
             registry,
+            patch_buffered,
+            patch_skipped,
             requests,
             connections,
             connections_active,

@@ -44,7 +44,7 @@ impl StatusRange {
     }
 
     fn is_class(self) -> bool {
-        self.start % 100 == 0 && self.end == self.start + 99
+        self.start.is_multiple_of(100) && self.end == self.start + 99
     }
 }
 

@@ -7,7 +7,7 @@
 //! [`HttpFault`] or a [`ConnFault`] that `http::service`, `accept` and
 //! `tcp` act on. Keeping the two apart means the policy language can grow
 //! without the I/O code changing.
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,8 +16,8 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 
 use faultline_policy::{
     AbortAction, Action, BandwidthLimit, CompiledPolicy, ConnInfo, Decision, DelaySide, Direction,
-    PartitionMode, Protocol as PolicyProtocol, Refusal, RequestInfo, RequestOutcome, Side, TlsInfo,
-    strip_control_headers,
+    PartitionMode, Protocol as PolicyProtocol, Refusal, RequestInfo, RequestOutcome, ResponseInfo,
+    Rewrite, Side, TlsInfo, strip_control_headers,
 };
 
 use crate::source::store::PolicyStore;
@@ -54,6 +54,8 @@ pub enum HttpFault {
     /// Wait, then apply the inner fault (a request that asked for a delay
     /// and an abort with the `fromHeaders` headers).
     Delayed(Duration, Box<HttpFault>),
+    /// Change the upstream's response (`replace`, `patch`).
+    Rewrite(Arc<Rewrite>),
 }
 
 /// A fault applied to a whole connection (any protocol).
@@ -118,6 +120,30 @@ pub struct RequestFault {
     pub refused: Option<(Arc<str>, Refusal)>,
 }
 
+/// What the policy knows of a request.
+fn request_info<'a, B>(conn: &ConnInfo, req: &'a Request<B>, grpc: bool) -> RequestInfo<'a> {
+    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
+        req.headers()
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+    });
+    RequestInfo {
+        direction: conn.direction,
+        destination_port: conn.destination_port,
+        protocol: if grpc {
+            PolicyProtocol::Grpc
+        } else {
+            PolicyProtocol::Http
+        },
+        method: req.method(),
+        path: req.uri().path(),
+        headers: req.headers(),
+        source_ip: conn.source_ip,
+        destination_ip: conn.destination_ip,
+        host,
+    }
+}
+
 /// The fault for one HTTP request or gRPC call on connection `conn`.
 /// While a `fromHeaders` rule is in force, the request's control headers
 /// are removed here, whatever was decided, so they never go upstream.
@@ -153,27 +179,55 @@ fn decide<'p, B>(
     req: &Request<B>,
     grpc: bool,
 ) -> RequestOutcome<'p> {
-    let host = req.uri().authority().map(|a| a.as_str()).or_else(|| {
-        req.headers()
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-    });
-    let info = RequestInfo {
-        direction: conn.direction,
-        destination_port: conn.destination_port,
-        protocol: if grpc {
-            PolicyProtocol::Grpc
-        } else {
-            PolicyProtocol::Http
-        },
-        method: req.method(),
-        path: req.uri().path(),
-        headers: req.headers(),
-        source_ip: conn.source_ip,
-        destination_ip: conn.destination_ip,
-        host,
+    compiled.decide_request_outcome(&request_info(conn, req, grpc), &mut rand::rng())
+}
+
+/// The rules that may still fault a forwarded request once its response
+/// arrives, with the policy they belong to: the response is judged by the
+/// policy the request was, even if a new one arrives meanwhile.
+#[derive(Debug)]
+pub struct PendingResponse {
+    policy: Arc<CompiledPolicy>,
+    candidates: Vec<usize>,
+    client: IpAddr,
+}
+
+/// The response-stage rules whose request-side matchers match `req`; `None`
+/// (at the cost of one lock-free load) when the policy has none.
+pub fn response_candidates<B>(
+    store: &PolicyStore,
+    conn: &ConnInfo,
+    req: &Request<B>,
+    grpc: bool,
+) -> Option<PendingResponse> {
+    if !store.with_compiled(CompiledPolicy::has_response_rules) {
+        return None;
+    }
+    let policy = store.compiled();
+    let candidates = policy.response_candidates(&request_info(conn, req, grpc));
+    (!candidates.is_empty()).then_some(PendingResponse {
+        policy,
+        candidates,
+        client: conn.source_ip,
+    })
+}
+
+/// The fault for the upstream's response head `response`, if any.
+pub fn response_fault<B>(
+    pending: &PendingResponse,
+    response: &http::Response<B>,
+) -> Option<Injected<HttpFault>> {
+    let info = ResponseInfo {
+        status: response.status().as_u16(),
+        headers: response.headers(),
     };
-    compiled.decide_request_outcome(&info, &mut rand::rng())
+    let decision = pending.policy.decide_response(
+        &pending.candidates,
+        pending.client,
+        &info,
+        &mut rand::rng(),
+    )?;
+    injected(decision, http_fault)
 }
 
 /// The connection-level decision (partition, reset) when a connection is
@@ -274,6 +328,7 @@ pub fn http_fault(action: &Action) -> Option<HttpFault> {
         Action::DelayedAbort { delay, abort } => {
             HttpFault::Delayed(*delay, Box::new(http_fault(&Action::Abort(abort.clone()))?))
         }
+        Action::Rewrite(rewrite) => HttpFault::Rewrite(Arc::clone(rewrite)),
         Action::Partition { .. }
         | Action::Reset { .. }
         | Action::Slicer { .. }
@@ -309,7 +364,8 @@ pub fn conn_fault(action: &Action) -> Option<ConnFault> {
         Action::Abort(_)
         | Action::DelayedAbort { .. }
         | Action::Respond(_)
-        | Action::Dns { .. } => return None,
+        | Action::Dns { .. }
+        | Action::Rewrite(_) => return None,
     })
 }
 

@@ -7,6 +7,8 @@
 //!   ambiguities) and client body errors told apart from upstream ones;
 //! - `http/response.rs`: responses the proxy makes itself (aborts, gRPC
 //!   trailers-only statuses, 502) and hop-by-hop header handling;
+//! - `http/rewrite.rs`: `replace` and `patch` applied to an upstream's
+//!   response (the one place a body may be held, bounded);
 //! - `http/throttled.rs`: the bandwidth-limited body wrapper;
 //! - `http/keepalive.rs`: HTTP/1.1 connections, taken apart while idle so
 //!   that they hold no buffers;
@@ -29,6 +31,7 @@ use crate::state::ProxyState;
 mod keepalive;
 pub mod request;
 pub mod response;
+pub mod rewrite;
 pub mod service;
 pub mod throttled;
 

@@ -16,6 +16,7 @@ mod idle;
 mod memory;
 mod operations;
 mod reload;
+mod response_faults;
 mod support;
 mod tcp;
 mod tls;

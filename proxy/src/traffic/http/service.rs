@@ -14,6 +14,7 @@ use super::request::{ClientBodyError, check_head};
 use super::response::{
     bad_gateway, fixed, grpc_abort, is_grpc, is_upgrade, refused, strip_hop_headers,
 };
+use super::rewrite::rewrite;
 use super::throttled::{Throttled, Truncate};
 use crate::body::{BoxError, ProxyBody};
 use crate::conn::ConnCtx;
@@ -57,12 +58,8 @@ pub async fn handle(
     let mut response_delay = None;
     let mut throttles = None;
     let mut truncate = None;
-    let decided = effects::request_fault(
-        &shared.store,
-        &effects::conn_info(ctx.direction, ctx.client, ctx.original_dst),
-        &mut req,
-        grpc,
-    );
+    let conn = effects::conn_info(ctx.direction, ctx.client, ctx.original_dst);
+    let decided = effects::request_fault(&shared.store, &conn, &mut req, grpc);
     if let Some((rule, refusal)) = decided.refused {
         shared.metrics.header_fault_refused(&rule, refusal.reason());
         tracing::debug!(%rule, reason = refusal.reason(), %refusal, client = %ctx.client, "refused a fault the request asked for");
@@ -100,8 +97,15 @@ pub async fn handle(
             HttpFault::TruncateResponse(bytes) => truncate = Some(bytes),
             // Unwrapped above: the policy never nests one in another.
             HttpFault::Delayed(..) => {}
+            // Only ever decided on the response.
+            HttpFault::Rewrite(_) => {}
         }
     }
+    // Upgrades and CONNECT turn into tunnels; their answer is left alone.
+    let pending = (!is_upgrade(req.headers()) && req.method() != http::Method::CONNECT)
+        .then(|| effects::response_candidates(&shared.store, &conn, &req, grpc))
+        .flatten();
+    let head_request = req.method() == http::Method::HEAD;
 
     let started = Instant::now();
     // Boxed: hyper moves the request future around (into its in-flight
@@ -121,6 +125,43 @@ pub async fn handle(
         cached,
         |h| h.observe(latency),
     );
+    if let Some(pending) = pending
+        && let Some(injected) = effects::response_fault(&pending, &response)
+    {
+        shared.metrics.fault(&injected.rule, injected.kind);
+        tracing::debug!(rule = %injected.rule, kind = injected.kind, status = %response.status(), "fault injected on a response");
+        response = match injected.fault {
+            HttpFault::DelayResponse(delay) | HttpFault::DelayRequest(delay) => {
+                tokio::time::sleep(delay).await;
+                response
+            }
+            HttpFault::Respond {
+                status,
+                headers,
+                body,
+            } => fixed(status, &headers, body),
+            HttpFault::Grpc { status, message } => grpc_abort(status, message),
+            HttpFault::Reset => {
+                ctx.kill();
+                return std::future::pending().await;
+            }
+            HttpFault::Rewrite(how) => {
+                rewrite(
+                    response,
+                    &how,
+                    head_request,
+                    &shared.metrics,
+                    &injected.rule,
+                )
+                .await
+            }
+            // Never decided on the response (validation refuses them).
+            HttpFault::Hang
+            | HttpFault::Bandwidth(_)
+            | HttpFault::TruncateResponse(_)
+            | HttpFault::Delayed(..) => response,
+        };
+    }
     if let Some(delay) = response_delay {
         tokio::time::sleep(delay).await;
     }
