@@ -752,6 +752,10 @@ fn error_response_match() {
         )),
         r#"rules[0] "r": match.response: needs HTTP: cannot be combined with protocol tcp"#
     );
+    assert!(
+        err(&rule("delay: {fixed: 1s, side: response, on: response}"))
+            .contains("duplicate field `on`")
+    );
 }
 
 #[test]

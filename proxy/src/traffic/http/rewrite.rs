@@ -337,6 +337,24 @@ mod tests {
         }
     }
 
+    /// The worked example of docs/fault-language.md, byte for byte.
+    #[tokio::test]
+    async fn merge_patch_of_the_documented_example() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        headers.insert(header::CONTENT_LENGTH, "64".parse().unwrap());
+        let upstream = r#"{"items": [{"id": 1}], "total": 12, "promo": "X", "currency": "EUR"}"#;
+        let patch = serde_json::json!({"items": [], "total": 0, "promo": null});
+        let gauge = Gauge::default();
+        let body = merge_patch(&mut headers, full(upstream), &patch, &gauge)
+            .await
+            .unwrap();
+        let bytes = body.collect().await.unwrap().to_bytes();
+        assert_eq!(&bytes[..], br#"{"currency":"EUR","items":[],"total":0}"#);
+        assert!(headers.get(header::CONTENT_LENGTH).is_none());
+        assert_eq!(gauge.get(), 0);
+    }
+
     #[test]
     fn the_budget_is_shared_and_given_back() {
         let gauge = Gauge::<i64, std::sync::atomic::AtomicI64>::default();
