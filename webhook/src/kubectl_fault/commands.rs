@@ -88,6 +88,10 @@ fn has_fault_flags(f: &FaultFlags) -> bool {
         || f.slow_close.is_some()
         || f.dns_rcode.is_some()
         || f.dns_drop
+        || f.replace_status.is_some()
+        || f.replace_body.is_some()
+        || !f.set_headers.is_empty()
+        || !f.remove_headers.is_empty()
 }
 
 async fn inject(

@@ -18,10 +18,17 @@ pub enum CliError {
         expected: String,
         got: String,
     },
+    #[error("--set-header wants NAME=VALUE, got {0:?}")]
+    HeaderFlag(String),
+    #[error(
+        "--delay-on needs a delay: --delay, --delay-uniform, --delay-lognormal or --delay-pareto"
+    )]
+    DelayOnWithoutDelay,
     #[error(
         "choose a fault: --delay (or --delay-uniform, --delay-lognormal, --delay-pareto), --abort, \
          --grpc, --partition-to, --bandwidth, --slicer, --limit-data, --slow-close, --dns-rcode, \
-         --dns-drop or --header-max-delay/--header-abort/--header-abort-grpc (or -f FILE)"
+         --dns-drop, --header-max-delay/--header-abort/--header-abort-grpc, \
+         --replace-status/--replace-body or --set-header/--remove-header (or -f FILE)"
     )]
     NoFault,
     #[error("choose one fault per command (use -f FILE for several rules)")]
@@ -81,6 +88,8 @@ impl CliError {
         match self {
             Self::Target(_)
             | Self::Labels(_)
+            | Self::HeaderFlag(_)
+            | Self::DelayOnWithoutDelay
             | Self::NoFault
             | Self::ManyFaults
             | Self::Side

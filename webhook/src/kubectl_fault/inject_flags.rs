@@ -64,6 +64,22 @@ pub struct FaultFlags {
     /// Fail matching gRPC calls with this status code (e.g. UNAVAILABLE).
     #[arg(long, value_name = "CODE")]
     pub grpc: Option<String>,
+    /// With a delay: wait before forwarding the request (`request`) or before
+    /// returning the response (`response`, the default with --response-status).
+    #[arg(long, value_name = "SIDE", value_parser = ["request", "response"])]
+    pub delay_on: Option<String>,
+    /// Replace the status of the upstream's responses with this one.
+    #[arg(long, value_name = "STATUS")]
+    pub replace_status: Option<u16>,
+    /// Replace the body of the upstream's responses with this text.
+    #[arg(long, value_name = "TEXT")]
+    pub replace_body: Option<String>,
+    /// Set this header on the upstream's responses (NAME=VALUE, repeatable).
+    #[arg(long = "set-header", value_name = "NAME=VALUE")]
+    pub set_headers: Vec<String>,
+    /// Remove this header from the upstream's responses (repeatable).
+    #[arg(long = "remove-header", value_name = "NAME")]
+    pub remove_headers: Vec<String>,
     /// Refuse outbound connections to pods with these labels (k=v[,k=v]).
     #[arg(long, value_name = "LABELS")]
     pub partition_to: Option<String>,
@@ -106,6 +122,10 @@ pub struct FaultFlags {
     /// Match only these HTTP methods (repeatable).
     #[arg(long = "method", value_name = "METHOD")]
     pub methods: Vec<String>,
+    /// Act only on upstream responses with this status, class or range
+    /// (503, 5xx, 500-504; repeatable): the fault is decided on the response.
+    #[arg(long = "response-status", value_name = "STATUS")]
+    pub response_statuses: Vec<String>,
     /// Match only this port.
     #[arg(long, value_name = "PORT")]
     pub port: Option<u16>,
@@ -137,6 +157,11 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
     let mut rule = Map::new();
     rule.insert("name".into(), json!(flags.name));
     let mut matcher = Map::new();
+    // A delay decided on the response can only wait on the response.
+    let delay_on = flags
+        .delay_on
+        .as_deref()
+        .or((!flags.response_statuses.is_empty()).then_some("response"));
     if let Some(delay) = &flags.delay {
         let mut d = Map::new();
         d.insert("fixed".into(), json!(delay));
@@ -169,8 +194,44 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
         }
         faults.push(("fromHeaders", Value::Object(spec)));
     }
+    match faults.first_mut() {
+        Some(("delay", Value::Object(d))) => {
+            if let Some(on) = delay_on {
+                d.insert("on".into(), json!(on));
+            }
+        }
+        _ if flags.delay_on.is_some() => return Err(CliError::DelayOnWithoutDelay),
+        _ => {}
+    }
     if let Some(status) = flags.abort {
         faults.push(("abort", json!({"status": status})));
+    }
+    if flags.replace_status.is_some() || flags.replace_body.is_some() {
+        let mut r = Map::new();
+        if let Some(status) = flags.replace_status {
+            r.insert("status".into(), json!(status));
+        }
+        if let Some(body) = &flags.replace_body {
+            r.insert("body".into(), json!(body));
+        }
+        faults.push(("replace", Value::Object(r)));
+    }
+    if !flags.set_headers.is_empty() || !flags.remove_headers.is_empty() {
+        let mut set = Map::new();
+        for pair in &flags.set_headers {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| CliError::HeaderFlag(pair.clone()))?;
+            set.insert(k.trim().into(), json!(v));
+        }
+        let mut headers = Map::new();
+        if !set.is_empty() {
+            headers.insert("set".into(), Value::Object(set));
+        }
+        if !flags.remove_headers.is_empty() {
+            headers.insert("remove".into(), json!(flags.remove_headers));
+        }
+        faults.push(("patch", json!({"headers": headers})));
     }
     if let Some(code) = &flags.grpc {
         faults.push(("abort", json!({"grpc": code.to_ascii_uppercase()})));
@@ -244,6 +305,18 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
     }
     if let Some(path) = &flags.path {
         matcher.insert("path".into(), json!(path));
+    }
+    if !flags.response_statuses.is_empty() {
+        let statuses: Vec<Value> = flags
+            .response_statuses
+            .iter()
+            .map(|s| {
+                s.trim()
+                    .parse::<u16>()
+                    .map_or_else(|_| json!(s.trim()), |n| json!(n))
+            })
+            .collect();
+        matcher.insert("response".into(), json!({"status": statuses}));
     }
     if !flags.methods.is_empty() {
         let methods: Vec<String> = flags

@@ -380,3 +380,80 @@ fn header_flags_build_one_from_headers_rule() {
         .to_string();
     assert!(error.contains("fromHeaders.abortStatuses[0]"), "{error}");
 }
+
+#[test]
+fn response_flags_build_valid_policies() {
+    let f = FaultFlags {
+        delay: Some("1s".into()),
+        response_statuses: vec!["5xx".into(), "429".into()],
+        ..flags()
+    };
+    let text = policy_from_flags(&f).unwrap();
+    policy::parse(&text).unwrap();
+    let v: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(v["rules"][0]["delay"]["on"], "response");
+    assert_eq!(
+        v["rules"][0]["match"]["response"]["status"],
+        json!(["5xx", 429])
+    );
+
+    let f = FaultFlags {
+        replace_status: Some(503),
+        replace_body: Some("down".into()),
+        response_statuses: vec!["500-504".into()],
+        ..flags()
+    };
+    let v: Value = serde_yaml::from_str(&policy_from_flags(&f).unwrap()).unwrap();
+    assert_eq!(
+        v["rules"][0]["replace"],
+        json!({"status": 503, "body": "down"})
+    );
+
+    let f = FaultFlags {
+        set_headers: vec!["retry-after=5".into()],
+        remove_headers: vec!["etag".into()],
+        ..flags()
+    };
+    let text = policy_from_flags(&f).unwrap();
+    policy::parse(&text).unwrap();
+    let v: Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(
+        v["rules"][0]["patch"],
+        json!({"headers": {"set": {"retry-after": "5"}, "remove": ["etag"]}})
+    );
+
+    let f = FaultFlags {
+        set_headers: vec!["no-equals".into()],
+        ..flags()
+    };
+    assert!(matches!(
+        policy_from_flags(&f),
+        Err(CliError::HeaderFlag(_))
+    ));
+    // A request-side delay cannot wait for a response's status.
+    let f = FaultFlags {
+        delay: Some("1s".into()),
+        delay_on: Some("request".into()),
+        response_statuses: vec!["5xx".into()],
+        ..flags()
+    };
+    let e = policy::parse(&policy_from_flags(&f).unwrap()).unwrap_err();
+    assert!(e.to_string().contains("match.response"), "{e}");
+    // Distributions wait on the response too; --delay-on needs a delay.
+    let f = FaultFlags {
+        delay_uniform: Some("1ms,2ms".into()),
+        response_statuses: vec!["503".into()],
+        ..flags()
+    };
+    let v: Value = serde_yaml::from_str(&policy_from_flags(&f).unwrap()).unwrap();
+    assert_eq!(v["rules"][0]["delay"]["on"], "response");
+    let f = FaultFlags {
+        abort: Some(503),
+        delay_on: Some("response".into()),
+        ..flags()
+    };
+    assert!(matches!(
+        policy_from_flags(&f),
+        Err(CliError::DelayOnWithoutDelay)
+    ));
+}
