@@ -13,8 +13,9 @@ import pytest
 import yaml
 
 from faultline import (abort, ask, bandwidth, delay, dns, dns_delay, dns_drop, from_headers, grpc_abort, hang,
-                       limit_data, partition, policy, reset, respond, slicer, slow_close, to_yaml)
-from faultline.rules import duration, match, peers, timestamp
+                       limit_data, partition, patch, policy, replace, reset, respond, response_match, slicer,
+                       slow_close, to_yaml)
+from faultline.rules import duration, from_yaml, match, peers, timestamp
 
 from conftest import REPO, check_policy
 
@@ -25,7 +26,7 @@ def doc_blocks(name: str) -> List[Any]:
     if not path.is_file():
         pytest.skip(f"{path} not found (tests run from the repository)")
     text = path.read_text()
-    return [yaml.safe_load(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
+    return [from_yaml(b) for b in re.findall(r"```yaml\n(.*?)```", text, re.S)]
 
 
 def the_documented_example() -> Any:
@@ -180,6 +181,12 @@ EQUIVALENT_TO_KUBECTL_FAULT = [
     (["--header-max-delay", "5s", "--header-abort", "503,429", "--header-abort-grpc", "unavailable", "--for", "30m"],
      policy([from_headers(max_delay="5s", abort_statuses=[503, 429], abort_grpc=["UNAVAILABLE"],
                           name="kubectl-fault")], duration="30m")),
+    (["--delay", "2s", "--response-status", "5xx", "--for", "5m"],
+     policy([delay("2s", response=response_match(["5xx"]), name="kubectl-fault")], duration="5m")),
+    (["--replace-status", "503", "--replace-body", "down", "--response-status", "502"],
+     policy([replace(503, body="down", response=response_match([502]), name="kubectl-fault")])),
+    (["--set-header", "retry-after=5", "--remove-header", "etag"],
+     policy([patch(set_headers={"retry-after": "5"}, remove_headers=["etag"], name="kubectl-fault")])),
 ]
 
 
@@ -187,7 +194,7 @@ EQUIVALENT_TO_KUBECTL_FAULT = [
 def test_helpers_build_what_kubectl_fault_builds(kubectl_fault: Path, flags: List[str], document: Any) -> None:
     out = subprocess.run([str(kubectl_fault), "inject", "deploy/x", *flags, "--dry-run"],
                          capture_output=True, text=True, timeout=30, check=True).stdout
-    assert yaml.safe_load(out) == document
+    assert from_yaml(out) == document
 
 
 EVERY_HELPER = [
@@ -227,6 +234,13 @@ EVERY_HELPER = [
     dns_drop(query="flaky.example.com"),
     from_headers(max_delay="5s", abort_statuses=[503, 429], abort_grpc=["unavailable", 4]),
     from_headers(max_delay=dt.timedelta(milliseconds=250), port=8080, percent=50, first=3),
+    delay("1s", response=response_match("5xx", headers={"x-cache": "MISS*"})),
+    delay("1s", on="response"),
+    abort(500, response=response_match([502, "520-530"])),
+    grpc_abort("RESOURCE_EXHAUSTED", response=response_match(headers={"grpc-status": "14"})),
+    replace(503, body="down", response_headers={"retry-after": "5"}, response=response_match(404)),
+    patch(set_headers={"x-a": "1"}, remove_headers=["etag"], merge={"items": [], "promo": None}),
+    patch(429),
 ]
 
 
@@ -253,3 +267,43 @@ def test_faultlines_parser_names_rule_and_field(kubectl_fault: Path) -> None:
     result = check_policy(kubectl_fault, text)
     assert result.returncode != 0
     assert 'rules[0] "tls": abort.status: sni (TLS, which is not decrypted) has no HTTP responses' in result.stderr
+
+
+def test_helpers_build_the_response_side_examples() -> None:
+    blocks = doc_blocks("fault-language.md")
+    slow = [delay("1s", path="/api/*", response=response_match("5xx", headers={"x-cache": "MISS*"}),
+                  direction=None, name="slow-errors")]
+    assert slow in blocks
+    maintenance = [replace(503, response_headers={"retry-after": "30", "content-type": "text/plain"},
+                           body="down for maintenance", host="payments.shop.svc.cluster.local",
+                           direction=None, response=response_match("5xx"), name="maintenance")]
+    assert maintenance in blocks
+    cart = [patch(set_headers={"x-faultline": "patched"}, remove_headers=["etag"],
+                  merge={"items": [], "total": 0, "promo": None}, path="/api/cart", direction=None,
+                  response=response_match(200), name="empty-cart")]
+    assert cart in blocks
+    inventory = "inventory.shop.svc.cluster.local"
+    recipe = policy([
+        patch(429, set_headers={"retry-after": "1"}, host=inventory, response=response_match("5xx"), first=1,
+              name="throttled"),
+        delay("2s", host=inventory, response=response_match("5xx"), percent=10, name="slow-errors"),
+    ])
+    assert recipe in blocks
+
+
+def test_on_stays_a_string_both_ways() -> None:
+    doc = policy([delay("1s", on="response", direction=None)])
+    text = to_yaml(doc)
+    assert "'on': response" in text  # YAML 1.1 tools (PyYAML, yaml.v2) read a bare on as true
+    assert yaml.safe_load(text) == doc
+    assert from_yaml("rules:\n- delay: {fixed: 1s, on: response}\n") == doc
+    assert from_yaml("a: yes\nb: true\n") == {"a": "yes", "b": True}
+
+
+def test_delay_side_is_written_as_on() -> None:
+    assert delay("1s", side="response")["delay"] == {"fixed": "1s", "on": "response"}
+    assert delay("1s", response=response_match(503))["delay"]["on"] == "response"
+    with pytest.raises(ValueError, match="same setting"):
+        delay("1s", on="response", side="response")
+    with pytest.raises(ValueError, match="status, headers or both"):
+        response_match()

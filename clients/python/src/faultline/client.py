@@ -15,7 +15,7 @@ import yaml
 
 from .errors import ApiError, FaultlineError, InvalidPolicy, InvalidTarget, NotApplied, NotFound, NotOptedIn
 from .fault import Fault, FaultStatus, PodStatus, parse_metrics
-from .rules import DurationLike, as_rules, document_from_rules, policy, to_yaml
+from .rules import DurationLike, as_rules, document_from_rules, from_yaml, policy, to_yaml
 from .targets import Target, TargetLike, classify
 from .versions import policy_version, text_version
 
@@ -42,7 +42,7 @@ ObjKey = Tuple[str, str]  # (kind, name) within one namespace
 
 def _load_yaml(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return from_yaml(text)
     except yaml.YAMLError:
         return None
 

@@ -16,7 +16,9 @@ Every helper takes the same match keywords (``direction``, ``port``,
 ``probes``) and rule keywords (``name``, ``percent``, ``first``); the faults
 that apply to TLS connections (``delay``, ``abort(reset=True)``, ``hang``,
 ``bandwidth``, ``partition``, ``reset``, ``slicer``, ``limit_data``,
-``slow_close``) also take ``sni``.
+``slow_close``) also take ``sni``; those that can be decided on the
+upstream's answer (``delay``, ``abort``, ``grpc_abort``, ``replace``,
+``patch``) also take ``response`` (see :func:`response_match`).
 ``direction`` defaults as ``kubectl fault`` does: ``outbound`` when ``host``,
 ``sni`` or ``to`` is given, else ``inbound``; pass ``direction=None`` to match both.
 
@@ -33,6 +35,7 @@ client never disagrees with the proxies.
 from __future__ import annotations
 
 import datetime as _dt
+import re as _re
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 import yaml
@@ -129,6 +132,7 @@ def match(
     to: Optional[PeersLike] = None,
     probes: Optional[bool] = None,
     sni: Optional[str] = None,
+    response: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
     """The ``match`` mapping of a rule (fields left out match anything)."""
     out: Dict[str, Any] = {}
@@ -157,6 +161,33 @@ def match(
         out["to"] = _peers(to)
     if probes is not None:
         out["probes"] = probes
+    if response is not None:
+        out["response"] = dict(response)
+    return out
+
+
+#: A response status to match: ``503``, ``"5xx"``, ``"500-504"`` or a list of those.
+StatusLike = Union[int, str, Sequence[Union[int, str]]]
+
+
+def response_match(
+    status: Optional[StatusLike] = None,
+    *,
+    headers: Optional[Mapping[str, str]] = None,
+) -> Dict[str, Any]:
+    """``match.response``: the upstream's status (``503``, ``"5xx"``, ``"500-504"``, a list) and/or headers.
+
+    A rule with it is decided once the upstream has answered::
+
+        delay("1s", on="response", response=response_match("5xx"))
+    """
+    out: Dict[str, Any] = {}
+    if status is not None:
+        out["status"] = status if isinstance(status, (int, str)) else list(status)
+    if headers is not None:
+        out["headers"] = dict(headers)
+    if not out:
+        raise ValueError("match.response needs a status, headers or both")
     return out
 
 
@@ -208,6 +239,7 @@ def delay(
     scale: Optional[DurationLike] = None,
     shape: Optional[float] = None,
     max_: Optional[DurationLike] = None,
+    on: Optional[str] = None,
     side: Optional[str] = None,
     name: Optional[str] = None,
     percent: Optional[Union[float, str]] = None,
@@ -223,6 +255,7 @@ def delay(
     to: Optional[PeersLike] = None,
     probes: Optional[bool] = None,
     sni: Optional[str] = None,
+    response: Optional[Mapping[str, Any]] = None,
 ) -> Rule:
     """A ``delay`` rule, by the keywords given:
 
@@ -231,6 +264,10 @@ def delay(
     - ``uniform=(min, max)``: ``delay: {uniform: {min, max}}``;
     - ``median``, ``p99`` (and ``max_``): ``delay: {lognormal: {median, p99, max}}``;
     - ``scale``, ``shape``, ``max_``: ``delay: {pareto: {scale, shape, max}}``.
+
+    ``on="response"`` waits after the upstream answered (``side`` is its
+    former name, still accepted and written as ``on``). With ``response``
+    (:func:`response_match`) and no ``on``, ``on`` is ``"response"``.
     """
     spec: Dict[str, Any] = {}
     if fixed is not None:
@@ -253,10 +290,16 @@ def delay(
         spec["pareto"] = pareto
     elif max_ is not None and "lognormal" not in spec:
         raise ValueError("max_ caps a lognormal (median, p99) or pareto (scale, shape) delay")
-    if side is not None:
-        spec["side"] = side
+    if on is not None and side is not None:
+        raise ValueError("on and side are the same setting; pass on")
+    on = on if on is not None else side
+    if on is None and response is not None:
+        on = "response"
+    if on is not None:
+        spec["on"] = on
     m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni)
+              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni,
+              response=response)
     return rule("delay", spec, name=name, percent=percent, first=first, match=m)
 
 
@@ -280,8 +323,12 @@ def abort(
     to: Optional[PeersLike] = None,
     probes: Optional[bool] = None,
     sni: Optional[str] = None,
+    response: Optional[Mapping[str, Any]] = None,
 ) -> Rule:
     """``abort: {status, body, headers}`` (an HTTP error), or ``abort: {reset: true}`` with ``reset=True``.
+
+    With ``response`` (:func:`response_match`) the abort replaces the
+    upstream's matching answers.
 
     ``headers`` is the *match* on request headers; the response's headers are
     ``response_headers``. For gRPC use :func:`grpc_abort`.
@@ -296,7 +343,8 @@ def abort(
     if response_headers is not None:
         spec["headers"] = dict(response_headers)
     m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni)
+              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni,
+              response=response)
     return rule("abort", spec, name=name, percent=percent, first=first, match=m)
 
 
@@ -314,13 +362,14 @@ def grpc_abort(
     host: Optional[str] = None,
     from_: Optional[PeersLike] = None,
     to: Optional[PeersLike] = None,
+    response: Optional[Mapping[str, Any]] = None,
 ) -> Rule:
     """``abort: {grpc: CODE, message}`` with ``match.protocol: grpc`` (as ``kubectl fault --grpc``)."""
     spec: Dict[str, Any] = {"grpc": code.upper() if isinstance(code, str) else code}
     if message is not None:
         spec["message"] = message
     m = match(direction=direction, port=port, protocol="grpc", path=path, headers=headers,
-              host=host, from_=from_, to=to)
+              host=host, from_=from_, to=to, response=response)
     return rule("abort", spec, name=name, percent=percent, first=first, match=m)
 
 
@@ -352,6 +401,86 @@ def respond(
     m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
               headers=headers, host=host, from_=from_, to=to, probes=probes)
     return rule("respond", spec, name=name, percent=percent, first=first, match=m)
+
+
+def replace(
+    status: Optional[int] = None,
+    *,
+    body: Optional[str] = None,
+    response_headers: Optional[Mapping[str, str]] = None,
+    response: Optional[Mapping[str, Any]] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    protocol: Optional[str] = None,
+    methods: Optional[Iterable[str]] = None,
+    path: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    host: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+    probes: Optional[bool] = None,
+) -> Rule:
+    """``replace: {status, headers, body}``: each part given replaces the upstream's.
+
+    ``headers`` is the *match* on request headers; the headers that replace
+    the upstream's are ``response_headers``.
+    """
+    spec: Dict[str, Any] = {}
+    if status is not None:
+        spec["status"] = status
+    if response_headers is not None:
+        spec["headers"] = dict(response_headers)
+    if body is not None:
+        spec["body"] = body
+    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
+              headers=headers, host=host, from_=from_, to=to, probes=probes, response=response)
+    return rule("replace", spec, name=name, percent=percent, first=first, match=m)
+
+
+def patch(
+    status: Optional[int] = None,
+    *,
+    set_headers: Optional[Mapping[str, str]] = None,
+    remove_headers: Optional[Iterable[str]] = None,
+    merge: Any = None,
+    response: Optional[Mapping[str, Any]] = None,
+    name: Optional[str] = None,
+    percent: Optional[Union[float, str]] = None,
+    first: Optional[int] = None,
+    direction: Optional[str] = _AUTO,
+    port: Optional[PortLike] = None,
+    protocol: Optional[str] = None,
+    methods: Optional[Iterable[str]] = None,
+    path: Optional[str] = None,
+    headers: Optional[Mapping[str, str]] = None,
+    host: Optional[str] = None,
+    from_: Optional[PeersLike] = None,
+    to: Optional[PeersLike] = None,
+    probes: Optional[bool] = None,
+) -> Rule:
+    """``patch: {status, headers: {set, remove}, body: {merge}}``: change the upstream's answer.
+
+    ``merge`` is an RFC 7396 JSON merge patch for JSON bodies (``None``
+    values in it remove keys); see the fault language for its limits.
+    """
+    spec: Dict[str, Any] = {}
+    if status is not None:
+        spec["status"] = status
+    header_patch: Dict[str, Any] = {}
+    if set_headers is not None:
+        header_patch["set"] = dict(set_headers)
+    if remove_headers is not None:
+        header_patch["remove"] = list(remove_headers)
+    if header_patch:
+        spec["headers"] = header_patch
+    if merge is not None:
+        spec["body"] = {"merge": merge}
+    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
+              headers=headers, host=host, from_=from_, to=to, probes=probes, response=response)
+    return rule("patch", spec, name=name, percent=percent, first=first, match=m)
 
 
 def hang(
@@ -710,8 +839,33 @@ def document_from_rules(
     return document, to_yaml(document)
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML as faultline reads it (1.2): only true/false are booleans.
+
+    PyYAML follows YAML 1.1, where ``on``, ``off``, ``yes`` and ``no`` are
+    booleans too, so ``delay: {on: response}`` would come back as
+    ``{True: 'response'}``.
+    """
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_Loader.add_implicit_resolver("tag:yaml.org,2002:bool",
+                              _re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+
+
+def from_yaml(text: str) -> Any:
+    """Parse a policy's YAML text the way faultline does (``on`` is a string, not a boolean)."""
+    return yaml.load(text, Loader=_Loader)
+
+
 def to_yaml(document: Mapping[str, Any]) -> str:
-    """The YAML text written into the ``faultline.dev/faults`` annotation."""
+    """The YAML text written into the ``faultline.dev/faults`` annotation.
+
+    Keys YAML 1.1 tools would read as booleans (``on``) are quoted.
+    """
     text = yaml.dump(dict(document), Dumper=_Dumper, sort_keys=False, default_flow_style=False,
                      allow_unicode=True, width=1 << 16)
     return str(text)

@@ -24,7 +24,7 @@ from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 from .errors import ControlApiError, InvalidPolicy
 from .fault import Fault, FaultStatus, PodStatus, parse_metrics
-from .rules import DurationLike, document_from_rules
+from .rules import DurationLike, document_from_rules, from_yaml
 from .targets import TargetLike
 from .versions import text_version
 
@@ -124,9 +124,7 @@ class StandaloneProxy:
         if text is None:
             document, text = document_from_rules(rules, duration=duration, until=until)
         else:
-            import yaml
-
-            document = yaml.safe_load(text)
+            document = from_yaml(text)
         answer = self.put_policy(text)
         return Fault(namespace=None, targets=(), text=text, document=document,
                      version=text_version(text), proxy=answer, injector=self)
