@@ -2,8 +2,9 @@
 # faultline demo, no cluster needed: a demo upstream, faultline-proxy in
 # front of it with examples/policies/demo.yaml, and curl showing clean
 # traffic, delays, aborts, `first: N`, a truncated response, faults a
-# request asks for with headers, a hot reload and the metrics; then a
-# second proxy in front of a TLS server faulting HTTPS by server name (SNI)
+# request asks for with headers, faults on the upstream's response, a hot
+# reload and the metrics; then a second proxy in front of a TLS server
+# faulting HTTPS by server name (SNI)
 # without decrypting it; then a third proxy's DNS listener answering
 # lookups by name (examples/policies/dns.yaml).
 #
@@ -91,6 +92,10 @@ echo "== payments-down: aborted with 503 and a body"
 show GET /api/payments/42
 echo "== flaky-inventory: the first 2 requests fail, then it passes (first: 2)"
 for _ in 1 2 3; do show GET /api/inventory; done
+echo "== profile-broken: the upstream answers 200, the client gets a 502 (match.response + replace)"
+show GET /api/profile
+echo "== cart-tagged: the upstream's answer with headers patched in"
+curl -s -D - -o /dev/null "$proxy/api/cart" | grep -iE '^(HTTP|x-faultline|cache-control)' | sed 's/^/  /'
 
 echo "== truncated-report: limitData passes 5 bytes of the 13-byte body, then closes the connection"
 set +e

@@ -1,13 +1,15 @@
 //! Fuzzes `policy::parse` with arbitrary text: it must never panic, every
 //! accepted policy must survive a JSON round trip unchanged, and compiling
-//! it and deciding on a request, a connection (raw TCP and TLS, with and
-//! without a server name) and a DNS query must not panic either.
+//! it and deciding on a request, its response, a connection (raw TCP and
+//! TLS, with and without a server name) and a DNS query must not panic
+//! either.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
 
 use faultline_policy::{
-    self as policy, ConnInfo, Direction, DnsQuery, PeerIps, Protocol, RequestInfo, TlsInfo,
+    self as policy, ConnInfo, Direction, DnsQuery, PeerIps, Protocol, RequestInfo, ResponseInfo,
+    TlsInfo,
 };
 use libfuzzer_sys::fuzz_target;
 use rand::SeedableRng;
@@ -49,6 +51,14 @@ fuzz_target!(|data: &[u8]| {
             host: Some("payments.shop.svc.cluster.local:80"),
         };
         let _ = compiled.decide_request(&request, &mut rng);
+        let candidates = compiled.response_candidates(&request);
+        for status in [200, 404, 503] {
+            let response = ResponseInfo {
+                status,
+                headers: &headers,
+            };
+            let _ = compiled.decide_response(&candidates, source, &response, &mut rng);
+        }
         let conn = ConnInfo {
             direction,
             destination_port: 8080,
