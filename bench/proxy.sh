@@ -11,6 +11,8 @@
 #            proxy+zero    one rule matching every request: delay 0s
 #            proxy+pct0    one rule matching every request: percent 0
 #            proxy+spent   one rule matching every request: first 1, spent
+#            proxy+resp    one rule decided on the response (match.response
+#                          5xx, replace) that no response matches
 #            proxy+20%     one rule: delay 200ms on 20% of requests
 #
 #   lat5k    added latency at a fixed 5k req/s (BENCH_RATE; bench-client
@@ -78,7 +80,7 @@ trap cleanup EXIT INT TERM
 # base+70+N (admin of a faultline-proxy).
 up=$base echo_port=$((base + 1))
 peers=(direct proxy nginx haproxy-http haproxy-tcp)
-ruled=(proxy+10 proxy+zero proxy+pct0 proxy+spent)
+ruled=(proxy+10 proxy+zero proxy+pct0 proxy+spent proxy+resp)
 split=(proxy proxy+20%)
 tcp_targets=(direct proxy haproxy-tcp)
 all=("${peers[@]}" "${ruled[@]}" proxy+20% proxy-tcp haproxy-tcp-echo)
@@ -111,6 +113,9 @@ echo 'rules: [{name: never-drawn, percent: 0, delay: {fixed: 1s}}]' > "$work/pro
 # The readiness check below spends the one fault.
 echo 'rules: [{name: spent, first: 1, delay: {fixed: 1ms}}]' > "$work/proxy+spent.yaml"
 echo 'rules: [{name: slow, percent: 20, delay: {fixed: 200ms}}]' > "$work/proxy+20%.yaml"
+# The upstream answers 200: every request is a candidate, no response matches.
+echo 'rules: [{name: errors-only, match: {response: {status: 5xx}}, replace: {status: 503, body: x}}]' \
+  > "$work/proxy+resp.yaml"
 
 cat > "$work/nginx.conf" <<NGINX
 worker_processes $threads;
@@ -378,6 +383,7 @@ summary() {
     goal "$name throughput / proxy (>= 0.9)" "$(ratio "$(m "$name" h1)" "$(m proxy h1)")" ">=" 0.90
     goal "$name p99 at ${rate}/s / proxy (<= 1.2)" "$(ratio "$(m "$name" l5.p99)" "$(m proxy l5.p99)")" "<=" 1.20
   done
+  goal "proxy+resp CPU per request / proxy (<= 1.05)" "$(ratio "$(m proxy+resp cpu)" "$(m proxy cpu)")" "<=" 1.05
   goal "proxy+20% undelayed p50 / proxy (<= 1.2)" "$(ratio "$(m proxy+20% f.p50)" "$(m proxy f.p50)")" "<=" 1.20
   goal "proxy+20% undelayed p99 / proxy (<= 1.2)" "$(ratio "$(m proxy+20% f.p99)" "$(m proxy f.p99)")" "<=" 1.20
   local key best
