@@ -364,6 +364,10 @@ fn reference_examples_parse() {
             || block.trim_start().starts_with('{')
         {
             parse(block).unwrap_or_else(|e| panic!("{e}\n{block}"));
+        } else if block.starts_with("- ") {
+            // A list of whole rules.
+            let doc = format!("rules:\n{block}");
+            parse(&doc).unwrap_or_else(|e| panic!("{e}\n{doc}"));
         } else {
             for line in block.lines().filter(|l| !l.trim().is_empty()) {
                 let doc = if line.starts_with("to:") || line.starts_with("from:") {
