@@ -313,7 +313,7 @@ fn compile_fault(fault: FaultSpec<'_>) -> Result<CompiledFault, String> {
     Ok(match fault {
         FaultSpec::Delay(d) => CompiledFault::Delay {
             sampler: delay_sampler(d)?,
-            side: d.on,
+            side: d.side,
         },
         FaultSpec::Abort(a) => CompiledFault::Abort(abort_action(a)?),
         FaultSpec::Respond(r) => CompiledFault::Respond(Arc::new(respond_response(r)?)),

@@ -578,8 +578,8 @@ fn tcp_only_message(fault: FaultSpec<'_>) -> String {
 /// it (`delay` on the response, `abort` in its place, `replace`, `patch`).
 fn validate_fault_on_response(fault: FaultSpec<'_>) -> Check {
     let why = match fault {
-        FaultSpec::Delay(d) if d.on == DelaySide::Request => {
-            "a request-side delay waits before the upstream is asked; set delay.on: response"
+        FaultSpec::Delay(d) if d.side == DelaySide::Request => {
+            "a request-side delay waits before the upstream is asked; set delay.side: response"
         }
         FaultSpec::Delay(_) | FaultSpec::Abort(_) | FaultSpec::Replace(_) | FaultSpec::Patch(_) => {
             return Ok(());

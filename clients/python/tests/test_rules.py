@@ -235,7 +235,7 @@ EVERY_HELPER = [
     from_headers(max_delay="5s", abort_statuses=[503, 429], abort_grpc=["unavailable", 4]),
     from_headers(max_delay=dt.timedelta(milliseconds=250), port=8080, percent=50, first=3),
     delay("1s", response=response_match("5xx", headers={"x-cache": "MISS*"})),
-    delay("1s", on="response"),
+    delay("1s", side="response"),
     abort(500, response=response_match([502, "520-530"])),
     grpc_abort("RESOURCE_EXHAUSTED", response=response_match(headers={"grpc-status": "14"})),
     replace(503, body="down", response_headers={"retry-after": "5"}, response=response_match(404)),
@@ -291,19 +291,14 @@ def test_helpers_build_the_response_side_examples() -> None:
     assert recipe in blocks
 
 
-def test_on_stays_a_string_both_ways() -> None:
-    doc = policy([delay("1s", on="response", direction=None)])
-    text = to_yaml(doc)
-    assert "'on': response" in text  # YAML 1.1 tools (PyYAML, yaml.v2) read a bare on as true
-    assert yaml.safe_load(text) == doc
-    assert from_yaml("rules:\n- delay: {fixed: 1s, on: response}\n") == doc
+def test_policies_are_read_as_faultline_reads_them() -> None:
+    # YAML 1.1 (PyYAML's safe_load) reads a bare on, yes or no as a boolean.
+    assert yaml.safe_load("delay: {on: response}") == {"delay": {True: "response"}}
+    assert from_yaml("delay: {on: response}") == {"delay": {"on": "response"}}
     assert from_yaml("a: yes\nb: true\n") == {"a": "yes", "b": True}
 
 
-def test_delay_side_is_written_as_on() -> None:
-    assert delay("1s", side="response")["delay"] == {"fixed": "1s", "on": "response"}
-    assert delay("1s", response=response_match(503))["delay"]["on"] == "response"
-    with pytest.raises(ValueError, match="same setting"):
-        delay("1s", on="response", side="response")
+def test_a_delay_decided_on_the_response_waits_on_the_response() -> None:
+    assert delay("1s", response=response_match(503))["delay"] == {"fixed": "1s", "side": "response"}
     with pytest.raises(ValueError, match="status, headers or both"):
         response_match()

@@ -722,7 +722,7 @@ fn error_response_match() {
         err(&rule(
             "match: {response: {status: 5xx}}\ndelay: {fixed: 1s}"
         )),
-        r#"rules[0] "r": match.response: a request-side delay waits before the upstream is asked; set delay.on: response"#
+        r#"rules[0] "r": match.response: a request-side delay waits before the upstream is asked; set delay.side: response"#
     );
     assert_eq!(
         err(&rule(
@@ -753,8 +753,8 @@ fn error_response_match() {
         r#"rules[0] "r": match.response: needs HTTP: cannot be combined with protocol tcp"#
     );
     assert!(
-        err(&rule("delay: {fixed: 1s, side: response, on: response}"))
-            .contains("duplicate field `on`")
+        err(&rule("delay: {fixed: 1s, on: response, side: response}"))
+            .contains("duplicate field `side`")
     );
 }
 

@@ -28,9 +28,10 @@ pub struct Delay {
     pub lognormal: Option<LogNormalDelay>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pareto: Option<ParetoDelay>,
-    /// When to wait; `side` is the older name, still accepted.
-    #[serde(default, skip_serializing_if = "is_default", alias = "side")]
-    pub on: DelaySide,
+    /// When to wait: the same word as the byte-stream faults' `side`;
+    /// `on` is accepted too.
+    #[serde(default, skip_serializing_if = "is_default", alias = "on")]
+    pub side: DelaySide,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

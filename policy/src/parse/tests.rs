@@ -73,7 +73,7 @@ fn design_example_has_every_field_as_written() {
     let delay = slow.delay.as_ref().unwrap();
     assert_eq!(delay.fixed.unwrap().get(), Duration::from_millis(200));
     assert_eq!(delay.jitter.unwrap().get(), Duration::from_millis(50));
-    assert_eq!(delay.on, DelaySide::Request);
+    assert_eq!(delay.side, DelaySide::Request);
     assert_eq!(slow.percent, Some(20.0));
 
     let down = &policy.rules[1];
@@ -394,7 +394,7 @@ fn response_side_rules_round_trip_through_json() {
 rules:
 - name: slow-errors
   match: {response: {status: [502, 5xx, "520-530"], headers: {x-cache: "MISS*"}}}
-  delay: {fixed: 1s, on: response}
+  delay: {fixed: 1s, side: response}
 - name: rewrite
   replace: {status: 503, headers: {x-a: "1"}, body: down}
 - name: tweak
@@ -403,17 +403,17 @@ rules:
     let policy = parse(doc).unwrap();
     let json = serde_json::to_string(&policy).unwrap();
     assert!(json.contains(r#""status":[502,"5xx","520-530"]"#), "{json}");
-    assert!(json.contains(r#""on":"response""#), "{json}");
+    assert!(json.contains(r#""side":"response""#), "{json}");
     assert_eq!(parse(&json).unwrap(), policy);
 }
 
 #[test]
-fn delay_side_is_an_alias_of_on() {
-    let old = parse("rules:\n- delay: {fixed: 1s, side: response}\n").unwrap();
-    let new = parse("rules:\n- delay: {fixed: 1s, on: response}\n").unwrap();
-    assert_eq!(old, new);
+fn delay_on_is_an_alias_of_side() {
+    let side = parse("rules:\n- delay: {fixed: 1s, side: response}\n").unwrap();
+    let on = parse("rules:\n- delay: {fixed: 1s, on: response}\n").unwrap();
+    assert_eq!(side, on);
     assert_eq!(
-        serde_json::to_string(&old.rules[0].delay).unwrap(),
-        r#"{"fixed":"1s","on":"response"}"#
+        serde_json::to_string(&on.rules[0].delay).unwrap(),
+        r#"{"fixed":"1s","side":"response"}"#
     );
 }

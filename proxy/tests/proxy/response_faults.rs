@@ -1,5 +1,5 @@
 //! Faults decided on the upstream's response (`match.response`, `replace`,
-//! `patch`, `delay: {on: response}`), seen from the client, against an
+//! `patch`, `delay: {side: response}`), seen from the client, against an
 //! upstream whose answers each test chooses.
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -425,7 +425,7 @@ async fn delay_on_a_matching_response_waits_after_the_upstream_answered() {
     let upstream = Answers::start().await;
     let proxy = start_proxy(
         upstream.addr,
-        "rules:\n- name: slow-errors\n  match: {response: {status: 5xx}}\n  delay: {fixed: 400ms, on: response}\n",
+        "rules:\n- name: slow-errors\n  match: {response: {status: 5xx}}\n  delay: {fixed: 400ms, side: response}\n",
     )
     .await;
     let url = proxy.url("/status/503");

@@ -21,10 +21,6 @@ pub enum CliError {
     #[error("--set-header wants NAME=VALUE, got {0:?}")]
     HeaderFlag(String),
     #[error(
-        "--delay-on needs a delay: --delay, --delay-uniform, --delay-lognormal or --delay-pareto"
-    )]
-    DelayOnWithoutDelay,
-    #[error(
         "choose a fault: --delay (or --delay-uniform, --delay-lognormal, --delay-pareto), --abort, \
          --grpc, --partition-to, --bandwidth, --slicer, --limit-data, --slow-close, --dns-rcode, \
          --dns-drop, --header-max-delay/--header-abort/--header-abort-grpc, \
@@ -89,7 +85,6 @@ impl CliError {
             Self::Target(_)
             | Self::Labels(_)
             | Self::HeaderFlag(_)
-            | Self::DelayOnWithoutDelay
             | Self::NoFault
             | Self::ManyFaults
             | Self::Side

@@ -64,10 +64,6 @@ pub struct FaultFlags {
     /// Fail matching gRPC calls with this status code (e.g. UNAVAILABLE).
     #[arg(long, value_name = "CODE")]
     pub grpc: Option<String>,
-    /// With a delay: wait before forwarding the request (`request`) or before
-    /// returning the response (`response`, the default with --response-status).
-    #[arg(long, value_name = "SIDE", value_parser = ["request", "response"])]
-    pub delay_on: Option<String>,
     /// Replace the status of the upstream's responses with this one.
     #[arg(long, value_name = "STATUS")]
     pub replace_status: Option<u16>,
@@ -157,11 +153,6 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
     let mut rule = Map::new();
     rule.insert("name".into(), json!(flags.name));
     let mut matcher = Map::new();
-    // A delay decided on the response can only wait on the response.
-    let delay_on = flags
-        .delay_on
-        .as_deref()
-        .or((!flags.response_statuses.is_empty()).then_some("response"));
     if let Some(delay) = &flags.delay {
         let mut d = Map::new();
         d.insert("fixed".into(), json!(delay));
@@ -193,15 +184,6 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
             spec.insert("abortGrpc".into(), json!(codes));
         }
         faults.push(("fromHeaders", Value::Object(spec)));
-    }
-    match faults.first_mut() {
-        Some(("delay", Value::Object(d))) => {
-            if let Some(on) = delay_on {
-                d.insert("on".into(), json!(on));
-            }
-        }
-        _ if flags.delay_on.is_some() => return Err(CliError::DelayOnWithoutDelay),
-        _ => {}
     }
     if let Some(status) = flags.abort {
         faults.push(("abort", json!({"status": status})));
@@ -254,6 +236,11 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
     faults.extend(byte_faults(flags));
     if let Some(side) = &flags.side {
         side_of(&mut faults, side)?;
+    } else if let [("delay", spec)] = faults.as_mut_slice()
+        && !flags.response_statuses.is_empty()
+    {
+        // A delay decided on the response can only wait on the response.
+        spec["side"] = json!("response");
     }
     if let Some(rcode) = &flags.dns_rcode {
         faults.push(("dns", json!({"rcode": rcode.to_ascii_uppercase()})));

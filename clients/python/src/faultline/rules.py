@@ -179,7 +179,7 @@ def response_match(
 
     A rule with it is decided once the upstream has answered::
 
-        delay("1s", on="response", response=response_match("5xx"))
+        delay("1s", side="response", response=response_match("5xx"))
     """
     out: Dict[str, Any] = {}
     if status is not None:
@@ -239,7 +239,6 @@ def delay(
     scale: Optional[DurationLike] = None,
     shape: Optional[float] = None,
     max_: Optional[DurationLike] = None,
-    on: Optional[str] = None,
     side: Optional[str] = None,
     name: Optional[str] = None,
     percent: Optional[Union[float, str]] = None,
@@ -265,9 +264,9 @@ def delay(
     - ``median``, ``p99`` (and ``max_``): ``delay: {lognormal: {median, p99, max}}``;
     - ``scale``, ``shape``, ``max_``: ``delay: {pareto: {scale, shape, max}}``.
 
-    ``on="response"`` waits after the upstream answered (``side`` is its
-    former name, still accepted and written as ``on``). With ``response``
-    (:func:`response_match`) and no ``on``, ``on`` is ``"response"``.
+    ``side="response"`` waits after the upstream answered. With
+    ``response`` (:func:`response_match`) and no ``side``, ``side`` is
+    ``"response"``.
     """
     spec: Dict[str, Any] = {}
     if fixed is not None:
@@ -290,13 +289,10 @@ def delay(
         spec["pareto"] = pareto
     elif max_ is not None and "lognormal" not in spec:
         raise ValueError("max_ caps a lognormal (median, p99) or pareto (scale, shape) delay")
-    if on is not None and side is not None:
-        raise ValueError("on and side are the same setting; pass on")
-    on = on if on is not None else side
-    if on is None and response is not None:
-        on = "response"
-    if on is not None:
-        spec["on"] = on
+    if side is None and response is not None:
+        side = "response"
+    if side is not None:
+        spec["side"] = side
     m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
               headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni,
               response=response)
@@ -843,8 +839,8 @@ class _Loader(yaml.SafeLoader):
     """YAML as faultline reads it (1.2): only true/false are booleans.
 
     PyYAML follows YAML 1.1, where ``on``, ``off``, ``yes`` and ``no`` are
-    booleans too, so ``delay: {on: response}`` would come back as
-    ``{True: 'response'}``.
+    booleans too, so ``delay: {on: response}`` (``on`` is accepted for
+    ``side``) would come back as ``{True: 'response'}``.
     """
 
 

@@ -391,7 +391,7 @@ fn response_flags_build_valid_policies() {
     let text = policy_from_flags(&f).unwrap();
     policy::parse(&text).unwrap();
     let v: Value = serde_yaml::from_str(&text).unwrap();
-    assert_eq!(v["rules"][0]["delay"]["on"], "response");
+    assert_eq!(v["rules"][0]["delay"]["side"], "response");
     assert_eq!(
         v["rules"][0]["match"]["response"]["status"],
         json!(["5xx", 429])
@@ -433,27 +433,18 @@ fn response_flags_build_valid_policies() {
     // A request-side delay cannot wait for a response's status.
     let f = FaultFlags {
         delay: Some("1s".into()),
-        delay_on: Some("request".into()),
+        side: Some("request".into()),
         response_statuses: vec!["5xx".into()],
         ..flags()
     };
     let e = policy::parse(&policy_from_flags(&f).unwrap()).unwrap_err();
     assert!(e.to_string().contains("match.response"), "{e}");
-    // Distributions wait on the response too; --delay-on needs a delay.
+    // Distributions wait on the response too.
     let f = FaultFlags {
         delay_uniform: Some("1ms,2ms".into()),
         response_statuses: vec!["503".into()],
         ..flags()
     };
     let v: Value = serde_yaml::from_str(&policy_from_flags(&f).unwrap()).unwrap();
-    assert_eq!(v["rules"][0]["delay"]["on"], "response");
-    let f = FaultFlags {
-        abort: Some(503),
-        delay_on: Some("response".into()),
-        ..flags()
-    };
-    assert!(matches!(
-        policy_from_flags(&f),
-        Err(CliError::DelayOnWithoutDelay)
-    ));
+    assert_eq!(v["rules"][0]["delay"]["side"], "response");
 }
