@@ -505,6 +505,14 @@ mod tests {
                 header_max_delay: Some("1s".into()),
                 ..base.clone()
             },
+            FaultFlags {
+                replace_body: Some("down".into()),
+                ..base.clone()
+            },
+            FaultFlags {
+                remove_headers: vec!["etag".into()],
+                ..base.clone()
+            },
         ] {
             assert!(
                 matches!(policy_text(Some(file), &flags), Err(CliError::FileAndFlags)),
