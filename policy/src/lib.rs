@@ -16,8 +16,9 @@
 //! - `action`: what a decision asks the data plane to do ([`Action`],
 //!   [`Decision`]).
 //! - `compile`: [`compile`] builds a [`CompiledPolicy`] whose matchers do
-//!   no allocation per request; its files `matchers` and `first` (the
-//!   bounded `first: N` counters).
+//!   no allocation per request; its files `matchers`, `first` (the
+//!   bounded `first: N` counters) and `from_headers` (the faults a request
+//!   asks for with `x-faultline-*` headers, and why one is refused).
 //! - `decide`: [`CompiledPolicy::decide_request`], `decide_connection`
 //!   and `decide_tcp`, pure functions of the compiled policy, what the data
 //!   plane knows about the traffic and a random number generator.
