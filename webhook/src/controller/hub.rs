@@ -3,12 +3,19 @@
 //! version wakes nobody; a stream for a pod the reconciler has not resolved
 //! yet waits on an empty channel until it has.
 //!
+//! The line a policy travels as is serialised once per publish for every
+//! distinct version and peers, and shared by every stream that sends it:
+//! ten thousand pods of one Deployment cost one serialisation, not ten
+//! thousand.
+//!
 //! Also tracks, per pod, how many streams are open and which version each was
 //! last sent, for metrics and the status endpoint.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
+use faultline_policy::wire::StreamMessage;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -37,7 +44,33 @@ pub struct PodPolicy {
     pub finish: bool,
 }
 
-type Slot = watch::Sender<Option<PodPolicy>>;
+/// A published policy and its wire line, shared by every stream of the pod
+/// (and the line by every pod with the same version and peers).
+#[derive(Debug)]
+pub struct Served {
+    pub policy: PodPolicy,
+    /// The `policy` line, newline included.
+    pub line: Bytes,
+}
+
+impl PodPolicy {
+    /// Whether a proxy that was sent `other` would be sent this again: the
+    /// line depends on the version and the peers only.
+    pub fn same_line(&self, other: &PodPolicy) -> bool {
+        self.version == other.version && self.peers == other.peers
+    }
+
+    fn line(&self) -> Bytes {
+        let message = StreamMessage::Policy {
+            version: self.version.clone(),
+            policy: self.policy.as_deref().cloned(),
+            peers: self.peers.clone(),
+        };
+        Bytes::from(message.to_line())
+    }
+}
+
+type Slot = watch::Sender<Option<Arc<Served>>>;
 
 /// Shared by the reconciler (writer) and every stream (readers).
 #[derive(Clone, Default)]
@@ -71,6 +104,7 @@ impl PolicyHub {
     /// Replace the whole set of pod policies. Pods missing from `pods` get
     /// `None` (their streams wait) and are dropped once nobody listens.
     pub fn publish_all(&self, pods: &BTreeMap<PodKey, PodPolicy>) {
+        let mut lines: HashMap<(&str, &Peers), Bytes> = HashMap::new();
         let mut inner = self.lock();
         inner.resolved = true;
         for (key, policy) in pods {
@@ -80,16 +114,22 @@ impl PolicyHub {
                 .or_insert_with(|| watch::channel(None).0);
             slot.send_if_modified(|current| {
                 // Peers change without a new version (a selector's pods moved).
-                if current
-                    .as_ref()
-                    .map(|c| (&c.version, &c.uid, c.finish, &c.peers))
-                    == Some((&policy.version, &policy.uid, policy.finish, &policy.peers))
-                {
-                    false
-                } else {
-                    *current = Some(policy.clone());
-                    true
+                if current.as_ref().is_some_and(|c| {
+                    c.policy.same_line(policy)
+                        && c.policy.uid == policy.uid
+                        && c.policy.finish == policy.finish
+                }) {
+                    return false;
                 }
+                let line = lines
+                    .entry((policy.version.as_str(), &policy.peers))
+                    .or_insert_with(|| policy.line())
+                    .clone();
+                *current = Some(Arc::new(Served {
+                    policy: policy.clone(),
+                    line,
+                }));
+                true
             });
         }
         inner.slots.retain(|key, slot| {
@@ -102,7 +142,7 @@ impl PolicyHub {
     }
 
     /// Subscribe to a pod's policy (creating an empty slot if needed).
-    pub fn subscribe(&self, key: &PodKey) -> watch::Receiver<Option<PodPolicy>> {
+    pub fn subscribe(&self, key: &PodKey) -> watch::Receiver<Option<Arc<Served>>> {
         let mut inner = self.lock();
         inner
             .slots
@@ -113,7 +153,10 @@ impl PolicyHub {
 
     /// The policy currently published for a pod.
     pub fn current(&self, key: &PodKey) -> Option<PodPolicy> {
-        self.lock().slots.get(key).and_then(|s| s.borrow().clone())
+        self.lock()
+            .slots
+            .get(key)
+            .and_then(|s| s.borrow().as_ref().map(|s| s.policy.clone()))
     }
 
     /// Whether the reconciler has run at least once.
@@ -122,9 +165,13 @@ impl PolicyHub {
     }
 }
 
+/// The version a stream was last sent. Each stream writes its own, so a
+/// change fanned out to ten thousand streams takes no lock they share.
+type SentVersion = Arc<Mutex<Option<String>>>;
+
 /// One open stream: the version it was last sent, and how to end it.
 struct StreamEntry {
-    version: Option<String>,
+    version: SentVersion,
     evict: CancellationToken,
 }
 
@@ -156,13 +203,14 @@ impl Connections {
             .next_id
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let evict = CancellationToken::new();
+        let version = SentVersion::default();
         let mut table = self.lock();
         let streams = table.pods.entry(key.clone()).or_default();
         let evicted = evict_oldest(streams, max_per_pod.max(1) - 1);
         streams.insert(
             id,
             StreamEntry {
-                version: None,
+                version: version.clone(),
                 evict: evict.clone(),
             },
         );
@@ -177,6 +225,7 @@ impl Connections {
             connections: self.clone(),
             key,
             id,
+            version,
             metrics,
             evict,
         }
@@ -196,7 +245,12 @@ impl Connections {
                 namespace: namespace.clone(),
                 pod: pod.clone(),
                 streams: streams.len(),
-                version: streams.values().rev().find_map(|s| s.version.clone()),
+                version: streams.values().rev().find_map(|s| {
+                    s.version
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .clone()
+                }),
             })
             .collect()
     }
@@ -220,6 +274,7 @@ pub struct ConnectionGuard {
     connections: Connections,
     key: PodKey,
     id: u64,
+    version: SentVersion,
     metrics: Metrics,
     evict: CancellationToken,
 }
@@ -227,15 +282,7 @@ pub struct ConnectionGuard {
 impl ConnectionGuard {
     /// Record the version this stream was just sent.
     pub fn sent(&self, version: &str) {
-        if let Some(stream) = self
-            .connections
-            .lock()
-            .pods
-            .get_mut(&self.key)
-            .and_then(|s| s.get_mut(&self.id))
-        {
-            stream.version = Some(version.to_string());
-        }
+        *self.version.lock().unwrap_or_else(PoisonError::into_inner) = Some(version.to_owned());
         self.metrics.versions_served.inc();
     }
 

@@ -15,18 +15,22 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use faultline_policy::wire::{CONTENT_TYPE, STREAM_PATH, StreamMessage};
+use faultline_policy::wire::{CONTENT_TYPE, STREAM_PATH};
 use tokio::sync::watch;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::auth::guard::LimitLog;
 use super::auth::{AuthError, Authenticator, Identity};
-use super::hub::{ConnectionGuard, Connections, Peers, PolicyHub};
-use super::state::PodPolicy;
+use super::hub::{ConnectionGuard, Connections, PolicyHub, Served};
 
 /// Interval between heartbeats (the proxy drops a stream after 3 missed).
 pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// `StreamMessage::Heartbeat.to_line()` and `StreamMessage::Finish.to_line()`,
+/// static so ten thousand streams allocate nothing to send them.
+const HEARTBEAT_LINE: &[u8] = b"{\"type\":\"heartbeat\"}\n";
+const FINISH_LINE: &[u8] = b"{\"type\":\"finish\"}\n";
 
 /// How many streams a replica holds.
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
@@ -246,7 +250,7 @@ fn mismatch(identity: &Identity, query: &StreamQuery) -> Option<String> {
 }
 
 struct Cursor {
-    rx: watch::Receiver<Option<PodPolicy>>,
+    rx: watch::Receiver<Option<Arc<Served>>>,
     uid: String,
     guard: ConnectionGuard,
     heartbeat: tokio::time::Interval,
@@ -254,36 +258,32 @@ struct Cursor {
     /// A newer stream of the same pod took this one's place.
     evicted: CancellationToken,
     check: bool,
-    /// The version and peers last sent, so a change that only adds `finish`
-    /// does not resend the policy.
-    sent: Option<(String, Peers)>,
+    /// What was last sent (version and peers), so a change that only adds
+    /// `finish` does not resend the policy.
+    sent: Option<Arc<Served>>,
     finish_sent: bool,
 }
 
-/// What a changed slot owes the proxy: the policy if its version is new
-/// (then check again, for `finish`), else `finish` once.
-fn next_line(c: &mut Cursor, policy: &PodPolicy) -> Option<Vec<u8>> {
-    let current = (policy.version.clone(), policy.peers.clone());
-    if c.sent.as_ref() != Some(&current) {
-        c.sent = Some(current);
+/// What a changed slot owes the proxy: the policy if its version or peers
+/// are new (then check again, for `finish`), else `finish` once.
+fn next_line(c: &mut Cursor, served: Arc<Served>) -> Option<Bytes> {
+    let policy = &served.policy;
+    if !c.sent.as_ref().is_some_and(|s| s.policy.same_line(policy)) {
         c.guard.sent(&policy.version);
         c.check = policy.finish;
-        let line = StreamMessage::Policy {
-            version: policy.version.clone(),
-            policy: policy.policy.as_deref().cloned(),
-            peers: policy.peers.clone(),
-        };
-        return Some(line.to_line());
+        let line = served.line.clone();
+        c.sent = Some(served);
+        return Some(line);
     }
     if policy.finish && !c.finish_sent {
         c.finish_sent = true;
-        return Some(StreamMessage::Finish.to_line());
+        return Some(Bytes::from_static(FINISH_LINE));
     }
     None
 }
 
 fn body_stream(
-    rx: watch::Receiver<Option<PodPolicy>>,
+    rx: watch::Receiver<Option<Arc<Served>>>,
     uid: String,
     guard: ConnectionGuard,
     heartbeat: Duration,
@@ -309,10 +309,10 @@ fn body_stream(
                 let current = c.rx.borrow_and_update().clone();
                 // A policy for another uid belongs to a newer pod of the same
                 // name; this token's pod is gone, so wait (its token dies soon).
-                if let Some(policy) = current.filter(|p| p.uid == c.uid)
-                    && let Some(line) = next_line(&mut c, &policy)
+                if let Some(served) = current.filter(|s| s.policy.uid == c.uid)
+                    && let Some(line) = next_line(&mut c, served)
                 {
-                    return Some((Ok(Bytes::from(line)), c));
+                    return Some((Ok(line), c));
                 }
             }
             tokio::select! {
@@ -323,9 +323,22 @@ fn body_stream(
                     Err(_) => return None,
                 },
                 _ = c.heartbeat.tick() => {
-                    return Some((Ok(Bytes::from(StreamMessage::Heartbeat.to_line())), c));
+                    return Some((Ok(Bytes::from_static(HEARTBEAT_LINE)), c));
                 }
             }
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use faultline_policy::wire::StreamMessage;
+
+    use super::{FINISH_LINE, HEARTBEAT_LINE};
+
+    #[test]
+    fn the_static_lines_are_what_the_wire_format_encodes() {
+        assert_eq!(HEARTBEAT_LINE, StreamMessage::Heartbeat.to_line());
+        assert_eq!(FINISH_LINE, StreamMessage::Finish.to_line());
+    }
 }
