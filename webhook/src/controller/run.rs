@@ -294,6 +294,7 @@ pub async fn reconcile_loop(
         if !ready.iter().all(|r| *r) {
             continue;
         }
+        let started = std::time::Instant::now();
         let pods = stores.pod_snapshots();
         let annotated = stores.annotated();
         let outcome = state.reconcile_all(&pods, &annotated, |k| stores.owner(k));
@@ -303,7 +304,14 @@ pub async fn reconcile_loop(
         hub.metrics
             .versions_published
             .set(i64::try_from(versions.len()).unwrap_or(i64::MAX));
+        let reconciled = started.elapsed();
         hub.publish_all(&outcome.pods);
+        tracing::debug!(
+            pods = pods.len(),
+            reconcile_ms = reconciled.as_secs_f64() * 1e3,
+            publish_ms = (started.elapsed() - reconciled).as_secs_f64() * 1e3,
+            "reconciled"
+        );
         let is_leader = *leader.borrow_and_update();
         hub.metrics.leader.set(i64::from(is_leader));
         if !is_leader {

@@ -121,6 +121,10 @@ impl PolicyState {
         owners: impl Fn(&ObjKey) -> Option<ObjectFacts>,
     ) -> Outcome {
         let mut out = Outcome::default();
+        // Every pod of a workload runs the same policy in the same namespace,
+        // so its peers are resolved once, not once per pod (which scanned
+        // every pod for every pod).
+        let mut peers_of: HashMap<(String, String), Peers> = HashMap::new();
         for pod in pods.iter().filter(|p| p.injected) {
             let key = (pod.facts.key.namespace.clone(), pod.facts.key.name.clone());
             let previous = self
@@ -160,10 +164,15 @@ impl PolicyState {
                     finish: pod.life.app_finished(),
                 },
                 Some((source, good)) => {
-                    let peers = resolve_peers(&good.policy, &pod.facts.key.namespace, pods);
+                    let version = policy_version(Some(&good.text));
+                    let namespace = &pod.facts.key.namespace;
+                    let peers = peers_of
+                        .entry((version.clone(), namespace.clone()))
+                        .or_insert_with(|| resolve_peers(&good.policy, namespace, pods))
+                        .clone();
                     PodPolicy {
                         uid: pod.facts.uid.clone(),
-                        version: policy_version(Some(&good.text)),
+                        version,
                         policy: Some(good.json.clone()),
                         peers,
                         source: Some(source),
