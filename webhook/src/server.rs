@@ -17,6 +17,7 @@
 //! `/healthz`, `/readyz` and `/metrics` come from [`ops_router`].
 
 mod conn;
+mod direct;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -83,6 +84,9 @@ pub struct ServeOptions {
     /// take to finish before they are dropped.
     pub drain_timeout: Duration,
     pub metrics: ConnMetrics,
+    /// HTTP/1.1 `GET` paths whose responses stream for hours: served on the
+    /// connection directly, without hyper's buffers (`server/direct.rs`).
+    pub direct_paths: &'static [&'static str],
 }
 
 impl Default for ServeOptions {
@@ -98,6 +102,7 @@ impl Default for ServeOptions {
             idle_timeout: Duration::from_secs(120),
             drain_timeout: Duration::from_secs(15),
             metrics: ConnMetrics::default(),
+            direct_paths: &[faultline_policy::wire::STREAM_PATH],
         }
     }
 }

@@ -82,6 +82,7 @@ impl LimitArgs {
             idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
             drain_timeout: drain,
             metrics,
+            ..ServeOptions::default()
         }
     }
 }

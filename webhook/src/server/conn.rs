@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use super::ServeOptions;
+use super::direct::{self, Rewind, Sniffed};
 use crate::metrics::{ConnMetrics, Phase, WarnEvery};
 
 /// After a deadline asked a connection to close, how long it may take.
@@ -107,6 +108,52 @@ pub(super) async fn serve(
         },
     };
     let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+    let mut tls = tls;
+    let prefix = if h2 || shared.options.direct_paths.is_empty() {
+        Bytes::new()
+    } else {
+        // The head of the first request is bound by both deadlines.
+        let options = &shared.options;
+        let limit = options
+            .first_request_timeout
+            .min(options.header_read_timeout);
+        let mut buf = bytes::BytesMut::with_capacity(2048);
+        let sniffed = tokio::time::timeout(
+            limit,
+            direct::sniff(&mut tls, &mut buf, options.direct_paths, super::H1_MAX_BUF),
+        );
+        let sniffed = tokio::select! {
+            () = shared.kill.cancelled() => return,
+            sniffed = sniffed => sniffed,
+        };
+        match sniffed {
+            Err(_) if buf.is_empty() => return shared.timed_out(Phase::FirstRequest, peer),
+            Err(_) => return shared.timed_out(Phase::Headers, peer),
+            Ok(Err(error)) => {
+                tracing::debug!(%peer, %error, "connection ended before its first request");
+                return;
+            }
+            Ok(Ok(Sniffed::Direct(request))) => {
+                let served = direct::serve(&mut tls, shared.app.clone(), request, &shared.kill);
+                if let Err(error) = served.await {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            Ok(Ok(Sniffed::Hyper(prefix))) => prefix,
+        }
+    };
+    // Boxed: a direct stream's task then holds none of hyper's state.
+    Box::pin(serve_hyper(Rewind::new(prefix, tls), h2, peer, &shared)).await;
+}
+
+/// Serve a connection with hyper (everything but the direct paths).
+async fn serve_hyper(
+    io: Rewind<TlsStream<TcpStream>>,
+    h2: bool,
+    peer: SocketAddr,
+    shared: &Shared,
+) {
     let activity = Activity::default();
     let service = TowerToHyperService::new(Tracked {
         app: shared.app.clone(),
@@ -117,13 +164,13 @@ pub(super) async fn serve(
         peer,
     });
     let builder = if h2 { &shared.h2 } else { &shared.h1 };
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
-    drive(conn, &activity, &shared, peer).await;
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    drive(conn, &activity, shared, peer).await;
 }
 
 type Conn<'a> = auto::UpgradeableConnection<
     'a,
-    TokioIo<TlsStream<TcpStream>>,
+    TokioIo<Rewind<TlsStream<TcpStream>>>,
     TowerToHyperService<Tracked>,
     TokioExecutor,
 >;
