@@ -95,6 +95,7 @@ impl Controller {
         certs: &CertBundle,
         port: u16,
         log: &str,
+        max_streams: usize,
     ) -> anyhow::Result<Self> {
         let bin = std::env::var("FAULTLINE_WEBHOOK_BIN")
             .context("FAULTLINE_WEBHOOK_BIN (set by bench/controller.sh)")?;
@@ -109,6 +110,9 @@ impl Controller {
                 &format!("127.0.0.1:{port}"),
                 "--native-sidecars",
                 "false",
+                // One replica holds every stream of the run.
+                "--max-policy-streams",
+                &max_streams.to_string(),
             ])
             .arg("--cert-file")
             .arg(dir.join("tls.crt"))
@@ -173,11 +177,13 @@ impl Controller {
 }
 
 /// API-server request counts by kind, from its own `/metrics`.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 struct ApiCounts {
     token_reviews: f64,
     lists: f64,
     watches: f64,
+    /// LISTs by resource, so a relisting reflector shows by name.
+    lists_by_resource: BTreeMap<String, f64>,
 }
 
 impl ApiCounts {
@@ -186,18 +192,44 @@ impl ApiCounts {
             .request_text(http::Request::get("/metrics").body(Vec::new())?)
             .await?;
         let sum = |label: &str| metrics::sum(&text, "apiserver_request_total", Some(label));
+        let mut lists_by_resource = BTreeMap::new();
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("apiserver_request_total{") && l.contains("verb=\"LIST\""))
+        {
+            let resource = line
+                .split_once("resource=\"")
+                .and_then(|(_, r)| r.split_once('"'))
+                .map_or("", |(r, _)| r);
+            let count: f64 = line
+                .rsplit_once(' ')
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0.0);
+            *lists_by_resource.entry(resource.to_owned()).or_default() += count;
+        }
         Ok(Self {
             token_reviews: sum("resource=\"tokenreviews\""),
             lists: sum("verb=\"LIST\""),
             watches: sum("verb=\"WATCH\""),
+            lists_by_resource,
         })
     }
 
-    fn since(self, before: Self) -> Self {
+    fn since(self, before: &Self) -> Self {
+        let mut lists_by_resource = self.lists_by_resource;
+        for (resource, count) in lists_by_resource.iter_mut() {
+            *count -= before
+                .lists_by_resource
+                .get(resource)
+                .copied()
+                .unwrap_or(0.0);
+        }
+        lists_by_resource.retain(|_, count| *count > 0.0);
         Self {
             token_reviews: self.token_reviews - before.token_reviews,
             lists: self.lists - before.lists,
             watches: self.watches - before.watches,
+            lists_by_resource,
         }
     }
 }
@@ -374,7 +406,7 @@ async fn controller_bench() -> anyhow::Result<()> {
         .local_addr()?
         .port();
     let log = std::env::var("BENCH_LOG").unwrap_or_else(|_| "/dev/null".into());
-    let controller = Controller::start(cp, dir.path(), &certs, port, &log).await?;
+    let controller = Controller::start(cp, dir.path(), &certs, port, &log, n).await?;
     controller.until_published().await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let (rss_idle_kib, _) = proc_stat(controller.pid)?;
@@ -393,7 +425,7 @@ async fn controller_bench() -> anyhow::Result<()> {
         &stop,
     );
     let connect = all_connected(&stores, "none", Duration::from_secs(300)).await?;
-    let cost = ApiCounts::read(&client).await?.since(before);
+    let cost = ApiCounts::read(&client).await?.since(&before);
     println!("connect_all_s={:.1}", connect.as_secs_f64());
     println!("connect_token_reviews={}", cost.token_reviews);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -416,7 +448,7 @@ async fn controller_bench() -> anyhow::Result<()> {
     let before = ApiCounts::read(&client).await?;
     controller.kill().await?;
     let restarted = Instant::now();
-    let controller = Controller::start(cp, dir.path(), &certs, port, &log).await?;
+    let controller = Controller::start(cp, dir.path(), &certs, port, &log, n).await?;
     // Counted by the new process, so a proxy that has not noticed the old
     // one died does not count as back.
     wait_for(
@@ -435,7 +467,7 @@ async fn controller_bench() -> anyhow::Result<()> {
     .await?;
     all_connected(&stores, &version, Duration::from_secs(60)).await?;
     let settle = restarted.elapsed();
-    let restart_cost = ApiCounts::read(&client).await?.since(before);
+    let restart_cost = ApiCounts::read(&client).await?.since(&before);
     let text = controller.metrics().await.unwrap_or_default();
     let limited = metrics::sum(
         &text,
@@ -462,6 +494,12 @@ async fn controller_bench() -> anyhow::Result<()> {
     println!("restart_token_reviews={}", restart_cost.token_reviews);
     println!("restart_lists={}", restart_cost.lists);
     println!("restart_watches={}", restart_cost.watches);
+    let by_resource: Vec<String> = restart_cost
+        .lists_by_resource
+        .iter()
+        .map(|(resource, count)| format!("{resource}:{count}"))
+        .collect();
+    println!("restart_lists_by_resource={}", by_resource.join(","));
     println!("restart_limited={limited}");
     println!("rss_restart_kib={rss_restart_kib}");
     drop(controller);
