@@ -1,8 +1,8 @@
 //! Fuzzes `policy::parse` with arbitrary text: it must never panic, every
 //! accepted policy must survive a JSON round trip unchanged, and compiling
-//! it and deciding on a request, its response, a connection (raw TCP and
-//! TLS, with and without a server name) and a DNS query must not panic
-//! either.
+//! it and deciding on a request (with `x-faultline-*` control headers made
+//! of the input), its response, a connection (raw TCP and TLS, with and
+//! without a server name) and a DNS query must not panic either.
 #![no_main]
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -36,6 +36,12 @@ fuzz_target!(|data: &[u8]| {
     let mut headers = http::HeaderMap::new();
     headers.insert("user-agent", http::HeaderValue::from_static("fuzz/1"));
     headers.insert("x-test-user", http::HeaderValue::from_static("a"));
+    // What fromHeaders rules read: the input's last bytes as the values a
+    // request asks for, so the header reader is fuzzed too.
+    if let Ok(asked) = http::HeaderValue::from_bytes(&data[data.len().saturating_sub(40)..]) {
+        headers.insert(policy::DELAY_HEADER, asked.clone());
+        headers.insert(policy::ABORT_GRPC_HEADER, asked);
+    }
     let source = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
     let destination = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
     for direction in [Direction::Inbound, Direction::Outbound] {
@@ -50,7 +56,12 @@ fuzz_target!(|data: &[u8]| {
             destination_ip: destination,
             host: Some("payments.shop.svc.cluster.local:80"),
         };
-        let _ = compiled.decide_request(&request, &mut rng);
+        let _ = compiled.decide_request_outcome(&request, &mut rng);
+        let grpc = RequestInfo {
+            protocol: Protocol::Grpc,
+            ..request
+        };
+        let _ = compiled.decide_request_outcome(&grpc, &mut rng);
         let candidates = compiled.response_candidates(&request);
         for status in [200, 404, 503] {
             let response = ResponseInfo {
