@@ -351,11 +351,19 @@ async fn protocol_tcp_keeps_including_tls_and_protocol_tls_narrows_it() {
     assert_eq!(bytes, b"PING\r\n", "raw TCP is not tls");
     let proxy = start_proxy(
         upstream.addr,
-        "rules:\n- match: {protocol: tls}\n  abort: {reset: true}\n",
+        "rules:\n- match: {protocol: tls, sni: \"*.example.test\"}\n  abort: {reset: true}\n",
     )
     .await;
     assert_cut(
         upstream.exchange(proxy.addr, "other.example.test").await,
         "tls",
+    );
+    // `/policy` shows the rule as it is in force.
+    let (_, policy) = proxy.admin_get("/policy").await;
+    let policy: serde_json::Value = serde_json::from_str(&policy).unwrap();
+    assert_eq!(
+        policy["policy"]["rules"][0]["match"],
+        serde_json::json!({"protocol": "tls", "sni": "*.example.test"}),
+        "{policy}"
     );
 }

@@ -1,0 +1,187 @@
+#!/usr/bin/env bash
+# bench/tls.sh: what `sni` rules cost the traffic they do not match, as
+# ratios against the same proxy with no rules, measured in one run.
+#
+#   targets  tls        client -> faultline-proxy (no policy) -> rustls server
+#            tls+sni    the same with rules that never match: a `partition`
+#                       and an `abort: {reset: true}` for sni "*.never.test"
+#                       (the client asks for bench.example.test), so every
+#                       connection waits for its ClientHello, has it read
+#                       whole and parsed, and is decided again
+#            http       client -> faultline-proxy (no policy) -> hyper upstream
+#            http+sni   the same with the same rules (never TLS: decided
+#                       once detection says HTTP)
+#
+#   tls conn/s  new TLS connections per second (bench-tls client: BENCH_CONNS
+#               loops of connect, full handshake, 64 bytes echoed, close)
+#   CPU us      user+system CPU of the proxy per connection in that run
+#   h1 req/s    saturated HTTP/1.1 keep-alive throughput (wrk) and the
+#               proxy's CPU per request
+#   close       the same with `Connection: close`: a new connection, hence a
+#               new connection-level decision, per request
+#
+# Every figure is a median over interleaved rounds; the goal is a ratio
+# within the noise of the no-rule proxy, whose spread over the rounds is
+# printed beside it. Load average before and after; the summary is
+# appended to bench/RESULTS.md (BENCH_RECORD=0: not).
+# Needs: wrk. Env: BENCH_THREADS=2 BENCH_SECONDS=5 BENCH_ROUNDS=3
+#      BENCH_CONNS=16 BENCH_PORT=19600 BENCH_RECORD=1
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
+threads="${BENCH_THREADS:-2}"
+secs="${BENCH_SECONDS:-5}"
+rounds="${BENCH_ROUNDS:-3}"
+conns="${BENCH_CONNS:-16}"
+base="${BENCH_PORT:-19600}"
+record="${BENCH_RECORD:-1}"
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+echo "== building release binaries" >&2
+cargo build --release -q -p faultline-proxy --bin faultline-proxy --example bench-upstream --example bench-tls
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT INT TERM
+
+# Ports: base+0 HTTP upstream, +1 TLS upstream, +10.. the proxies, +20.. their admin.
+http_up=$base tls_up=$((base + 1))
+targets=(tls tls+sni http http+sni)
+declare -A port admin tpid
+i=0
+for name in "${targets[@]}"; do
+  port[$name]=$((base + 10 + i)) admin[$name]=$((base + 20 + i))
+  i=$((i + 1))
+done
+for p in $http_up $tls_up "${port[@]}" "${admin[@]}"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "bench: port $p is in use; set BENCH_PORT" >&2
+    exit 1
+  fi
+done
+
+echo 'rules: []' > "$work/none.yaml"
+cat > "$work/sni.yaml" <<'YAML'
+rules:
+- name: never-partition
+  match: {sni: "*.never.test"}
+  partition: {}
+- name: never-reset
+  match: {sni: "*.never.test"}
+  abort: {reset: true}
+YAML
+
+"$bin/examples/bench-upstream" "127.0.0.1:$http_up" "$threads" &
+pids+=($!)
+"$bin/examples/bench-tls" server "127.0.0.1:$tls_up" "$threads" "$work/ca.der" bench.example.test &
+pids+=($!)
+for name in "${targets[@]}"; do
+  up=$http_up faults=none
+  [[ $name == tls* ]] && up=$tls_up
+  [[ $name == *+sni ]] && faults=sni
+  FAULTLINE_LOG=warn FAULTLINE_WORKERS="$threads" "$bin/faultline-proxy" run \
+    --listen "127.0.0.1:${port[$name]}" --upstream "127.0.0.1:$up" \
+    --admin-addr "127.0.0.1:${admin[$name]}" --faults "$work/$faults.yaml" &
+  tpid[$name]=$!
+  pids+=($!)
+done
+deadline=$((SECONDS + 30))
+for name in "${targets[@]}"; do
+  until curl -sf "http://127.0.0.1:${admin[$name]}/readyz" >/dev/null && [ -s "$work/ca.der" ]; do
+    if (( SECONDS > deadline )); then echo "bench: $name did not become ready" >&2; exit 1; fi
+    sleep 0.1
+  done
+done
+
+# utime + stime of a process in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# Microseconds of CPU per operation from two tick readings and a count.
+per_op() {
+  awk -v t=$(($2 - $1)) -v hz="$(getconf CLK_TCK)" -v n="$3" \
+    'BEGIN { if (n > 0) printf "%.2f", t * 1e6 / hz / n; else print "-" }'
+}
+field() { sed -nE "s/.*$1=([0-9.]+).*/\\1/p" <<<"$2"; }
+declare -A result
+add() { result[$1]="${result[$1]:-} $2"; }
+
+tls_run() { # NAME
+  local out cpu0 cpu1 rps
+  cpu0=$(cpu_ticks "${tpid[$1]}")
+  out=$("$bin/examples/bench-tls" client "127.0.0.1:${port[$1]}" "$work/ca.der" "$conns" "$secs" bench.example.test)
+  cpu1=$(cpu_ticks "${tpid[$1]}")
+  rps=$(field rps "$out")
+  add "$1.conn" "$rps"
+  add "$1.conncpu" "$(per_op "$cpu0" "$cpu1" "$((rps * secs))")"
+  echo "   tls: $out, ${result[$1.conncpu]##* } us CPU per connection" >&2
+}
+wrk_run() { # NAME KEY [wrk args]
+  local name=$1 key=$2 w cpu0 cpu1 n
+  shift 2
+  cpu0=$(cpu_ticks "${tpid[$name]}")
+  w=$(wrk -t1 "$@" -d"${secs}s" "http://127.0.0.1:${port[$name]}/")
+  cpu1=$(cpu_ticks "${tpid[$name]}")
+  n=$(awk '/requests in/ {print $1}' <<<"$w")
+  add "$name.$key" "$(awk '/Requests\/sec/ {printf "%d", $2}' <<<"$w")"
+  add "$name.${key}cpu" "$(per_op "$cpu0" "$cpu1" "$n")"
+  echo "   wrk $key: ${result[$name.$key]##* } req/s, ${result[$name.${key}cpu]##* } us CPU per request" >&2
+}
+
+# Rounds interleave the targets (and alternate which goes first), so a slow
+# spell of the machine hits both sides of a ratio.
+for round in $(seq "$rounds"); do
+  order=(tls tls+sni http http+sni)
+  (( round % 2 == 0 )) && order=(tls+sni tls http+sni http)
+  for name in "${order[@]}"; do
+    echo "== $name (round $round)" >&2
+    if [[ $name == tls* ]]; then
+      tls_run "$name"
+    else
+      wrk_run "$name" h1 -c64
+      wrk_run "$name" close -c"$conns" -H "Connection: close"
+    fi
+  done
+done
+load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+
+median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{v[NR] = $1} END { print v[int((NR + 1) / 2)] }'; }
+m() { median "${result[$1.$2]:-}"; }
+# The no-rule proxy's own spread over the rounds: max / min.
+spread() { tr ' ' '\n' <<<"${result[$1.$2]}" | awk 'NF' | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END { if (lo > 0) printf "%.2f", hi / lo; else print "-" }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }'; }
+row() { # LABEL BASE RULED KEY
+  printf '%-26s | %9s | %9s | %6s | no-rule spread %s\n' "$1" "$(m "$2" "$4")" "$(m "$3" "$4")" \
+    "$(ratio "$(m "$3" "$4")" "$(m "$2" "$4")")" "$(spread "$2" "$4")"
+}
+
+summary() {
+  echo "faultline-proxy sni benchmark $(date -u +%Y-%m-%dT%H:%MZ): $(nproc) cores, $threads worker threads, medians of $rounds interleaved rounds of ${secs}s"
+  echo "load average before: $load_before, after: $load_after"
+  printf '%-26s | %9s | %9s | %6s |\n' "figure" "no rules" "sni rules" "ratio"
+  row "TLS connections/s" tls tls+sni conn
+  row "TLS CPU us/connection" tls tls+sni conncpu
+  row "HTTP keep-alive req/s" http http+sni h1
+  row "HTTP CPU us/request" http http+sni h1cpu
+  row "HTTP close req/s" http http+sni close
+  row "HTTP close CPU us/request" http http+sni closecpu
+  echo "(sni rules: a partition and an abort reset for sni *.never.test, which no connection matches;"
+  echo " spread: the no-rule proxy's max/min over the rounds, this run's noise)"
+}
+
+out="$(summary)"
+echo
+echo "$out"
+if [ "$record" = 1 ]; then
+  block="$(printf '\n### `bench/tls.sh`, %s\n\n```\n%s\n```\n' "$(date -u +%Y-%m-%d)" "$out")"
+  BLOCK="$block" awk '/^## Capture/ && !done { print ENVIRON["BLOCK"]; print ""; done = 1 } { print }' \
+    bench/RESULTS.md > "$work/RESULTS.md"
+  cp "$work/RESULTS.md" bench/RESULTS.md
+  echo "(appended to bench/RESULTS.md)"
+fi
