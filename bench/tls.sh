@@ -19,12 +19,19 @@
 #               proxy's CPU per request
 #   close       the same with `Connection: close`: a new connection, hence a
 #               new connection-level decision, per request
+#   parse       the ClientHello parse alone (bench-tls parse), in ns, to set
+#               against the CPU a TLS connection costs the proxy
 #
-# Every figure is a median over interleaved rounds; the goal is a ratio
-# within the noise of the no-rule proxy, whose spread over the rounds is
-# printed beside it. Load average before and after; the summary is
+# Every figure is a median over interleaved rounds (an even number by
+# default, so each target runs first as often as second), the ratio the
+# median of the per-round ratios; the goal is a ratio within the noise of
+# the no-rule proxy, whose spread over the rounds is printed beside it.
+# Each TLS target has its own upstream port: thousands of connections a
+# second leave their ports in TIME_WAIT, and a target connecting to the
+# same address right after another would pay for the other's (measured:
+# whichever TLS target ran second in a round lost ~25%). Load average before and after; the summary is
 # appended to bench/RESULTS.md (BENCH_RECORD=0: not).
-# Needs: wrk. Env: BENCH_THREADS=2 BENCH_SECONDS=5 BENCH_ROUNDS=3
+# Needs: wrk. Env: BENCH_THREADS=2 BENCH_SECONDS=5 BENCH_ROUNDS=4
 #      BENCH_CONNS=16 BENCH_PORT=19600 BENCH_RECORD=1
 set -euo pipefail
 
@@ -33,7 +40,7 @@ cd "$root"
 command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
 threads="${BENCH_THREADS:-2}"
 secs="${BENCH_SECONDS:-5}"
-rounds="${BENCH_ROUNDS:-3}"
+rounds="${BENCH_ROUNDS:-4}"
 conns="${BENCH_CONNS:-16}"
 base="${BENCH_PORT:-19600}"
 record="${BENCH_RECORD:-1}"
@@ -52,8 +59,8 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-# Ports: base+0 HTTP upstream, +1 TLS upstream, +10.. the proxies, +20.. their admin.
-http_up=$base tls_up=$((base + 1))
+# Ports: base+0 HTTP upstream, +1 and +2 TLS upstreams, +10.. the proxies, +20.. their admin.
+http_up=$base tls_up=$((base + 1)) tls_up2=$((base + 2))
 targets=(tls tls+sni http http+sni)
 declare -A port admin tpid
 i=0
@@ -61,7 +68,7 @@ for name in "${targets[@]}"; do
   port[$name]=$((base + 10 + i)) admin[$name]=$((base + 20 + i))
   i=$((i + 1))
 done
-for p in $http_up $tls_up "${port[@]}" "${admin[@]}"; do
+for p in $http_up $tls_up $tls_up2 "${port[@]}" "${admin[@]}"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
     echo "bench: port $p is in use; set BENCH_PORT" >&2
     exit 1
@@ -83,9 +90,12 @@ YAML
 pids+=($!)
 "$bin/examples/bench-tls" server "127.0.0.1:$tls_up" "$threads" "$work/ca.der" bench.example.test &
 pids+=($!)
+"$bin/examples/bench-tls" server "127.0.0.1:$tls_up2" "$threads" "$work/ca2.der" bench.example.test &
+pids+=($!)
 for name in "${targets[@]}"; do
   up=$http_up faults=none
-  [[ $name == tls* ]] && up=$tls_up
+  [[ $name == tls ]] && up=$tls_up
+  [[ $name == tls+sni ]] && up=$tls_up2
   [[ $name == *+sni ]] && faults=sni
   FAULTLINE_LOG=warn FAULTLINE_WORKERS="$threads" "$bin/faultline-proxy" run \
     --listen "127.0.0.1:${port[$name]}" --upstream "127.0.0.1:$up" \
@@ -95,7 +105,7 @@ for name in "${targets[@]}"; do
 done
 deadline=$((SECONDS + 30))
 for name in "${targets[@]}"; do
-  until curl -sf "http://127.0.0.1:${admin[$name]}/readyz" >/dev/null && [ -s "$work/ca.der" ]; do
+  until curl -sf "http://127.0.0.1:${admin[$name]}/readyz" >/dev/null && [ -s "$work/ca.der" ] && [ -s "$work/ca2.der" ]; do
     if (( SECONDS > deadline )); then echo "bench: $name did not become ready" >&2; exit 1; fi
     sleep 0.1
   done
@@ -115,7 +125,9 @@ add() { result[$1]="${result[$1]:-} $2"; }
 tls_run() { # NAME
   local out cpu0 cpu1 rps
   cpu0=$(cpu_ticks "${tpid[$1]}")
-  out=$("$bin/examples/bench-tls" client "127.0.0.1:${port[$1]}" "$work/ca.der" "$conns" "$secs" bench.example.test)
+  local ca=$work/ca.der
+  [[ $1 == tls+sni ]] && ca=$work/ca2.der
+  out=$("$bin/examples/bench-tls" client "127.0.0.1:${port[$1]}" "$ca" "$conns" "$secs" bench.example.test)
   cpu1=$(cpu_ticks "${tpid[$1]}")
   rps=$(field rps "$out")
   add "$1.conn" "$rps"
@@ -150,15 +162,22 @@ for round in $(seq "$rounds"); do
   done
 done
 load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+# What reading a server name costs on its own (one core, no I/O).
+parse_out=$("$bin/examples/bench-tls" parse bench.example.test 200000)
 
 median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{v[NR] = $1} END { print v[int((NR + 1) / 2)] }'; }
 m() { median "${result[$1.$2]:-}"; }
 # The no-rule proxy's own spread over the rounds: max / min.
 spread() { tr ' ' '\n' <<<"${result[$1.$2]}" | awk 'NF' | sort -g | awk 'NR == 1 {lo = $1} {hi = $1} END { if (lo > 0) printf "%.2f", hi / lo; else print "-" }'; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "-" }'; }
+# The median over rounds of RULED / BASE in the same round.
+paired() {
+  median "$(paste -d' ' <(tr ' ' '\n' <<<"${result[$2.$3]}" | awk 'NF') \
+    <(tr ' ' '\n' <<<"${result[$1.$3]}" | awk 'NF') \
+    | awk '{ if ($2 > 0) printf "%.3f ", $1 / $2 }')"
+}
 row() { # LABEL BASE RULED KEY
   printf '%-26s | %9s | %9s | %6s | no-rule spread %s\n' "$1" "$(m "$2" "$4")" "$(m "$3" "$4")" \
-    "$(ratio "$(m "$3" "$4")" "$(m "$2" "$4")")" "$(spread "$2" "$4")"
+    "$(paired "$2" "$3" "$4")" "$(spread "$2" "$4")"
 }
 
 summary() {
@@ -171,8 +190,9 @@ summary() {
   row "HTTP CPU us/request" http http+sni h1cpu
   row "HTTP close req/s" http http+sni close
   row "HTTP close CPU us/request" http http+sni closecpu
+  echo "ClientHello parse alone: $parse_out (ns per parse)"
   echo "(sni rules: a partition and an abort reset for sni *.never.test, which no connection matches;"
-  echo " spread: the no-rule proxy's max/min over the rounds, this run's noise)"
+  echo " ratio: median of the per-round ratios; spread: the no-rule proxy's max/min over the rounds, this run's noise)"
 }
 
 out="$(summary)"

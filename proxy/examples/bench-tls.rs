@@ -9,6 +9,9 @@
 //!   handshaking with SNI NAME (trusting the CA in file CA), writing 64
 //!   bytes, reading them back and closing, again and again for SECONDS.
 //!   Prints `rps=<connections per second> errors=<failed connections>`.
+//! - `parse NAME ITERATIONS`: what reading the server name costs: parses a
+//!   rustls ClientHello for NAME (one record, then split over 8 records)
+//!   ITERATIONS times each. Prints `one_record_ns=.. split_ns=..`.
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -20,8 +23,8 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let usage =
-        "usage: bench-tls server ADDR THREADS CA_OUT NAME... | client ADDR CA CONNS SECONDS NAME";
+    let usage = "usage: bench-tls server ADDR THREADS CA_OUT NAME... | client ADDR CA CONNS SECONDS NAME \
+                 | parse NAME ITERATIONS";
     match args.first().map(String::as_str) {
         Some("server") if args.len() >= 5 => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -43,6 +46,7 @@ fn main() -> Result<(), Error> {
                 args[5].clone(),
             ))
         }
+        Some("parse") if args.len() == 3 => parse(&args[1], args[2].parse()?),
         _ => Err(usage.into()),
     }
 }
@@ -142,5 +146,44 @@ async fn exchange(
     let mut back = [0u8; 64];
     tls.read_exact(&mut back).await?;
     tls.shutdown().await?;
+    Ok(())
+}
+
+fn parse(name: &str, iterations: u32) -> Result<(), Error> {
+    use faultline_proxy::traffic::client_hello::{self, Hello};
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    let server = ServerName::try_from(name.to_owned())?;
+    let mut client = rustls::ClientConnection::new(Arc::new(config), server)?;
+    let mut hello = Vec::new();
+    while client.wants_write() {
+        client.write_tls(&mut hello)?;
+    }
+    // The same handshake message in 8 records.
+    let (header, message) = hello.split_at(5);
+    let mut split = Vec::new();
+    for piece in message.chunks(message.len().div_ceil(8)) {
+        split.extend_from_slice(&header[..3]);
+        split.extend_from_slice(&u16::try_from(piece.len())?.to_be_bytes());
+        split.extend_from_slice(piece);
+    }
+    let time = |bytes: &[u8]| -> Result<f64, Error> {
+        let expected = Hello::Done(Some(name.into()));
+        let started = Instant::now();
+        for _ in 0..iterations {
+            if client_hello::parse(std::hint::black_box(bytes)) != expected {
+                return Err("the server name was not read".into());
+            }
+        }
+        Ok(started.elapsed().as_nanos() as f64 / f64::from(iterations))
+    };
+    println!(
+        "one_record_ns={:.0} split_ns={:.0} bytes={}",
+        time(&hello)?,
+        time(&split)?,
+        hello.len()
+    );
     Ok(())
 }

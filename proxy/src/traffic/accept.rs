@@ -296,13 +296,13 @@ async fn handle(
         Detected::Tcp => Protocol::Tcp,
     };
     // Only read the whole ClientHello when a rule asks for the name.
+    // Boxed: the read's state would otherwise be part of every
+    // connection's task.
     let mut sni = None;
     if protocol == Protocol::Tls && effects::needs_sni(&shared.store, &conn) {
         let prefix = std::mem::take(&mut sniffed.prefix);
-        let (prefix, name) =
-            client_hello::read(&mut stream, prefix, shared.detect_timeout, detect_until)
-                .await
-                .map_err(ConnError::Detect)?;
+        let read = client_hello::read(&mut stream, prefix, shared.detect_timeout, detect_until);
+        let (prefix, name) = Box::pin(read).await.map_err(ConnError::Detect)?;
         sniffed.prefix = prefix;
         sni = name;
     }
