@@ -36,9 +36,13 @@ from __future__ import annotations
 
 import datetime as _dt
 import re as _re
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
+                    TypedDict, Union)
 
 import yaml
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: A rule as written in YAML.
 Rule = Dict[str, Any]
@@ -223,8 +227,88 @@ def _durations(**values: Optional[DurationLike]) -> Dict[str, str]:
     return {k: duration(v) for k, v in values.items() if v is not None}
 
 
-# The helpers below share these keyword arguments; listing them in each
-# signature keeps editors' completion and type checking useful.
+# The keywords the fault helpers share, declared once: each helper takes the
+# set that fits its fault as ``**keywords: Unpack[...]``, which editors
+# complete and type checkers check as if written in its signature.
+
+
+class _RuleKeywords(TypedDict, total=False):
+    """The rule keywords every fault helper takes (see :func:`rule`)."""
+
+    name: Optional[str]
+    percent: Optional[Union[float, str]]
+    first: Optional[int]
+
+
+class _PeerMatch(_RuleKeywords, total=False):
+    """The match keywords of every fault (see :func:`match`; ``direction`` defaults there)."""
+
+    direction: Optional[str]
+    port: Optional[PortLike]
+    host: Optional[str]
+    from_: Optional[PeersLike]
+    to: Optional[PeersLike]
+
+
+class _ConnectionMatch(_PeerMatch, total=False):
+    """Faults on whole connections: TCP, or TLS by server name."""
+
+    protocol: Optional[str]
+    sni: Optional[str]
+
+
+class _RequestMatch(_PeerMatch, total=False):
+    """Faults on HTTP requests."""
+
+    protocol: Optional[str]
+    methods: Optional[Iterable[str]]
+    path: Optional[str]
+    headers: Optional[Mapping[str, str]]
+
+
+class _ProbeMatch(_RequestMatch, total=False):
+    probes: Optional[bool]
+
+
+class _AnswerMatch(_ProbeMatch, total=False):
+    """Faults decided on the upstream's answer."""
+
+    response: Optional[Mapping[str, Any]]
+
+
+class _StreamMatch(_ProbeMatch, total=False):
+    """Faults on HTTP requests that also apply to TLS connections."""
+
+    sni: Optional[str]
+
+
+class _AnyMatch(_StreamMatch, total=False):
+    response: Optional[Mapping[str, Any]]
+
+
+class _GrpcMatch(_PeerMatch, total=False):
+    path: Optional[str]
+    headers: Optional[Mapping[str, str]]
+    response: Optional[Mapping[str, Any]]
+
+
+_RULE_KEYWORDS = _RuleKeywords.__optional_keys__
+
+
+def _rule(builder: str, fault: str, spec: Any, keywords: Mapping[str, Any], accepted: Any,
+          **fixed: Any) -> Rule:
+    """The rule a fault helper builds: ``keywords`` split into the rule's and the match's.
+
+    The helpers take their shared keywords as ``**keywords`` (typed by
+    ``accepted``, one of the ``TypedDict`` above), so a keyword a helper
+    does not take is refused here as Python would refuse it.
+    """
+    for key in keywords:
+        if key not in accepted.__optional_keys__:
+            raise TypeError(f"{builder}() got an unexpected keyword argument '{key}'")
+    matched = {k: v for k, v in keywords.items() if k not in _RULE_KEYWORDS}
+    named = {k: v for k, v in keywords.items() if k in _RULE_KEYWORDS}
+    return rule(fault, spec, match=match(**matched, **fixed), **named)
 
 
 def delay(
@@ -240,21 +324,8 @@ def delay(
     shape: Optional[float] = None,
     max_: Optional[DurationLike] = None,
     side: Optional[str] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    protocol: Optional[str] = None,
-    methods: Optional[Iterable[str]] = None,
-    path: Optional[str] = None,
-    headers: Optional[Mapping[str, str]] = None,
-    host: Optional[str] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
-    probes: Optional[bool] = None,
-    sni: Optional[str] = None,
     response: Optional[Mapping[str, Any]] = None,
+    **keywords: Unpack[_StreamMatch],
 ) -> Rule:
     """A ``delay`` rule, by the keywords given:
 
@@ -293,10 +364,7 @@ def delay(
         side = "response"
     if side is not None:
         spec["side"] = side
-    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni,
-              response=response)
-    return rule("delay", spec, name=name, percent=percent, first=first, match=m)
+    return _rule("delay", "delay", spec, keywords, _StreamMatch, response=response)
 
 
 def abort(
@@ -305,21 +373,7 @@ def abort(
     body: Optional[str] = None,
     response_headers: Optional[Mapping[str, str]] = None,
     reset: bool = False,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    protocol: Optional[str] = None,
-    methods: Optional[Iterable[str]] = None,
-    path: Optional[str] = None,
-    headers: Optional[Mapping[str, str]] = None,
-    host: Optional[str] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
-    probes: Optional[bool] = None,
-    sni: Optional[str] = None,
-    response: Optional[Mapping[str, Any]] = None,
+    **keywords: Unpack[_AnyMatch],
 ) -> Rule:
     """``abort: {status, body, headers}`` (an HTTP error), or ``abort: {reset: true}`` with ``reset=True``.
 
@@ -338,35 +392,20 @@ def abort(
         spec["body"] = body
     if response_headers is not None:
         spec["headers"] = dict(response_headers)
-    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni,
-              response=response)
-    return rule("abort", spec, name=name, percent=percent, first=first, match=m)
+    return _rule("abort", "abort", spec, keywords, _AnyMatch)
 
 
 def grpc_abort(
     code: Union[str, int],
     *,
     message: Optional[str] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    path: Optional[str] = None,
-    headers: Optional[Mapping[str, str]] = None,
-    host: Optional[str] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
-    response: Optional[Mapping[str, Any]] = None,
+    **keywords: Unpack[_GrpcMatch],
 ) -> Rule:
     """``abort: {grpc: CODE, message}`` with ``match.protocol: grpc`` (as ``kubectl fault --grpc``)."""
     spec: Dict[str, Any] = {"grpc": code.upper() if isinstance(code, str) else code}
     if message is not None:
         spec["message"] = message
-    m = match(direction=direction, port=port, protocol="grpc", path=path, headers=headers,
-              host=host, from_=from_, to=to, response=response)
-    return rule("abort", spec, name=name, percent=percent, first=first, match=m)
+    return _rule("grpc_abort", "abort", spec, keywords, _GrpcMatch, protocol="grpc")
 
 
 def respond(
@@ -374,19 +413,7 @@ def respond(
     *,
     body: Optional[str] = None,
     response_headers: Optional[Mapping[str, str]] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    protocol: Optional[str] = None,
-    methods: Optional[Iterable[str]] = None,
-    path: Optional[str] = None,
-    headers: Optional[Mapping[str, str]] = None,
-    host: Optional[str] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
-    probes: Optional[bool] = None,
+    **keywords: Unpack[_ProbeMatch],
 ) -> Rule:
     """``respond: {status, body, headers}``: a stub answer instead of forwarding."""
     spec: Dict[str, Any] = {"status": status}
@@ -394,9 +421,7 @@ def respond(
         spec["body"] = body
     if response_headers is not None:
         spec["headers"] = dict(response_headers)
-    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes)
-    return rule("respond", spec, name=name, percent=percent, first=first, match=m)
+    return _rule("respond", "respond", spec, keywords, _ProbeMatch)
 
 
 def replace(
@@ -404,20 +429,7 @@ def replace(
     *,
     body: Optional[str] = None,
     response_headers: Optional[Mapping[str, str]] = None,
-    response: Optional[Mapping[str, Any]] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    protocol: Optional[str] = None,
-    methods: Optional[Iterable[str]] = None,
-    path: Optional[str] = None,
-    headers: Optional[Mapping[str, str]] = None,
-    host: Optional[str] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
-    probes: Optional[bool] = None,
+    **keywords: Unpack[_AnswerMatch],
 ) -> Rule:
     """``replace: {status, headers, body}``: each part given replaces the upstream's.
 
@@ -431,9 +443,7 @@ def replace(
         spec["headers"] = dict(response_headers)
     if body is not None:
         spec["body"] = body
-    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes, response=response)
-    return rule("replace", spec, name=name, percent=percent, first=first, match=m)
+    return _rule("replace", "replace", spec, keywords, _AnswerMatch)
 
 
 def patch(
@@ -442,20 +452,7 @@ def patch(
     set_headers: Optional[Mapping[str, str]] = None,
     remove_headers: Optional[Iterable[str]] = None,
     merge: Any = None,
-    response: Optional[Mapping[str, Any]] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    protocol: Optional[str] = None,
-    methods: Optional[Iterable[str]] = None,
-    path: Optional[str] = None,
-    headers: Optional[Mapping[str, str]] = None,
-    host: Optional[str] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
-    probes: Optional[bool] = None,
+    **keywords: Unpack[_AnswerMatch],
 ) -> Rule:
     """``patch: {status, headers: {set, remove}, body: {merge}}``: change the upstream's answer.
 
@@ -474,32 +471,14 @@ def patch(
         spec["headers"] = header_patch
     if merge is not None:
         spec["body"] = {"merge": merge}
-    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes, response=response)
-    return rule("patch", spec, name=name, percent=percent, first=first, match=m)
+    return _rule("patch", "patch", spec, keywords, _AnswerMatch)
 
 
 def hang(
-    *,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    protocol: Optional[str] = None,
-    methods: Optional[Iterable[str]] = None,
-    path: Optional[str] = None,
-    headers: Optional[Mapping[str, str]] = None,
-    host: Optional[str] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
-    probes: Optional[bool] = None,
-    sni: Optional[str] = None,
+    **keywords: Unpack[_StreamMatch],
 ) -> Rule:
     """``hang: {}``: never answer (tests client timeouts)."""
-    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni)
-    return rule("hang", {}, name=name, percent=percent, first=first, match=m)
+    return _rule("hang", "hang", {}, keywords, _StreamMatch)
 
 
 def from_headers(
@@ -507,18 +486,7 @@ def from_headers(
     max_delay: Optional[DurationLike] = None,
     abort_statuses: Optional[Iterable[int]] = None,
     abort_grpc: Optional[Iterable[Union[str, int]]] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    protocol: Optional[str] = None,
-    methods: Optional[Iterable[str]] = None,
-    path: Optional[str] = None,
-    headers: Optional[Mapping[str, str]] = None,
-    host: Optional[str] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
+    **keywords: Unpack[_RequestMatch],
 ) -> Rule:
     """``fromHeaders: {maxDelay, abortStatuses, abortGrpc}``: each request may ask for its
     own delay (``x-faultline-delay``) or abort (``x-faultline-abort``,
@@ -530,9 +498,7 @@ def from_headers(
         spec["abortStatuses"] = list(abort_statuses)
     if abort_grpc is not None:
         spec["abortGrpc"] = [c.upper() if isinstance(c, str) else c for c in abort_grpc]
-    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to)
-    return rule("fromHeaders", spec, name=name, percent=percent, first=first, match=m)
+    return _rule("from_headers", "fromHeaders", spec, keywords, _RequestMatch)
 
 
 #: The request headers a ``fromHeaders`` rule reads: ``{"delay": "x-faultline-delay", ...}``.
@@ -570,20 +536,7 @@ def bandwidth(
     bytes_per_second: Optional[int] = None,
     request: Optional[Union[str, int]] = None,
     response: Optional[Union[str, int]] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    protocol: Optional[str] = None,
-    methods: Optional[Iterable[str]] = None,
-    path: Optional[str] = None,
-    headers: Optional[Mapping[str, str]] = None,
-    host: Optional[str] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
-    probes: Optional[bool] = None,
-    sni: Optional[str] = None,
+    **keywords: Unpack[_StreamMatch],
 ) -> Rule:
     """``bandwidth: {rate: "64KiB/s"}``, ``bandwidth: {bytesPerSecond: N}``, or per side
     ``bandwidth: {request: "10KB/s", response: "1MB/s"}`` (``request=``, ``response=``).
@@ -597,24 +550,13 @@ def bandwidth(
         spec["request"] = request
     if response is not None:
         spec["response"] = response
-    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni)
-    return rule("bandwidth", spec, name=name, percent=percent, first=first, match=m)
+    return _rule("bandwidth", "bandwidth", spec, keywords, _StreamMatch)
 
 
 def partition(
     *,
-    to: Optional[PeersLike] = None,
-    from_: Optional[PeersLike] = None,
     mode: str = "reject",
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    sni: Optional[str] = None,
-    host: Optional[str] = None,
-    protocol: Optional[str] = None,
+    **keywords: Unpack[_ConnectionMatch],
 ) -> Rule:
     """``partition: {mode}``: cut the pod off from peers (``to={"app": "nats"}``, as ``kubectl fault --partition-to``).
 
@@ -622,25 +564,14 @@ def partition(
     ``from_`` and ``to`` can select traffic, and TLS connections by server
     name: ``sni`` (or ``host``, the SNI there) and ``protocol="tls"``.
     """
-    m = match(direction=direction, port=port, from_=from_, to=to, sni=sni, host=host,
-              protocol=protocol)
-    return rule("partition", {"mode": mode}, name=name, percent=percent, first=first, match=m)
+    return _rule("partition", "partition", {"mode": mode}, keywords, _ConnectionMatch)
 
 
 def reset(
     *,
     after_bytes: Optional[int] = None,
     after: Optional[DurationLike] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
-    sni: Optional[str] = None,
-    host: Optional[str] = None,
-    protocol: Optional[str] = None,
+    **keywords: Unpack[_ConnectionMatch],
 ) -> Rule:
     """``reset: {afterBytes, after}``: forward, then reset the connection (TLS ones by ``sni``)."""
     spec: Dict[str, Any] = {}
@@ -648,9 +579,7 @@ def reset(
         spec["afterBytes"] = after_bytes
     if after is not None:
         spec["after"] = duration(after)
-    m = match(direction=direction, port=port, from_=from_, to=to, sni=sni, host=host,
-              protocol=protocol)
-    return rule("reset", spec, name=name, percent=percent, first=first, match=m)
+    return _rule("reset", "reset", spec, keywords, _ConnectionMatch)
 
 
 def slicer(
@@ -659,16 +588,7 @@ def slicer(
     size_variation: Optional[int] = None,
     delay: Optional[DurationLike] = None,
     side: Optional[str] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    protocol: Optional[str] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
-    sni: Optional[str] = None,
-    host: Optional[str] = None,
+    **keywords: Unpack[_ConnectionMatch],
 ) -> Rule:
     """``slicer: {averageSize, sizeVariation, delay, side}``: raw TCP bytes in small chunks.
 
@@ -683,61 +603,33 @@ def slicer(
         spec["delay"] = duration(delay)
     if side is not None:
         spec["side"] = side
-    m = match(direction=direction, port=port, protocol=protocol, from_=from_, to=to, sni=sni,
-              host=host)
-    return rule("slicer", spec, name=name, percent=percent, first=first, match=m)
+    return _rule("slicer", "slicer", spec, keywords, _ConnectionMatch)
 
 
 def limit_data(
     byte_count: int,
     *,
     side: Optional[str] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    protocol: Optional[str] = None,
-    methods: Optional[Iterable[str]] = None,
-    path: Optional[str] = None,
-    headers: Optional[Mapping[str, str]] = None,
-    host: Optional[str] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
-    probes: Optional[bool] = None,
-    sni: Optional[str] = None,
+    **keywords: Unpack[_StreamMatch],
 ) -> Rule:
     """``limitData: {bytes, side}``: close the connection after N bytes (on HTTP: truncated responses)."""
     spec: Dict[str, Any] = {"bytes": byte_count}
     if side is not None:
         spec["side"] = side
-    m = match(direction=direction, port=port, protocol=protocol, methods=methods, path=path,
-              headers=headers, host=host, from_=from_, to=to, probes=probes, sni=sni)
-    return rule("limitData", spec, name=name, percent=percent, first=first, match=m)
+    return _rule("limit_data", "limitData", spec, keywords, _StreamMatch)
 
 
 def slow_close(
     delay: DurationLike,
     *,
     side: Optional[str] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-    direction: Optional[str] = _AUTO,
-    port: Optional[PortLike] = None,
-    protocol: Optional[str] = None,
-    from_: Optional[PeersLike] = None,
-    to: Optional[PeersLike] = None,
-    sni: Optional[str] = None,
-    host: Optional[str] = None,
+    **keywords: Unpack[_ConnectionMatch],
 ) -> Rule:
     """``slowClose: {delay, side}``: pass a raw TCP connection's close on late (TLS ones by ``sni``)."""
     spec: Dict[str, Any] = {"delay": duration(delay)}
     if side is not None:
         spec["side"] = side
-    m = match(direction=direction, port=port, protocol=protocol, from_=from_, to=to, sni=sni,
-              host=host)
-    return rule("slowClose", spec, name=name, percent=percent, first=first, match=m)
+    return _rule("slow_close", "slowClose", spec, keywords, _ConnectionMatch)
 
 
 def dns_match(query: Optional[str] = None, *, types: Optional[Iterable[str]] = None) -> Dict[str, Any]:
