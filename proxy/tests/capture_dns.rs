@@ -99,31 +99,6 @@ async fn ask(ns: &str, server: SocketAddr, msg: &[u8]) -> Vec<u8> {
     buf
 }
 
-fn start_proxy(pair: &mut NetnsPair, dir: &tempfile::TempDir) {
-    use std::os::unix::fs::PermissionsExt;
-    let policy = dir.path().join("faults.yaml");
-    std::fs::write(&policy, POLICY).expect("write policy");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).expect("chmod");
-    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-    let pod = pair.pod.clone();
-    pair.spawn(
-        &pod,
-        "setpriv",
-        &[
-            "--reuid=15400",
-            "--regid=15400",
-            "--clear-groups",
-            capture::BIN,
-            "run",
-        ],
-        &[
-            ("FAULTLINE_FAULTS_FILE", policy.display().to_string()),
-            ("FAULTLINE_DNS_ADDR", "127.0.0.1:15402".to_string()),
-            ("FAULTLINE_LOG", "info".to_string()),
-        ],
-    );
-}
-
 /// The proxy's `/metrics`, fetched from the peer namespace.
 async fn proxy_metrics(pair: &NetnsPair, admin: SocketAddr) -> String {
     let Ok(mut stream) = capture::connect(&pair.peer, admin).await else {
@@ -171,7 +146,14 @@ async fn dns_is_captured_and_faulted_only_with_the_opt_in() {
         &format!("nameserver {PEER_IP}\noptions timeout:1 attempts:1\n"),
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    start_proxy(&mut pair, &dir);
+    pair.start_proxy(
+        &dir,
+        POLICY,
+        &[
+            ("FAULTLINE_DNS_ADDR", "127.0.0.1:15402"),
+            ("FAULTLINE_LOG", "info"),
+        ],
+    );
     let admin = v4(capture::POD_IP, 15400);
     wait_ready(&mut pair, admin).await;
 
@@ -259,7 +241,14 @@ async fn dns_capture_is_mirrored_for_ipv6() {
     let resolver = resolver(&pair.peer, v6(PEER_IP6, 53));
     let _conf = ResolvConf::write(&pair.pod, &format!("nameserver {PEER_IP6}\n"));
     let dir = tempfile::tempdir().expect("tempdir");
-    start_proxy(&mut pair, &dir);
+    pair.start_proxy(
+        &dir,
+        POLICY,
+        &[
+            ("FAULTLINE_DNS_ADDR", "127.0.0.1:15402"),
+            ("FAULTLINE_LOG", "info"),
+        ],
+    );
     let admin = v4(capture::POD_IP, 15400);
     wait_ready(&mut pair, admin).await;
     pair.init_ok(&["--backend", "nft", "--ipv6", "on", "--capture-dns"]);

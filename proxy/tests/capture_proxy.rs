@@ -122,47 +122,6 @@ fn rule_packets(pair: &NetnsPair, needle: &str) -> u64 {
         .expect("packet counter")
 }
 
-/// Starts `faultline-proxy run` as 15400:15400 in the pod with [`POLICY`] and `env`.
-fn start_proxy(pair: &mut NetnsPair, dir: &tempfile::TempDir, env: &[(&str, &str)]) {
-    start_proxy_with(pair, dir, POLICY, env);
-}
-
-/// Starts `faultline-proxy run` as 15400:15400 in the pod with `text` as its policy.
-fn start_proxy_with(
-    pair: &mut NetnsPair,
-    dir: &tempfile::TempDir,
-    text: &str,
-    env: &[(&str, &str)],
-) {
-    let policy = dir.path().join("faults.yaml");
-    std::fs::write(&policy, text).expect("write policy");
-    // The proxy runs as 15400 and must read the file.
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod dir");
-    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644))
-        .expect("chmod policy");
-    let pod = pair.pod.clone();
-    pair.spawn(
-        &pod,
-        "setpriv",
-        &[
-            "--reuid=15400",
-            "--regid=15400",
-            "--clear-groups",
-            capture::BIN,
-            "run",
-        ],
-        &[
-            ("FAULTLINE_FAULTS_FILE", policy.display().to_string()),
-            ("FAULTLINE_LOG", "info".to_string()),
-        ]
-        .into_iter()
-        .chain(env.iter().map(|(k, v)| (*k, v.to_string())))
-        .collect::<Vec<_>>(),
-    );
-}
-
 /// Polls the proxy's `/readyz` from the peer namespace; fails fast if it exited.
 async fn wait_ready(pair: &mut NetnsPair, admin: SocketAddr) {
     let peer = pair.peer.clone();
@@ -190,7 +149,7 @@ async fn real_proxy_faults_captured_inbound_and_outbound_traffic() {
     app_server(&pod, v4([0, 0, 0, 0].into(), 8081));
     pair.init_ok(&["--exclude-inbound-ports", "8081"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    start_proxy(&mut pair, &dir, &[]);
+    pair.start_proxy(&dir, POLICY, &[("FAULTLINE_LOG", "info")]);
 
     let admin = v4(POD_IP, 15400);
     wait_ready(&mut pair, admin).await;
@@ -294,10 +253,11 @@ async fn real_proxy_captures_ipv6_with_ipv6_listeners() {
         "auto mirrors IPv6: {rules6}"
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    start_proxy(
-        &mut pair,
+    pair.start_proxy(
         &dir,
+        POLICY,
         &[
+            ("FAULTLINE_LOG", "info"),
             ("FAULTLINE_INBOUND_ADDR", "[::]:15406"),
             ("FAULTLINE_OUTBOUND_ADDR", "[::]:15401"),
         ],
@@ -425,7 +385,7 @@ rules:
   match: {direction: inbound, port: 8443, host: admin.shop.test}
   partition: {}
 "#;
-    start_proxy_with(&mut pair, &dir, policy, &[]);
+    pair.start_proxy(&dir, policy, &[("FAULTLINE_LOG", "info")]);
     let admin = v4(POD_IP, 15400);
     wait_ready(&mut pair, admin).await;
 

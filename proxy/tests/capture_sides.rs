@@ -60,30 +60,6 @@ async fn read_all(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
     out
 }
 
-fn start_proxy(pair: &mut NetnsPair, dir: &tempfile::TempDir) {
-    use std::os::unix::fs::PermissionsExt;
-    let policy = dir.path().join("faults.yaml");
-    std::fs::write(&policy, POLICY).expect("write policy");
-    // The proxy runs as 15400 and must read the file.
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
-        .expect("chmod dir");
-    std::fs::set_permissions(&policy, std::fs::Permissions::from_mode(0o644))
-        .expect("chmod policy");
-    let pod = pair.pod.clone();
-    pair.spawn(
-        &pod,
-        "setpriv",
-        &[
-            "--reuid=15400",
-            "--regid=15400",
-            "--clear-groups",
-            capture::BIN,
-            "run",
-        ],
-        &[("FAULTLINE_FAULTS_FILE", policy.display().to_string())],
-    );
-}
-
 /// `/readyz` answers 200 from the peer namespace.
 async fn ready(peer: &str, admin: SocketAddr) -> bool {
     let Ok(mut stream) = connect(peer, admin).await else {
@@ -103,7 +79,7 @@ async fn sides_name_the_same_bytes_inbound_and_outbound() {
     let (pod, peer) = (pair.pod.clone(), pair.peer.clone());
     pair.init_ok(&[]);
     let dir = tempfile::tempdir().expect("tempdir");
-    start_proxy(&mut pair, &dir);
+    pair.start_proxy(&dir, POLICY, &[]);
     let admin = v4(POD_IP, 15400);
     let up = until_some(Duration::from_secs(15), async || {
         pair.assert_children_running();

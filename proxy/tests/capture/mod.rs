@@ -151,6 +151,37 @@ impl NetnsPair {
         self.children.push(child);
     }
 
+    /// Starts `faultline-proxy run` as 15400:15400 in the pod, with `policy`
+    /// written to a file in `dir` and the environment `env` on top of
+    /// `FAULTLINE_FAULTS_FILE`.
+    pub fn start_proxy(&mut self, dir: &tempfile::TempDir, policy: &str, env: &[(&str, &str)]) {
+        use std::os::unix::fs::PermissionsExt;
+        let file = dir.path().join("faults.yaml");
+        std::fs::write(&file, policy).expect("write policy");
+        // The proxy runs as 15400 and must read the file.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+            .expect("chmod dir");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644))
+            .expect("chmod policy");
+        let envs: Vec<(&str, String)> = [("FAULTLINE_FAULTS_FILE", file.display().to_string())]
+            .into_iter()
+            .chain(env.iter().map(|(k, v)| (*k, v.to_string())))
+            .collect();
+        let pod = self.pod.clone();
+        self.spawn(
+            &pod,
+            "setpriv",
+            &[
+                "--reuid=15400",
+                "--regid=15400",
+                "--clear-groups",
+                BIN,
+                "run",
+            ],
+            &envs,
+        );
+    }
+
     /// Panics if a process started with [`Self::spawn`] has already exited.
     pub fn assert_children_running(&mut self) {
         for child in &mut self.children {
