@@ -8,7 +8,7 @@ mod capture;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use capture::{NetnsPair, PEER_IP, POD_IP, connect, listen, setup, v4};
+use capture::{PEER_IP, POD_IP, connect, listen, setup, v4};
 use faultline_test_support::until_some;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
