@@ -47,11 +47,7 @@ async fn every_distribution_delays_real_requests_by_at_least_its_minimum() {
     client.get(proxy.url("/hello")).send().await.unwrap();
     for rule in ["uniform", "lognormal", "pareto"] {
         assert_eq!(
-            proxy
-                .metric(&format!(
-                    "faultline_faults_injected_total{{rule=\"{rule}\",kind=\"delay\"}}"
-                ))
-                .await,
+            proxy.metric(&injected(rule, "delay")).await,
             REQUESTS as f64,
             "{rule}"
         );

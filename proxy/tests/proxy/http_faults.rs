@@ -46,15 +46,9 @@ async fn clean_traffic_passes_with_streamed_bodies_and_keep_alive() {
 async fn host_header_is_preserved() {
     let upstream = http_upstream().await;
     let proxy = start_proxy(upstream.addr, EMPTY).await;
-    let text = reqwest::Client::new()
-        .get(proxy.url("/headers"))
-        .header("host", "payments.shop.svc")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = proxy
+        .headers_seen(&reqwest::Client::new(), &[("host", "payments.shop.svc")])
+        .await;
     assert!(text.contains("host: payments.shop.svc"), "{text}");
 }
 

@@ -12,7 +12,6 @@ use http::{Request, Response};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
 
@@ -149,10 +148,6 @@ async fn answer(req: Request<Incoming>, gate: Arc<Notify>) -> Result<Response<Bo
         }
         _ => Response::builder().status(404).body(full("")).unwrap(),
     })
-}
-
-fn injected(rule: &str, kind: &str) -> String {
-    format!("faultline_faults_injected_total{{rule=\"{rule}\",kind=\"{kind}\"}}")
 }
 
 fn skipped(rule: &str, reason: &str) -> String {
@@ -354,13 +349,6 @@ async fn a_body_larger_than_the_limit_streams_through_untouched() {
 
 /// Sends `request` on `stream` and returns the response head; the stream
 /// stays usable if the proxy framed the response right.
-async fn exchange_head(stream: &mut TcpStream, request: &str) -> String {
-    stream.write_all(request.as_bytes()).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), read_head(stream))
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn responses_without_a_body_keep_their_framing() {
     let upstream = Answers::start().await;

@@ -215,6 +215,16 @@ impl TestProxy {
         metrics::value(&self.metrics().await, series)
     }
 
+    /// GETs `/headers` through the proxy with `headers`: the request
+    /// headers the upstream saw, one `name: value` a line.
+    pub async fn headers_seen(&self, client: &reqwest::Client, headers: &[(&str, &str)]) -> String {
+        let mut request = client.get(self.url("/headers"));
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send().await.unwrap().text().await.unwrap()
+    }
+
     /// Replaces the policy file and waits until the proxy applied it.
     pub async fn set_policy(&self, policy: &str) {
         std::fs::write(&self.faults, policy).unwrap();
@@ -226,6 +236,11 @@ impl TestProxy {
         )
         .await;
     }
+}
+
+/// The `faultline_faults_injected_total` series of rule `rule` and fault `kind`.
+pub fn injected(rule: &str, kind: &str) -> String {
+    format!("faultline_faults_injected_total{{rule=\"{rule}\",kind=\"{kind}\"}}")
 }
 
 pub async fn start_proxy(upstream: SocketAddr, policy: &str) -> TestProxy {
@@ -368,6 +383,14 @@ pub async fn read_head(stream: &mut TcpStream) -> String {
         head.push(byte[0]);
     }
     String::from_utf8(head).unwrap()
+}
+
+/// Writes `request` on `stream` and reads the response head (within 5 s).
+pub async fn exchange_head(stream: &mut TcpStream, request: &str) -> String {
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), read_head(stream))
+        .await
+        .unwrap()
 }
 
 /// Sends `payload` into an established tunnel and expects it echoed back.

@@ -204,12 +204,7 @@ async fn an_sni_rule_faults_its_names_handshakes_and_no_others() {
     assert!(started.elapsed() >= Duration::from_millis(300));
     assert_eq!(upstream.handshakes(), 2, "the reset one never reached it");
     let metrics = proxy.metrics().await;
-    let faults = |rule: &str, kind: &str| {
-        metrics::value(
-            &metrics,
-            &format!("faultline_faults_injected_total{{rule=\"{rule}\",kind=\"{kind}\"}}"),
-        )
-    };
+    let faults = |rule: &str, kind: &str| metrics::value(&metrics, &injected(rule, kind));
     assert_eq!(faults("stripe-down", "abort"), 1.0, "{metrics}");
     assert_eq!(faults("slow", "delay"), 1.0, "{metrics}");
 }

@@ -87,10 +87,6 @@ async fn read_to_end(
     (bytes, reads, result)
 }
 
-fn fault_count(kind: &str) -> String {
-    format!("faultline_faults_injected_total{{rule=\"rules[0]\",kind=\"{kind}\"}}")
-}
-
 #[tokio::test]
 async fn slicer_delivers_small_segments_both_ways() {
     const ANSWER: usize = 2000;
@@ -134,7 +130,7 @@ async fn slicer_delivers_small_segments_both_ways() {
         "the upstream read {SENT} bytes in {} reads",
         seen.reads
     );
-    assert_eq!(proxy.metric(&fault_count("slicer")).await, 1.0);
+    assert_eq!(proxy.metric(&injected("rules[0]", "slicer")).await, 1.0);
 }
 
 #[tokio::test]
@@ -154,7 +150,7 @@ async fn limit_data_on_responses_closes_after_exactly_n_bytes() {
         .unwrap()
         .unwrap();
     assert_eq!(seen.bytes, NOT_HTTP.len());
-    assert_eq!(proxy.metric(&fault_count("limitData")).await, 1.0);
+    assert_eq!(proxy.metric(&injected("rules[0]", "limitData")).await, 1.0);
 
     // And the other way round: the response side passes whole while the
     // request side is cut.
@@ -197,7 +193,7 @@ async fn slow_close_holds_the_upstreams_close() {
         "{:?}",
         started.elapsed()
     );
-    assert_eq!(proxy.metric(&fault_count("slowClose")).await, 1.0);
+    assert_eq!(proxy.metric(&injected("rules[0]", "slowClose")).await, 1.0);
 }
 
 #[tokio::test]
@@ -275,28 +271,20 @@ async fn limit_data_truncates_http_responses() {
     .await;
     // A response shorter than the limit passes whole.
     let mut client = TcpStream::connect(proxy.addr).await.unwrap();
-    client
-        .write_all(b"GET /bytes/500 HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_head(&mut client).await;
+    let head = exchange_head(&mut client, "GET /bytes/500 HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert!(head.contains("content-length: 500"), "{head}");
     let mut body = vec![0u8; 500];
     client.read_exact(&mut body).await.unwrap();
 
     // A longer one: its head, then exactly 1000 bytes, then the close.
     let mut client = TcpStream::connect(proxy.addr).await.unwrap();
-    client
-        .write_all(b"GET /bytes/5000 HTTP/1.1\r\nhost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_head(&mut client).await;
+    let head = exchange_head(&mut client, "GET /bytes/5000 HTTP/1.1\r\nhost: x\r\n\r\n").await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(head.contains("content-length: 5000"), "{head}");
     let (bytes, _, end) = read_to_end(&mut client, Duration::from_secs(10)).await;
     assert_eq!(bytes, 1000);
     assert!(end.is_ok(), "an orderly close, not {end:?}");
-    assert_eq!(proxy.metric(&fault_count("limitData")).await, 2.0);
+    assert_eq!(proxy.metric(&injected("rules[0]", "limitData")).await, 2.0);
 
     // HTTP/2: the client sees the body end early.
     let mut h2 = h2_client(proxy.addr).await;
@@ -383,7 +371,7 @@ async fn raw_tcp_only_faults_pass_over_http_requests() {
         reqwest::get(proxy.url("/hello")).await.unwrap().status(),
         418
     );
-    assert_eq!(proxy.metric(&fault_count("slicer")).await, 0.0);
+    assert_eq!(proxy.metric(&injected("rules[0]", "slicer")).await, 0.0);
 }
 
 #[tokio::test]
