@@ -297,7 +297,15 @@ pub async fn reconcile_loop(
         let started = std::time::Instant::now();
         let pods = stores.pod_snapshots();
         let annotated = stores.annotated();
-        let outcome = state.reconcile_all(&pods, &annotated, |k| stores.owner(k));
+        // Every pod of a workload looks up the same owners: once each.
+        let owners = std::cell::RefCell::new(std::collections::HashMap::new());
+        let outcome = state.reconcile_all(&pods, &annotated, |k| {
+            owners
+                .borrow_mut()
+                .entry(k.clone())
+                .or_insert_with(|| stores.owner(k))
+                .clone()
+        });
         hub.metrics.reconciles.inc();
         let versions: std::collections::BTreeSet<&str> =
             outcome.pods.values().map(|p| p.version.as_str()).collect();

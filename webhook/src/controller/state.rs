@@ -75,6 +75,8 @@ pub enum Action {
 struct Good {
     uid: String,
     text: String,
+    /// `policy_version(text)`, hashed once rather than once per pod.
+    version: String,
     policy: Arc<Policy>,
     json: Arc<serde_json::Value>,
 }
@@ -164,7 +166,7 @@ impl PolicyState {
                     finish: pod.life.app_finished(),
                 },
                 Some((source, good)) => {
-                    let version = policy_version(Some(&good.text));
+                    let version = good.version.clone();
                     let namespace = &pod.facts.key.namespace;
                     let peers = peers_of
                         .entry((version.clone(), namespace.clone()))
@@ -208,7 +210,6 @@ impl PolicyState {
     /// Validate a source's annotation (memoised per text), returning the
     /// policy to serve: the new one if valid, else the last good one.
     fn evaluate(&mut self, source: &ObjectFacts, text: &str, out: &mut Outcome) -> Option<Good> {
-        let version = text_version(text);
         if let Some(state) = out.sources.get_mut(&source.key) {
             state.pods += 1;
             return self
@@ -230,6 +231,7 @@ impl PolicyState {
                     let good = Good {
                         uid: source.uid.clone(),
                         text: text.to_string(),
+                        version: policy_version(Some(text)),
                         policy: Arc::new(parsed),
                         json: Arc::new(json),
                     };
@@ -244,7 +246,7 @@ impl PolicyState {
             SourceState {
                 facts: source.clone(),
                 text: text.to_string(),
-                text_version: version,
+                text_version: text_version(text),
                 verdict,
                 pods: 1,
             },
