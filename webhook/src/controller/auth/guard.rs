@@ -25,10 +25,10 @@ use crate::controller::metrics::{ReasonLabel, ResultLabel, TokenReviewMetrics};
 #[derive(clap::Args, Clone, Debug, PartialEq)]
 pub struct ReviewLimits {
     /// TokenReviews per second this replica may start (policy stream logins).
-    #[arg(long, env = "FAULTLINE_TOKEN_REVIEW_RATE", default_value_t = 500.0)]
+    #[arg(long, env = "FAULTLINE_TOKEN_REVIEW_RATE", default_value_t = 1_000.0)]
     pub token_review_rate: f64,
     /// TokenReviews that may start at once after a quiet period.
-    #[arg(long, env = "FAULTLINE_TOKEN_REVIEW_BURST", default_value_t = 500)]
+    #[arg(long, env = "FAULTLINE_TOKEN_REVIEW_BURST", default_value_t = 1_000)]
     pub token_review_burst: u32,
     /// TokenReviews awaiting the API server at once.
     #[arg(
@@ -59,8 +59,8 @@ pub struct ReviewLimits {
 impl Default for ReviewLimits {
     fn default() -> Self {
         Self {
-            token_review_rate: 500.0,
-            token_review_burst: 500,
+            token_review_rate: 1_000.0,
+            token_review_burst: 1_000,
             token_review_max_in_flight: 64,
             token_cache_seconds: 300,
             token_negative_cache_seconds: 10,
