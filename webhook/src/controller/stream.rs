@@ -36,7 +36,7 @@ const FINISH_LINE: &[u8] = b"{\"type\":\"finish\"}\n";
 #[derive(clap::Args, Clone, Debug, PartialEq, Eq)]
 pub struct StreamLimits {
     /// Policy streams this replica holds at once; beyond, 503 with Retry-After.
-    #[arg(long, env = "FAULTLINE_MAX_POLICY_STREAMS", default_value_t = 4_000)]
+    #[arg(long, env = "FAULTLINE_MAX_POLICY_STREAMS", default_value_t = 8_000)]
     pub max_policy_streams: usize,
     /// Policy streams one pod holds at once; a newer one ends its oldest.
     #[arg(
@@ -50,7 +50,7 @@ pub struct StreamLimits {
 impl Default for StreamLimits {
     fn default() -> Self {
         Self {
-            max_policy_streams: 4_000,
+            max_policy_streams: 8_000,
             max_policy_streams_per_pod: 2,
         }
     }
