@@ -29,11 +29,13 @@ pub(crate) use matchers::HostMatcher;
 use matchers::{Pattern, PeerMatcher};
 
 use crate::PeerIps;
-use crate::action::{AbortAction, BandwidthLimit, BodyRewrite, GrpcAbort, HttpResponse, Rewrite};
+use crate::action::{
+    AbortAction, Action, BandwidthLimit, BodyRewrite, GrpcAbort, HttpResponse, Rewrite,
+};
 use crate::model::{
-    Abort, Bandwidth, Delay, DelaySide, Direction, DnsRcode, FaultKind, FaultSpec, HumanDuration,
-    MAX_DURATION, PartitionMode, Patch, Policy, PortRange, Protocol, Replace, Respond,
-    ResponseMatch, Rule, Side, StatusRange,
+    Abort, Bandwidth, Delay, DelaySide, Direction, FaultKind, FaultSpec, HumanDuration,
+    MAX_DURATION, Patch, Policy, PortRange, Protocol, Replace, Respond, ResponseMatch, Rule,
+    StatusRange,
 };
 use crate::validate::{MAX_METHOD_BYTES, is_tchar};
 
@@ -155,28 +157,9 @@ pub(crate) enum CompiledFault {
     },
     Abort(AbortAction),
     Respond(Arc<HttpResponse>),
-    Hang,
-    Bandwidth(BandwidthLimit),
-    Partition(PartitionMode),
-    Reset {
-        after_bytes: Option<u64>,
-        after: Option<Duration>,
-    },
-    Slicer {
-        side: Side,
-        average_size: u32,
-        size_variation: u32,
-        delay: Duration,
-    },
-    LimitData {
-        side: Side,
-        bytes: u64,
-    },
-    SlowClose {
-        side: Side,
-        delay: Duration,
-    },
-    Dns(DnsRcode),
+    /// A fault with nothing to sample per request: its action is decided
+    /// once, here, and every match carries out the same.
+    Fixed(Action),
     FromHeaders(HeaderControl),
     Rewrite(Arc<Rewrite>),
 }
@@ -317,31 +300,31 @@ fn compile_fault(fault: FaultSpec<'_>) -> Result<CompiledFault, String> {
         },
         FaultSpec::Abort(a) => CompiledFault::Abort(abort_action(a)?),
         FaultSpec::Respond(r) => CompiledFault::Respond(Arc::new(respond_response(r)?)),
-        FaultSpec::Hang(_) => CompiledFault::Hang,
-        FaultSpec::Bandwidth(b) => CompiledFault::Bandwidth(bandwidth_limit(b)?),
-        FaultSpec::Partition(p) => CompiledFault::Partition(p.mode),
-        FaultSpec::Reset(r) => CompiledFault::Reset {
+        FaultSpec::Hang(_) => CompiledFault::Fixed(Action::Hang),
+        FaultSpec::Bandwidth(b) => CompiledFault::Fixed(Action::Bandwidth(bandwidth_limit(b)?)),
+        FaultSpec::Partition(p) => CompiledFault::Fixed(Action::Partition { mode: p.mode }),
+        FaultSpec::Reset(r) => CompiledFault::Fixed(Action::Reset {
             after_bytes: r.after_bytes,
             after: r.after.map(|d| d.get()),
-        },
+        }),
         FaultSpec::Slicer(s) => {
             let size = |n: u64| u32::try_from(n).map_err(|_| format!("slice of {n} bytes"));
-            CompiledFault::Slicer {
+            CompiledFault::Fixed(Action::Slicer {
                 side: s.side,
                 average_size: size(s.average_size.ok_or("slicer without averageSize")?)?,
                 size_variation: size(s.size_variation)?,
                 delay: s.delay.map_or(Duration::ZERO, |d| d.get()),
-            }
+            })
         }
-        FaultSpec::LimitData(l) => CompiledFault::LimitData {
+        FaultSpec::LimitData(l) => CompiledFault::Fixed(Action::LimitData {
             side: l.side,
             bytes: l.bytes.ok_or("limitData without bytes")?,
-        },
-        FaultSpec::SlowClose(s) => CompiledFault::SlowClose {
+        }),
+        FaultSpec::SlowClose(s) => CompiledFault::Fixed(Action::SlowClose {
             side: s.side,
             delay: s.delay.ok_or("slowClose without a delay")?.get(),
-        },
-        FaultSpec::Dns(d) => CompiledFault::Dns(d.rcode),
+        }),
+        FaultSpec::Dns(d) => CompiledFault::Fixed(Action::Dns { rcode: d.rcode }),
         FaultSpec::FromHeaders(h) => CompiledFault::FromHeaders(HeaderControl::new(h)?),
         FaultSpec::Replace(r) => CompiledFault::Rewrite(Arc::new(replace_rewrite(r)?)),
         FaultSpec::Patch(p) => CompiledFault::Rewrite(Arc::new(patch_rewrite(p)?)),

@@ -522,33 +522,7 @@ impl CompiledRule {
             },
             CompiledFault::Abort(a) => Action::Abort(a.clone()),
             CompiledFault::Respond(r) => Action::Respond(Arc::clone(r)),
-            CompiledFault::Hang => Action::Hang,
-            CompiledFault::Bandwidth(limit) => Action::Bandwidth(*limit),
-            CompiledFault::Partition(mode) => Action::Partition { mode: *mode },
-            CompiledFault::Reset { after_bytes, after } => Action::Reset {
-                after_bytes: *after_bytes,
-                after: *after,
-            },
-            CompiledFault::Slicer {
-                side,
-                average_size,
-                size_variation,
-                delay,
-            } => Action::Slicer {
-                side: *side,
-                average_size: *average_size,
-                size_variation: *size_variation,
-                delay: *delay,
-            },
-            CompiledFault::LimitData { side, bytes } => Action::LimitData {
-                side: *side,
-                bytes: *bytes,
-            },
-            CompiledFault::SlowClose { side, delay } => Action::SlowClose {
-                side: *side,
-                delay: *delay,
-            },
-            CompiledFault::Dns(rcode) => Action::Dns { rcode: *rcode },
+            CompiledFault::Fixed(action) => action.clone(),
             // Decided from the request's headers (`decision_for`); a zero
             // delay changes nothing.
             CompiledFault::FromHeaders(_) => Action::Delay {
