@@ -99,6 +99,12 @@ async fn ask(ns: &str, server: SocketAddr, msg: &[u8]) -> Vec<u8> {
     buf
 }
 
+/// The proxy's environment: its DNS listener on the port `init` redirects to.
+const PROXY_ENV: &[(&str, &str)] = &[
+    ("FAULTLINE_DNS_ADDR", "127.0.0.1:15402"),
+    ("FAULTLINE_LOG", "info"),
+];
+
 /// The proxy's `/metrics`, fetched from the peer namespace.
 async fn proxy_metrics(pair: &NetnsPair, admin: SocketAddr) -> String {
     let Ok(mut stream) = capture::connect(&pair.peer, admin).await else {
@@ -146,14 +152,7 @@ async fn dns_is_captured_and_faulted_only_with_the_opt_in() {
         &format!("nameserver {PEER_IP}\noptions timeout:1 attempts:1\n"),
     );
     let dir = tempfile::tempdir().expect("tempdir");
-    pair.start_proxy(
-        &dir,
-        POLICY,
-        &[
-            ("FAULTLINE_DNS_ADDR", "127.0.0.1:15402"),
-            ("FAULTLINE_LOG", "info"),
-        ],
-    );
+    pair.start_proxy(&dir, POLICY, PROXY_ENV);
     let admin = v4(capture::POD_IP, 15400);
     wait_ready(&mut pair, admin).await;
 
@@ -241,14 +240,7 @@ async fn dns_capture_is_mirrored_for_ipv6() {
     let resolver = resolver(&pair.peer, v6(PEER_IP6, 53));
     let _conf = ResolvConf::write(&pair.pod, &format!("nameserver {PEER_IP6}\n"));
     let dir = tempfile::tempdir().expect("tempdir");
-    pair.start_proxy(
-        &dir,
-        POLICY,
-        &[
-            ("FAULTLINE_DNS_ADDR", "127.0.0.1:15402"),
-            ("FAULTLINE_LOG", "info"),
-        ],
-    );
+    pair.start_proxy(&dir, POLICY, PROXY_ENV);
     let admin = v4(capture::POD_IP, 15400);
     wait_ready(&mut pair, admin).await;
     pair.init_ok(&["--backend", "nft", "--ipv6", "on", "--capture-dns"]);
