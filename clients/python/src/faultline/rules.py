@@ -36,8 +36,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import re as _re
-from typing import (TYPE_CHECKING, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple,
-                    TypedDict, Union)
+from typing import (TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Mapping, Optional,
+                    Sequence, Tuple, TypedDict, Union)
 
 import yaml
 
@@ -292,11 +292,18 @@ class _GrpcMatch(_PeerMatch, total=False):
     response: Optional[Mapping[str, Any]]
 
 
+class _DnsMatch(_RuleKeywords, total=False):
+    """The match keywords of DNS rules (see :func:`dns_match`)."""
+
+    query: Optional[str]
+    types: Optional[Iterable[str]]
+
+
 _RULE_KEYWORDS = _RuleKeywords.__optional_keys__
 
 
-def _rule(builder: str, fault: str, spec: Any, keywords: Mapping[str, Any], accepted: Any,
-          **fixed: Any) -> Rule:
+def _rule(builder: str, fault: str, spec: Any, keywords: Mapping[str, Any], accepted: Any, *,
+          matcher: Callable[..., Dict[str, Any]] = match, **fixed: Any) -> Rule:
     """The rule a fault helper builds: ``keywords`` split into the rule's and the match's.
 
     The helpers take their shared keywords as ``**keywords`` (typed by
@@ -308,7 +315,7 @@ def _rule(builder: str, fault: str, spec: Any, keywords: Mapping[str, Any], acce
             raise TypeError(f"{builder}() got an unexpected keyword argument '{key}'")
     matched = {k: v for k, v in keywords.items() if k not in _RULE_KEYWORDS}
     named = {k: v for k, v in keywords.items() if k in _RULE_KEYWORDS}
-    return rule(fault, spec, match=match(**matched, **fixed), **named)
+    return rule(fault, spec, match=matcher(**matched, **fixed), **named)
 
 
 def delay(
@@ -647,16 +654,10 @@ def dns_match(query: Optional[str] = None, *, types: Optional[Iterable[str]] = N
 
 def dns(
     rcode: str,
-    *,
-    query: Optional[str] = None,
-    types: Optional[Iterable[str]] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
+    **keywords: Unpack[_DnsMatch],
 ) -> Rule:
     """``dns: {rcode}``: answer matching DNS queries with ``NXDOMAIN``, ``SERVFAIL`` or ``REFUSED``."""
-    return rule("dns", {"rcode": rcode.upper()}, name=name, percent=percent, first=first,
-                match=dns_match(query, types=types))
+    return _rule("dns", "dns", {"rcode": rcode.upper()}, keywords, _DnsMatch, matcher=dns_match)
 
 
 def dns_delay(
@@ -664,11 +665,7 @@ def dns_delay(
     *,
     jitter: Optional[DurationLike] = None,
     side: Optional[str] = None,
-    query: Optional[str] = None,
-    types: Optional[Iterable[str]] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
+    **keywords: Unpack[_DnsMatch],
 ) -> Rule:
     """``delay`` on matching DNS queries (``side="response"`` holds the answer instead)."""
     spec: Dict[str, Any] = {"fixed": duration(fixed)}
@@ -676,19 +673,12 @@ def dns_delay(
         spec["jitter"] = duration(jitter)
     if side is not None:
         spec["side"] = side
-    return rule("delay", spec, name=name, percent=percent, first=first, match=dns_match(query, types=types))
+    return _rule("dns_delay", "delay", spec, keywords, _DnsMatch, matcher=dns_match)
 
 
-def dns_drop(
-    *,
-    query: Optional[str] = None,
-    types: Optional[Iterable[str]] = None,
-    name: Optional[str] = None,
-    percent: Optional[Union[float, str]] = None,
-    first: Optional[int] = None,
-) -> Rule:
+def dns_drop(**keywords: Unpack[_DnsMatch]) -> Rule:
     """``hang`` on matching DNS queries: dropped, never answered (the client's resolver times out)."""
-    return rule("hang", {}, name=name, percent=percent, first=first, match=dns_match(query, types=types))
+    return _rule("dns_drop", "hang", {}, keywords, _DnsMatch, matcher=dns_match)
 
 
 def policy(
