@@ -120,9 +120,11 @@ pub(super) async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
     let Ok(response) = app.oneshot(*request).await;
     let (parts, mut body) = response.into_parts();
     let length = body.size_hint().exact();
-    io.write_all(&head(&parts, length)).await?;
+    let head = head(&parts, length);
     drop(parts);
-    io.flush().await?;
+    if !send(io, &head, kill).await? {
+        return Ok(());
+    }
     // Only the client's close is of interest; what it sends is discarded.
     let mut scratch = [0u8; 64];
     loop {
@@ -131,9 +133,9 @@ pub(super) async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data()
                         && !data.is_empty()
+                        && !send(io, &chunk(&data, length.is_none()), kill).await?
                     {
-                        io.write_all(&chunk(&data, length.is_none())).await?;
-                        io.flush().await?;
+                        return Ok(());
                     }
                 }
                 // A body that fails mid-way: cut the connection, so the
@@ -147,10 +149,27 @@ pub(super) async fn serve<IO: AsyncRead + AsyncWrite + Unpin>(
             () = kill.cancelled() => return Ok(()),
         }
     }
-    if length.is_none() {
-        io.write_all(b"0\r\n\r\n").await?;
+    if length.is_none() && !send(io, b"0\r\n\r\n", kill).await? {
+        return Ok(());
     }
     io.shutdown().await
+}
+
+/// Write and flush `bytes`; `false` if `kill` fired first (a client that
+/// stopped reading must not hold the process past its drain).
+async fn send<IO: AsyncWrite + Unpin>(
+    io: &mut IO,
+    bytes: &[u8],
+    kill: &CancellationToken,
+) -> io::Result<bool> {
+    let write = async {
+        io.write_all(bytes).await?;
+        io.flush().await
+    };
+    tokio::select! {
+        written = write => written.map(|()| true),
+        () = kill.cancelled() => Ok(false),
+    }
 }
 
 /// Pure: the response head. The connection closes after the response, so

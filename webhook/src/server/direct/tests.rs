@@ -92,3 +92,22 @@ async fn rewind_replays_the_sniffed_bytes_before_the_rest() {
     io.read_to_string(&mut all).await.unwrap();
     assert_eq!(all, "hello world");
 }
+
+#[tokio::test]
+async fn a_write_to_a_client_that_stopped_reading_ends_when_killed() {
+    // The client never reads: the 16-byte pipe fills and the write waits.
+    let (_client, mut server) = tokio::io::duplex(16);
+    let kill = CancellationToken::new();
+    let killer = kill.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        killer.cancel();
+    });
+    let sent = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        send(&mut server, &[b'x'; 1024], &kill),
+    )
+    .await
+    .expect("the kill ends the write");
+    assert!(!sent.unwrap(), "reported as not sent");
+}
