@@ -51,8 +51,9 @@ pub enum ServeError {
 
 /// Connections open at once: each costs a descriptor and, measured, 15 KiB
 /// idle after its handshake or 96 KiB holding a full HTTP/1 read buffer of
-/// unfinished headers; 512 of them stay under 50 MiB of the 256 MiB limit
-/// while leaving room for one policy stream per proxy of ~500 pods per replica.
+/// unfinished headers; 512 of them stay under 50 MiB of the 256 MiB limit.
+/// Policy streams come on top (`--max-policy-streams` raises the cap when the
+/// controller runs), with their own budget in docs/resource-budget.md.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// An HTTP/1 read buffer: far above real headers, far below hyper's ~400 KiB default.
 const H1_MAX_BUF: usize = 64 * 1024;
