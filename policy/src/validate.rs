@@ -771,14 +771,19 @@ fn validate_status(field: &str, status: u16) -> Check {
 /// 204, 205 and 304 responses have no content (RFC 9110 sections 15.3.5,
 /// 15.3.6 and 15.4.5): a body there would be dropped on the wire without a
 /// word, or break the client's framing.
-fn validate_bodiless(field: &str, status: u16, body: Option<&str>) -> Check {
-    if matches!(status, 204 | 205 | 304) && body.is_some_and(|b| !b.is_empty()) {
+fn validate_bodiless(field: &str, status: u16, has_body: bool) -> Check {
+    if matches!(status, 204 | 205 | 304) && has_body {
         return fail(
             field,
             format!("a {status} response has no body; remove body or use another status"),
         );
     }
     Ok(())
+}
+
+/// An empty text body sets no body.
+fn sets_text(body: Option<&str>) -> bool {
+    body.is_some_and(|b| !b.is_empty())
 }
 
 fn validate_headers(field: &str, headers: &BTreeMap<String, String>) -> Check {
@@ -804,7 +809,7 @@ fn validate_abort(a: &Abort, protocol: Option<Protocol>) -> Check {
     }
     if let Some(status) = a.status {
         validate_status("abort.status", status)?;
-        validate_bodiless("abort.body", status, a.body.as_deref())?;
+        validate_bodiless("abort.body", status, sets_text(a.body.as_deref()))?;
         validate_headers("abort.headers", &a.headers)?;
     } else {
         if a.body.is_some() {
@@ -830,7 +835,7 @@ fn validate_abort(a: &Abort, protocol: Option<Protocol>) -> Check {
 fn validate_respond(r: &Respond) -> Check {
     if let Some(status) = r.status {
         validate_status("respond.status", status)?;
-        validate_bodiless("respond.body", status, r.body.as_deref())?;
+        validate_bodiless("respond.body", status, sets_text(r.body.as_deref()))?;
     }
     validate_headers("respond.headers", &r.headers)
 }
@@ -841,7 +846,7 @@ fn validate_replace(r: &Replace) -> Check {
     }
     if let Some(status) = r.status {
         validate_status("replace.status", status)?;
-        validate_bodiless("replace.body", status, r.body.as_deref())?;
+        validate_bodiless("replace.body", status, sets_text(r.body.as_deref()))?;
     }
     if let Some(headers) = &r.headers {
         validate_headers("replace.headers", headers)?;
@@ -855,12 +860,7 @@ fn validate_patch(p: &Patch) -> Check {
     }
     if let Some(status) = p.status {
         validate_status("patch.status", status)?;
-        if matches!(status, 204 | 205 | 304) && p.body.is_some() {
-            return fail(
-                "patch.body",
-                format!("a {status} response has no body; remove body or use another status"),
-            );
-        }
+        validate_bodiless("patch.body", status, p.body.is_some())?;
     }
     validate_headers("patch.headers.set", &p.headers.set)?;
     for (i, name) in p.headers.remove.iter().enumerate() {
