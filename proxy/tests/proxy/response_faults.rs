@@ -90,6 +90,30 @@ async fn answer(req: Request<Incoming>, gate: Arc<Notify>) -> Result<Response<Bo
             .header("content-type", "text/plain")
             .body(full(JSON))
             .unwrap(),
+        // JSON with validators and digests of its bytes, in the head and
+        // (RFC 9530) as trailers.
+        "/json-checksums" | "/text-checksums" => {
+            let content_type = if path == "/json-checksums" {
+                "application/json"
+            } else {
+                "text/plain"
+            };
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("content-digest", CONTENT_DIGEST.parse().unwrap());
+            trailers.insert("x-trailer", "kept".parse().unwrap());
+            let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![
+                Ok(Frame::data(Bytes::from_static(JSON.as_bytes()))),
+                Ok(Frame::trailers(trailers)),
+            ];
+            let mut response = Response::builder().header("content-type", content_type);
+            for (name, value) in CHECKSUMS {
+                response = response.header(name, value);
+            }
+            response
+                .header("last-modified", "Tue, 01 Dec 2026 00:00:00 GMT")
+                .body(StreamBody::new(futures::stream::iter(frames)).boxed())
+                .unwrap()
+        }
         // Streams past the patch limit, then waits for the test to open
         // the gate before sending the rest.
         "/gated" => {
@@ -149,6 +173,19 @@ async fn answer(req: Request<Incoming>, gate: Arc<Notify>) -> Result<Response<Bo
         _ => Response::builder().status(404).body(full("")).unwrap(),
     })
 }
+
+/// What the upstream's `/json-checksums` says about its bytes.
+const CHECKSUMS: [(&str, &str); 5] = [
+    ("etag", "\"v1\""),
+    ("content-md5", "Q2hlY2sgSW50ZWdyaXR5IQ=="),
+    (
+        "digest",
+        "sha-256=X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=",
+    ),
+    ("content-digest", CONTENT_DIGEST),
+    ("repr-digest", CONTENT_DIGEST),
+];
+const CONTENT_DIGEST: &str = "sha-256=:X48E9qOokqqrvdts8nOJRJN3OWDUoyWxBf7kbu9DBPE=:";
 
 fn skipped(rule: &str, reason: &str) -> String {
     format!("faultline_response_patch_skipped_total{{rule=\"{rule}\",reason=\"{reason}\"}}")
@@ -467,4 +504,78 @@ rules:
     let collected = response.into_body().collect().await.unwrap();
     assert_eq!(collected.trailers().unwrap()["grpc-status"], "14");
     assert_eq!(proxy.metric(&injected("exhausted", "abort")).await, 1.0);
+}
+
+/// The h2 response to GET `path`: head and collected body with trailers.
+async fn h2_get(
+    proxy: &TestProxy,
+    path: &str,
+) -> (http::response::Parts, http_body_util::Collected<Bytes>) {
+    let mut h2 = h2_client(proxy.addr).await;
+    let response = h2
+        .send_request(
+            Request::get(format!("http://test{path}"))
+                .body(full(""))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let (head, body) = response.into_parts();
+    (head, body.collect().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_changed_body_loses_the_upstreams_validators_and_digests() {
+    let upstream = Answers::start().await;
+    let proxy = start_proxy(upstream.addr, MERGE).await;
+    // Patched: every checksum of the old bytes is gone, head and trailers;
+    // the date and other trailers stay.
+    let (head, body) = h2_get(&proxy, "/json-checksums").await;
+    for (name, _) in CHECKSUMS {
+        assert!(head.headers.get(name).is_none(), "{name}: {head:?}");
+    }
+    assert!(head.headers.get("last-modified").is_some());
+    let trailers = body.trailers().cloned().unwrap();
+    assert!(trailers.get("content-digest").is_none(), "{trailers:?}");
+    assert_eq!(trailers["x-trailer"], "kept");
+    assert_eq!(&body.to_bytes()[..], MERGED.as_bytes());
+    // Not JSON, so passed unchanged: they still describe the bytes.
+    let (head, body) = h2_get(&proxy, "/text-checksums").await;
+    for (name, value) in CHECKSUMS {
+        assert_eq!(head.headers[name], value, "{name}");
+    }
+    assert_eq!(body.trailers().unwrap()["content-digest"], CONTENT_DIGEST);
+    assert_eq!(&body.to_bytes()[..], JSON.as_bytes());
+    assert_eq!(proxy.metric(&skipped("merge", "not_json")).await, 1.0);
+}
+
+#[tokio::test]
+async fn a_replaced_body_loses_the_etag_unless_the_rule_sets_one() {
+    let upstream = Answers::start().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        r#"
+rules:
+- name: replace
+  match: {path: /status/200}
+  replace: {body: other}
+- name: own-etag
+  match: {path: /json-checksums}
+  patch: {headers: {set: {etag: '"mine"'}}, body: {merge: {a: 2}}}
+- name: headers-only
+  match: {path: /status/201}
+  patch: {headers: {set: {x-faultline: patched}}}
+"#,
+    )
+    .await;
+    let response = reqwest::get(proxy.url("/status/200")).await.unwrap();
+    assert!(response.headers().get("etag").is_none());
+    assert_eq!(response.text().await.unwrap(), "other");
+    let (head, _) = h2_get(&proxy, "/json-checksums").await;
+    assert_eq!(head.headers["etag"], "\"mine\"");
+    assert!(head.headers.get("content-md5").is_none());
+    // The body passes as it was: its ETag stays.
+    let response = reqwest::get(proxy.url("/status/201")).await.unwrap();
+    assert_eq!(response.headers()["etag"], "\"v1\"");
+    assert_eq!(response.headers()["x-faultline"], "patched");
 }

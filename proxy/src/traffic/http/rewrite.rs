@@ -14,6 +14,11 @@
 //! `Content-Length` and hyper frames the new one (a length when it is
 //! known, chunked or HTTP/2 DATA frames otherwise). Responses that have no
 //! body (to HEAD, 1xx, 204, 205, 304) are never given one.
+//!
+//! A changed body also loses the upstream's validators and checksums of
+//! the old bytes ([`BODY_CHECKSUMS`]): a client or cache would otherwise
+//! trust a strong `ETag` for bytes it never had, or reject the body as
+//! corrupt. A body that passes unchanged keeps them.
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -92,13 +97,17 @@ pub async fn rewrite(
         Some(BodyRewrite::Replace(bytes)) => {
             parts.headers.remove(header::CONTENT_LENGTH);
             parts.headers.remove(header::CONTENT_ENCODING);
+            drop_checksums(&mut parts.headers, rewrite);
             // On HEAD hyper sends the length of this body and not its bytes.
             full(bytes.clone())
         }
         Some(BodyRewrite::MergePatch(_)) if bodiless => body,
         Some(BodyRewrite::MergePatch(patch)) => {
             match merge_patch(&mut parts.headers, body, patch, &metrics.patch_buffered).await {
-                Ok(body) => body,
+                Ok(body) => {
+                    drop_checksums(&mut parts.headers, rewrite);
+                    body
+                }
                 Err((skip, body)) => {
                     metrics
                         .patch_skipped
@@ -154,6 +163,33 @@ fn rewrite_headers(headers: &mut HeaderMap, rewrite: &Rewrite) {
     }
     for name in &rewrite.remove_headers {
         headers.remove(name);
+    }
+}
+
+/// Headers that vouch for the exact bytes of a body: the strong validator
+/// `ETag` and the digests of RFC 1864 (`Content-MD5`), RFC 3230 (`Digest`)
+/// and RFC 9530 (`Content-Digest`, `Repr-Digest`). `Last-Modified` stays: it
+/// is a date, not a claim about the bytes.
+const BODY_CHECKSUMS: [&str; 5] = [
+    "etag",
+    "content-md5",
+    "digest",
+    "content-digest",
+    "repr-digest",
+];
+
+/// Removes the upstream's [`BODY_CHECKSUMS`] once its body was changed;
+/// those the rule itself sets are the rule's and stay.
+fn drop_checksums(headers: &mut HeaderMap, rewrite: &Rewrite) {
+    for name in BODY_CHECKSUMS {
+        let set_by_rule = rewrite.set_headers.contains_key(name)
+            || rewrite
+                .replace_headers
+                .as_ref()
+                .is_some_and(|h| h.contains_key(name));
+        if !set_by_rule {
+            headers.remove(name);
+        }
     }
 }
 
@@ -244,11 +280,17 @@ async fn merge_patch(
     headers.remove(header::CONTENT_LENGTH);
     Ok(match trailers {
         None => full(patched),
-        Some(trailers) => Resumed {
-            queue: VecDeque::from([Ok(Frame::data(patched)), Ok(Frame::trailers(trailers))]),
-            rest: empty(),
+        Some(mut trailers) => {
+            // RFC 9530 lets a digest of the old bytes come as a trailer.
+            for name in BODY_CHECKSUMS {
+                trailers.remove(name);
+            }
+            Resumed {
+                queue: VecDeque::from([Ok(Frame::data(patched)), Ok(Frame::trailers(trailers))]),
+                rest: empty(),
+            }
+            .boxed_unsync()
         }
-        .boxed_unsync(),
     })
 }
 
