@@ -22,7 +22,8 @@ use super::inject_flags;
         kubectl fault inject deploy/checkout -n shop -f slow-payments.yaml\n  \
         kubectl fault list -A\n  \
         kubectl fault status deploy/checkout -n shop\n  \
-        kubectl fault recover deploy/checkout -n shop"
+        kubectl fault recover deploy/checkout -n shop",
+    mut_subcommand("inject", file_conflicts_with_fault_flags)
 )]
 pub struct Cli {
     /// Path to the kubeconfig file (default: $KUBECONFIG or ~/.kube/config).
@@ -73,3 +74,20 @@ pub enum Command {
         target: String,
     },
 }
+
+/// Each flag of the [`inject_flags::FAULT_FLAGS`] group conflicts with
+/// `-f`, so clap refuses them together naming the two flags (a conflict
+/// with the group itself would be reported listing every flag in it).
+fn file_conflicts_with_fault_flags(inject: clap::Command) -> clap::Command {
+    let flags: Vec<clap::Id> = inject
+        .get_groups()
+        .filter(|g| g.get_id() == inject_flags::FAULT_FLAGS)
+        .flat_map(|g| g.get_args().cloned())
+        .collect();
+    flags.iter().fold(inject, |inject, flag| {
+        inject.mut_arg(flag, |arg| arg.conflicts_with("file"))
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -71,29 +71,6 @@ pub async fn run(cli: Cli, out: &mut impl std::io::Write) -> Result<(), CliError
     Ok(())
 }
 
-fn has_fault_flags(f: &FaultFlags) -> bool {
-    f.delay.is_some()
-        || f.delay_uniform.is_some()
-        || f.delay_lognormal.is_some()
-        || f.delay_pareto.is_some()
-        || f.header_max_delay.is_some()
-        || !f.header_abort.is_empty()
-        || !f.header_abort_grpc.is_empty()
-        || f.abort.is_some()
-        || f.grpc.is_some()
-        || f.partition_to.is_some()
-        || f.bandwidth.is_some()
-        || f.slicer.is_some()
-        || f.limit_data.is_some()
-        || f.slow_close.is_some()
-        || f.dns_rcode.is_some()
-        || f.dns_drop
-        || f.replace_status.is_some()
-        || f.replace_body.is_some()
-        || !f.set_headers.is_empty()
-        || !f.remove_headers.is_empty()
-}
-
 async fn inject(
     client: &Client,
     namespace: &str,
@@ -128,12 +105,8 @@ async fn inject(
 /// The policy from `-f` or the flags, validated.
 fn policy_text(file: Option<&Path>, flags: &FaultFlags) -> Result<String, CliError> {
     let text = match file {
-        Some(path) => {
-            if has_fault_flags(flags) {
-                return Err(CliError::FileAndFlags);
-            }
-            read_policy_file(path)?
-        }
+        // Clap refuses fault flags next to `-f` (see `FAULT_FLAGS`).
+        Some(path) => read_policy_file(path)?,
         None => policy_from_flags(flags)?,
     };
     policy::parse(&text).map_err(|e| CliError::InvalidPolicy(e.to_string()))?;
@@ -483,42 +456,6 @@ mod tests {
         assert!(pods_opted_in(Kind::Pod, &pod));
         let out = json!({"metadata": {"labels": {"faultline.dev/inject": "false"}}});
         assert!(!pods_opted_in(Kind::Pod, &out));
-    }
-
-    #[test]
-    fn every_fault_flag_conflicts_with_a_file() {
-        let file = Path::new("policy.yaml");
-        let base = FaultFlags {
-            name: "kubectl-fault".into(),
-            ..FaultFlags::default()
-        };
-        for flags in [
-            FaultFlags {
-                delay_pareto: Some("1ms,1,1s".into()),
-                ..base.clone()
-            },
-            FaultFlags {
-                header_abort: vec![503],
-                ..base.clone()
-            },
-            FaultFlags {
-                header_max_delay: Some("1s".into()),
-                ..base.clone()
-            },
-            FaultFlags {
-                replace_body: Some("down".into()),
-                ..base.clone()
-            },
-            FaultFlags {
-                remove_headers: vec!["etag".into()],
-                ..base.clone()
-            },
-        ] {
-            assert!(
-                matches!(policy_text(Some(file), &flags), Err(CliError::FileAndFlags)),
-                "{flags:?}"
-            );
-        }
     }
 
     #[test]

@@ -31,8 +31,6 @@ pub enum CliError {
     ManyFaults,
     #[error("--side applies to --delay, --bandwidth, --slicer, --limit-data and --slow-close")]
     Side,
-    #[error("-f cannot be combined with fault flags; put everything in the file")]
-    FileAndFlags,
     #[error("failed to read {path}")]
     ReadFile {
         path: PathBuf,
@@ -87,8 +85,7 @@ impl CliError {
             | Self::HeaderFlag(_)
             | Self::NoFault
             | Self::ManyFaults
-            | Self::Side
-            | Self::FileAndFlags => 64,
+            | Self::Side => 64,
             _ => 1,
         }
     }

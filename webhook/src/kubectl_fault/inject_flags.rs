@@ -26,8 +26,13 @@ pub fn parse_target(target: &str) -> Result<(Kind, String), CliError> {
     Ok((kind, name.to_string()))
 }
 
+/// The id of the group of every [`FaultFlags`] flag: `-f` conflicts with
+/// it, so a flag declared here can never be silently ignored next to a file.
+pub const FAULT_FLAGS: &str = "fault_flags";
+
 /// The `inject` flags that shape a policy.
 #[derive(Clone, Debug, Default, clap::Args)]
+#[group(id = FAULT_FLAGS, multiple = true)]
 pub struct FaultFlags {
     /// Delay matching requests by this long (e.g. 200ms, 1s).
     #[arg(long, value_name = "DURATION")]
