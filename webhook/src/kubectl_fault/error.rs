@@ -22,11 +22,17 @@ pub enum CliError {
     HeaderFlag(String),
     #[error(
         "choose a fault: --delay (or --delay-uniform, --delay-lognormal, --delay-pareto), --abort, \
-         --grpc, --partition-to, --bandwidth, --slicer, --limit-data, --slow-close, --dns-rcode, \
-         --dns-drop, --header-max-delay/--header-abort/--header-abort-grpc, \
+         --abort-reset, --grpc, --partition-to, --bandwidth, --slicer, --limit-data, --slow-close, \
+         --dns-rcode, --dns-drop, --header-max-delay/--header-abort/--header-abort-grpc, \
          --replace-status/--replace-body or --set-header/--remove-header (or -f FILE)"
     )]
     NoFault,
+    #[error(
+        "{0} needs HTTP, but --sni matches TLS connections, which the proxy forwards without \
+         decrypting: on TLS use --abort-reset, --delay, --bandwidth, --partition-to, --slicer, \
+         --limit-data or --slow-close, or match HTTP requests to that host with --host"
+    )]
+    HttpOnTls(&'static str),
     #[error("choose one fault per command (use -f FILE for several rules)")]
     ManyFaults,
     #[error("--side applies to --delay, --bandwidth, --slicer, --limit-data and --slow-close")]
@@ -85,7 +91,8 @@ impl CliError {
             | Self::HeaderFlag(_)
             | Self::NoFault
             | Self::ManyFaults
-            | Self::Side => 64,
+            | Self::Side
+            | Self::HttpOnTls(_) => 64,
             _ => 1,
         }
     }

@@ -69,6 +69,10 @@ pub struct FaultFlags {
     /// Fail matching gRPC calls with this status code (e.g. UNAVAILABLE).
     #[arg(long, value_name = "CODE")]
     pub grpc: Option<String>,
+    /// Reset the client's connection (TCP RST) instead of answering; works
+    /// for HTTP, raw TCP and TLS (--sni).
+    #[arg(long)]
+    pub abort_reset: bool,
     /// Replace the status of the upstream's responses with this one.
     #[arg(long, value_name = "STATUS")]
     pub replace_status: Option<u16>,
@@ -154,6 +158,11 @@ pub struct FaultFlags {
 /// Build the policy document (YAML text) the flags describe. Validation is
 /// left to `policy::parse` so the CLI and the webhook agree exactly.
 pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
+    if flags.sni.is_some()
+        && let Some(flag) = http_only_flag(flags)
+    {
+        return Err(CliError::HttpOnTls(flag));
+    }
     let mut faults = Vec::new();
     let mut rule = Map::new();
     rule.insert("name".into(), json!(flags.name));
@@ -192,6 +201,9 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
     }
     if let Some(status) = flags.abort {
         faults.push(("abort", json!({"status": status})));
+    }
+    if flags.abort_reset {
+        faults.push(("abort", json!({"reset": true})));
     }
     if flags.replace_status.is_some() || flags.replace_body.is_some() {
         let mut r = Map::new();
@@ -332,6 +344,27 @@ pub fn policy_from_flags(flags: &FaultFlags) -> Result<String, CliError> {
     }
     doc.insert("rules".into(), json!([Value::Object(rule)]));
     serde_yaml::to_string(&Value::Object(doc)).map_err(CliError::Yaml)
+}
+
+/// The first flag given that needs HTTP requests or responses, which a
+/// TLS connection (`--sni`) hides: the proxy does not decrypt it.
+fn http_only_flag(flags: &FaultFlags) -> Option<&'static str> {
+    [
+        ("--abort", flags.abort.is_some()),
+        ("--grpc", flags.grpc.is_some()),
+        ("--header-max-delay", flags.header_max_delay.is_some()),
+        ("--header-abort", !flags.header_abort.is_empty()),
+        ("--header-abort-grpc", !flags.header_abort_grpc.is_empty()),
+        ("--replace-status", flags.replace_status.is_some()),
+        ("--replace-body", flags.replace_body.is_some()),
+        ("--set-header", !flags.set_headers.is_empty()),
+        ("--remove-header", !flags.remove_headers.is_empty()),
+        ("--path", flags.path.is_some()),
+        ("--method", !flags.methods.is_empty()),
+        ("--response-status", !flags.response_statuses.is_empty()),
+    ]
+    .into_iter()
+    .find_map(|(flag, given)| given.then_some(flag))
 }
 
 /// The `delay` of `--delay-uniform`, `--delay-lognormal` or `--delay-pareto`.

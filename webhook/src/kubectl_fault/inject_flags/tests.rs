@@ -265,17 +265,154 @@ fn sni_builds_an_outbound_tls_rule() {
     let m = &p.rules[0].r#match;
     assert_eq!(m.sni.as_deref(), Some("*.stripe.com"));
     assert_eq!(m.direction, Some(policy::Direction::Outbound));
-    // HTTP answers cannot be sent on TLS: the policy's own error says so.
+    // HTTP answers cannot be sent on TLS: refused before any policy is
+    // built, naming the flag and what works instead.
     let f = FaultFlags {
         abort: Some(503),
         sni: Some("api.stripe.com".into()),
         ..flags()
     };
-    let text = policy_from_flags(&f).unwrap();
+    let error = policy_from_flags(&f).unwrap_err();
+    assert!(matches!(error, CliError::HttpOnTls("--abort")), "{error:?}");
+    assert_eq!(error.exit_code(), 64);
     assert_eq!(
-        policy::parse(&text).unwrap_err().to_string(),
-        r#"rules[0] "kubectl-fault": abort.status: sni (TLS, which is not decrypted) has no HTTP responses (use abort: {reset: true})"#
+        error.to_string(),
+        "--abort needs HTTP, but --sni matches TLS connections, which the proxy forwards without \
+         decrypting: on TLS use --abort-reset, --delay, --bandwidth, --partition-to, --slicer, \
+         --limit-data or --slow-close, or match HTTP requests to that host with --host"
     );
+}
+
+#[test]
+fn abort_reset_builds_a_connection_reset_for_http_tcp_and_tls() {
+    for f in [
+        FaultFlags {
+            abort_reset: true,
+            path: Some("/api/*".into()),
+            ..flags()
+        },
+        FaultFlags {
+            abort_reset: true,
+            host: Some("payments.shop.svc.cluster.local".into()),
+            ..flags()
+        },
+        FaultFlags {
+            abort_reset: true,
+            sni: Some("*.stripe.com".into()),
+            port: Some(443),
+            ..flags()
+        },
+    ] {
+        let text = policy_from_flags(&f).unwrap();
+        let p = policy::parse(&text).unwrap_or_else(|e| panic!("{text}\n{e}"));
+        let v: Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(v["rules"][0]["abort"], json!({"reset": true}), "{text}");
+        assert_eq!(p.rules.len(), 1);
+    }
+    let two = FaultFlags {
+        abort_reset: true,
+        abort: Some(503),
+        ..flags()
+    };
+    assert!(matches!(policy_from_flags(&two), Err(CliError::ManyFaults)));
+}
+
+/// A value clap and the policy accept for a flag, by its value name.
+fn sample_value(arg: &clap::Arg) -> String {
+    if let Some(value) = arg.get_possible_values().first() {
+        return value.get_name().to_owned();
+    }
+    let name = arg
+        .get_value_names()
+        .and_then(|n| n.first())
+        .map_or(String::new(), ToString::to_string);
+    match name.as_str() {
+        "STATUS" | "STATUS[,STATUS]" => "503",
+        "CODE" | "CODE[,CODE]" => "UNAVAILABLE",
+        "DURATION" => "1s",
+        "MIN,MAX" | "MEDIAN,P99[,MAX]" => "1ms,2ms",
+        "SCALE,SHAPE,MAX" => "1ms,1.5,1s",
+        "NAME=VALUE" => "x-a=b",
+        "PATH" => "/api",
+        "METHOD" => "GET",
+        "RATE" => "1KiB/s",
+        "LABELS" => "app=x",
+        "RCODE" => "NXDOMAIN",
+        "PATTERN" | "HOST" => "api.example.com",
+        "TYPE" => "A",
+        "TIME" => "2030-01-01T00:00:00Z",
+        "NAME" => "r",
+        _ => "16",
+    }
+    .to_owned()
+}
+
+/// Walks every flag clap knows: none of them next to `--sni` may build a
+/// policy the parser then refuses for wanting HTTP; those flags are
+/// refused by the tool itself, naming the flag.
+#[test]
+fn no_flag_with_sni_builds_a_policy_refused_for_needing_http() {
+    use clap::{CommandFactory, Parser};
+    let mut cli = crate::kubectl_fault::Cli::command();
+    cli.build();
+    let inject = cli.find_subcommand("inject").unwrap().clone();
+    let group = inject
+        .get_groups()
+        .find(|g| g.get_id() == FAULT_FLAGS)
+        .unwrap();
+    let mut refused = Vec::new();
+    for id in group.get_args() {
+        let arg = inject.get_arguments().find(|a| a.get_id() == id).unwrap();
+        let long = format!("--{}", arg.get_long().unwrap());
+        if long == "--sni" {
+            continue;
+        }
+        let mut given = vec![long.clone()];
+        if arg.get_action().takes_values() {
+            given.push(sample_value(arg));
+        }
+        // The flag alone, or as a matcher or setting of a delay or slicer.
+        let built = [vec![], vec!["--delay", "1s"], vec!["--slicer", "16"]]
+            .into_iter()
+            .find_map(|fault| {
+                let argv = [
+                    "kubectl fault",
+                    "inject",
+                    "pod/p",
+                    "--sni",
+                    "api.example.com",
+                ]
+                .into_iter()
+                .chain(given.iter().map(String::as_str))
+                .chain(fault);
+                let cli = crate::kubectl_fault::Cli::try_parse_from(argv).ok()?;
+                let crate::kubectl_fault::Command::Inject { flags, .. } = cli.command else {
+                    return None;
+                };
+                match policy_from_flags(&flags) {
+                    Err(CliError::NoFault | CliError::ManyFaults) => None,
+                    other => Some(other),
+                }
+            })
+            .unwrap_or_else(|| panic!("{long} did not build with --sni"));
+        match built {
+            Err(CliError::HttpOnTls(flag)) => {
+                assert_eq!(flag, long);
+                refused.push(flag);
+            }
+            Err(other) => panic!("{long}: {other}"),
+            Ok(text) => {
+                if let Err(e) = policy::parse(&text) {
+                    let e = e.to_string();
+                    assert!(
+                        !e.contains("HTTP") && !e.contains("decrypt"),
+                        "{long} with --sni builds a policy refused for needing HTTP: {e}"
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(refused.len(), 12, "{refused:?}");
 }
 
 #[test]
