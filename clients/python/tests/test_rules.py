@@ -172,6 +172,8 @@ EQUIVALENT_TO_KUBECTL_FAULT = [
      policy([delay(scale="20ms", shape=1.16, max_="5s", port=8080, name="kubectl-fault")])),
     (["--sni", "*.stripe.com", "--port", "443", "--delay", "2s", "--for", "5m"],
      policy([delay("2s", sni="*.stripe.com", port=443, name="kubectl-fault")], duration="5m")),
+    (["--sni", "api.stripe.com", "--port", "443", "--abort-reset"],
+     policy([abort(reset=True, sni="api.stripe.com", port=443, name="kubectl-fault")])),
     (["--dns-rcode", "nxdomain", "--dns-name", "*.nats.svc.cluster.local", "--dns-type", "A", "--dns-type", "AAAA",
       "--for", "5m"],
      policy([dns("NXDOMAIN", query="*.nats.svc.cluster.local", types=["A", "AAAA"], name="kubectl-fault")],
