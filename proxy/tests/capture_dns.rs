@@ -17,8 +17,7 @@ const A: u16 = 1;
 const AAAA: u16 = 28;
 const NXDOMAIN: u8 = 3;
 use faultline_test_support::dns::{self, ANSWER_V4, Resolver, Transport};
-use faultline_test_support::{eventually, metrics};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use faultline_test_support::metrics;
 
 const POLICY: &str = r#"
 rules:
@@ -105,35 +104,6 @@ const PROXY_ENV: &[(&str, &str)] = &[
     ("FAULTLINE_LOG", "info"),
 ];
 
-/// The proxy's `/metrics`, fetched from the peer namespace.
-async fn proxy_metrics(pair: &NetnsPair, admin: SocketAddr) -> String {
-    let Ok(mut stream) = capture::connect(&pair.peer, admin).await else {
-        return String::new();
-    };
-    let request = format!("GET /metrics HTTP/1.0\r\nhost: {admin}\r\n\r\n");
-    if stream.write_all(request.as_bytes()).await.is_err() {
-        return String::new();
-    }
-    let mut out = String::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut out)).await;
-    out
-}
-
-async fn wait_ready(pair: &mut NetnsPair, admin: SocketAddr) {
-    eventually(
-        "the proxy to serve /metrics",
-        Duration::from_secs(15),
-        async || {
-            pair.assert_children_running();
-            proxy_metrics(pair, admin)
-                .await
-                .contains("faultline_dns_queries_total")
-                || proxy_metrics(pair, admin).await.contains("# EOF")
-        },
-    )
-    .await;
-}
-
 fn faults(text: &str) -> f64 {
     metrics::value(
         text,
@@ -154,7 +124,7 @@ async fn dns_is_captured_and_faulted_only_with_the_opt_in() {
     let dir = tempfile::tempdir().expect("tempdir");
     pair.start_proxy(&dir, POLICY, PROXY_ENV);
     let admin = v4(capture::POD_IP, 15400);
-    wait_ready(&mut pair, admin).await;
+    pair.wait_ready(admin).await;
 
     // Capture without the opt-in: DNS is untouched, whatever the policy.
     pair.init_ok(&["--backend", "nft", "--ipv6", "off"]);
@@ -162,7 +132,7 @@ async fn dns_is_captured_and_faulted_only_with_the_opt_in() {
         .await
         .expect("resolves without capture");
     assert!(answer.contains(&ANSWER_V4.to_string()), "{answer}");
-    let text = proxy_metrics(&pair, admin).await;
+    let text = pair.metrics(admin).await;
     assert_eq!(
         metrics::sum(&text, "faultline_dns_queries_total", None),
         0.0,
@@ -197,7 +167,7 @@ async fn dns_is_captured_and_faulted_only_with_the_opt_in() {
         .await
         .expect("a clean name resolves");
     assert!(other.contains(&ANSWER_V4.to_string()), "{other}");
-    let text = proxy_metrics(&pair, admin).await;
+    let text = pair.metrics(admin).await;
     assert!(faults(&text) >= 2.0, "{text}");
     assert!(
         metrics::value(&text, "faultline_dns_queries_total{transport=\"udp\"}") >= 3.0,
@@ -216,7 +186,7 @@ async fn dns_is_captured_and_faulted_only_with_the_opt_in() {
     ));
     assert_eq!(lookup(&pair, "web.shop.test.").await, None);
     assert!(lookup(&pair, "tcp.other.test.").await.is_some());
-    let text = proxy_metrics(&pair, admin).await;
+    let text = pair.metrics(admin).await;
     assert!(
         metrics::value(&text, "faultline_dns_queries_total{transport=\"tcp\"}") >= 2.0,
         "{text}"
@@ -242,7 +212,7 @@ async fn dns_capture_is_mirrored_for_ipv6() {
     let dir = tempfile::tempdir().expect("tempdir");
     pair.start_proxy(&dir, POLICY, PROXY_ENV);
     let admin = v4(capture::POD_IP, 15400);
-    wait_ready(&mut pair, admin).await;
+    pair.wait_ready(admin).await;
     pair.init_ok(&["--backend", "nft", "--ipv6", "on", "--capture-dns"]);
     assert!(
         pair.nat_rules("ip6tables-nft-save")
@@ -254,7 +224,7 @@ async fn dns_capture_is_mirrored_for_ipv6() {
     assert_eq!(dns::rcode_and_answers(&gone), Some((NXDOMAIN, 0)));
     let clean = ask(&pair.pod, server, &dns::query(2, "api.other.test", AAAA)).await;
     assert_eq!(dns::rcode_and_answers(&clean), Some((0, 1)));
-    let text = proxy_metrics(&pair, admin).await;
+    let text = pair.metrics(admin).await;
     assert_eq!(faults(&text), 1.0, "{text}");
     let names: Vec<String> = resolver
         .queries()

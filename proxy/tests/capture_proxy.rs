@@ -6,15 +6,16 @@
 mod capture;
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use capture::{NetnsPair, PEER_IP, PEER_IP6, POD_IP, POD_IP6, connect, listen, setup, v4, v6};
+use capture::{
+    NetnsPair, PEER_IP, PEER_IP6, POD_IP, POD_IP6, connect, http_get, listen, setup, v4, v6,
+};
 use faultline_test_support::tls::TestCerts;
-use faultline_test_support::until_some;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -74,39 +75,6 @@ fn echo_server(ns: &str, addr: SocketAddr) -> std::sync::Arc<std::sync::atomic::
     accepted
 }
 
-/// A real HTTP/1.1 client (hyper) on a connection opened from namespace `ns`.
-async fn get(ns: &str, addr: SocketAddr, path: &str) -> Result<(u16, String, Duration), String> {
-    let start = Instant::now();
-    let stream = connect(ns, addr)
-        .await
-        .map_err(|e| format!("connect {addr}: {e}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
-            .await
-            .map_err(|e| format!("handshake: {e}"))?;
-    tokio::spawn(conn);
-    let request = hyper::Request::get(path)
-        .header("host", addr.to_string())
-        .body(Empty::new())
-        .map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
-        .await
-        .map_err(|_| "no response in 5s".to_string())?
-        .map_err(|e| format!("request: {e}"))?;
-    let status = response.status().as_u16();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
-    Ok((
-        status,
-        String::from_utf8_lossy(&body).into_owned(),
-        start.elapsed(),
-    ))
-}
-
 /// `[packets:bytes]` counter of the first saved nat rule containing `needle`.
 fn rule_packets(pair: &NetnsPair, needle: &str) -> u64 {
     let out = pair.exec(&pair.pod, "iptables-nft-save", &["-c", "-t", "nat"]);
@@ -122,23 +90,6 @@ fn rule_packets(pair: &NetnsPair, needle: &str) -> u64 {
         .expect("packet counter")
 }
 
-/// Polls the proxy's `/readyz` from the peer namespace; fails fast if it exited.
-async fn wait_ready(pair: &mut NetnsPair, admin: SocketAddr) {
-    let peer = pair.peer.clone();
-    let ready = until_some(Duration::from_secs(15), async || {
-        pair.assert_children_running();
-        get(&peer, admin, "/readyz")
-            .await
-            .ok()
-            .filter(|(status, _, _)| *status == 200)
-    })
-    .await;
-    assert!(
-        ready.is_some(),
-        "proxy admin port {admin} never became ready"
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn real_proxy_faults_captured_inbound_and_outbound_traffic() {
     let Some(mut pair) = setup("e2e", false) else {
@@ -152,15 +103,15 @@ async fn real_proxy_faults_captured_inbound_and_outbound_traffic() {
     pair.start_proxy(&dir, POLICY, &[("FAULTLINE_LOG", "info")]);
 
     let admin = v4(POD_IP, 15400);
-    wait_ready(&mut pair, admin).await;
+    pair.wait_ready(admin).await;
 
     // Inbound, captured: a clean request passes through the proxy to 127.0.0.1.
-    let (status, body, _) = get(&peer, v4(POD_IP, 8080), "/catalog")
+    let (status, body, _) = http_get(&peer, v4(POD_IP, 8080), "/catalog")
         .await
         .expect("clean request");
     assert_eq!((status, body.as_str()), (200, "app:8080 saw 127.0.0.1"));
     // Delay and abort from the policy file are seen by the outside client.
-    let (status, body, took) = get(&peer, v4(POD_IP, 8080), "/orders/42")
+    let (status, body, took) = http_get(&peer, v4(POD_IP, 8080), "/orders/42")
         .await
         .expect("delayed request");
     assert_eq!((status, body.as_str()), (200, "app:8080 saw 127.0.0.1"));
@@ -168,13 +119,13 @@ async fn real_proxy_faults_captured_inbound_and_outbound_traffic() {
         took >= Duration::from_millis(400),
         "delay not applied: {took:?}"
     );
-    let (status, body, _) = get(&peer, v4(POD_IP, 8080), "/checkout")
+    let (status, body, _) = http_get(&peer, v4(POD_IP, 8080), "/checkout")
         .await
         .expect("aborted request");
     assert_eq!((status, body.as_str()), (503, "injected by faultline"));
 
     // The excluded port bypasses the proxy: no fault, and the app sees the real client.
-    let (status, body, _) = get(&peer, v4(POD_IP, 8081), "/checkout")
+    let (status, body, _) = http_get(&peer, v4(POD_IP, 8081), "/checkout")
         .await
         .expect("excluded port");
     assert_eq!((status, body.as_str()), (200, "app:8081 saw 10.240.0.1"));
@@ -224,8 +175,7 @@ async fn real_proxy_faults_captured_inbound_and_outbound_traffic() {
     assert!(rule_packets(&pair, "proxy own traffic (uid)") >= 1);
 
     // The admin port counts the faults it applied (and nothing from port 8081).
-    let (status, metrics, _) = get(&peer, admin, "/metrics").await.expect("metrics");
-    assert_eq!(status, 200);
+    let metrics = pair.metrics(admin).await;
     for rule in ["slow-orders", "broken-checkout", "ledger-partition"] {
         let count = faultline_test_support::metrics::sum(
             &metrics,
@@ -262,11 +212,11 @@ async fn real_proxy_captures_ipv6_with_ipv6_listeners() {
             ("FAULTLINE_OUTBOUND_ADDR", "[::]:15401"),
         ],
     );
-    wait_ready(&mut pair, v4(POD_IP, 15400)).await;
+    pair.wait_ready(v4(POD_IP, 15400)).await;
 
     // The proxy binds its IPv6 listeners IPv6-only, so this pod captures IPv6 only.
     let target = v6(POD_IP6, 8080);
-    let (status, body, _) = get(&peer, target, "/checkout")
+    let (status, body, _) = http_get(&peer, target, "/checkout")
         .await
         .expect("aborted request");
     assert_eq!(
@@ -274,7 +224,9 @@ async fn real_proxy_captures_ipv6_with_ipv6_listeners() {
         (503, "injected by faultline"),
         "{target}"
     );
-    let (status, body, _) = get(&peer, target, "/catalog").await.expect("clean request");
+    let (status, body, _) = http_get(&peer, target, "/catalog")
+        .await
+        .expect("clean request");
     assert_eq!(status, 200, "{target}");
     assert!(
         body.starts_with("app:8080 saw ") && body.contains("127.0.0.1"),
@@ -387,7 +339,7 @@ rules:
 "#;
     pair.start_proxy(&dir, policy, &[("FAULTLINE_LOG", "info")]);
     let admin = v4(POD_IP, 15400);
-    wait_ready(&mut pair, admin).await;
+    pair.wait_ready(admin).await;
 
     // Outbound HTTPS from the app: captured, faulted by name only.
     let stripe = tls_call(&pod, v4(PEER_IP, 443), "api.stripe.test", &certs).await;
@@ -403,8 +355,7 @@ rules:
     let shop = tls_call(&peer, v4(POD_IP, 8443), "shop.test", &certs).await;
     assert_eq!(shop.expect("shop passes"), "8443 hello shop.test");
 
-    let (status, metrics, _) = get(&peer, admin, "/metrics").await.expect("metrics");
-    assert_eq!(status, 200);
+    let metrics = pair.metrics(admin).await;
     let value = |series: &str| faultline_test_support::metrics::value(&metrics, series);
     // Partitioned connections are cut before they are counted.
     for (series, want) in [

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use capture::{PEER_IP, POD_IP, connect, listen, setup, v4};
-use faultline_test_support::until_some;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 
@@ -60,17 +59,6 @@ async fn read_all(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
     out
 }
 
-/// `/readyz` answers 200 from the peer namespace.
-async fn ready(peer: &str, admin: SocketAddr) -> bool {
-    let Ok(mut stream) = connect(peer, admin).await else {
-        return false;
-    };
-    let asked = stream
-        .write_all(b"GET /readyz HTTP/1.1\r\nhost: admin\r\nconnection: close\r\n\r\n")
-        .await;
-    asked.is_ok() && read_all(&mut stream).await.starts_with(b"HTTP/1.1 200")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sides_name_the_same_bytes_inbound_and_outbound() {
     let Some(mut pair) = setup("sides", false) else {
@@ -80,13 +68,7 @@ async fn sides_name_the_same_bytes_inbound_and_outbound() {
     pair.init_ok(&[]);
     let dir = tempfile::tempdir().expect("tempdir");
     pair.start_proxy(&dir, POLICY, &[]);
-    let admin = v4(POD_IP, 15400);
-    let up = until_some(Duration::from_secs(15), async || {
-        pair.assert_children_running();
-        ready(&peer, admin).await.then_some(())
-    })
-    .await;
-    assert!(up.is_some(), "the proxy never became ready");
+    pair.wait_ready(v4(POD_IP, 15400)).await;
 
     // Outbound: the pod's own bytes are the request side. The remote server
     // gets the first 4 of them, then the connection ends.

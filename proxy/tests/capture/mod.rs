@@ -14,8 +14,12 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use faultline_test_support::until_some;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
 use rustix::thread::{LinkNameSpaceType, move_into_link_name_space};
 
 pub const POD_IP: Ipv4Addr = Ipv4Addr::new(10, 240, 0, 2);
@@ -182,6 +186,33 @@ impl NetnsPair {
         );
     }
 
+    /// Waits until the proxy's admin port `admin` answers `/readyz` with 200
+    /// from the peer namespace (its listeners are bound, DNS included);
+    /// fails at once if the proxy exited, and after 15 s.
+    pub async fn wait_ready(&mut self, admin: SocketAddr) {
+        let peer = self.peer.clone();
+        let ready = until_some(Duration::from_secs(15), async || {
+            self.assert_children_running();
+            http_get(&peer, admin, "/readyz")
+                .await
+                .ok()
+                .filter(|(status, _, _)| *status == 200)
+        })
+        .await;
+        assert!(
+            ready.is_some(),
+            "proxy admin port {admin} never became ready"
+        );
+    }
+
+    /// The proxy's `/metrics` on `admin`, fetched from the peer namespace.
+    pub async fn metrics(&self, admin: SocketAddr) -> String {
+        match http_get(&self.peer, admin, "/metrics").await {
+            Ok((200, text, _)) => text,
+            other => panic!("GET {admin}/metrics: {other:?}"),
+        }
+    }
+
     /// Panics if a process started with [`Self::spawn`] has already exited.
     pub fn assert_children_running(&mut self) {
         for child in &mut self.children {
@@ -260,4 +291,42 @@ pub fn v4(ip: Ipv4Addr, port: u16) -> SocketAddr {
 
 pub fn v6(ip: Ipv6Addr, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V6(ip), port)
+}
+
+/// GET `path` from `addr` with a real HTTP/1.1 client (hyper) on a
+/// connection opened from namespace `ns`: status, body and how long it took.
+pub async fn http_get(
+    ns: &str,
+    addr: SocketAddr,
+    path: &str,
+) -> Result<(u16, String, Duration), String> {
+    let start = Instant::now();
+    let stream = connect(ns, addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+    tokio::spawn(conn);
+    let request = hyper::Request::get(path)
+        .header("host", addr.to_string())
+        .body(Empty::new())
+        .map_err(|e| e.to_string())?;
+    let response = tokio::time::timeout(Duration::from_secs(5), sender.send_request(request))
+        .await
+        .map_err(|_| "no response in 5s".to_string())?
+        .map_err(|e| format!("request: {e}"))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("body: {e}"))?
+        .to_bytes();
+    Ok((
+        status,
+        String::from_utf8_lossy(&body).into_owned(),
+        start.elapsed(),
+    ))
 }
