@@ -279,12 +279,22 @@ impl PolicyState {
                 }
                 Ok(policy) => policy,
             };
-            let recorded = src.facts.seen_at.clone().or_else(|| {
-                self.seen_recorded
-                    .get(key)
-                    .filter(|s| s.version == src.text_version)
-                    .map(expiry::SeenAt::to_annotation)
-            });
+            // The object's record counts only when it is of this version: a
+            // record of the previous version stays on the object until the
+            // watch echoes the new one back, and any event on the object in
+            // between (the Deployment controller's own update follows every
+            // edit) must not write this version's record a second time.
+            let recorded = src
+                .facts
+                .seen_at
+                .clone()
+                .filter(|v| expiry::SeenAt::parse(v).is_some_and(|s| s.version == src.text_version))
+                .or_else(|| {
+                    self.seen_recorded
+                        .get(key)
+                        .filter(|s| s.version == src.text_version)
+                        .map(expiry::SeenAt::to_annotation)
+                });
             let (seen, write) = expiry::first_seen(recorded.as_deref(), &src.text_version, now);
             if write {
                 self.seen_recorded.insert(key.clone(), seen.clone());

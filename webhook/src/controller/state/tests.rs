@@ -428,3 +428,28 @@ fn a_pod_that_missed_injection_is_reported_once_while_it_lives() {
     // Gone, then a new pod under the same name: reported again.
     assert_eq!(state.report_missed(vec![missed("u2")]).len(), 1);
 }
+
+#[test]
+fn a_new_version_is_recorded_once_while_the_object_still_shows_the_old_record() {
+    let mut world = World::deployment(Some(BRIEF));
+    let old = crate::controller::version::text_version(SLOW);
+    world
+        .owners
+        .get_mut(&ObjKey::new(Kind::Deployment, "shop", "checkout"))
+        .unwrap()
+        .seen_at = Some(format!("2026-11-26T01:00:00Z;{old}"));
+    let pods = vec![rs_pod("a")];
+    let mut state = PolicyState::default();
+    let out = state.reconcile(&pods, world.lookup());
+    let t0: Timestamp = "2026-11-26T02:00:00Z".parse().unwrap();
+    let (actions, _) = state.plan(&out.sources, t0);
+    assert!(
+        matches!(&actions[..], [Action::RecordSeen { version, .. }] if *version == crate::controller::version::text_version(BRIEF)),
+        "{actions:?}"
+    );
+    // Another update of the object arrives before the watch echoes the
+    // write: it still carries the old version's record.
+    let out = state.reconcile(&pods, world.lookup());
+    let (again, _) = state.plan(&out.sources, "2026-11-26T02:00:00.03Z".parse().unwrap());
+    assert!(again.is_empty(), "recorded twice: {again:?}");
+}
