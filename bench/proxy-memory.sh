@@ -16,9 +16,10 @@
 #      BENCH_BUILD=1 (0: measure the binaries already built)
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$root"
-command -v curl >/dev/null || { echo "bench: curl is missing" >&2; exit 1; }
+require_tools curl
 threads="${BENCH_THREADS:-2}"
 base="${BENCH_PORT:-19600}"
 settle="${BENCH_SETTLE:-30}"
@@ -27,32 +28,14 @@ big=10000
 # Each side of 10k connections needs 10k descriptors and some.
 ulimit -n "$(ulimit -Hn)"
 if (($(ulimit -n) < big + 500)); then
-  echo "bench: the open file limit is $(ulimit -n); $big connections need $((big + 500)) (ulimit -Hn)" >&2
-  exit 1
+  die "the open file limit is $(ulimit -n); $big connections need $((big + 500)) (ulimit -Hn)"
 fi
 
-profile="${BENCH_PROFILE:-release}"
-echo "== building $profile binaries" >&2
-[[ ${BENCH_BUILD:-1} == 0 ]] ||
-  cargo build --profile "$profile" -q -p faultline-proxy --bin faultline-proxy --example bench-upstream --example bench-client
-bin="${CARGO_TARGET_DIR:-$root/target}/$([[ $profile == dev ]] && echo debug || echo "$profile")"
-
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+bin="$(build_binaries "${BENCH_PROFILE:-release}" --bin faultline-proxy --example bench-upstream --example bench-client)"
+start_cleanup
 
 up=$base direct=$((base + 1)) proxy=$((base + 2)) admin=$((base + 3))
-for p in $up $direct $proxy $admin; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "bench: port $p is in use; set BENCH_PORT" >&2
-    exit 1
-  fi
-done
+require_free_ports BENCH_PORT "$up" "$direct" "$proxy" "$admin"
 
 # The proxy's upstream, and a second one that the clients connect to
 # directly: the baseline.
@@ -60,18 +43,18 @@ done
 pids+=($!)
 "$bin/examples/bench-upstream" "127.0.0.1:$direct" "$threads" &
 pid_direct=$!
-pids+=($pid_direct)
+pids+=("$pid_direct")
 # The default connection limit (4096) is sized for the sidecar's memory
 # limit; this measures what 10k connections cost, so it is raised.
 FAULTLINE_WORKERS=$threads FAULTLINE_LOG=warn "$bin/faultline-proxy" run --max-connections 20000 \
   --listen "127.0.0.1:$proxy" --upstream "127.0.0.1:$up" --admin-addr "127.0.0.1:$admin" &
 pid_proxy=$!
-pids+=($pid_proxy)
+pids+=("$pid_proxy")
 
 deadline=$((SECONDS + 30))
 for p in $up $direct $proxy; do
   until curl -sf "http://127.0.0.1:$p/" >/dev/null; do
-    if ((SECONDS > deadline)); then echo "bench: 127.0.0.1:$p never answered" >&2; exit 1; fi
+    if ((SECONDS > deadline)); then die "127.0.0.1:$p never answered"; fi
     sleep 0.1
   done
 done
@@ -111,7 +94,7 @@ release() { # NAME PID BASELINE_FDS
   wait "$holder" 2>/dev/null || true
   local deadline=$((SECONDS + 60))
   until (($(still_open "$@") <= 0)); do
-    if ((SECONDS > deadline)); then echo "bench: connections still open after 60 s" >&2; exit 1; fi
+    if ((SECONDS > deadline)); then die "connections still open after 60 s"; fi
     sleep 0.2
   done
 }

@@ -40,18 +40,14 @@
 #      BENCH_PORT=19500 BENCH_RECORD=1
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$root"
 if ! command -v haproxy >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "== installing haproxy" >&2
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q haproxy >/dev/null
 fi
-for tool in wrk h2load nginx haproxy curl; do
-  command -v "$tool" >/dev/null || {
-    echo "bench: $tool is missing (apt-get install wrk nghttp2-client nginx-light haproxy curl)" >&2
-    exit 1
-  }
-done
+require_tools wrk h2load nginx haproxy curl
 threads="${BENCH_THREADS:-2}"
 secs="${BENCH_SECONDS:-5}"
 rounds="${BENCH_ROUNDS:-3}"
@@ -59,21 +55,11 @@ rate="${BENCH_RATE:-5000}"
 conns="${BENCH_CONNS:-64}"
 base="${BENCH_PORT:-19500}"
 record="${BENCH_RECORD:-1}"
-load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+load_before="$(load_average)"
 
-echo "== building release binaries" >&2
-cargo build --release -q -p faultline-proxy --bin faultline-proxy --example bench-upstream --example bench-client
-bin="${CARGO_TARGET_DIR:-$root/target}/release"
-
-work="$(mktemp -d)"
+bin="$(build_binaries release --bin faultline-proxy --example bench-upstream --example bench-client)"
+start_cleanup
 chmod 755 "$work"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
 
 # Ports: base+0 upstream, +1 its echo port; each target N gets
 # base+10+N (HTTP/1.1 and TCP), base+40+N (h2c where separate),
@@ -82,7 +68,6 @@ up=$base echo_port=$((base + 1))
 peers=(direct proxy nginx haproxy-http haproxy-tcp)
 ruled=(proxy+10 proxy+zero proxy+pct0 proxy+spent proxy+resp)
 split=(proxy proxy+20%)
-tcp_targets=(direct proxy haproxy-tcp)
 all=("${peers[@]}" "${ruled[@]}" proxy+20% proxy-tcp haproxy-tcp-echo)
 declare -A h1port h2port tpid
 i=0
@@ -93,12 +78,9 @@ for name in "${all[@]}"; do
 done
 h1port[direct]=$up h2port[direct]=$up
 h2port[nginx]=$((base + 40)) h2port[haproxy-http]=$((base + 41))
-for p in $up $echo_port "${h1port[@]}" $((base + 40)) $((base + 41)) $(seq $((base + 70)) $((base + 80))); do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "bench: port $p is in use; set BENCH_PORT" >&2
-    exit 1
-  fi
-done
+# shellcheck disable=SC2046 # seq's ports are words
+require_free_ports BENCH_PORT "$up" "$echo_port" "${h1port[@]}" $((base + 40)) $((base + 41)) \
+  $(seq $((base + 70)) $((base + 80)))
 
 {
   echo "rules:"
@@ -218,7 +200,7 @@ tpid[haproxy-tcp-echo]=$!
 deadline=$((SECONDS + 30))
 for name in "${peers[@]}" "${ruled[@]}" proxy+20%; do
   until curl -sf "http://127.0.0.1:${h1port[$name]}/" >/dev/null; do
-    if ((SECONDS > deadline)); then echo "bench: $name never answered" >&2; exit 1; fi
+    if ((SECONDS > deadline)); then die "$name never answered"; fi
     sleep 0.1
   done
 done
@@ -335,7 +317,7 @@ for round in $(seq "$rounds"); do
     fast "$name"
   done
 done
-load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+load_after="$(load_average)"
 
 median() { tr ' ' '\n' <<<"$1" | awk 'NF' | sort -g | awk '{v[NR] = $1} END { print v[int((NR + 1) / 2)] }'; }
 m() { median "${result[$1.$2]:-}"; }
@@ -405,6 +387,7 @@ echo
 echo "$out"
 if [ "$record" = 1 ]; then
   # Into the proxy section of RESULTS.md, before the next section.
+  # shellcheck disable=SC2016 # the backticks are Markdown
   block="$(printf '\n### `bench/proxy.sh`, %s\n\n```\n%s\n```\n' "$(date -u +%Y-%m-%d)" "$out")"
   BLOCK="$block" awk '/^## Capture/ && !done { print ENVIRON["BLOCK"]; print ""; done = 1 } { print }' \
     bench/RESULTS.md > "$work/RESULTS.md"

@@ -31,33 +31,24 @@
 # same address right after another would pay for the other's (measured:
 # whichever TLS target ran second in a round lost ~25%). Load average before and after; the summary is
 # appended to bench/RESULTS.md (BENCH_RECORD=0: not).
-# Needs: wrk. Env: BENCH_THREADS=2 BENCH_SECONDS=5 BENCH_ROUNDS=4
+# Needs: wrk, curl. Env: BENCH_THREADS=2 BENCH_SECONDS=5 BENCH_ROUNDS=4
 #      BENCH_CONNS=16 BENCH_PORT=19600 BENCH_RECORD=1
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 cd "$root"
-command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install wrk)" >&2; exit 1; }
+require_tools wrk curl
 threads="${BENCH_THREADS:-2}"
 secs="${BENCH_SECONDS:-5}"
 rounds="${BENCH_ROUNDS:-4}"
 conns="${BENCH_CONNS:-16}"
 base="${BENCH_PORT:-19600}"
 record="${BENCH_RECORD:-1}"
-load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
+load_before="$(load_average)"
 
-echo "== building release binaries" >&2
-cargo build --release -q -p faultline-proxy --bin faultline-proxy --example bench-upstream --example bench-tls
-bin="${CARGO_TARGET_DIR:-$root/target}/release"
-
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+bin="$(build_binaries release --bin faultline-proxy --example bench-upstream --example bench-tls)"
+start_cleanup
 
 # Ports: base+0 HTTP upstream, +1 and +2 TLS upstreams, +10.. the proxies, +20.. their admin.
 http_up=$base tls_up=$((base + 1)) tls_up2=$((base + 2))
@@ -68,12 +59,7 @@ for name in "${targets[@]}"; do
   port[$name]=$((base + 10 + i)) admin[$name]=$((base + 20 + i))
   i=$((i + 1))
 done
-for p in $http_up $tls_up $tls_up2 "${port[@]}" "${admin[@]}"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "bench: port $p is in use; set BENCH_PORT" >&2
-    exit 1
-  fi
-done
+require_free_ports BENCH_PORT "$http_up" "$tls_up" "$tls_up2" "${port[@]}" "${admin[@]}"
 
 echo 'rules: []' > "$work/none.yaml"
 cat > "$work/sni.yaml" <<'YAML'
@@ -106,7 +92,7 @@ done
 deadline=$((SECONDS + 30))
 for name in "${targets[@]}"; do
   until curl -sf "http://127.0.0.1:${admin[$name]}/readyz" >/dev/null && [ -s "$work/ca.der" ] && [ -s "$work/ca2.der" ]; do
-    if (( SECONDS > deadline )); then echo "bench: $name did not become ready" >&2; exit 1; fi
+    if (( SECONDS > deadline )); then die "$name did not become ready"; fi
     sleep 0.1
   done
 done
@@ -161,7 +147,7 @@ for round in $(seq "$rounds"); do
     fi
   done
 done
-load_after="$(cut -d' ' -f1-3 /proc/loadavg)"
+load_after="$(load_average)"
 # What reading a server name costs on its own (one core, no I/O).
 parse_out=$("$bin/examples/bench-tls" parse bench.example.test 200000)
 
@@ -199,6 +185,7 @@ out="$(summary)"
 echo
 echo "$out"
 if [ "$record" = 1 ]; then
+  # shellcheck disable=SC2016 # the backticks are Markdown
   block="$(printf '\n### `bench/tls.sh`, %s\n\n```\n%s\n```\n' "$(date -u +%Y-%m-%d)" "$out")"
   BLOCK="$block" awk '/^## Capture/ && !done { print ENVIRON["BLOCK"]; print ""; done = 1 } { print }' \
     bench/RESULTS.md > "$work/RESULTS.md"

@@ -15,10 +15,10 @@
 # +9 the DNS proxy's (unused) HTTP listener.
 set -euo pipefail
 
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source-path=SCRIPTDIR source=../../bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../../bench/lib.sh"
 cd "$root"
-command -v curl >/dev/null || { echo "demo: curl is required (apt-get install curl)" >&2; exit 1; }
-command -v openssl >/dev/null || { echo "demo: openssl is required (apt-get install openssl)" >&2; exit 1; }
+require_tools curl openssl
 
 port="${DEMO_PORT:-18480}"
 upstream_port=$((port + 1))
@@ -30,26 +30,11 @@ dns_admin_port=$((port + 6))
 dns_port=$((port + 7))
 resolver_port=$((port + 8))
 dns_http_port=$((port + 9))
-for p in "$port" "$upstream_port" "$admin_port" "$tls_port" "$tls_upstream_port" "$tls_admin_port" \
-         "$dns_admin_port" "$dns_port" "$resolver_port" "$dns_http_port"; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
-    echo "demo: port $p is in use; set DEMO_PORT to another base port" >&2
-    exit 1
-  fi
-done
+require_free_ports DEMO_PORT "$port" "$upstream_port" "$admin_port" "$tls_port" "$tls_upstream_port" \
+  "$tls_admin_port" "$dns_admin_port" "$dns_port" "$resolver_port" "$dns_http_port"
 
-echo "== building (cargo build -p faultline-proxy --bin faultline-proxy --example bench-upstream --example dns-stand-in)"
-cargo build -q -p faultline-proxy --bin faultline-proxy --example bench-upstream --example dns-stand-in
-target="${CARGO_TARGET_DIR:-$root/target}/debug"
-
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT INT TERM
+target="$(build_binaries dev --bin faultline-proxy --example bench-upstream --example dns-stand-in)"
+start_cleanup
 
 cp examples/policies/demo.yaml "$work/faults.yaml"
 "$target/examples/bench-upstream" "127.0.0.1:$upstream_port" 1 &
@@ -63,7 +48,7 @@ pids+=($!)
 deadline=$((SECONDS + 20))
 until curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && \
       curl -sf "http://127.0.0.1:$upstream_port/" >/dev/null; do
-  if (( SECONDS > deadline )); then echo "demo: the proxy did not become ready" >&2; exit 1; fi
+  if (( SECONDS > deadline )); then die "the proxy did not become ready"; fi
   sleep 0.1
 done
 
@@ -115,7 +100,7 @@ printf 'rules:\n- name: everything-down\n  abort: {status: 500, body: "all down\
 mv "$work/faults.yaml.new" "$work/faults.yaml"
 deadline=$((SECONDS + 5))
 until curl -s "http://127.0.0.1:$admin_port/policy" | grep -q everything-down; do
-  if (( SECONDS > deadline )); then echo "demo: reload not applied" >&2; exit 1; fi
+  if (( SECONDS > deadline )); then die "reload not applied"; fi
   sleep 0.1
 done
 show GET /
@@ -140,7 +125,7 @@ pids+=($!)
 deadline=$((SECONDS + 20))
 until curl -sf "http://127.0.0.1:$tls_admin_port/readyz" >/dev/null && \
       (exec 3<>"/dev/tcp/127.0.0.1/$tls_upstream_port") 2>/dev/null; do
-  if (( SECONDS > deadline )); then echo "demo: the TLS proxy did not become ready" >&2; exit 1; fi
+  if (( SECONDS > deadline )); then die "the TLS proxy did not become ready"; fi
   sleep 0.1
 done
 https() { # NAME: curl checks the server's own certificate, so nothing decrypted the connection
@@ -167,7 +152,7 @@ FAULTLINE_LOG=warn "$target/faultline-proxy" run \
 pids+=($!)
 deadline=$((SECONDS + 20))
 until curl -sf "http://127.0.0.1:$dns_admin_port/readyz" >/dev/null; do
-  if (( SECONDS > deadline )); then echo "demo: the DNS proxy did not become ready" >&2; exit 1; fi
+  if (( SECONDS > deadline )); then die "the DNS proxy did not become ready"; fi
   sleep 0.1
 done
 lookup() { # NAME
