@@ -21,7 +21,8 @@ test: lint kustomize python unit ## everything CI runs: format, clippy, manifest
 
 unit: ## all tests (unit, integration, netns, real kube-apiserver and a real node when KUBEBUILDER_ASSETS is set)
 	@mkdir -p target
-	# The node tests package these binaries as images: build them first.
+	# The e2e harness builds these too (the binaries it runs are never
+	# stale); building them first keeps compiler output out of test logs.
 	$(CARGO) build --workspace --bins
 	@set -o pipefail; status=0; \
 	$(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test.log || status=$$?; \

@@ -108,6 +108,9 @@ pub enum HarnessError {
         output: String,
     },
 
+    #[error("failed to build the workspace binaries the tests run: {0}")]
+    Build(String),
+
     #[error("the test node is not available: {0}")]
     NodeUnavailable(String),
 }

@@ -24,4 +24,4 @@ mod script;
 
 pub use cluster::{NodeCluster, StoryLock};
 pub use install::{PROXY_IMAGE, WEBHOOK_IMAGE};
-pub use script::{NODE_DIR, NODE_IP, bin_dir, repo_root, run};
+pub use script::{NODE_DIR, NODE_IP, repo_root, run};

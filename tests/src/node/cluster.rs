@@ -10,9 +10,9 @@
 use std::path::PathBuf;
 
 use super::install::{build_images, install};
-use super::script::{Node, bin_dir};
+use super::script::Node;
 use crate::control_plane::CI_ENV;
-use crate::{Assets, ControlPlane, HarnessError, error_chain};
+use crate::{Assets, ControlPlane, HarnessError, bin_dir, error_chain};
 
 static CLUSTER: tokio::sync::OnceCell<Result<NodeCluster, String>> =
     tokio::sync::OnceCell::const_new();
@@ -88,7 +88,7 @@ async fn start(cp: &'static ControlPlane, assets: &Assets) -> Result<NodeCluster
     Ok(NodeCluster {
         cp,
         node,
-        bin_dir: bin_dir()?,
+        bin_dir: bin_dir()?.to_path_buf(),
     })
 }
 

@@ -9,8 +9,8 @@ use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::Api;
 
-use super::script::{Node, bin_dir, repo_root, run};
-use crate::{ControlPlane, HarnessError, wait_for};
+use super::script::{Node, repo_root, run};
+use crate::{ControlPlane, HarnessError, bin_dir, wait_for};
 
 /// The images the overlay names (`tests/node/overlay/kustomization.yaml`).
 pub const PROXY_IMAGE: &str = "localhost/faultline/faultline-proxy:dev";
@@ -21,25 +21,20 @@ pub(super) const SYSTEM_NAMESPACE: &str = "faultline-system";
 pub(super) const WEBHOOK_DEPLOYMENT: &str = "faultline-webhook";
 const INSTALL_TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Builds both images from the binaries next to this test binary, so the
-/// node runs exactly the code under test.
+/// Builds both images from the binaries [`bin_dir`] built from the sources
+/// under test, so the node runs exactly the code under test.
 pub(super) async fn build_images() -> Result<Vec<PathBuf>, HarnessError> {
-    let bins = bin_dir()?;
-    for binary in ["faultline-proxy", "faultline-webhook"] {
-        if !bins.join(binary).exists() {
-            return Err(HarnessError::NodeUnavailable(format!(
-                "{} is missing: run `cargo build --workspace --bins` first (make test does)",
-                bins.join(binary).display()
-            )));
-        }
-    }
+    // The build blocks: off the runtime's threads.
+    let bins = tokio::task::spawn_blocking(bin_dir)
+        .await
+        .map_err(|e| HarnessError::Build(e.to_string()))??;
     let root = repo_root();
     let out_dir = bins.join("images");
     let mut cmd = tokio::process::Command::new("bash");
     cmd.arg(root.join("scripts/image-tar.sh"))
         .arg(IMAGE_TAG)
         .env("REGISTRY", IMAGE_REGISTRY)
-        .env("BIN_DIR", &bins)
+        .env("BIN_DIR", bins)
         .env("OUT_DIR", &out_dir);
     let printed = run("scripts/image-tar.sh", &mut cmd).await?;
     Ok(printed.lines().map(PathBuf::from).collect())

@@ -26,21 +26,6 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
 }
 
-/// The directory of the workspace's binaries built with this test binary
-/// (`target/debug` for `cargo test`): test executables live in its `deps/`.
-pub fn bin_dir() -> Result<PathBuf, HarnessError> {
-    let exe = std::env::current_exe().map_err(|source| HarnessError::RunCommand {
-        what: "find the test executable".into(),
-        source,
-    })?;
-    exe.parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .ok_or_else(|| {
-            HarnessError::NodeUnavailable(format!("no target dir above {}", exe.display()))
-        })
-}
-
 /// Runs `cmd`, returning its stdout; a failure carries stdout and stderr.
 pub async fn run(
     what: impl Into<String>,
