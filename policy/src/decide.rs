@@ -46,7 +46,7 @@ use crate::compile::{
     Asked, Chance, CompiledFault, CompiledPolicy, CompiledRule, DelaySampler, HostMatcher,
     INDEXED_METHODS, Matcher, Refusal,
 };
-use crate::model::{Direction, FaultKind, MAX_DURATION, Protocol};
+use crate::model::{DelaySide, Direction, FaultKind, MAX_DURATION, Protocol};
 
 #[cfg(test)]
 mod tests;
@@ -114,6 +114,19 @@ pub struct RequestOutcome<'p> {
     /// The first `fromHeaders` rule whose bounds refused what the request
     /// asked for (the request went on to the next rules).
     pub refused: Option<Refused<'p>>,
+}
+
+/// What [`CompiledPolicy::request_reach`] found the rules matching a
+/// request could do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestReach {
+    /// No rule matches: the request is never faulted.
+    Nothing,
+    /// Only rules that delay the request before it is forwarded match.
+    RequestDelay,
+    /// A rule that may do anything else matches (or one that reads the
+    /// request's control headers).
+    Other,
 }
 
 /// A request's control headers that a `fromHeaders` rule did not honour.
@@ -230,6 +243,38 @@ impl CompiledPolicy {
                 })
             });
         outcome
+    }
+
+    /// What the request-stage rules this request matches could do to it,
+    /// found without drawing `percent` or spending a `first` budget: a data
+    /// plane that can only carry out some faults asks before
+    /// [`Self::decide_request_outcome`], and hands requests it cannot fault
+    /// itself to a path that decides them once, from scratch.
+    pub fn request_reach(&self, req: &RequestInfo<'_>) -> RequestReach {
+        let stage = self.request_stage(req.method);
+        if stage.is_empty() || self.expired() {
+            return RequestReach::Nothing;
+        }
+        let probe = is_probe(req.headers);
+        let path = req.path.split_once('?').map_or(req.path, |(p, _)| p);
+        let mut reach = RequestReach::Nothing;
+        for rule in stage.iter().filter_map(|i| self.rules.get(*i)) {
+            if !rule.matcher.request_matches(req, probe, path) {
+                continue;
+            }
+            match &rule.fault {
+                CompiledFault::Delay {
+                    side: DelaySide::Request,
+                    ..
+                }
+                | CompiledFault::Fixed(Action::Delay {
+                    side: DelaySide::Request,
+                    ..
+                }) => reach = RequestReach::RequestDelay,
+                _ => return RequestReach::Other,
+            }
+        }
+        reach
     }
 
     /// True while a `fromHeaders` rule is in force: the data plane then

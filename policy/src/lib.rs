@@ -50,7 +50,8 @@ pub use compile::{
     FIRST_MAX_CLIENTS, Refusal, compile, strip_control_headers,
 };
 pub use decide::{
-    ConnInfo, DnsQuery, Refused, RequestInfo, RequestOutcome, ResponseInfo, TlsInfo, is_probe,
+    ConnInfo, DnsQuery, Refused, RequestInfo, RequestOutcome, RequestReach, ResponseInfo, TlsInfo,
+    is_probe,
 };
 pub use error::{FieldError, Location, PolicyError, RuleRef, error_chain};
 pub use model::{

@@ -177,6 +177,18 @@ impl HeaderTimer {
     }
 }
 
+impl HeaderTimer {
+    /// A deadline `after` from now on this timer, as hyper's sleeps are,
+    /// without boxing it: the HTTP/1.1 relay arms one per request.
+    pub fn deadline(&self, after: Duration) -> HeaderSleep {
+        let generation = self.slot.arm(CLOCK.millis(coarse_now() + after));
+        HeaderSleep {
+            slot: self.slot.clone(),
+            generation,
+        }
+    }
+}
+
 impl Default for HeaderTimer {
     fn default() -> Self {
         Self::new()
@@ -209,7 +221,8 @@ impl Timer for HeaderTimer {
     }
 }
 
-struct HeaderSleep {
+/// A deadline of a [`HeaderTimer`]; dropping it disarms it.
+pub struct HeaderSleep {
     slot: Arc<Slot>,
     generation: u64,
 }

@@ -35,6 +35,8 @@ pub struct ConnCtx {
     /// each is created on first use, as a per-request lookup would.
     pub requests: OnceLock<Counter>,
     pub upstream_latency: OnceLock<Histogram>,
+    /// This connection's series of `requests_relayed`.
+    pub relayed: OnceLock<Counter>,
     pub(crate) reset: ResetFlag,
     pub events: Arc<ConnEvents>,
     pub(crate) throttle: Mutex<Option<Throttles>>,

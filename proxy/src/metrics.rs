@@ -108,6 +108,8 @@ pub struct PolicyLabels {
 pub struct Metrics {
     registry: Registry,
     pub requests: Family<TrafficLabels, Counter>,
+    /// The part of `requests` the HTTP/1.1 relay carried verbatim.
+    pub requests_relayed: Family<DirectionLabels, Counter>,
     pub connections: Family<TrafficLabels, Counter>,
     pub connections_active: Family<DirectionLabels, Gauge<i64, AtomicI64>>,
     pub connections_rejected: Family<RejectLabels, Counter>,
@@ -193,6 +195,12 @@ impl Metrics {
             "requests",
             "HTTP requests and gRPC calls proxied",
             requests.clone(),
+        );
+        let requests_relayed = Family::<DirectionLabels, Counter>::default();
+        registry.register(
+            "requests_relayed",
+            "HTTP/1.1 requests relayed verbatim by the fast path (also counted in requests)",
+            requests_relayed.clone(),
         );
         let connections = Family::<TrafficLabels, Counter>::default();
         registry.register("connections", "Connections accepted", connections.clone());
@@ -293,6 +301,7 @@ impl Metrics {
             patch_buffered,
             patch_skipped,
             requests,
+            requests_relayed,
             connections,
             connections_active,
             connections_rejected,

@@ -21,9 +21,11 @@ use crate::body::ProxyBody;
 
 mod connect;
 mod h1;
+mod raw;
 
 pub use connect::{CONNECT_TIMEOUT, UpstreamError, connect};
-pub use h1::{H1Pool, PooledBody};
+pub use h1::{H1Pool, PooledBody, STALE_AFTER};
+pub use raw::RawPool;
 
 /// Idle pooled HTTP/1.1 connections are closed after this long.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
@@ -33,6 +35,8 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 pub struct Upstream {
     http1: H1Pool,
     http2: H2Pool,
+    /// The HTTP/1.1 relay's idle connections.
+    pub relay: RawPool,
 }
 
 impl Default for Upstream {
@@ -46,6 +50,7 @@ impl Upstream {
         Upstream {
             http1: H1Pool::new(IDLE_TIMEOUT),
             http2: H2Pool::default(),
+            relay: RawPool::new(IDLE_TIMEOUT),
         }
     }
 

@@ -930,3 +930,34 @@ fn percent_draws_only_for_matching_responses() {
     assert!((800..1200).contains(&hits), "{hits}");
     assert!((0..100).all(|_| response_decision(&policy, &req, 200, &none, &mut rng).is_none()));
 }
+
+#[test]
+fn request_reach_tells_request_delays_from_other_faults_without_drawing() {
+    let policy = compiled(
+        "rules:\n\
+         - {name: slow, first: 1, match: {path: /slow}, delay: {fixed: 1s}}\n\
+         - {name: late, match: {path: /late}, delay: {fixed: 1s, side: response}}\n\
+         - {name: down, match: {path: /down}, abort: {status: 503}}\n\
+         - {name: slow-too, match: {path: /down}, delay: {fixed: 1s}}\n",
+    );
+    let at = |path: &str| {
+        let mut req = Req::new();
+        req.path = path.into();
+        policy.request_reach(&req.info())
+    };
+    assert_eq!(at("/other"), RequestReach::Nothing);
+    assert_eq!(at("/slow"), RequestReach::RequestDelay);
+    assert_eq!(at("/late"), RequestReach::Other);
+    // Any matching rule that is not a request delay, in any position.
+    assert_eq!(at("/down"), RequestReach::Other);
+    // Asking spent nothing: the `first: 1` budget is still there.
+    assert_eq!(at("/slow"), RequestReach::RequestDelay);
+    let mut req = Req::new();
+    req.path = "/slow".into();
+    assert!(policy.decide_request(&req.info(), &mut rng()).is_some());
+    assert!(policy.decide_request(&req.info(), &mut rng()).is_none());
+    assert_eq!(
+        compiled("rules: []").request_reach(&req.info()),
+        RequestReach::Nothing
+    );
+}

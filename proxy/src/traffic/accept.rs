@@ -354,6 +354,7 @@ async fn handle(
         worker,
         requests: OnceLock::new(),
         upstream_latency: OnceLock::new(),
+        relayed: OnceLock::new(),
         reset: reset.clone(),
         events: events.clone(),
         throttle: Mutex::new(None),

@@ -97,6 +97,15 @@ impl ClientIo {
         }
     }
 
+    /// [`Self::readable`] as a poll, for a caller that waits on more.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.prefix.is_empty() {
+            self.stream.poll_read_ready(cx)
+        } else {
+            Poll::Ready(Ok(()))
+        }
+    }
+
     /// Reads at most `limit` bytes: the replayed prefix first, then the
     /// socket. Returns how many were read (0 at the end of the stream).
     fn poll_read_at_most(

@@ -16,8 +16,8 @@ use http::{HeaderMap, HeaderValue, Request, StatusCode};
 
 use faultline_policy::{
     AbortAction, Action, BandwidthLimit, CompiledPolicy, ConnInfo, Decision, DelaySide, Direction,
-    PartitionMode, Protocol as PolicyProtocol, Refusal, RequestInfo, RequestOutcome, ResponseInfo,
-    Rewrite, Side, TlsInfo, strip_control_headers,
+    PartitionMode, Protocol as PolicyProtocol, Refusal, RequestInfo, RequestOutcome, RequestReach,
+    ResponseInfo, Rewrite, Side, TlsInfo, strip_control_headers,
 };
 
 use crate::source::store::PolicyStore;
@@ -180,6 +180,65 @@ fn decide<'p, B>(
     grpc: bool,
 ) -> RequestOutcome<'p> {
     compiled.decide_request_outcome(&request_info(conn, req, grpc), &mut rand::rng())
+}
+
+/// What the HTTP/1.1 relay (`http::relay`) may do with a request.
+#[derive(Debug)]
+pub enum RelayFault {
+    /// Forward it as it is.
+    None,
+    /// Wait this long, then forward it.
+    Delay(Duration, Injected<HttpFault>),
+    /// The full HTTP path must take it: a rule could do more than delay
+    /// it, reads its control headers, or may act on its response. Nothing
+    /// was drawn or spent, so that path decides it once, from scratch.
+    FullPath,
+}
+
+/// The relay's decision for an HTTP/1.1 request (never gRPC): the same
+/// policy as [`request_fault`], asked first whether anything but a request
+/// delay could apply ([`CompiledPolicy::request_reach`]).
+pub fn relay_fault(
+    store: &PolicyStore,
+    conn: &ConnInfo,
+    method: &http::Method,
+    target: &str,
+    host: Option<&str>,
+    headers: &HeaderMap,
+) -> RelayFault {
+    let info = RequestInfo {
+        direction: conn.direction,
+        destination_port: conn.destination_port,
+        protocol: PolicyProtocol::Http,
+        method,
+        path: target.split_once('?').map_or(target, |(path, _)| path),
+        headers,
+        source_ip: conn.source_ip,
+        destination_ip: conn.destination_ip,
+        host,
+    };
+    store.with_compiled(|compiled| {
+        if compiled.reads_control_headers()
+            || (compiled.has_response_rules() && !compiled.response_candidates(&info).is_empty())
+        {
+            return RelayFault::FullPath;
+        }
+        match compiled.request_reach(&info) {
+            RequestReach::Nothing => RelayFault::None,
+            RequestReach::Other => RelayFault::FullPath,
+            RequestReach::RequestDelay => {
+                let outcome = compiled.decide_request_outcome(&info, &mut rand::rng());
+                match outcome.decision.and_then(|d| injected(d, http_fault)) {
+                    None => RelayFault::None,
+                    Some(injected) => match injected.fault {
+                        HttpFault::DelayRequest(delay) => RelayFault::Delay(delay, injected),
+                        // `request_reach` saw request delays only.
+                        _ => RelayFault::FullPath,
+                    },
+                }
+            }
+        }
+    })
 }
 
 /// The rules that may still fault a forwarded request once its response

@@ -10,8 +10,10 @@
 //! - `http/rewrite.rs`: `replace` and `patch` applied to an upstream's
 //!   response (the one place a body may be held, bounded);
 //! - `http/throttled.rs`: the bandwidth-limited body wrapper;
-//! - `http/keepalive.rs`: HTTP/1.1 connections, taken apart while idle so
-//!   that they hold no buffers;
+//! - `http/keepalive.rs`: HTTP/1.1 connections: each request relayed
+//!   verbatim or served by hyper, and no buffers held while idle;
+//! - `http/relay.rs`: the HTTP/1.1 relay, for requests that need nothing
+//!   of hyper;
 //! - the header-read timeout runs on the coarse clock of `crate::clock`.
 //!
 //! Bodies are streamed frame by frame in both directions, trailers
@@ -29,6 +31,7 @@ use crate::metrics::{DirectionLabels, Protocol};
 use crate::state::ProxyState;
 
 mod keepalive;
+mod relay;
 pub mod request;
 pub mod response;
 pub mod rewrite;

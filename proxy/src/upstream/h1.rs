@@ -34,7 +34,7 @@ type Sender = SendRequest<ProxyBody>;
 /// fresh connection if the upstream closes without answering: what HTTP
 /// clients do for their own stale keep-alive connections (RFC 9110 section
 /// 9.2.2). Connections reused sooner are not worth the copy.
-const STALE_AFTER: Duration = Duration::from_secs(1);
+pub const STALE_AFTER: Duration = Duration::from_secs(1);
 
 struct Idle {
     sender: Sender,

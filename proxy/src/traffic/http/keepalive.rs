@@ -26,6 +26,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::relay::{Relay, Step};
 use super::response::is_upgrade;
 use super::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES};
 use crate::body::{BoxError, ProxyBody};
@@ -96,7 +97,13 @@ pub(super) async fn serve(ctx: Arc<ConnCtx>, mut io: ClientIo) -> hyper::Result<
             }
         })
     };
-    loop {
+    let mut relay = Relay::default();
+    let result = loop {
+        match relay.next(&ctx, &mut io, &timer, &parked).await {
+            Step::Next => continue,
+            Step::Close => break Ok(()),
+            Step::Hyper(read) => io.replay(read),
+        }
         activity.finished.store(0, Ordering::Relaxed);
         let watched = Watched {
             io,
@@ -108,23 +115,16 @@ pub(super) async fn serve(ctx: Arc<ConnCtx>, mut io: ClientIo) -> hyper::Result<
         // Boxed: the hyper connection's state is then only allocated while
         // it lives, not for as long as the connection's task.
         let parts = match Box::pin(drive(conn, &ctx, &activity, &timer)).await {
-            Driven::Done(result) => return result,
+            Driven::Done(result) => break result,
             Driven::Idle(parts) => parts,
         };
         io = parts.io.into_inner().io;
         service = parts.service;
-        if !parts.read_buf.is_empty() {
-            // The next request (or part of it) is already here.
-            io.replay(parts.read_buf);
-            continue;
-        }
-        parked.inc();
-        let woke = wait(&io, &ctx, &timer).await;
-        parked.dec();
-        if !woke {
-            return Ok(());
-        }
-    }
+        // The next request (or part of it) may already be here; the relay
+        // waits for the rest, parked once idle.
+        io.replay(parts.read_buf);
+    };
+    result
 }
 
 enum Driven<P> {
@@ -181,18 +181,6 @@ where
         (None, Some(parts)) => Driven::Idle(parts),
         (Some(result), _) => Driven::Done(result),
         (None, None) => Driven::Done(Ok(())),
-    }
-}
-
-/// Waits, holding no buffer, for the client's next bytes: true when they
-/// came; false when the connection should close (drain, reset fault, or
-/// idle as long as a request head may take).
-async fn wait(io: &ClientIo, ctx: &ConnCtx, timer: &HeaderTimer) -> bool {
-    let deadline = hyper::rt::Timer::sleep(timer, HEADER_READ_TIMEOUT);
-    tokio::select! {
-        _ = ctx.events.raised(DRAIN | KILL | STOP) => false,
-        ready = io.readable() => ready.is_ok(),
-        () = deadline => false,
     }
 }
 

@@ -57,7 +57,7 @@ pub fn check_head(
         return Err(BadRequest::HostRepeated(2 + hosts.count()));
     }
     if let Some(host) = host
-        && !host.as_bytes().iter().all(|b| is_authority_byte(*b))
+        && !is_host(host.as_bytes())
     {
         return Err(BadRequest::HostInvalid(
             String::from_utf8_lossy(host.as_bytes()).into_owned(),
@@ -93,6 +93,11 @@ pub fn check_head(
         )),
         None => Ok(()),
     }
+}
+
+/// Whether a `Host` value is a host and port (see [`is_authority_byte`]).
+pub fn is_host(value: &[u8]) -> bool {
+    value.iter().all(|b| is_authority_byte(*b))
 }
 
 /// What `uri-host [":" port]` is made of (RFC 3986: unreserved,

@@ -1,0 +1,639 @@
+//! The HTTP/1.1 relay: the plain, common request carried verbatim, at
+//! about what an L4 relay costs, with hyper kept for everything else.
+//!
+//! Serving a request with hyper means a request object, a `HeaderMap`, a
+//! body channel on the server side, and a pooled client connection driven
+//! by a task of its own on the upstream side: most of what a proxied
+//! request costs. A request that the policy leaves alone (or only delays)
+//! needs none of it. For each request of an HTTP/1.1 connection, the relay
+//! reads the head with httparse and chooses:
+//!
+//! - **relay** when the request is unambiguous and needs nothing hyper
+//!   does (see `head::request`: HTTP/1.1, origin form, one valid `Host`,
+//!   one plain length or `chunked`, no upgrade, `Expect` or hop-by-hop
+//!   header but `Connection: keep-alive`/`close`) and the policy can at
+//!   most delay it (`effects::relay_fault`, asked without drawing first):
+//!   the head and body go to the connection's own upstream connection as
+//!   the client sent them, and the response comes back as the upstream
+//!   sent it, its framing read off the bytes (`framing`);
+//! - **hyper** otherwise: the bytes read so far are replayed into a hyper
+//!   connection (`keepalive`), which decides and answers as it always has
+//!   and, once idle, hands the connection back to the relay.
+//!
+//! The relay owns one upstream connection per client connection while it
+//! is busy (as an L4 proxy does), taken from and given back to the worker's
+//! pool (`upstream::RawPool`) when the client connection goes idle or ends.
+//! Its buffers, like hyper's, are freed once the connection has been idle
+//! for a clock tick. Reads and writes go through [`ClientIo`], so the
+//! connection-level faults on bytes keep applying.
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::HeaderMap;
+use http::header::{HeaderName, HeaderValue};
+use prometheus_client::metrics::gauge::Gauge;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES};
+use crate::clock::{HeaderSleep, HeaderTimer};
+use crate::conn::ConnCtx;
+use crate::events::{DRAIN, KILL, STOP};
+use crate::metrics::{DirectionLabels, TrafficLabels};
+use crate::traffic::client_io::ClientIo;
+use crate::traffic::effects::{self, RelayFault};
+use crate::upstream::UpstreamError;
+
+mod framing;
+mod head;
+#[cfg(test)]
+mod tests;
+
+use framing::{Framing, Malformed};
+use head::{BadResponse, Parsed, RequestHead};
+
+/// Each direction's buffer. A request head that does not fit is hyper's
+/// (which takes up to [`MAX_HEADER_BYTES`] and answers 431 beyond).
+pub const BUF_SIZE: usize = 16 * 1024;
+/// A chunk-size or trailer line must fit in this much.
+pub const MAX_LINE: usize = 4 * 1024;
+
+/// What became of one round of the relay.
+pub enum Step {
+    /// The exchange is over and the connection goes on.
+    Next,
+    /// hyper serves the request whose bytes (and whatever followed) these are.
+    Hyper(Bytes),
+    /// The client connection ends.
+    Close,
+}
+
+/// One client connection's relay state.
+#[derive(Default)]
+pub struct Relay {
+    /// Allocated for the first exchange after an idle period.
+    bufs: Option<Box<Buffers>>,
+}
+
+struct Buffers {
+    /// Bytes from the client not yet relayed (a head, pipelined requests).
+    client: BytesMut,
+    /// Bytes from the upstream not yet relayed.
+    upstream: BytesMut,
+}
+
+impl Buffers {
+    fn new() -> Box<Self> {
+        Box::new(Buffers {
+            client: BytesMut::with_capacity(BUF_SIZE),
+            upstream: BytesMut::with_capacity(BUF_SIZE),
+        })
+    }
+}
+
+/// An exchange that failed.
+#[derive(Debug, thiserror::Error)]
+enum Failed {
+    #[error(transparent)]
+    Connect(UpstreamError),
+    /// Before any response byte reached the client: it is answered 502.
+    #[error("failed to exchange HTTP/1.1 with upstream")]
+    Upstream(#[source] std::io::Error),
+    #[error(transparent)]
+    BadResponse(#[from] BadResponse),
+    #[error("failed to read the request body from the client")]
+    ClientBody(#[source] BodyError),
+    /// After the response started: the client connection closes.
+    #[error("failed to relay a body")]
+    Body(#[source] BodyError),
+    #[error("the upstream switched protocols without being asked to")]
+    Switched,
+}
+
+/// A body the relay could not carry to its end.
+#[derive(Debug, thiserror::Error)]
+enum BodyError {
+    #[error("failed to read from the sender")]
+    Read(#[source] std::io::Error),
+    #[error("failed to write to the receiver")]
+    Write(#[source] std::io::Error),
+    #[error("the sender closed before the body's end")]
+    Cut,
+    #[error(transparent)]
+    Malformed(#[from] Malformed),
+}
+
+impl Relay {
+    /// Waits for the next request, and relays it or hands it to hyper.
+    pub async fn next(
+        &mut self,
+        ctx: &ConnCtx,
+        io: &mut ClientIo,
+        timer: &HeaderTimer,
+        parked: &Gauge,
+    ) -> Step {
+        // The head's deadline runs from the moment the relay waits for it,
+        // as hyper's does.
+        let mut deadline = timer.deadline(HEADER_READ_TIMEOUT);
+        let buffered = self.bufs.as_ref().is_some_and(|b| !b.client.is_empty());
+        if !buffered && !self.wait(ctx, io, timer, parked, &mut deadline).await {
+            return Step::Close;
+        }
+        let bufs = self.bufs.get_or_insert_with(Buffers::new);
+        let head = loop {
+            match head::request(&bufs.client, |req| decide(ctx, req)) {
+                Parsed::Done(head) => break head,
+                Parsed::Refused => return self.to_hyper(),
+                Parsed::Partial if bufs.client.len() >= BUF_SIZE => return self.to_hyper(),
+                Parsed::Partial => {}
+            }
+            let read = tokio::select! {
+                read = fill(io, &mut bufs.client, BUF_SIZE) => read,
+                _ = ctx.events.raised(DRAIN | KILL | STOP) => return Step::Close,
+                () = &mut deadline => return Step::Close,
+            };
+            match read {
+                Ok(0) if bufs.client.is_empty() => return Step::Close,
+                // Half a head and the end: hyper says what it says to that.
+                Ok(0) => return self.to_hyper(),
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::debug!(%error, client = %ctx.client, "failed to read a request head");
+                    return Step::Close;
+                }
+            }
+        };
+        drop(deadline);
+        let step = tokio::select! {
+            step = self.relay(ctx, io, head) => step,
+            // Dropped at once: a reset fault or the end of the drain.
+            _ = ctx.events.raised(KILL | STOP) => return Step::Close,
+        };
+        if ctx.events.is_raised(DRAIN) {
+            return Step::Close;
+        }
+        step
+    }
+
+    /// Waits, holding no buffer once idle for a clock tick, for the
+    /// client's next bytes: true when they came; false when the connection
+    /// should close (drain, reset fault, the head's deadline).
+    async fn wait(
+        &mut self,
+        ctx: &ConnCtx,
+        io: &ClientIo,
+        timer: &HeaderTimer,
+        parked: &Gauge,
+        deadline: &mut HeaderSleep,
+    ) -> bool {
+        let mut is_parked = false;
+        let woke = poll_fn(|cx| {
+            if ctx.events.poll_raised(cx, DRAIN | KILL | STOP).is_ready() {
+                return Poll::Ready(false);
+            }
+            if let Poll::Ready(ready) = io.poll_readable(cx) {
+                return Poll::Ready(ready.is_ok());
+            }
+            if Pin::new(&mut *deadline).poll(cx).is_ready() {
+                return Poll::Ready(false);
+            }
+            // The deadline's poll registered this task with the clock,
+            // which wakes it a tick after the first look.
+            if !is_parked && timer.idle_a_tick() {
+                is_parked = true;
+                parked.inc();
+                self.bufs = None;
+            }
+            Poll::Pending
+        })
+        .await;
+        if is_parked {
+            parked.dec();
+        }
+        woke
+    }
+
+    /// Hands what was read to hyper, freeing the relay's buffers.
+    fn to_hyper(&mut self) -> Step {
+        match self.bufs.take() {
+            Some(bufs) => Step::Hyper(bufs.client.freeze()),
+            None => Step::Hyper(Bytes::new()),
+        }
+    }
+
+    /// Relays one request, its `head` parsed at the start of the client
+    /// buffer, and its response.
+    async fn relay(
+        &mut self,
+        ctx: &ConnCtx,
+        io: &mut ClientIo,
+        head: RequestHead<RelayFault>,
+    ) -> Step {
+        let shared = &ctx.shared;
+        match &head.decided {
+            RelayFault::None => {}
+            RelayFault::FullPath => return self.to_hyper(),
+            RelayFault::Delay(delay, injected) => {
+                shared.metrics.fault(&injected.rule, injected.kind);
+                tracing::debug!(rule = %injected.rule, kind = injected.kind, "fault injected");
+                tokio::time::sleep(*delay).await;
+            }
+        }
+        let labels = TrafficLabels {
+            direction: ctx.direction,
+            protocol: ctx.protocol,
+        };
+        ctx.requests
+            .get_or_init(|| shared.metrics.requests.get_or_create(&labels).clone())
+            .inc();
+        ctx.relayed
+            .get_or_init(|| {
+                let labels = DirectionLabels {
+                    direction: ctx.direction,
+                };
+                shared
+                    .metrics
+                    .requests_relayed
+                    .get_or_create(&labels)
+                    .clone()
+            })
+            .inc();
+        let Some(bufs) = self.bufs.as_mut() else {
+            return Step::Close;
+        };
+        match exchange(ctx, io, bufs, &head).await {
+            Ok(close) if close || head.close => {
+                let _ = io.shutdown().await;
+                Step::Close
+            }
+            Ok(_) => Step::Next,
+            Err(failure) => failed(ctx, io, failure).await,
+        }
+    }
+}
+
+/// Answers what can still be answered of a failed exchange.
+async fn failed(ctx: &ConnCtx, io: &mut ClientIo, failure: Failure) -> Step {
+    let shared = &ctx.shared;
+    let reason = crate::error_chain(&failure.error);
+    let answer = match failure.stage {
+        Stage::Answered => {
+            tracing::debug!(error = %reason, client = %ctx.client, "relayed exchange cut short");
+            None
+        }
+        Stage::ClientBody { malformed } => {
+            if malformed {
+                let labels = DirectionLabels {
+                    direction: ctx.direction,
+                };
+                shared.metrics.bad_requests.get_or_create(&labels).inc();
+            }
+            tracing::debug!(client = %ctx.client, error = %reason, malformed, "refused a client's request");
+            Some(plain(400, "Bad Request", &reason, true))
+        }
+        Stage::Unanswered { consumed } => {
+            if let Failed::Connect(error) = &failure.error
+                && error.is_connect()
+            {
+                shared.metrics.upstream_connect_error(ctx.direction);
+            }
+            tracing::warn!(dest = %ctx.forward_to, error = %reason, "upstream request failed");
+            Some(plain(502, "Bad Gateway", &reason, !consumed))
+        }
+    };
+    let keep = matches!(failure.stage, Stage::Unanswered { consumed: true });
+    if let Some(answer) = answer {
+        let written = io.write_all(&answer).await.is_ok() && io.flush().await.is_ok();
+        if keep && written {
+            return Step::Next;
+        }
+    }
+    let _ = io.shutdown().await;
+    Step::Close
+}
+
+/// The policy's word on a request the relay could carry; `None` hands it
+/// to hyper (a header the `http` crate refuses, say).
+fn decide(ctx: &ConnCtx, req: &head::Request<'_>) -> Option<RelayFault> {
+    let store = &ctx.shared.store;
+    if store.with_compiled(|compiled| compiled.is_empty()) {
+        return Some(RelayFault::None);
+    }
+    let method = http::Method::from_bytes(req.method.as_bytes()).ok()?;
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    for h in req.headers {
+        let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+        headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+    }
+    let conn = effects::conn_info(ctx.direction, ctx.client, ctx.original_dst);
+    Some(effects::relay_fault(
+        store,
+        &conn,
+        &method,
+        req.target,
+        Some(req.host),
+        &headers,
+    ))
+}
+
+/// A failed exchange, and how far it got.
+struct Failure {
+    error: Failed,
+    stage: Stage,
+}
+
+enum Stage {
+    /// No response byte reached the client: it gets a 502, and keeps its
+    /// connection when the request was read to its end (`consumed`).
+    Unanswered { consumed: bool },
+    /// The client's body was cut short or malformed: a 400, as the full
+    /// path answers, and the connection closes.
+    ClientBody { malformed: bool },
+    /// Response bytes reached the client: the connection closes.
+    Answered,
+}
+
+impl Failure {
+    fn new(error: Failed, stage: Stage) -> Self {
+        Failure { error, stage }
+    }
+}
+
+/// Sends the request at the start of the client buffer and relays the
+/// response, over an idle upstream connection of the worker's pool or a
+/// new one, given back once the exchange is over. True when the client
+/// connection must close after it.
+async fn exchange(
+    ctx: &ConnCtx,
+    io: &mut ClientIo,
+    bufs: &mut Buffers,
+    head: &RequestHead<RelayFault>,
+) -> Result<bool, Failure> {
+    let pool = &ctx.shared.upstream(ctx.worker).relay;
+    let dest = ctx.forward_to;
+    let mut pooled = pool.take(dest);
+    bufs.upstream.clear();
+    let bodiless = head.body == Framing::Empty;
+    let started = Instant::now();
+    // A bodiless request's head stays in the buffer until the response
+    // starts: sent on a connection the upstream closed meanwhile, it is
+    // sent again on a fresh one.
+    let (mut stream, response, early) = loop {
+        let (mut stream, reused) = match pooled.take() {
+            Some(stream) => (stream, true),
+            None => {
+                // Boxed: connecting is rare, and its state would otherwise
+                // be part of every exchange's future.
+                let stream = Box::pin(crate::upstream::connect(dest))
+                    .await
+                    .map_err(|e| {
+                        let stage = Stage::Unanswered { consumed: bodiless };
+                        if bodiless {
+                            bufs.client.advance(head.len);
+                        }
+                        Failure::new(Failed::Connect(e), stage)
+                    })?;
+                (stream, false)
+            }
+        };
+        // Once, on a fresh connection: what clients do for their own
+        // keep-alive connections (RFC 9110 section 9.2.2).
+        let retry = reused && head.idempotent && bodiless;
+        let early = match send_request(io, &mut stream, bufs, head).await {
+            Ok(early) => early,
+            Err(SendError::Client(error)) => {
+                let malformed = matches!(error, BodyError::Malformed(_));
+                let stage = Stage::ClientBody { malformed };
+                return Err(Failure::new(Failed::ClientBody(error), stage));
+            }
+            Err(SendError::Upstream(_)) if retry => continue,
+            Err(SendError::Upstream(error)) => {
+                let stage = Stage::Unanswered { consumed: bodiless };
+                if bodiless {
+                    bufs.client.advance(head.len);
+                }
+                return Err(Failure::new(Failed::Upstream(error), stage));
+            }
+        };
+        match read_head(&mut stream, bufs, io, head.head_method).await {
+            Ok(response) => break (stream, response, early),
+            Err(ReadHead::Nothing(_)) if retry => {
+                tracing::debug!(%dest, "upstream closed an idle connection under a request; sending it again");
+                continue;
+            }
+            Err(ReadHead::Nothing(error)) => {
+                if bodiless {
+                    bufs.client.advance(head.len);
+                }
+                let stage = Stage::Unanswered { consumed: !early };
+                return Err(Failure::new(Failed::Upstream(error), stage));
+            }
+            Err(ReadHead::Failed(error, answered)) => {
+                if bodiless {
+                    bufs.client.advance(head.len);
+                }
+                let stage = if answered {
+                    Stage::Answered
+                } else {
+                    Stage::Unanswered { consumed: !early }
+                };
+                return Err(Failure::new(error, stage));
+            }
+        }
+    };
+    if bodiless {
+        bufs.client.advance(head.len);
+    }
+    let latency = started.elapsed().as_secs_f64();
+    let labels = TrafficLabels {
+        direction: ctx.direction,
+        protocol: ctx.protocol,
+    };
+    ctx.upstream_latency
+        .get_or_init(|| {
+            ctx.shared
+                .metrics
+                .upstream_latency
+                .get_or_create(&labels)
+                .clone()
+        })
+        .observe(latency);
+    let close = response.close || early;
+    let mut body = response.body;
+    let until_close = body.ends_at_close();
+    let answered = |e| Failure::new(Failed::Body(e), Stage::Answered);
+    relay_body(&mut stream, io, &mut bufs.upstream, &mut body, response.len)
+        .await
+        .map_err(answered)?;
+    io.flush()
+        .await
+        .map_err(|e| answered(BodyError::Write(e)))?;
+    // Bytes past the response were never asked for.
+    if !close && !until_close && bufs.upstream.is_empty() {
+        pool.put(dest, stream);
+    }
+    Ok(close)
+}
+
+enum SendError {
+    /// The client's body failed (cut short, malformed): nothing to answer.
+    Client(BodyError),
+    /// Writing to the upstream failed before anything came back.
+    Upstream(std::io::Error),
+}
+
+/// Writes the request to the upstream. True when the upstream answered
+/// before the body was all sent: the rest of it is never read, so the
+/// client connection closes after the response.
+async fn send_request(
+    io: &mut ClientIo,
+    upstream: &mut TcpStream,
+    bufs: &mut Buffers,
+    head: &RequestHead<RelayFault>,
+) -> Result<bool, SendError> {
+    if head.body == Framing::Empty {
+        upstream
+            .write_all(&bufs.client[..head.len])
+            .await
+            .map_err(SendError::Upstream)?;
+        return Ok(false);
+    }
+    let mut body = match &head.body {
+        Framing::Length(n) => Framing::Length(*n),
+        _ => Framing::Chunked(framing::Chunked::default()),
+    };
+    let (mut from, mut to) = upstream.split();
+    let mut peek = [0u8; 1];
+    tokio::select! {
+        biased;
+        sent = relay_body(io, &mut to, &mut bufs.client, &mut body, head.len) => match sent {
+            Ok(()) => Ok(false),
+            Err(BodyError::Write(error)) => Err(SendError::Upstream(error)),
+            Err(error) => Err(SendError::Client(error)),
+        },
+        // An early answer (413, 401...): the upstream stopped reading.
+        _ = from.peek(&mut peek) => Ok(true),
+    }
+}
+
+/// Why no response head came.
+enum ReadHead {
+    /// The upstream closed or failed before sending a byte.
+    Nothing(std::io::Error),
+    /// Anything else; true when bytes already reached the client.
+    Failed(Failed, bool),
+}
+
+/// Reads the final response head into the upstream buffer, passing
+/// interim (1xx) responses on to the client.
+async fn read_head(
+    upstream: &mut TcpStream,
+    bufs: &mut Buffers,
+    io: &mut ClientIo,
+    head_request: bool,
+) -> Result<head::ResponseHead, ReadHead> {
+    let mut answered = false;
+    let buf = &mut bufs.upstream;
+    loop {
+        match head::response(buf, head_request) {
+            Ok(Some(response)) if response.status == 101 => {
+                return Err(ReadHead::Failed(Failed::Switched, true));
+            }
+            Ok(Some(response)) if (100..200).contains(&response.status) => {
+                io.write_all(&buf[..response.len])
+                    .await
+                    .map_err(|e| ReadHead::Failed(Failed::Body(BodyError::Write(e)), true))?;
+                buf.advance(response.len);
+                answered = true;
+                continue;
+            }
+            Ok(Some(response)) => return Ok(response),
+            Ok(None) if buf.len() >= MAX_HEADER_BYTES => {
+                let error = BadResponse::TooLarge(MAX_HEADER_BYTES);
+                return Err(ReadHead::Failed(error.into(), answered));
+            }
+            Ok(None) => {}
+            Err(error) => return Err(ReadHead::Failed(error.into(), answered)),
+        }
+        match fill(upstream, buf, MAX_HEADER_BYTES).await {
+            Ok(0) if buf.is_empty() && !answered => {
+                return Err(ReadHead::Nothing(std::io::ErrorKind::UnexpectedEof.into()));
+            }
+            Ok(0) => {
+                let error = std::io::Error::from(std::io::ErrorKind::UnexpectedEof);
+                return Err(ReadHead::Failed(Failed::Upstream(error), answered));
+            }
+            Ok(_) => {}
+            Err(error) if buf.is_empty() && !answered => return Err(ReadHead::Nothing(error)),
+            Err(error) => return Err(ReadHead::Failed(Failed::Upstream(error), answered)),
+        }
+    }
+}
+
+/// Relays a body from `src` to `dst`: the first `head` bytes of `buf` (a
+/// head already read) go first, then the body as `framing` delimits it,
+/// from `buf` and then from `src`. Bytes past the body stay in `buf`.
+async fn relay_body<R, W>(
+    src: &mut R,
+    dst: &mut W,
+    buf: &mut BytesMut,
+    framing: &mut Framing,
+    head: usize,
+) -> Result<(), BodyError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut head = head;
+    loop {
+        let (n, done) = framing.scan(&buf[head..])?;
+        let out = head + n;
+        if out > 0 {
+            dst.write_all(&buf[..out]).await.map_err(BodyError::Write)?;
+            buf.advance(out);
+            head = 0;
+        }
+        if done {
+            return Ok(());
+        }
+        if buf.len() >= MAX_LINE {
+            // Only an unfinished chunk-size or trailer line stays behind.
+            return Err(Malformed::ChunkSize.into());
+        }
+        match fill(src, buf, BUF_SIZE).await.map_err(BodyError::Read)? {
+            0 if framing.ends_at_close() => return Ok(()),
+            0 => return Err(BodyError::Cut),
+            _ => {}
+        }
+    }
+}
+
+/// Reads more into `buf`, which holds at most `limit` bytes. Returns how
+/// many were read (0 at the end of the stream).
+async fn fill<R: AsyncRead + Unpin>(
+    src: &mut R,
+    buf: &mut BytesMut,
+    limit: usize,
+) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 1024 {
+        // Moves what is left to the front when the buffer allows.
+        buf.reserve(BUF_SIZE.min(limit.saturating_sub(buf.len())).max(1024));
+    }
+    src.read_buf(buf).await
+}
+
+/// An answer of the proxy's own, as the full HTTP path words it
+/// (`response::bad_gateway`, `response::refused`).
+fn plain(status: u16, phrase: &str, reason: &str, close: bool) -> Vec<u8> {
+    let body = format!("faultline: {reason}\n");
+    let connection = if close { "connection: close\r\n" } else { "" };
+    format!(
+        "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\n{connection}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
