@@ -15,6 +15,7 @@ mod http_parsing;
 mod idle;
 mod memory;
 mod operations;
+mod relay;
 mod reload;
 mod response_faults;
 mod support;

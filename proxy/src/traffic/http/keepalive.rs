@@ -98,10 +98,10 @@ pub(super) async fn serve(ctx: Arc<ConnCtx>, mut io: ClientIo) -> hyper::Result<
         })
     };
     let mut relay = Relay::default();
-    let result = loop {
+    loop {
         match relay.next(&ctx, &mut io, &timer, &parked).await {
             Step::Next => continue,
-            Step::Close => break Ok(()),
+            Step::Close => return Ok(()),
             Step::Hyper(read) => io.replay(read),
         }
         activity.finished.store(0, Ordering::Relaxed);
@@ -115,7 +115,7 @@ pub(super) async fn serve(ctx: Arc<ConnCtx>, mut io: ClientIo) -> hyper::Result<
         // Boxed: the hyper connection's state is then only allocated while
         // it lives, not for as long as the connection's task.
         let parts = match Box::pin(drive(conn, &ctx, &activity, &timer)).await {
-            Driven::Done(result) => break result,
+            Driven::Done(result) => return result,
             Driven::Idle(parts) => parts,
         };
         io = parts.io.into_inner().io;
@@ -123,8 +123,7 @@ pub(super) async fn serve(ctx: Arc<ConnCtx>, mut io: ClientIo) -> hyper::Result<
         // The next request (or part of it) may already be here; the relay
         // waits for the rest, parked once idle.
         io.replay(parts.read_buf);
-    };
-    result
+    }
 }
 
 enum Driven<P> {

@@ -146,8 +146,8 @@ impl Relay {
         let head = loop {
             match head::request(&bufs.client, |req| decide(ctx, req)) {
                 Parsed::Done(head) => break head,
-                Parsed::Refused => return self.to_hyper(),
-                Parsed::Partial if bufs.client.len() >= BUF_SIZE => return self.to_hyper(),
+                Parsed::Refused => return self.hand_to_hyper(),
+                Parsed::Partial if bufs.client.len() >= BUF_SIZE => return self.hand_to_hyper(),
                 Parsed::Partial => {}
             }
             let read = tokio::select! {
@@ -158,7 +158,7 @@ impl Relay {
             match read {
                 Ok(0) if bufs.client.is_empty() => return Step::Close,
                 // Half a head and the end: hyper says what it says to that.
-                Ok(0) => return self.to_hyper(),
+                Ok(0) => return self.hand_to_hyper(),
                 Ok(_) => {}
                 Err(error) => {
                     tracing::debug!(%error, client = %ctx.client, "failed to read a request head");
@@ -217,7 +217,7 @@ impl Relay {
     }
 
     /// Hands what was read to hyper, freeing the relay's buffers.
-    fn to_hyper(&mut self) -> Step {
+    fn hand_to_hyper(&mut self) -> Step {
         match self.bufs.take() {
             Some(bufs) => Step::Hyper(bufs.client.freeze()),
             None => Step::Hyper(Bytes::new()),
@@ -235,7 +235,7 @@ impl Relay {
         let shared = &ctx.shared;
         match &head.decided {
             RelayFault::None => {}
-            RelayFault::FullPath => return self.to_hyper(),
+            RelayFault::FullPath => return self.hand_to_hyper(),
             RelayFault::Delay(delay, injected) => {
                 shared.metrics.fault(&injected.rule, injected.kind);
                 tracing::debug!(rule = %injected.rule, kind = injected.kind, "fault injected");

@@ -137,11 +137,7 @@ impl<'a> RequestHeaders<'a> {
                 } else {
                     return None;
                 }
-            } else if name.eq_ignore_ascii_case("content-type")
-                && h.value.starts_with(b"application/grpc")
-            {
-                return None;
-            } else if is_left_to_hyper(name) {
+            } else if is_left_to_hyper(name, h.value) {
                 return None;
             }
         }
@@ -162,17 +158,17 @@ impl<'a> RequestHeaders<'a> {
 /// Request headers that make hyper do something the relay does not:
 /// upgrades, `Expect: 100-continue`, hop-by-hop headers it strips, and
 /// gRPC (which HTTP/1.1 cannot carry; hyper answers it as today).
-fn is_left_to_hyper(name: &str) -> bool {
-    [
+fn is_left_to_hyper(name: &str, value: &[u8]) -> bool {
+    const HOP: [&str; 6] = [
         "upgrade",
         "expect",
         "te",
         "trailer",
         "keep-alive",
         "proxy-connection",
-    ]
-    .iter()
-    .any(|n| name.eq_ignore_ascii_case(n))
+    ];
+    HOP.iter().any(|n| name.eq_ignore_ascii_case(n))
+        || (name.eq_ignore_ascii_case("content-type") && value.starts_with(b"application/grpc"))
 }
 
 /// The largest body length the relay accepts as written (2^53: beyond any

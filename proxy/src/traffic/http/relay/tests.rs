@@ -1,1 +1,250 @@
+//! What the relay carries and what it leaves to hyper, and where bodies
+//! end, read off raw bytes.
+use super::framing::{Chunked, Framing, Malformed};
+use super::head::{self, BadResponse, Parsed};
 
+/// How the relay reads `request`: `Some(body framing)` when it carries it.
+fn relayed(request: &str) -> Option<Framing> {
+    match head::request(request.as_bytes(), |_| Some(())) {
+        Parsed::Done(head) => {
+            assert!(head.len <= request.len());
+            Some(head.body)
+        }
+        Parsed::Refused => None,
+        Parsed::Partial => panic!("partial: {request:?}"),
+    }
+}
+
+fn with_headers(headers: &str) -> String {
+    format!("POST /p HTTP/1.1\r\nhost: a.example\r\n{headers}\r\n")
+}
+
+#[test]
+fn plain_requests_are_relayed_with_their_framing() {
+    assert_eq!(relayed(&with_headers("")), Some(Framing::Empty));
+    assert_eq!(
+        relayed(&with_headers("content-length: 0\r\n")),
+        Some(Framing::Empty)
+    );
+    assert_eq!(
+        relayed(&with_headers("Content-Length: 12\r\n")),
+        Some(Framing::Length(12))
+    );
+    assert_eq!(
+        relayed(&with_headers("transfer-encoding: Chunked\r\n")),
+        Some(Framing::Chunked(Chunked::default()))
+    );
+    for connection in ["keep-alive", "close", "Keep-Alive"] {
+        let request = with_headers(&format!("connection: {connection}\r\n"));
+        assert!(relayed(&request).is_some(), "{connection}");
+    }
+    assert!(relayed("GET /a/b;c?d=%20&e=f:g@h HTTP/1.1\r\nhost: [::1]:80\r\n\r\n").is_some());
+}
+
+#[test]
+fn anything_hyper_would_reframe_rewrite_or_refuse_is_left_to_it() {
+    let refused = [
+        // Versions and targets.
+        "GET / HTTP/1.0\r\nhost: a\r\n\r\n".to_owned(),
+        "GET http://a/ HTTP/1.1\r\nhost: a\r\n\r\n".to_owned(),
+        "GET * HTTP/1.1\r\nhost: a\r\n\r\n".to_owned(),
+        "GET /a#frag HTTP/1.1\r\nhost: a\r\n\r\n".to_owned(),
+        "GET /{x} HTTP/1.1\r\nhost: a\r\n\r\n".to_owned(),
+        "CONNECT a:443 HTTP/1.1\r\nhost: a:443\r\n\r\n".to_owned(),
+        // Host: missing, repeated, not a host.
+        "GET / HTTP/1.1\r\n\r\n".to_owned(),
+        "GET / HTTP/1.1\r\nhost: a\r\nhost: b\r\n\r\n".to_owned(),
+        "GET / HTTP/1.1\r\nhost: user@a\r\n\r\n".to_owned(),
+        // Framing.
+        with_headers("content-length: 3\r\ntransfer-encoding: chunked\r\n"),
+        with_headers("content-length: 3\r\ncontent-length: 3\r\n"),
+        with_headers("content-length: +3\r\n"),
+        with_headers("content-length: 3, 3\r\n"),
+        with_headers("content-length: 99999999999999999999\r\n"),
+        with_headers("transfer-encoding: gzip, chunked\r\n"),
+        with_headers("transfer-encoding: chunked\r\ntransfer-encoding: chunked\r\n"),
+        // What hyper acts on or strips.
+        with_headers("upgrade: websocket\r\nconnection: upgrade\r\n"),
+        with_headers("expect: 100-continue\r\n"),
+        with_headers("te: trailers\r\n"),
+        with_headers("trailer: x\r\n"),
+        with_headers("keep-alive: timeout=5\r\n"),
+        with_headers("proxy-connection: keep-alive\r\n"),
+        with_headers("connection: keep-alive, x-hop\r\n"),
+        with_headers("connection: close\r\nconnection: close\r\n"),
+        with_headers("content-type: application/grpc\r\n"),
+        // Syntax httparse refuses: obs-fold, a space before the colon.
+        with_headers("x-a: 1\r\n  folded\r\n"),
+        with_headers("x-a : 1\r\n"),
+    ];
+    for request in refused {
+        assert_eq!(relayed(&request), None, "{request:?}");
+    }
+    let many: String = (0..=head::MAX_HEADERS)
+        .map(|i| format!("x-{i}: v\r\n"))
+        .collect();
+    assert_eq!(relayed(&with_headers(&many)), None);
+}
+
+#[test]
+fn a_partial_head_waits_and_the_decision_can_refuse() {
+    let partial = head::request(b"GET / HTTP/1.1\r\nhost: a\r\n", |_| Some(()));
+    assert!(matches!(partial, Parsed::Partial));
+    let request = b"GET /q?x=1 HTTP/1.1\r\nhost: a:8\r\nx-k: v\r\n\r\nGET /next";
+    let mut seen = None;
+    let parsed = head::request(request, |req| {
+        seen = Some((
+            req.method.to_owned(),
+            req.target.to_owned(),
+            req.host.to_owned(),
+            req.headers.len(),
+        ));
+        None::<()>
+    });
+    assert!(matches!(parsed, Parsed::Refused));
+    assert_eq!(seen, Some(("GET".into(), "/q?x=1".into(), "a:8".into(), 2)));
+    let Parsed::Done(head) = head::request(request, |_| Some(())) else {
+        panic!("not relayed");
+    };
+    // Pipelined bytes are not part of the head.
+    assert_eq!(head.len, request.len() - "GET /next".len());
+    assert!(head.idempotent && !head.head_method && !head.close);
+}
+
+/// Scans `body` in pieces of `step` bytes, as reads would deliver it:
+/// how many bytes the body took, once it ended.
+fn scan_in_pieces(
+    framing: &mut Framing,
+    body: &[u8],
+    step: usize,
+) -> Result<Option<usize>, Malformed> {
+    let mut pending = Vec::new();
+    let mut taken = 0;
+    for piece in body.chunks(step) {
+        pending.extend_from_slice(piece);
+        let (n, done) = framing.scan(&pending)?;
+        pending.drain(..n);
+        taken += n;
+        if done {
+            return Ok(Some(taken));
+        }
+    }
+    Ok(None)
+}
+
+#[test]
+fn a_chunked_body_ends_after_its_trailers_however_it_is_cut() {
+    let body = b"5;ext=\"q\"\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-sum: 1\r\nx-b: 2\r\n\r\n";
+    let next = b"GET / HTTP/1.1\r\n";
+    let mut with_next = body.to_vec();
+    with_next.extend_from_slice(next);
+    for step in 1..=with_next.len() {
+        let mut framing = Framing::Chunked(Chunked::default());
+        let taken = scan_in_pieces(&mut framing, &with_next, step).unwrap();
+        assert_eq!(taken, Some(body.len()), "pieces of {step}");
+    }
+    let mut framing = Framing::Chunked(Chunked::default());
+    assert_eq!(framing.scan(b"0\r\n\r\n"), Ok((5, true)));
+}
+
+#[test]
+fn malformed_chunks_are_refused() {
+    let bad: [(&[u8], Malformed); 6] = [
+        (b"zz\r\nhello\r\n", Malformed::ChunkSize),
+        (b" 5\r\nhello\r\n", Malformed::ChunkSize),
+        (b"5\nhello\r\n", Malformed::ChunkSize),
+        (b"ffffffffffffffffffff\r\n", Malformed::ChunkSize),
+        (b"3\r\nabcX\r\n", Malformed::ChunkEnd),
+        (b"0\r\nx: 1\n\r\n", Malformed::Trailers),
+    ];
+    for (body, error) in bad {
+        let mut framing = Framing::Chunked(Chunked::default());
+        assert_eq!(
+            framing.scan(body),
+            Err(error),
+            "{:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+}
+
+#[test]
+fn a_length_counts_down_across_reads() {
+    let mut framing = Framing::Length(5);
+    assert_eq!(framing.scan(b"abc"), Ok((3, false)));
+    assert_eq!(framing.scan(b"deGET"), Ok((2, true)));
+    assert_eq!(Framing::UntilClose.scan(b"all"), Ok((3, false)));
+}
+
+fn response(head: &str, head_request: bool) -> Result<Option<head::ResponseHead>, BadResponse> {
+    head::response(head.as_bytes(), head_request)
+}
+
+#[test]
+fn response_framing_follows_rfc_9112() {
+    let framed = |head: &str, head_request| {
+        let parsed = response(head, head_request).unwrap().unwrap();
+        (parsed.body, parsed.close)
+    };
+    let ok = "HTTP/1.1 200 OK\r\n";
+    assert_eq!(
+        framed(&format!("{ok}content-length: 5\r\n\r\n"), false),
+        (Framing::Length(5), false)
+    );
+    assert_eq!(
+        framed(&format!("{ok}content-length: 5\r\n\r\n"), true),
+        (Framing::Empty, false)
+    );
+    assert_eq!(
+        framed(
+            &format!("{ok}transfer-encoding: gzip, chunked\r\n\r\n"),
+            false
+        ),
+        (Framing::Chunked(Chunked::default()), false)
+    );
+    // The coding wins over a length, and the connection ends after.
+    assert_eq!(
+        framed(
+            &format!("{ok}content-length: 5\r\ntransfer-encoding: chunked\r\n\r\n"),
+            false
+        ),
+        (Framing::Chunked(Chunked::default()), true)
+    );
+    assert_eq!(
+        framed(&format!("{ok}transfer-encoding: gzip\r\n\r\n"), false),
+        (Framing::UntilClose, true)
+    );
+    assert_eq!(
+        framed(&format!("{ok}\r\n"), false),
+        (Framing::UntilClose, true)
+    );
+    assert_eq!(
+        framed(
+            &format!("{ok}connection: x, Close\r\ncontent-length: 0\r\n\r\n"),
+            false
+        ),
+        (Framing::Empty, true)
+    );
+    assert_eq!(
+        framed("HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n", false),
+        (Framing::Length(2), true)
+    );
+    for status in ["204 No Content", "304 Not Modified", "103 Early Hints"] {
+        let head = format!("HTTP/1.1 {status}\r\ncontent-length: 9\r\n\r\n");
+        assert_eq!(framed(&head, false), (Framing::Empty, false), "{status}");
+    }
+    assert_eq!(
+        response(
+            &format!("{ok}content-length: 1\r\ncontent-length: 2\r\n\r\n"),
+            false
+        )
+        .err(),
+        Some(BadResponse::Length)
+    );
+    assert!(
+        response("HTTP/1.1 200 OK\r\ncontent-le", false)
+            .unwrap()
+            .is_none()
+    );
+    assert!(response("NOT HTTP\r\n\r\n", false).is_err());
+}
