@@ -245,6 +245,16 @@ impl CompiledPolicy {
         outcome
     }
 
+    /// Whether any rule could act on a request with `method` at all (a
+    /// request-stage rule for the method, a response-stage rule, or a
+    /// `fromHeaders` rule whose headers must be stripped): when not, a
+    /// data plane need not gather the rest of the request to ask.
+    pub fn may_act_on_request(&self, method: &Method) -> bool {
+        self.control_headers
+            || !self.on_response.is_empty()
+            || (!self.request_stage(method).is_empty() && !self.expired())
+    }
+
     /// What the request-stage rules this request matches could do to it,
     /// found without drawing `percent` or spending a `first` budget: a data
     /// plane that can only carry out some faults asks before

@@ -960,4 +960,11 @@ fn request_reach_tells_request_delays_from_other_faults_without_drawing() {
         compiled("rules: []").request_reach(&req.info()),
         RequestReach::Nothing
     );
+    assert!(policy.may_act_on_request(&Method::GET));
+    let posts = compiled("rules: [{match: {methods: [POST]}, delay: {fixed: 1s}}]");
+    assert!(posts.may_act_on_request(&Method::POST));
+    assert!(!posts.may_act_on_request(&Method::GET));
+    assert!(!compiled("rules: []").may_act_on_request(&Method::GET));
+    let replace = compiled("rules: [{match: {response: {status: 5xx}}, replace: {status: 503}}]");
+    assert!(replace.may_act_on_request(&Method::GET));
 }

@@ -55,9 +55,11 @@ mod tests;
 use framing::{Framing, Malformed};
 use head::{BadResponse, Parsed, RequestHead};
 
-/// Each direction's buffer. A request head that does not fit is hyper's
-/// (which takes up to [`MAX_HEADER_BYTES`] and answers 431 beyond).
-pub const BUF_SIZE: usize = 16 * 1024;
+/// Each direction's buffer, as hyper's: a request in flight costs no more
+/// than on hyper's path. A request head that does not fit is hyper's (which
+/// takes up to [`MAX_HEADER_BYTES`] and answers 431 beyond); a response
+/// head may grow its buffer up to that bound.
+pub const BUF_SIZE: usize = 8 * 1024;
 /// A chunk-size or trailer line must fit in this much.
 pub const MAX_LINE: usize = 4 * 1024;
 
@@ -319,10 +321,11 @@ async fn failed(ctx: &ConnCtx, io: &mut ClientIo, failure: Failure) -> Step {
 /// to hyper (a header the `http` crate refuses, say).
 fn decide(ctx: &ConnCtx, req: &head::Request<'_>) -> Option<RelayFault> {
     let store = &ctx.shared.store;
-    if store.with_compiled(|compiled| compiled.is_empty()) {
+    let method = http::Method::from_bytes(req.method.as_bytes()).ok()?;
+    // Most requests meet no rule for their method: they cost no HeaderMap.
+    if !store.with_compiled(|compiled| compiled.may_act_on_request(&method)) {
         return Some(RelayFault::None);
     }
-    let method = http::Method::from_bytes(req.method.as_bytes()).ok()?;
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers {
         let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
@@ -485,9 +488,10 @@ enum SendError {
     Upstream(std::io::Error),
 }
 
-/// Writes the request to the upstream. True when the upstream answered
-/// before the body was all sent: the rest of it is never read, so the
-/// client connection closes after the response.
+/// Writes the request to the upstream. True when the upstream answered or
+/// stopped reading before the body was all sent: the rest of it is never
+/// read, so the client connection closes after the response (or the 502,
+/// if none comes).
 async fn send_request(
     io: &mut ClientIo,
     upstream: &mut TcpStream,
@@ -511,7 +515,9 @@ async fn send_request(
         biased;
         sent = relay_body(io, &mut to, &mut bufs.client, &mut body, head.len) => match sent {
             Ok(()) => Ok(false),
-            Err(BodyError::Write(error)) => Err(SendError::Upstream(error)),
+            // The upstream stopped reading: it may have answered already
+            // (and closed), which reading the response tells.
+            Err(BodyError::Write(_)) => Ok(true),
             Err(error) => Err(SendError::Client(error)),
         },
         // An early answer (413, 401...): the upstream stopped reading.
