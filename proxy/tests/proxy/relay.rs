@@ -554,3 +554,29 @@ async fn a_drain_lets_the_relayed_exchange_finish_then_closes() {
     proxy.shutdown.cancel();
     assert_eq!(read_to_end(&mut client).await, OK);
 }
+
+#[tokio::test]
+async fn a_long_head_is_relayed_and_one_past_the_bound_gets_hypers_431() {
+    let upstream = Scripted::start(ok_script).await;
+    let proxy = start_proxy(upstream.addr, EMPTY).await;
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    // Longer than the relay's 8 KiB buffer, within the 64 KiB bound.
+    let long = format!(
+        "GET / HTTP/1.1\r\nhost: t\r\nx-long: {}\r\n\r\n",
+        "a".repeat(40 * 1024)
+    );
+    roundtrip(&mut client, long.as_bytes(), OK).await;
+    assert_eq!(upstream.received(), long.as_bytes());
+    assert_eq!(proxy.metric(RELAYED).await, 1.0);
+    let huge = format!(
+        "GET / HTTP/1.1\r\nhost: t\r\nx-huge: {}\r\n\r\n",
+        "a".repeat(100 * 1024)
+    );
+    let (out, _) = raw_exchange(proxy.addr, huge.as_bytes(), Duration::from_secs(5)).await;
+    assert!(
+        out.starts_with(b"HTTP/1.1 431"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(upstream.received(), long.as_bytes());
+}

@@ -56,9 +56,9 @@ use framing::{Framing, Malformed};
 use head::{BadResponse, Parsed, RequestHead};
 
 /// Each direction's buffer, as hyper's: a request in flight costs no more
-/// than on hyper's path. A request head that does not fit is hyper's (which
-/// takes up to [`MAX_HEADER_BYTES`] and answers 431 beyond); a response
-/// head may grow its buffer up to that bound.
+/// than on hyper's path. A longer request or response head grows it up to
+/// [`MAX_HEADER_BYTES`], as hyper's grows; a request head longer still is
+/// handed to hyper, which answers 431.
 pub const BUF_SIZE: usize = 8 * 1024;
 /// A chunk-size or trailer line must fit in this much.
 pub const MAX_LINE: usize = 4 * 1024;
@@ -149,11 +149,15 @@ impl Relay {
             match head::request(&bufs.client, |req| decide(ctx, req)) {
                 Parsed::Done(head) => break head,
                 Parsed::Refused => return self.hand_to_hyper(),
-                Parsed::Partial if bufs.client.len() >= BUF_SIZE => return self.hand_to_hyper(),
+                // hyper answers 431 to a head it sees reach its bound
+                // unfinished; given less, it would take a longer one.
+                Parsed::Partial if bufs.client.len() >= MAX_HEADER_BYTES => {
+                    return self.hand_to_hyper();
+                }
                 Parsed::Partial => {}
             }
             let read = tokio::select! {
-                read = fill(io, &mut bufs.client, BUF_SIZE) => read,
+                read = fill(io, &mut bufs.client, MAX_HEADER_BYTES) => read,
                 _ = ctx.events.raised(DRAIN | KILL | STOP) => return Step::Close,
                 () = &mut deadline => return Step::Close,
             };
