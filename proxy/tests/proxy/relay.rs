@@ -580,3 +580,68 @@ async fn a_long_head_is_relayed_and_one_past_the_bound_gets_hypers_431() {
     );
     assert_eq!(upstream.received(), long.as_bytes());
 }
+
+/// An upstream that answers as soon as it has a request head, without
+/// waiting for the body (as a server refusing an upload does), then reads
+/// and drops whatever comes.
+async fn early_answering_upstream(answer: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                if stream.write_all(answer).await.is_err() {
+                    return;
+                }
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_answer_before_the_request_body_ends_is_relayed_then_the_connection_closes() {
+    const TOO_LARGE: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!";
+    let upstream = early_answering_upstream(TOO_LARGE).await;
+    let proxy = start_proxy(upstream, EMPTY).await;
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    client
+        .write_all(b"POST /upload HTTP/1.1\r\nhost: t\r\ncontent-length: 16777216\r\n\r\n")
+        .await
+        .unwrap();
+    client.write_all(&[b'x'; 1024]).await.unwrap();
+    // The rest of the body never comes: the answer must not wait for it,
+    // and the connection cannot carry another request after it.
+    assert_eq!(read_to_end(&mut client).await, TOO_LARGE);
+    assert_eq!(proxy.metric(RELAYED).await, 1.0);
+}
+
+#[tokio::test]
+async fn bytes_an_upstream_sends_past_its_response_never_reach_anyone() {
+    let upstream = Scripted::start(|_| {
+        let mut reply = OK.to_vec();
+        reply.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray");
+        Reply::Bytes(reply)
+    })
+    .await;
+    let proxy = start_proxy_with(upstream.addr, EMPTY, &[("FAULTLINE_WORKERS", "1")]).await;
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    let request = b"GET / HTTP/1.1\r\nhost: t\r\n\r\n";
+    roundtrip(&mut client, request, OK).await;
+    roundtrip(&mut client, request, OK).await;
+    // The connection that sent more than it was asked for is not reused.
+    assert_eq!(upstream.accepted(), 2);
+    // Nothing but the answers reached the client.
+    let mut more = [0u8; 1];
+    let extra = tokio::time::timeout(Duration::from_millis(300), client.read(&mut more)).await;
+    assert!(extra.is_err(), "the client got more: {extra:?} {more:?}");
+}
