@@ -478,8 +478,9 @@ async fn exchange(
     io.flush()
         .await
         .map_err(|e| answered(BodyError::Write(e)))?;
-    // Bytes past the response were never asked for.
-    if !close && !until_close && bufs.upstream.is_empty() {
+    // Bytes past the response were never asked for; a client's
+    // `Connection: close` went upstream too, and the upstream closes.
+    if !close && !head.close && !until_close && bufs.upstream.is_empty() {
         pool.put(dest, stream);
     }
     Ok(close)
