@@ -16,6 +16,7 @@ mod idle;
 mod memory;
 mod operations;
 mod relay;
+mod relay_hostile;
 mod reload;
 mod response_faults;
 mod support;

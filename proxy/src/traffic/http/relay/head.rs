@@ -60,6 +60,9 @@ pub fn request<D>(
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Refused,
     };
+    if has_bare_lf(&buf[..len]) {
+        return Parsed::Refused;
+    }
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Parsed::Refused;
     };
@@ -92,6 +95,17 @@ pub fn request<D>(
         close: found.close,
         decided,
     })
+}
+
+/// Whether a head ends a line with LF alone. httparse accepts that, as
+/// RFC 9112 section 2.2 allows, but a recipient that splits lines at CRLF
+/// reads `X: a<LF>Content-Length: 5` as one field: the relay, which passes
+/// heads on as they are, would frame the message by a header the next
+/// parser never sees. hyper writes the head anew, with CRLFs.
+fn has_bare_lf(head: &[u8]) -> bool {
+    head.iter()
+        .enumerate()
+        .any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
 /// What a relayable request's headers say.

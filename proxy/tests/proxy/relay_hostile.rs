@@ -1,0 +1,491 @@
+//! Request smuggling and desync against the HTTP/1.1 relay
+//! (`traffic::http::relay`). Each request's bytes go, on fresh connections,
+//! to two proxies: one whose policy is empty (the relay carries what it
+//! can) and one whose policy sends every request down hyper's path (a rule
+//! that matches everything at `percent: 0`). Behind each is an origin that
+//! reads requests the way a plain RFC 9112 server does (CRLF lines, the
+//! last `Transfer-Encoding` coding, the first `Content-Length`) and answers
+//! each with its target as the body. A desync shows as the origin serving
+//! a request the client got no answer for, or one the proxy never saw
+//! (`/smuggled`); the relay must also answer as hyper's path does.
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::support::*;
+
+const EMPTY: &str = "rules: []\n";
+/// Every request is the full path's: a rule matching all, never drawn.
+const FULL_PATH: &str = "rules:\n- {name: never, abort: {status: 503}, percent: 0}\n";
+const RELAYED: &str = "faultline_requests_relayed_total{direction=\"inbound\"}";
+
+/// What the origin made of the bytes it received.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Served {
+    /// Each request's target, in order; `!bad` where it could not read one.
+    targets: Vec<String>,
+}
+
+/// An origin on 127.0.0.1:0 that answers `200` with the request target as
+/// the body, and `400` (then closes) to bytes it cannot read as a request.
+struct Origin {
+    addr: SocketAddr,
+    served: Arc<Mutex<Served>>,
+}
+
+impl Origin {
+    async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(Mutex::new(Served::default()));
+        let s = served.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, s.clone()));
+            }
+        });
+        Origin { addr, served }
+    }
+
+    fn take(&self) -> Served {
+        std::mem::take(&mut *self.served.lock().unwrap())
+    }
+}
+
+async fn serve(mut stream: TcpStream, served: Arc<Mutex<Served>>) {
+    let mut buf = Vec::new();
+    loop {
+        match origin_parse(&buf) {
+            Some(Ok((end, target))) => {
+                buf.drain(..end);
+                served.lock().unwrap().targets.push(target.clone());
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{target}",
+                    target.len()
+                );
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            Some(Err(())) => {
+                served.lock().unwrap().targets.push("!bad".to_owned());
+                let answer = "HTTP/1.1 400 Bad Request\r\ncontent-length: 4\r\nconnection: close\r\n\r\n!bad";
+                let _ = stream.write_all(answer.as_bytes()).await;
+                return;
+            }
+            None => {}
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// The request at the start of `buf` as the origin reads it: its length
+/// and target; `None` while incomplete.
+#[allow(clippy::result_unit_err)]
+fn origin_parse(buf: &[u8]) -> Option<Result<(usize, String), ()>> {
+    let head_end = find(buf, b"\r\n\r\n")? + 4;
+    let head = &buf[..head_end - 4];
+    let mut lines = head.split_crlf();
+    let line = String::from_utf8_lossy(lines.next()?).into_owned();
+    let parts: Vec<&str> = line.split(' ').collect();
+    let [_method, target, version] = parts[..] else {
+        return Some(Err(()));
+    };
+    if !version.starts_with("HTTP/1.") {
+        return Some(Err(()));
+    }
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    for line in lines {
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            return Some(Err(()));
+        };
+        let name = String::from_utf8_lossy(&line[..colon]).to_ascii_lowercase();
+        let value = String::from_utf8_lossy(&line[colon + 1..])
+            .trim_matches([' ', '\t'])
+            .to_owned();
+        match name.as_str() {
+            "content-length" if length.is_none() => match value.parse() {
+                Ok(n) => length = Some(n),
+                Err(_) => return Some(Err(())),
+            },
+            "transfer-encoding" => {
+                let last = value.rsplit(',').next().unwrap_or("").trim();
+                chunked = last.eq_ignore_ascii_case("chunked");
+            }
+            _ => {}
+        }
+    }
+    let end = if chunked {
+        match chunked_end(buf, head_end)? {
+            Ok(end) => end,
+            Err(()) => return Some(Err(())),
+        }
+    } else {
+        let end = head_end + length.unwrap_or(0);
+        if buf.len() < end {
+            return None;
+        }
+        end
+    };
+    Some(Ok((end, target.to_owned())))
+}
+
+/// Where a chunked body starting at `at` ends, as the origin reads it.
+fn chunked_end(buf: &[u8], mut at: usize) -> Option<Result<usize, ()>> {
+    loop {
+        let line = find(&buf[at..], b"\r\n")?;
+        let text = String::from_utf8_lossy(&buf[at..at + line]).into_owned();
+        let Ok(size) = usize::from_str_radix(text.split(';').next().unwrap_or("").trim(), 16)
+        else {
+            return Some(Err(()));
+        };
+        at += line + 2;
+        if size == 0 {
+            loop {
+                let line = find(&buf[at..], b"\r\n")?;
+                at += line + 2;
+                if line == 0 {
+                    return Some(Ok(at));
+                }
+            }
+        }
+        if buf.len() < at + size + 2 {
+            return None;
+        }
+        if &buf[at + size..at + size + 2] != b"\r\n" {
+            return Some(Err(()));
+        }
+        at += size + 2;
+    }
+}
+
+fn find(buf: &[u8], what: &[u8]) -> Option<usize> {
+    buf.windows(what.len()).position(|w| w == what)
+}
+
+trait SplitCrlf {
+    fn split_crlf(&self) -> std::vec::IntoIter<&[u8]>;
+}
+
+impl SplitCrlf for [u8] {
+    fn split_crlf(&self) -> std::vec::IntoIter<&[u8]> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        while let Some(i) = find(&self[start..], b"\r\n") {
+            out.push(&self[start..start + i]);
+            start += i + 2;
+        }
+        out.push(&self[start..]);
+        out.into_iter()
+    }
+}
+
+/// What a client saw: each response's status and body, in order.
+#[derive(Debug, PartialEq, Eq)]
+struct Seen {
+    answers: Vec<(u16, String)>,
+}
+
+/// Sends `request` on a new connection and reads responses until the
+/// proxy closes or stays silent for a while.
+async fn client(proxy: SocketAddr, request: &[u8]) -> Seen {
+    let mut stream = TcpStream::connect(proxy).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut buf = Vec::new();
+    let mut answers = Vec::new();
+    loop {
+        while let Some((end, status, body)) = response_at(&buf) {
+            buf.drain(..end);
+            answers.push((status, body));
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match tokio::time::timeout(Duration::from_millis(800), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    if !buf.is_empty() {
+        answers.push((0, String::from_utf8_lossy(&buf).into_owned()));
+    }
+    Seen { answers }
+}
+
+/// A whole `content-length` response at the start of `buf`.
+fn response_at(buf: &[u8]) -> Option<(usize, u16, String)> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut res = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(head) = res.parse(buf).ok()? else {
+        return None;
+    };
+    let length = res
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+        .map_or(0, |h| {
+            std::str::from_utf8(h.value)
+                .unwrap()
+                .trim()
+                .parse::<usize>()
+                .unwrap()
+        });
+    if buf.len() < head + length {
+        return None;
+    }
+    let body = String::from_utf8_lossy(&buf[head..head + length]).into_owned();
+    Some((head + length, res.code.unwrap(), body))
+}
+
+/// Two proxies, each with its own origin: the relay's and the full path's.
+struct Pair {
+    relay: (TestProxy, Origin),
+    hyper: (TestProxy, Origin),
+}
+
+/// One request's fate on either path.
+#[derive(Debug)]
+struct Fate {
+    seen: Seen,
+    served: Served,
+}
+
+impl Pair {
+    async fn start() -> Self {
+        let (a, b) = (Origin::start().await, Origin::start().await);
+        let relay = start_proxy(a.addr, EMPTY).await;
+        let hyper = start_proxy(b.addr, FULL_PATH).await;
+        Pair {
+            relay: (relay, a),
+            hyper: (hyper, b),
+        }
+    }
+
+    async fn send(&self, request: &[u8]) -> (Fate, Fate) {
+        let (relay, hyper) = tokio::join!(
+            client(self.relay.0.addr, request),
+            client(self.hyper.0.addr, request)
+        );
+        // The origins' records of this exchange are complete once the
+        // clients have read everything.
+        let relay = Fate {
+            seen: relay,
+            served: self.relay.1.take(),
+        };
+        let hyper = Fate {
+            seen: hyper,
+            served: self.hyper.1.take(),
+        };
+        (relay, hyper)
+    }
+
+    /// The relay path and the origin behind it agree on every request, no
+    /// smuggled request reaches the origin, and the client's answers are
+    /// hyper's path's.
+    async fn check(&self, name: &str, request: &[u8]) -> Fate {
+        let (relay, hyper) = self.send(request).await;
+        for (path, fate) in [("relay", &relay), ("hyper", &hyper)] {
+            assert_in_step(name, path, fate);
+        }
+        assert_eq!(
+            relay.seen, hyper.seen,
+            "{name}: the relay's answers differ from the full path's"
+        );
+        assert_eq!(
+            relay.served, hyper.served,
+            "{name}: the origin behind the relay served other requests"
+        );
+        relay
+    }
+}
+
+/// The origin served exactly the requests the client got `200`s for.
+fn assert_in_step(name: &str, path: &str, fate: &Fate) {
+    let answered: Vec<&str> = fate
+        .seen
+        .answers
+        .iter()
+        .filter(|(status, _)| *status == 200)
+        .map(|(_, body)| body.as_str())
+        .collect();
+    let served: Vec<&str> = fate
+        .served
+        .targets
+        .iter()
+        .map(String::as_str)
+        .filter(|t| *t != "!bad")
+        .collect();
+    assert!(
+        !served.iter().any(|t| t.contains("smuggled")),
+        "{name} ({path}): a smuggled request reached the origin: {fate:?}"
+    );
+    assert_eq!(
+        answered, served,
+        "{name} ({path}): the origin and the client disagree: {fate:?}"
+    );
+}
+
+/// A `POST` whose body, read by a parser that ignores its framing
+/// headers, is a second request.
+fn smuggling(headers: &str, body: &str) -> Vec<u8> {
+    format!("POST /a HTTP/1.1\r\nHost: t\r\n{headers}\r\n{body}").into_bytes()
+}
+
+const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: t\r\n\r\n";
+
+#[tokio::test]
+async fn request_framing_headers_that_parsers_read_differently_never_desync() {
+    let pair = Pair::start().await;
+    let n = SMUGGLED.len();
+    let chunk = format!("{n:x}\r\n{SMUGGLED}\r\n0\r\n\r\n");
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "CL then TE",
+            smuggling(
+                &format!("Content-Length: {n}\r\nTransfer-Encoding: chunked\r\n"),
+                &format!("0\r\n\r\n{SMUGGLED}"),
+            ),
+        ),
+        (
+            "TE then CL",
+            smuggling(
+                &format!("Transfer-Encoding: chunked\r\nContent-Length: {n}\r\n"),
+                &format!("0\r\n\r\n{SMUGGLED}"),
+            ),
+        ),
+        (
+            "two equal CL",
+            smuggling(
+                &format!("Content-Length: {n}\r\nContent-Length: {n}\r\n"),
+                SMUGGLED,
+            ),
+        ),
+        (
+            "two different CL",
+            smuggling(
+                &format!("Content-Length: 0\r\nContent-Length: {n}\r\n"),
+                SMUGGLED,
+            ),
+        ),
+        (
+            "CL +",
+            smuggling(&format!("Content-Length: +{n}\r\n"), SMUGGLED),
+        ),
+        (
+            "CL leading space",
+            smuggling(&format!("Content-Length:  {n}\r\n"), SMUGGLED),
+        ),
+        (
+            "CL trailing space",
+            smuggling(&format!("Content-Length: {n} \r\n"), SMUGGLED),
+        ),
+        (
+            "CL hex",
+            smuggling(&format!("Content-Length: 0x{n:x}\r\n"), SMUGGLED),
+        ),
+        (
+            "CL u64 overflow",
+            smuggling("Content-Length: 18446744073709551616\r\n", SMUGGLED),
+        ),
+        (
+            "CL past 2^53",
+            smuggling("Content-Length: 9007199254740993\r\n", SMUGGLED),
+        ),
+        (
+            "CL list",
+            smuggling(&format!("Content-Length: {n}, {n}\r\n"), SMUGGLED),
+        ),
+        (
+            "TE chunked, chunked",
+            smuggling("Transfer-Encoding: chunked, chunked\r\n", &chunk),
+        ),
+        (
+            "TE gzip, chunked",
+            smuggling("Transfer-Encoding: gzip, chunked\r\n", &chunk),
+        ),
+        (
+            "TE chunked, gzip",
+            smuggling("Transfer-Encoding: chunked, gzip\r\n", &chunk),
+        ),
+        (
+            "TE xchunked",
+            smuggling("Transfer-Encoding: xchunked\r\n", &chunk),
+        ),
+        (
+            "TE Chunked",
+            smuggling("Transfer-Encoding: Chunked\r\n", &chunk),
+        ),
+        (
+            "TE over two lines",
+            smuggling(
+                "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+                &chunk,
+            ),
+        ),
+        (
+            "TE chunked twice",
+            smuggling(
+                "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+                &chunk,
+            ),
+        ),
+        (
+            "TE obs-fold",
+            smuggling("Transfer-Encoding:\r\n chunked\r\n", &chunk),
+        ),
+        (
+            "CL obs-fold",
+            smuggling(&format!("X: y\r\n Content-Length: {n}\r\n"), SMUGGLED),
+        ),
+        (
+            "bare LF before CL",
+            smuggling(&format!("X: y\nContent-Length: {n}\r\n"), SMUGGLED),
+        ),
+        (
+            "bare LF before TE",
+            smuggling("X: y\nTransfer-Encoding: chunked\r\n", &chunk),
+        ),
+        (
+            "bare LF line ends",
+            format!("POST /a HTTP/1.1\nHost: t\nContent-Length: {n}\n\n{SMUGGLED}").into_bytes(),
+        ),
+        (
+            "NUL in a value",
+            smuggling(&format!("X: a\0b\r\nContent-Length: {n}\r\n"), SMUGGLED),
+        ),
+        (
+            "CR in a value",
+            smuggling(&format!("X: a\rContent-Length: {n}\r\n"), SMUGGLED),
+        ),
+        (
+            "space before colon",
+            smuggling(&format!("Content-Length : {n}\r\n"), SMUGGLED),
+        ),
+        (
+            "tab before colon",
+            smuggling("Transfer-Encoding\t: chunked\r\n", &chunk),
+        ),
+        (
+            "empty header name",
+            smuggling(&format!(": x\r\nContent-Length: {n}\r\n"), SMUGGLED),
+        ),
+        (
+            "TE with vertical tab",
+            smuggling("Transfer-Encoding: \x0bchunked\r\n", &chunk),
+        ),
+    ];
+    for (name, request) in &cases {
+        pair.check(name, request).await;
+    }
+    // Only the unambiguous ones were relayed: a length with spaces around
+    // it (OWS, RFC 9110 section 5.5) and `Chunked` (codings are
+    // case-insensitive); hyper had the rest.
+    assert_eq!(pair.relay.0.metric(RELAYED).await, 3.0);
+}
