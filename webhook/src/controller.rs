@@ -6,10 +6,12 @@
 //! - `resolve`: which annotation governs a pod (pod, else nearest owner);
 //! - `version`: stable policy version hashes;
 //! - `expiry`: `duration` / `until` arithmetic and the seen-at record;
-//! - `state`: one reconcile (validation, last-good, selector peers) and the
-//!   leader's writes as data;
+//! - `state`: the reconcile, full or incremental (validation, last-good,
+//!   selector peers, what each pod was computed from), and the leader's
+//!   writes as data;
 //! - `lifecycle`: pods that missed injection, Job pods whose app finished;
 //! - `lease`: the writer-role election; `writer`: patches and Events;
+//! - `stores`: the reflector caches as the view `state` reads;
 //! - `run`: reflectors and the reconcile loop around `state`;
 //! - `hub`: per-pod watch channels between the loop and the streams;
 //! - `auth` + `stream`: `GET /v1/policy/stream` (TokenReview, ndjson);
@@ -28,6 +30,7 @@ pub mod objects;
 pub mod resolve;
 pub mod run;
 pub mod state;
+pub mod stores;
 pub mod stream;
 pub mod version;
 pub mod writer;

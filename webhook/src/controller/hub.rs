@@ -85,6 +85,36 @@ struct Inner {
     slots: BTreeMap<PodKey, Slot>,
     /// Pods whose policy the reconciler has resolved at least once.
     resolved: bool,
+    /// Incremental publishes since empty slots were last dropped.
+    since_sweep: usize,
+}
+
+/// How often an incremental publish drops the empty slots nobody listens to.
+const SWEEP_EVERY: usize = 64;
+
+/// Put `policy` in a pod's slot unless the slot already holds the same line
+/// for the same pod; waking its streams only then. `lines` shares one
+/// serialisation among the pods with the same version and peers.
+fn offer<'a>(slot: &Slot, policy: &'a PodPolicy, lines: &mut HashMap<(&'a str, &'a Peers), Bytes>) {
+    slot.send_if_modified(|current| {
+        // Peers change without a new version (a selector's pods moved).
+        if current.as_ref().is_some_and(|c| {
+            c.policy.same_line(policy)
+                && c.policy.uid == policy.uid
+                && c.policy.finish == policy.finish
+        }) {
+            return false;
+        }
+        let line = lines
+            .entry((policy.version.as_str(), &policy.peers))
+            .or_insert_with(|| policy.line())
+            .clone();
+        *current = Some(Arc::new(Served {
+            policy: policy.clone(),
+            line,
+        }));
+        true
+    });
 }
 
 /// One connected proxy, as the status endpoint reports it.
@@ -104,33 +134,16 @@ impl PolicyHub {
     /// Replace the whole set of pod policies. Pods missing from `pods` get
     /// `None` (their streams wait) and are dropped once nobody listens.
     pub fn publish_all(&self, pods: &BTreeMap<PodKey, PodPolicy>) {
-        let mut lines: HashMap<(&str, &Peers), Bytes> = HashMap::new();
+        let mut lines = HashMap::new();
         let mut inner = self.lock();
         inner.resolved = true;
+        inner.since_sweep = 0;
         for (key, policy) in pods {
             let slot = inner
                 .slots
                 .entry(key.clone())
                 .or_insert_with(|| watch::channel(None).0);
-            slot.send_if_modified(|current| {
-                // Peers change without a new version (a selector's pods moved).
-                if current.as_ref().is_some_and(|c| {
-                    c.policy.same_line(policy)
-                        && c.policy.uid == policy.uid
-                        && c.policy.finish == policy.finish
-                }) {
-                    return false;
-                }
-                let line = lines
-                    .entry((policy.version.as_str(), &policy.peers))
-                    .or_insert_with(|| policy.line())
-                    .clone();
-                *current = Some(Arc::new(Served {
-                    policy: policy.clone(),
-                    line,
-                }));
-                true
-            });
+            offer(slot, policy, &mut lines);
         }
         inner.slots.retain(|key, slot| {
             if pods.contains_key(key) {
@@ -139,6 +152,44 @@ impl PolicyHub {
             slot.send_if_modified(|current| current.take().is_some());
             slot.receiver_count() > 0
         });
+    }
+
+    /// Publish what changed: a new policy, or `None` for a pod no longer
+    /// served (its streams wait; its slot goes once nobody listens).
+    pub fn publish(&self, delta: &BTreeMap<PodKey, Option<PodPolicy>>) {
+        let mut lines = HashMap::new();
+        let mut inner = self.lock();
+        inner.resolved = true;
+        for (key, policy) in delta {
+            match policy {
+                Some(policy) => {
+                    let slot = inner
+                        .slots
+                        .entry(key.clone())
+                        .or_insert_with(|| watch::channel(None).0);
+                    offer(slot, policy, &mut lines);
+                }
+                None => {
+                    let Some(slot) = inner.slots.get(key) else {
+                        continue;
+                    };
+                    slot.send_if_modified(|current| current.take().is_some());
+                    if slot.receiver_count() == 0 {
+                        inner.slots.remove(key);
+                    }
+                }
+            }
+        }
+        // A stream for a pod that is never resolved leaves an empty slot
+        // behind; a full publish drops those, and so does every
+        // `SWEEP_EVERY`th incremental one, so they cannot pile up.
+        inner.since_sweep += 1;
+        if inner.since_sweep >= SWEEP_EVERY {
+            inner.since_sweep = 0;
+            inner
+                .slots
+                .retain(|_, slot| slot.borrow().is_some() || slot.receiver_count() > 0);
+        }
     }
 
     /// Subscribe to a pod's policy (creating an empty slot if needed).
@@ -315,6 +366,64 @@ mod tests {
 
     fn key(pod: &str) -> PodKey {
         ("shop".into(), pod.into())
+    }
+
+    fn policy(uid: &str, version: &str) -> PodPolicy {
+        PodPolicy {
+            uid: uid.into(),
+            version: version.into(),
+            policy: None,
+            peers: Peers::new(),
+            source: None,
+            finish: false,
+        }
+    }
+
+    #[test]
+    fn an_incremental_publish_wakes_only_the_pods_that_changed_and_clears_the_gone() {
+        let hub = PolicyHub::default();
+        hub.publish_all(&BTreeMap::from([
+            (key("a"), policy("ua", "v1")),
+            (key("b"), policy("ub", "v1")),
+        ]));
+        let mut a = hub.subscribe(&key("a"));
+        let mut b = hub.subscribe(&key("b"));
+        a.mark_unchanged();
+        b.mark_unchanged();
+        hub.publish(&BTreeMap::from([
+            (key("a"), Some(policy("ua", "v2"))),
+            (key("b"), Some(policy("ub", "v1"))),
+        ]));
+        assert!(a.has_changed().unwrap());
+        assert!(!b.has_changed().unwrap(), "same line: nobody woken");
+        let line = a.borrow_and_update().as_ref().unwrap().line.clone();
+        assert!(
+            std::str::from_utf8(&line)
+                .unwrap()
+                .contains("\"version\":\"v2\"")
+        );
+
+        hub.publish(&BTreeMap::from([(key("b"), None)]));
+        assert!(b.has_changed().unwrap());
+        assert!(
+            b.borrow_and_update().is_none(),
+            "a pod no longer served waits"
+        );
+        assert!(hub.current(&key("b")).is_none());
+        drop(b);
+        hub.publish(&BTreeMap::from([(key("b"), None)]));
+        assert!(
+            !hub.lock().slots.contains_key(&key("b")),
+            "an empty slot nobody listens to is dropped"
+        );
+        // A stream for a pod that is never resolved leaves an empty slot:
+        // swept within `SWEEP_EVERY` publishes.
+        drop(hub.subscribe(&key("never")));
+        for _ in 0..SWEEP_EVERY {
+            hub.publish(&BTreeMap::new());
+        }
+        assert!(!hub.lock().slots.contains_key(&key("never")));
+        assert!(hub.lock().slots.contains_key(&key("a")));
     }
 
     #[test]

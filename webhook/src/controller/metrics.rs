@@ -47,7 +47,7 @@ pub struct Metrics {
     pub versions_published: Gauge,
     /// Streams refused (bad token, wrong pod).
     pub streams_refused: Counter,
-    /// Reconciles run.
+    /// Reconcile passes run (full or incremental).
     pub reconciles: Counter,
     /// Policies removed because their duration / until passed.
     pub expired: Counter,
@@ -91,7 +91,7 @@ impl Metrics {
         );
         sub.register(
             "reconciles",
-            "Policy reconciles run",
+            "Policy reconcile passes run (full or incremental)",
             self.reconciles.clone(),
         );
         sub.register(

@@ -1,195 +1,84 @@
-//! The I/O shell around [`PolicyState`]: reflectors feed stores, every batch
-//! of watch events (or an expiry deadline, or a leadership change) triggers a
-//! full reconcile of all injected pods (cheap: a hash per pod), whose result
-//! is published to the [`PolicyHub`] and, on the leader, turned into writes.
+//! The I/O shell around [`PolicyState`]: reflectors feed stores, and every
+//! batch of watch events (or an expiry deadline, or a leadership change)
+//! reconciles what it touched: the pods that changed, and the pods of the
+//! workloads that changed. Only a store's (re)list, after which the store
+//! was replaced wholesale and its events are not known one by one, runs
+//! the full pass over every pod. What changed is published to the
+//! [`PolicyHub`] and, on the leader, turned into writes.
 //!
 //! Watches are cluster-wide: all pods (selector peers may be any pod, not only
 //! injected ones; spec is stripped to keep memory small) and the metadata only
 //! of ReplicaSets, Deployments, StatefulSets, DaemonSets and Jobs.
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::collections::{BTreeMap, BTreeSet};
 
 use futures::{FutureExt, Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Namespace, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::PartialObjectMeta;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, Resource};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::expiry;
 use super::hub::PolicyHub;
-use super::lifecycle::{self, PodLife, strip_pod};
-use super::objects::{FAULTS_ANNOTATION, INJECTED_LABEL, Kind, ObjKey, ObjectFacts, Watched};
-use super::state::{Action, PodSnapshot, PolicyState};
+use super::lifecycle::strip_pod;
+use super::objects::{ObjKey, Watched};
+use super::state::{Action, Changes, ClusterView, PodKey, PolicyState};
+use super::stores::{PassView, Stores};
 use super::writer::{ActionContext, Writer};
 
-/// Reader handles of every store.
-#[derive(Clone)]
-pub struct Stores {
-    pub pods: Store<Pod>,
-    pub replicasets: Store<PartialObjectMeta<ReplicaSet>>,
-    pub deployments: Store<PartialObjectMeta<Deployment>>,
-    pub statefulsets: Store<PartialObjectMeta<StatefulSet>>,
-    pub daemonsets: Store<PartialObjectMeta<DaemonSet>>,
-    pub jobs: Store<PartialObjectMeta<Job>>,
-    pub namespaces: Store<PartialObjectMeta<Namespace>>,
+/// What one watch event means to the reconcile loop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A pod was added, changed or deleted.
+    Pod(PodKey),
+    /// A ReplicaSet, Deployment, StatefulSet, DaemonSet or Job was.
+    Owner(ObjKey),
+    /// A namespace was (its labels opt its pods in to injection).
+    Namespace(String),
+    /// A store finished a (re)list and was replaced wholesale.
+    Relisted,
 }
 
-impl Stores {
-    /// Facts of an owner, from the matching store.
-    pub fn owner(&self, key: &ObjKey) -> Option<ObjectFacts> {
-        fn get<K: Watched + Clone>(
-            store: &Store<PartialObjectMeta<K>>,
-            key: &ObjKey,
-        ) -> Option<ObjectFacts>
-        where
-            K::DynamicType: Default,
-        {
-            let obj = store.get(&ObjectRef::new(&key.name).within(&key.namespace))?;
-            ObjectFacts::from_meta(K::KIND, &obj.metadata)
-        }
-        match key.kind {
-            Kind::Pod => None,
-            Kind::ReplicaSet => get(&self.replicasets, key),
-            Kind::Deployment => get(&self.deployments, key),
-            Kind::StatefulSet => get(&self.statefulsets, key),
-            Kind::DaemonSet => get(&self.daemonsets, key),
-            Kind::Job => get(&self.jobs, key),
-        }
-    }
-
-    /// A namespace's labels, if it is in the cache.
-    pub fn namespace_labels(&self, name: &str) -> Option<BTreeMap<String, String>> {
-        let ns = self.namespaces.get(&ObjectRef::new(name))?;
-        Some(ns.metadata.labels.clone().unwrap_or_default())
-    }
-
-    /// Pods that should run the proxy and do not: (pod, uid, Event note).
-    pub fn missed_injection(&self, pods: &[PodSnapshot]) -> Vec<(ObjKey, String, String)> {
-        pods.iter()
-            .filter(|p| {
-                let ns = &p.facts.key.namespace;
-                let labels = self.namespace_labels(ns);
-                lifecycle::missed_injection(&p.labels, ns, labels.as_ref(), &p.life, p.terminal)
-            })
-            .map(|p| {
-                let workload = self.restartable_workload(&p.facts);
-                let note = lifecycle::not_injected_note(
-                    &p.facts.key.namespace,
-                    workload.as_ref().map(|(k, n)| (k.as_str(), n.as_str())),
-                );
-                (p.facts.key.clone(), p.facts.uid.clone(), note)
-            })
-            .collect()
-    }
-
-    /// The Deployment, StatefulSet or DaemonSet above a pod, as
-    /// (`kubectl rollout restart` kind, name).
-    fn restartable_workload(&self, pod: &ObjectFacts) -> Option<(String, String)> {
-        let mut owner = pod.owner.clone();
-        for _ in 0..3 {
-            let key = owner?;
-            let kind = match key.kind {
-                Kind::Deployment => "deployment",
-                Kind::StatefulSet => "statefulset",
-                Kind::DaemonSet => "daemonset",
-                _ => {
-                    owner = self.owner(&key).and_then(|f| f.owner);
-                    continue;
-                }
-            };
-            return Some((kind.to_owned(), key.name));
-        }
-        None
-    }
-
-    /// Every object that carries a policy annotation: pods and the five
-    /// workload kinds (a Deployment's ReplicaSets included; resolution
-    /// tells a copy from a policy).
-    pub fn annotated(&self) -> Vec<ObjectFacts> {
-        fn from<K: Watched + Clone>(store: &Store<PartialObjectMeta<K>>) -> Vec<ObjectFacts>
-        where
-            K::DynamicType: Default,
-        {
-            store
-                .state()
-                .iter()
-                .filter(|o| has_faults(&o.metadata))
-                .filter_map(|o| ObjectFacts::from_meta(K::KIND, &o.metadata))
-                .collect()
-        }
-        let pods = self
-            .pods
-            .state()
-            .iter()
-            .filter(|p| has_faults(&p.metadata))
-            .filter_map(|p| ObjectFacts::from_meta(Kind::Pod, &p.metadata))
-            .collect::<Vec<_>>();
-        let mut all = pods;
-        all.extend(from(&self.replicasets));
-        all.extend(from(&self.deployments));
-        all.extend(from(&self.statefulsets));
-        all.extend(from(&self.daemonsets));
-        all.extend(from(&self.jobs));
-        all
-    }
-
-    /// Every pod as the reconciler sees it.
-    pub fn pod_snapshots(&self) -> Vec<PodSnapshot> {
-        self.pods
-            .state()
-            .iter()
-            .filter_map(|p| pod_snapshot(p))
-            .collect()
-    }
-}
-
-fn has_faults(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> bool {
-    meta.annotations
-        .as_ref()
-        .is_some_and(|a| a.contains_key(FAULTS_ANNOTATION))
-}
-
-/// Pure: the parts of a Pod the reconciler uses.
-pub fn pod_snapshot(pod: &Pod) -> Option<PodSnapshot> {
-    let facts = ObjectFacts::from_meta(Kind::Pod, &pod.metadata)?;
-    let labels: BTreeMap<String, String> = pod.metadata.labels.clone().unwrap_or_default();
-    let status = pod.status.as_ref();
-    let mut ips: Vec<IpAddr> = status
-        .and_then(|s| s.pod_ips.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|ip| ip.ip.parse().ok())
-        .collect();
-    if let Some(ip) = status
-        .and_then(|s| s.pod_ip.as_deref())
-        .and_then(|ip| ip.parse().ok())
-        && !ips.contains(&ip)
-    {
-        ips.push(ip);
-    }
-    let phase = status.and_then(|s| s.phase.as_deref());
-    Some(PodSnapshot {
-        life: PodLife::from_pod(pod),
-        injected: labels.get(INJECTED_LABEL).map(String::as_str) == Some("true"),
-        terminal: matches!(phase, Some("Succeeded" | "Failed")),
-        facts,
-        labels,
-        ips,
-    })
-}
-
-type Tick = Result<bool, watcher::Error>;
+type Tick = Result<Option<Change>, watcher::Error>;
 /// Reflectors: pods, five workload kinds, namespaces.
 const STORES: usize = 7;
 
-/// Start the reflectors; the stream yields `Ok(true)` when a store finished
-/// its (re)list, `Ok(false)` for other changes.
+/// Pure: the change a watch event stands for. The objects of a (re)list are
+/// not changes one by one: the store swaps them in at `InitDone`.
+fn change<K: Resource>(
+    event: &watcher::Event<K>,
+    key: impl Fn(&ObjectMeta) -> Option<Change>,
+) -> Option<Change> {
+    match event {
+        watcher::Event::Apply(obj) | watcher::Event::Delete(obj) => key(obj.meta()),
+        watcher::Event::InitDone => Some(Change::Relisted),
+        watcher::Event::Init | watcher::Event::InitApply(_) => None,
+    }
+}
+
+fn pod_change(meta: &ObjectMeta) -> Option<Change> {
+    Some(Change::Pod((meta.namespace.clone()?, meta.name.clone()?)))
+}
+
+fn owner_change<K: Watched>(meta: &ObjectMeta) -> Option<Change> {
+    Some(Change::Owner(ObjKey::new(
+        K::KIND,
+        meta.namespace.clone()?,
+        meta.name.clone()?,
+    )))
+}
+
+fn namespace_change(meta: &ObjectMeta) -> Option<Change> {
+    Some(Change::Namespace(meta.name.clone()?))
+}
+
+/// Start the reflectors; the stream yields the change each event stands for.
 pub fn reflectors(client: &Client) -> (Stores, impl Stream<Item = (usize, Tick)> + Send + 'static) {
     let config = watcher::Config::default().any_semantic();
     let (pods, pods_w) = reflector::store::<Pod>();
@@ -202,6 +91,7 @@ pub fn reflectors(client: &Client) -> (Stores, impl Stream<Item = (usize, Tick)>
     fn meta<K>(
         client: &Client,
         config: &watcher::Config,
+        key: fn(&ObjectMeta) -> Option<Change>,
     ) -> (
         Store<PartialObjectMeta<K>>,
         futures::stream::BoxStream<'static, Tick>,
@@ -225,17 +115,17 @@ pub fn reflectors(client: &Client) -> (Stores, impl Stream<Item = (usize, Tick)>
             )
             .modify(|m| m.metadata.managed_fields = None),
         )
-        .map(|e| e.map(|e| matches!(e, watcher::Event::InitDone)));
+        .map(move |e| e.map(|e| change(&e, key)));
         (store, stream.boxed())
     }
-    let (replicasets, rs) = meta::<ReplicaSet>(client, &config);
-    let (deployments, dep) = meta::<Deployment>(client, &config);
-    let (statefulsets, sts) = meta::<StatefulSet>(client, &config);
-    let (daemonsets, ds) = meta::<DaemonSet>(client, &config);
-    let (jobs, job) = meta::<Job>(client, &config);
-    let (namespaces, nss) = meta::<Namespace>(client, &config);
+    let (replicasets, rs) = meta::<ReplicaSet>(client, &config, owner_change::<ReplicaSet>);
+    let (deployments, dep) = meta::<Deployment>(client, &config, owner_change::<Deployment>);
+    let (statefulsets, sts) = meta::<StatefulSet>(client, &config, owner_change::<StatefulSet>);
+    let (daemonsets, ds) = meta::<DaemonSet>(client, &config, owner_change::<DaemonSet>);
+    let (jobs, job) = meta::<Job>(client, &config, owner_change::<Job>);
+    let (namespaces, nss) = meta::<Namespace>(client, &config, namespace_change);
     let pod_stream = pod_stream
-        .map(|e| e.map(|e| matches!(e, watcher::Event::InitDone)))
+        .map(|e| e.map(|e| change(&e, pod_change)))
         .boxed();
     let streams = vec![pod_stream, rs, dep, sts, ds, job, nss];
     let merged = futures::stream::select_all(
@@ -258,6 +148,42 @@ pub fn reflectors(client: &Client) -> (Stores, impl Stream<Item = (usize, Tick)>
     )
 }
 
+/// The changes not reconciled yet.
+#[derive(Debug, Default)]
+struct Batch {
+    /// A store was relisted (or nothing was reconciled yet): every pod.
+    full: bool,
+    changes: Changes,
+    namespaces: BTreeSet<String>,
+}
+
+impl Batch {
+    fn note(&mut self, ready: &mut [bool; STORES], (index, tick): (usize, Tick)) {
+        match tick {
+            Ok(Some(Change::Relisted)) => {
+                if let Some(r) = ready.get_mut(index) {
+                    *r = true;
+                }
+                self.full = true;
+            }
+            Ok(Some(Change::Pod(key))) => {
+                self.changes.pods.insert(key);
+            }
+            Ok(Some(Change::Owner(key))) => {
+                self.changes.owners.insert(key);
+            }
+            Ok(Some(Change::Namespace(name))) => {
+                self.namespaces.insert(name);
+            }
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "watch failed; retrying with backoff"),
+        }
+    }
+}
+
+/// Pods that should run the proxy and do not: pod -> (pod, uid, Event note).
+type Missed = BTreeMap<PodKey, (ObjKey, String, String)>;
+
 /// Run the reconcile loop until shutdown.
 pub async fn reconcile_loop(
     client: Client,
@@ -270,6 +196,11 @@ pub async fn reconcile_loop(
     let mut events = std::pin::pin!(events);
     let mut ready = [false; STORES];
     let mut state = PolicyState::default();
+    let mut missed = Missed::new();
+    let mut pending = Batch {
+        full: true,
+        ..Batch::default()
+    };
     let mut next_expiry: Option<jiff::Timestamp> = None;
     loop {
         let wake = async {
@@ -282,10 +213,10 @@ pub async fn reconcile_loop(
             () = shutdown.cancelled() => break,
             event = events.next() => {
                 let Some(event) = event else { break };
-                note(&mut ready, event);
+                pending.note(&mut ready, event);
                 // Coalesce a burst of watch events into one reconcile.
                 while let Some(Some(event)) = events.next().now_or_never() {
-                    note(&mut ready, event);
+                    pending.note(&mut ready, event);
                 }
             }
             () = wake => {}
@@ -294,32 +225,8 @@ pub async fn reconcile_loop(
         if !ready.iter().all(|r| *r) {
             continue;
         }
-        let started = std::time::Instant::now();
-        let pods = stores.pod_snapshots();
-        let annotated = stores.annotated();
-        // Every pod of a workload looks up the same owners: once each.
-        let owners = std::cell::RefCell::new(std::collections::HashMap::new());
-        let outcome = state.reconcile_all(&pods, &annotated, |k| {
-            owners
-                .borrow_mut()
-                .entry(k.clone())
-                .or_insert_with(|| stores.owner(k))
-                .clone()
-        });
-        hub.metrics.reconciles.inc();
-        let versions: std::collections::BTreeSet<&str> =
-            outcome.pods.values().map(|p| p.version.as_str()).collect();
-        hub.metrics
-            .versions_published
-            .set(i64::try_from(versions.len()).unwrap_or(i64::MAX));
-        let reconciled = started.elapsed();
-        hub.publish_all(&outcome.pods);
-        tracing::debug!(
-            pods = pods.len(),
-            reconcile_ms = reconciled.as_secs_f64() * 1e3,
-            publish_ms = (started.elapsed() - reconciled).as_secs_f64() * 1e3,
-            "reconciled"
-        );
+        let batch = std::mem::take(&mut pending);
+        reconcile(&stores, &hub, &mut state, &mut missed, &batch);
         let is_leader = *leader.borrow_and_update();
         hub.metrics.leader.set(i64::from(is_leader));
         if !is_leader {
@@ -328,81 +235,150 @@ pub async fn reconcile_loop(
             next_expiry = None;
             continue;
         }
-        let now = jiff::Timestamp::now();
-        let (mut actions, next) = state.plan(&outcome.sources, now);
-        next_expiry = next;
-        let missed = stores.missed_injection(&pods);
-        hub.metrics
-            .uninjected
-            .set(i64::try_from(missed.len()).unwrap_or(i64::MAX));
-        actions.extend(state.report_missed(missed));
-        for action in actions {
-            let key = match &action {
-                Action::RecordSeen { key, .. }
-                | Action::Expire { key, .. }
-                | Action::WarnInvalid { key, .. } => key,
-                Action::ReportNotInjected { key, .. } => {
-                    let uid = pods
-                        .iter()
-                        .find(|p| &p.facts.key == key)
-                        .map(|p| p.facts.uid.clone())
-                        .unwrap_or_default();
-                    let ctx = ActionContext {
-                        uid,
-                        ..ActionContext::default()
-                    };
-                    if let Err(error) = writer.perform(&action, &ctx).await {
-                        tracing::warn!(%error, "failed to report a pod that missed injection");
-                    }
-                    continue;
-                }
-            };
-            let Some(src) = outcome.sources.get(key) else {
-                continue;
-            };
-            let expires = src.verdict.as_ref().ok().and_then(|p| {
-                let seen = match &action {
-                    Action::RecordSeen { value, .. } => expiry::SeenAt::parse(value).map(|s| s.at),
-                    _ => None,
-                };
-                seen.and_then(|at| expiry::deadline(p.duration(), p.until(), at))
-            });
-            let ctx = ActionContext {
-                uid: src.facts.uid.clone(),
-                pods: src.pods,
-                has_seen_at: src.facts.seen_at.is_some(),
-                expires,
-            };
-            if matches!(action, Action::Expire { .. }) {
-                hub.metrics.expired.inc();
-            } else if matches!(action, Action::WarnInvalid { .. }) {
-                hub.metrics.invalid.inc();
-            }
-            if let Err(error) = writer.perform(&action, &ctx).await {
-                tracing::warn!(%error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "controller write failed; will retry");
-                if !matches!(action, Action::WarnInvalid { .. }) {
-                    state.forget(&action);
-                    // Retry soon rather than on the next unrelated event.
-                    let retry = now
-                        .checked_add(jiff::SignedDuration::from_secs(2))
-                        .unwrap_or(now);
-                    next_expiry = Some(next_expiry.map_or(retry, |n| n.min(retry)));
-                }
-            } else {
-                tracing::info!(?action, "controller write done");
-            }
-        }
+        next_expiry = act(&writer, &hub, &mut state, &missed).await;
     }
 }
 
-fn note(ready: &mut [bool; STORES], (index, tick): (usize, Tick)) {
-    match tick {
-        Ok(true) => {
-            if let Some(r) = ready.get_mut(index) {
-                *r = true;
-            }
-        }
-        Ok(false) => {}
-        Err(error) => tracing::warn!(%error, "watch failed; retrying with backoff"),
+/// Reconcile a batch (all pods after a relist, else what it touched) and
+/// publish what changed.
+fn reconcile(
+    stores: &Stores,
+    hub: &PolicyHub,
+    state: &mut PolicyState,
+    missed: &mut Missed,
+    batch: &Batch,
+) {
+    if !batch.full && batch.changes.is_empty() && batch.namespaces.is_empty() {
+        return;
     }
+    let started = std::time::Instant::now();
+    let view = PassView::new(stores);
+    let (pass, pods, reconciled) = if batch.full {
+        let pods = stores.pod_snapshots();
+        let annotated = stores.annotated();
+        state.resync(&pods, &annotated, |k| view.owner(k));
+        *missed = pods
+            .iter()
+            .filter_map(|p| stores.missed_injection(p))
+            .map(|m| ((m.0.namespace.clone(), m.0.name.clone()), m))
+            .collect();
+        let reconciled = started.elapsed();
+        hub.publish_all(state.served());
+        ("full", pods.len(), reconciled)
+    } else {
+        let pass = state.reconcile_changes(&batch.changes, &view);
+        note_missed(stores, missed, batch);
+        let reconciled = started.elapsed();
+        hub.publish(&pass.delta);
+        ("incremental", pass.recomputed, reconciled)
+    };
+    hub.metrics.reconciles.inc();
+    hub.metrics
+        .versions_published
+        .set(i64::try_from(state.versions_served()).unwrap_or(i64::MAX));
+    // `pods`: every pod for a full pass, the pods recomputed for an
+    // incremental one.
+    tracing::debug!(
+        pass,
+        pods,
+        reconcile_ms = reconciled.as_secs_f64() * 1e3,
+        publish_ms = (started.elapsed() - reconciled).as_secs_f64() * 1e3,
+        "reconciled"
+    );
+}
+
+/// Keep `missed` current for the pods and namespaces a batch touched.
+fn note_missed(stores: &Stores, missed: &mut Missed, batch: &Batch) {
+    let mut pods: Vec<_> = batch
+        .changes
+        .pods
+        .iter()
+        .map(|key| (key.clone(), stores.pod(key)))
+        .collect();
+    for namespace in &batch.namespaces {
+        missed.retain(|key, _| &key.0 != namespace);
+        pods.extend(
+            stores
+                .pods_in(namespace)
+                .into_iter()
+                .map(|p| (p.pod_key(), Some(p))),
+        );
+    }
+    for (key, pod) in pods {
+        match pod.and_then(|p| stores.missed_injection(&p)) {
+            Some(m) => missed.insert(key, m),
+            None => missed.remove(&key),
+        };
+    }
+}
+
+/// The leader's writes for the current state; returns when to look again.
+async fn act(
+    writer: &Writer,
+    hub: &PolicyHub,
+    state: &mut PolicyState,
+    missed: &Missed,
+) -> Option<jiff::Timestamp> {
+    let now = jiff::Timestamp::now();
+    let (mut actions, mut next_expiry) = state.plan_current(now);
+    hub.metrics
+        .uninjected
+        .set(i64::try_from(missed.len()).unwrap_or(i64::MAX));
+    actions.extend(state.report_missed(missed.values().cloned().collect()));
+    for action in actions {
+        let key = match &action {
+            Action::RecordSeen { key, .. }
+            | Action::Expire { key, .. }
+            | Action::WarnInvalid { key, .. } => key,
+            Action::ReportNotInjected { key, .. } => {
+                let uid = missed
+                    .get(&(key.namespace.clone(), key.name.clone()))
+                    .map(|m| m.1.clone())
+                    .unwrap_or_default();
+                let ctx = ActionContext {
+                    uid,
+                    ..ActionContext::default()
+                };
+                if let Err(error) = writer.perform(&action, &ctx).await {
+                    tracing::warn!(%error, "failed to report a pod that missed injection");
+                }
+                continue;
+            }
+        };
+        let Some(src) = state.sources().get(key) else {
+            continue;
+        };
+        let expires = src.verdict.as_ref().ok().and_then(|p| {
+            let seen = match &action {
+                Action::RecordSeen { value, .. } => expiry::SeenAt::parse(value).map(|s| s.at),
+                _ => None,
+            };
+            seen.and_then(|at| expiry::deadline(p.duration(), p.until(), at))
+        });
+        let ctx = ActionContext {
+            uid: src.facts.uid.clone(),
+            pods: src.pods,
+            has_seen_at: src.facts.seen_at.is_some(),
+            expires,
+        };
+        if matches!(action, Action::Expire { .. }) {
+            hub.metrics.expired.inc();
+        } else if matches!(action, Action::WarnInvalid { .. }) {
+            hub.metrics.invalid.inc();
+        }
+        if let Err(error) = writer.perform(&action, &ctx).await {
+            tracing::warn!(%error, cause = ?std::error::Error::source(&error).map(ToString::to_string), "controller write failed; will retry");
+            if !matches!(action, Action::WarnInvalid { .. }) {
+                state.forget(&action);
+                // Retry soon rather than on the next unrelated event.
+                let retry = now
+                    .checked_add(jiff::SignedDuration::from_secs(2))
+                    .unwrap_or(now);
+                next_expiry = Some(next_expiry.map_or(retry, |n| n.min(retry)));
+            }
+        } else {
+            tracing::info!(?action, "controller write done");
+        }
+    }
+    next_expiry
 }

@@ -21,8 +21,8 @@ use crate::controller::objects::{
     FAULTS_ANNOTATION, Kind, ObjKey, ObjectFacts, SEEN_AT_ANNOTATION,
 };
 use crate::controller::resolve::is_copy;
-use crate::controller::run::pod_snapshot;
 use crate::controller::state::{Outcome, PodKey, PodSnapshot, PolicyState};
+use crate::controller::stores::pod_snapshot;
 use crate::controller::version::text_version;
 
 /// Run the parsed command line, writing human output to `out`.

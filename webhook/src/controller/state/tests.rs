@@ -453,3 +453,5 @@ fn a_new_version_is_recorded_once_while_the_object_still_shows_the_old_record() 
     let (again, _) = state.plan(&out.sources, "2026-11-26T02:00:00.03Z".parse().unwrap());
     assert!(again.is_empty(), "recorded twice: {again:?}");
 }
+
+mod incremental;
