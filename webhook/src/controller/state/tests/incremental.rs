@@ -137,7 +137,15 @@ impl Cluster {
             ],
             injected,
             terminal: rng.random_bool(0.1),
-            life: Default::default(),
+            // A run-to-completion pod in the classic layout, its app done or not.
+            life: PodLife {
+                restart_policy: "Never".into(),
+                containers: vec![
+                    ("app".into(), rng.random_bool(0.3).then_some(0)),
+                    ("faultline-proxy".into(), None),
+                ],
+                ..PodLife::default()
+            },
         }
     }
 
