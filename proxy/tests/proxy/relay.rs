@@ -645,3 +645,36 @@ async fn bytes_an_upstream_sends_past_its_response_never_reach_anyone() {
     let extra = tokio::time::timeout(Duration::from_millis(300), client.read(&mut more)).await;
     assert!(extra.is_err(), "the client got more: {extra:?} {more:?}");
 }
+
+/// A read that fills the buffer leaves the socket looking readable with
+/// nothing to read: a waiting connection must still park (and hold no
+/// buffer), whatever the length of the request before.
+#[tokio::test]
+async fn connections_park_after_requests_of_any_length() {
+    let upstream = Scripted::start(ok_script).await;
+    let proxy = start_proxy(upstream.addr, EMPTY).await;
+    let mut clients = Vec::new();
+    let lengths: Vec<usize> = [1024, 4096, 8192, 16384]
+        .iter()
+        .flat_map(|&around| around - 40..around + 8)
+        .collect();
+    for &length in &lengths {
+        let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+        for _ in 0..2 {
+            let bare = "GET / HTTP/1.1\r\nhost: t\r\nx-pad: \r\n\r\n".len();
+            let request = format!(
+                "GET / HTTP/1.1\r\nhost: t\r\nx-pad: {}\r\n\r\n",
+                "p".repeat(length - bare)
+            );
+            assert_eq!(request.len(), length);
+            roundtrip(&mut client, request.as_bytes(), OK).await;
+        }
+        clients.push(client);
+    }
+    eventually(
+        "every connection parked",
+        Duration::from_secs(10),
+        || async { proxy.metric(PARKED).await == lengths.len() as f64 },
+    )
+    .await;
+}

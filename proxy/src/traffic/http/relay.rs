@@ -37,6 +37,7 @@ use http::header::{HeaderName, HeaderValue};
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_util::io::poll_read_buf;
 
 use super::{HEADER_READ_TIMEOUT, MAX_HEADER_BYTES};
 use crate::clock::{HeaderSleep, HeaderTimer};
@@ -101,17 +102,16 @@ impl Buffers {
 enum Failed {
     #[error(transparent)]
     Connect(UpstreamError),
-    /// Before any response byte reached the client: it is answered 502.
+    /// Writing the request or reading the response head.
     #[error("failed to exchange HTTP/1.1 with upstream")]
     Upstream(#[source] std::io::Error),
     #[error(transparent)]
     BadResponse(#[from] BadResponse),
     #[error("failed to read the request body from the client")]
     ClientBody(#[source] BodyError),
-    /// After the response started: the client connection closes.
-    #[error("failed to relay a body")]
+    #[error("failed to relay the response body")]
     Body(#[source] BodyError),
-    #[error("the upstream switched protocols without being asked to")]
+    #[error("failed to relay the response: the upstream switched protocols unasked")]
     Switched,
 }
 
@@ -122,7 +122,7 @@ enum BodyError {
     Read(#[source] std::io::Error),
     #[error("failed to write to the receiver")]
     Write(#[source] std::io::Error),
-    #[error("the sender closed before the body's end")]
+    #[error("failed to read the body: the sender closed before its end")]
     Cut,
     #[error(transparent)]
     Malformed(#[from] Malformed),
@@ -186,11 +186,18 @@ impl Relay {
 
     /// Waits, holding no buffer once idle for a clock tick, for the
     /// client's next bytes: true when they came; false when the connection
-    /// should close (drain, reset fault, the head's deadline).
+    /// should close (the client did, drain, reset fault, the head's
+    /// deadline).
+    ///
+    /// Until it parks, it reads into the buffer it still has: a socket can
+    /// look readable with nothing to read (readiness left over from a read
+    /// that filled its buffer, or from protocol detection), and only a read
+    /// that finds nothing clears that; after it, the socket alone is
+    /// watched, and wakes the connection for real bytes.
     async fn wait(
         &mut self,
         ctx: &ConnCtx,
-        io: &ClientIo,
+        io: &mut ClientIo,
         timer: &HeaderTimer,
         parked: &Gauge,
         deadline: &mut HeaderSleep,
@@ -200,8 +207,13 @@ impl Relay {
             if ctx.events.poll_raised(cx, DRAIN | KILL | STOP).is_ready() {
                 return Poll::Ready(false);
             }
-            if let Poll::Ready(ready) = io.poll_readable(cx) {
-                return Poll::Ready(ready.is_ok());
+            let readable = match self.bufs.as_mut() {
+                Some(bufs) => poll_read_buf(Pin::new(&mut *io), cx, &mut bufs.client)
+                    .map(|read| matches!(read, Ok(n) if n > 0)),
+                None => io.poll_readable(cx).map(|ready| ready.is_ok()),
+            };
+            if let Poll::Ready(woke) = readable {
+                return Poll::Ready(woke);
             }
             if Pin::new(&mut *deadline).poll(cx).is_ready() {
                 return Poll::Ready(false);
@@ -212,12 +224,20 @@ impl Relay {
                 is_parked = true;
                 parked.inc();
                 self.bufs = None;
+                // A parked connection has HEADER_READ_TIMEOUT from now, as
+                // it always had.
+                *deadline = timer.deadline(HEADER_READ_TIMEOUT);
+                if Pin::new(&mut *deadline).poll(cx).is_ready() {
+                    return Poll::Ready(false);
+                }
             }
             Poll::Pending
         })
         .await;
         if is_parked {
             parked.dec();
+            // And the head that wakes it gets its own.
+            *deadline = timer.deadline(HEADER_READ_TIMEOUT);
         }
         woke
     }
