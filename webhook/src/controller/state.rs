@@ -27,18 +27,19 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use faultline_policy::{self as policy, Policy};
-use jiff::Timestamp;
 
 use super::expiry;
 pub use super::hub::{Peers, PodKey, PodPolicy};
 use super::lifecycle::PodLife;
-use super::objects::{Kind, ObjKey, ObjectFacts};
+use super::objects::{ObjKey, ObjectFacts};
 use super::resolve::{Resolution, is_copy, resolve};
 use super::version::{policy_version, text_version};
 
 mod deps;
+mod incremental;
+mod plan;
 
-use deps::{Deps, OwnerChange};
+use deps::Deps;
 
 /// A pod as the controller sees it.
 #[derive(Clone, Debug)]
@@ -265,113 +266,6 @@ impl PolicyState {
         self.last_good.retain(|k, _| sources.contains_key(k));
     }
 
-    /// The incremental pass: recompute what `changes` can have changed and
-    /// return the pods whose served policy did change.
-    pub fn reconcile_changes(&mut self, changes: &Changes, view: &impl ClusterView) -> Pass {
-        let mut dirty: BTreeSet<PodKey> = changes.pods.clone();
-        let mut edited = Vec::new();
-        for key in &changes.owners {
-            let facts = view.owner(key);
-            self.update_source(key, facts.as_ref());
-            match self.deps.owner_changed(key, facts) {
-                OwnerChange::Unchanged => {}
-                OwnerChange::Policy(pods) => edited.push((key, pods)),
-                OwnerChange::Resolution(pods) => dirty.extend(pods),
-            }
-        }
-        for (namespace, name) in &changes.pods {
-            let key = ObjKey::new(Kind::Pod, namespace, name);
-            let facts = view
-                .pod(&(namespace.clone(), name.clone()))
-                .map(|p| p.facts);
-            self.update_source(&key, facts.as_ref());
-        }
-        let namespaces: BTreeSet<&str> = changes.pods.iter().map(|k| k.0.as_str()).collect();
-        for namespace in namespaces {
-            dirty.extend(self.deps.refresh_peers(namespace, view));
-        }
-        let mut pass = Pass::default();
-        // A new policy on an owner: its pods still resolve to it, so they
-        // take the new policy without being resolved again (an edit of a
-        // Deployment's annotation is the common change, and it touches
-        // every pod of the Deployment).
-        for (source, pods) in edited {
-            for key in pods {
-                if dirty.contains(&key) {
-                    continue;
-                }
-                pass.recomputed += 1;
-                match self.repoint(&key, source, view) {
-                    Some(Some(policy)) => {
-                        pass.delta.insert(key, Some(policy));
-                    }
-                    Some(None) => {}
-                    None => {
-                        pass.recomputed -= 1;
-                        dirty.insert(key);
-                    }
-                }
-            }
-        }
-        pass.recomputed += dirty.len();
-        for key in dirty {
-            if let Some(policy) = self.recompute(&key, view) {
-                pass.delta.insert(key, policy);
-            }
-        }
-        self.deps.prune();
-        pass
-    }
-
-    /// A pod that resolved to `source` before its policy changed: give it
-    /// the new one. `Some(Some(new))` when what it is served changed,
-    /// `Some(None)` when not, `None` when the pod must be recomputed in full
-    /// (it counts toward another source, or nothing is served to it, so the
-    /// facts a policy needs are not at hand).
-    fn repoint(
-        &mut self,
-        key: &PodKey,
-        source: &ObjKey,
-        view: &impl ClusterView,
-    ) -> Option<Option<PodPolicy>> {
-        let deps = self.deps.get(key)?;
-        if deps.counted.as_deref() != Some(source) {
-            return None;
-        }
-        let finish = deps.finish;
-        let current = self.served.get(key)?;
-        let uid = self.sources.get(source)?.facts.uid.as_str();
-        let Some(good) = self.last_good.get(source).filter(|g| g.uid == uid) else {
-            // Invalid and nothing good from this source: the pod keeps its last.
-            self.deps.regroup(key, None);
-            return Some(None);
-        };
-        let namespace = &key.0;
-        let (peers, group) = if good.has_selectors {
-            let group = (good.version.clone(), namespace.clone());
-            let peers = self.deps.peers(&group, &good.policy, || {
-                resolve_peers(&good.policy, namespace, &view.pods_in(namespace))
-            });
-            (peers, Some(group))
-        } else {
-            (Peers::new(), None)
-        };
-        let policy = PodPolicy {
-            uid: current.uid.clone(),
-            version: good.version.clone(),
-            policy: Some(good.json.clone()),
-            peers,
-            source: Some(source.clone()),
-            finish,
-        };
-        self.deps.regroup(key, group.as_ref());
-        if *current == policy {
-            return Some(None);
-        }
-        self.set_served(key, Some(policy.clone()));
-        Some(Some(policy))
-    }
-
     /// What every injected pod is served now.
     pub fn served(&self) -> &BTreeMap<PodKey, PodPolicy> {
         &self.served
@@ -557,111 +451,6 @@ impl PolicyState {
                 pods,
             },
         );
-    }
-
-    /// [`plan`](Self::plan) for the current sources.
-    pub fn plan_current(&mut self, now: Timestamp) -> (Vec<Action>, Option<Timestamp>) {
-        let sources = std::mem::take(&mut self.sources);
-        let planned = self.plan(&sources, now);
-        self.sources = sources;
-        planned
-    }
-
-    /// Decide the leader's writes for `sources` at `now`, and the next
-    /// instant something expires.
-    pub fn plan(
-        &mut self,
-        sources: &BTreeMap<ObjKey, SourceState>,
-        now: Timestamp,
-    ) -> (Vec<Action>, Option<Timestamp>) {
-        let mut actions = Vec::new();
-        let mut next: Option<Timestamp> = None;
-        for (key, src) in sources {
-            let policy = match &src.verdict {
-                Err(message) => {
-                    if self.warned.insert((key.clone(), src.text_version.clone())) {
-                        actions.push(Action::WarnInvalid {
-                            key: key.clone(),
-                            message: message.clone(),
-                        });
-                    }
-                    continue;
-                }
-                Ok(policy) => policy,
-            };
-            // The object's record counts only when it is of this version: a
-            // record of the previous version stays on the object until the
-            // watch echoes the new one back, and any event on the object in
-            // between (the Deployment controller's own update follows every
-            // edit) must not write this version's record a second time.
-            let recorded = src
-                .facts
-                .seen_at
-                .clone()
-                .filter(|v| expiry::SeenAt::parse(v).is_some_and(|s| s.version == src.text_version))
-                .or_else(|| {
-                    self.seen_recorded
-                        .get(key)
-                        .filter(|s| s.version == src.text_version)
-                        .map(expiry::SeenAt::to_annotation)
-                });
-            let (seen, write) = expiry::first_seen(recorded.as_deref(), &src.text_version, now);
-            if write {
-                self.seen_recorded.insert(key.clone(), seen.clone());
-                actions.push(Action::RecordSeen {
-                    key: key.clone(),
-                    value: seen.to_annotation(),
-                    version: src.text_version.clone(),
-                });
-            }
-            let Some(deadline) = expiry::deadline(policy.duration(), policy.until(), seen.at)
-            else {
-                continue;
-            };
-            if deadline <= now {
-                if self.expired.insert((key.clone(), src.text_version.clone())) {
-                    actions.push(Action::Expire {
-                        key: key.clone(),
-                        text: src.text.clone(),
-                        version: src.text_version.clone(),
-                    });
-                }
-            } else {
-                next = Some(next.map_or(deadline, |n| n.min(deadline)));
-            }
-        }
-        let live: BTreeSet<&ObjKey> = sources.keys().collect();
-        self.seen_recorded.retain(|k, _| live.contains(k));
-        self.warned.retain(|(k, _)| live.contains(k));
-        self.expired.retain(|(k, _)| live.contains(k));
-        (actions, next)
-    }
-
-    /// Forget that an action was taken, so it is retried (its write failed).
-    pub fn forget(&mut self, action: &Action) {
-        match action {
-            Action::RecordSeen { key, .. } => {
-                self.seen_recorded.remove(key);
-            }
-            Action::Expire { key, version, .. } => {
-                self.expired.remove(&(key.clone(), version.clone()));
-            }
-            Action::WarnInvalid { .. } => {}
-            Action::ReportNotInjected { .. } => {}
-        }
-    }
-
-    /// `NotInjected` reports for pods that missed injection, once per pod
-    /// (uid) while it lives. `missed` holds (pod key, uid, note).
-    pub fn report_missed(&mut self, missed: Vec<(ObjKey, String, String)>) -> Vec<Action> {
-        let live: BTreeSet<String> = missed.iter().map(|(_, uid, _)| uid.clone()).collect();
-        let actions = missed
-            .into_iter()
-            .filter(|(_, uid, _)| self.reported.insert(uid.clone()))
-            .map(|(key, _, note)| Action::ReportNotInjected { key, note })
-            .collect();
-        self.reported.retain(|uid| live.contains(uid));
-        actions
     }
 }
 

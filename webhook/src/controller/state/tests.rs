@@ -1,5 +1,7 @@
 use std::collections::HashMap;
 
+use jiff::Timestamp;
+
 use super::*;
 use crate::controller::objects::Kind;
 
