@@ -49,7 +49,7 @@ pub enum Malformed {
     #[error("failed to find the CRLF after a chunk's data")]
     ChunkEnd,
     #[error(
-        "failed to read the trailer section: a line without CRLF, or over {MAX_TRAILERS} bytes"
+        "failed to read the trailer section: a line that is not a field, or over {MAX_TRAILERS} bytes"
     )]
     Trailers,
 }
@@ -120,7 +120,11 @@ impl Chunked {
                         return Ok((at, false));
                     };
                     self.trailers += line;
-                    if self.trailers > MAX_TRAILERS || !rest[..line].ends_with(b"\r\n") {
+                    let field = &rest[..line];
+                    if self.trailers > MAX_TRAILERS
+                        || !field.ends_with(b"\r\n")
+                        || (line > 2 && !is_field_line(field))
+                    {
                         return Err(Malformed::Trailers);
                     }
                     at += line;
@@ -138,6 +142,17 @@ impl Chunked {
 /// all there.
 fn line(buf: &[u8]) -> Option<usize> {
     buf.iter().position(|b| *b == b'\n').map(|i| i + 1)
+}
+
+/// A trailer line that reads as one header field, as hyper reads trailers:
+/// anything else (a request line after a last chunk that lacks its blank
+/// line, say) is where parsers that skip or refuse trailers part ways.
+fn is_field_line(line: &[u8]) -> bool {
+    let mut one = [httparse::EMPTY_HEADER; 1];
+    matches!(
+        httparse::parse_headers(line, &mut one),
+        Ok(httparse::Status::Partial)
+    )
 }
 
 /// A chunk-size line's size: hex digits, optional extensions, CRLF; no

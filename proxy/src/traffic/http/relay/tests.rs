@@ -149,13 +149,17 @@ fn a_chunked_body_ends_after_its_trailers_however_it_is_cut() {
 
 #[test]
 fn malformed_chunks_are_refused() {
-    let bad: [(&[u8], Malformed); 6] = [
+    let bad: [(&[u8], Malformed); 10] = [
         (b"zz\r\nhello\r\n", Malformed::ChunkSize),
         (b" 5\r\nhello\r\n", Malformed::ChunkSize),
         (b"5\nhello\r\n", Malformed::ChunkSize),
         (b"ffffffffffffffffffff\r\n", Malformed::ChunkSize),
         (b"3\r\nabcX\r\n", Malformed::ChunkEnd),
         (b"0\r\nx: 1\n\r\n", Malformed::Trailers),
+        (b"0\r\nGET / HTTP/1.1\r\n", Malformed::Trailers),
+        (b"0\r\n x: folded\r\n", Malformed::Trailers),
+        (b"0\r\nx : 1\r\n", Malformed::Trailers),
+        (b"0\r\nx: a\x00b\r\n", Malformed::Trailers),
     ];
     for (body, error) in bad {
         let mut framing = Framing::Chunked(Chunked::default());
