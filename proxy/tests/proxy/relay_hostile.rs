@@ -209,19 +209,35 @@ impl Seen {
 /// Sends `request` on a new connection and reads responses until the
 /// proxy closes or stays silent for a while.
 async fn client(proxy: SocketAddr, request: &[u8]) -> Seen {
+    client_head_first(proxy, request, false).await
+}
+
+/// As [`client`]; `head_first` says the first request is a `HEAD`.
+async fn client_head_first(proxy: SocketAddr, request: &[u8], head_first: bool) -> Seen {
     let mut stream = TcpStream::connect(proxy).await.unwrap();
     stream.write_all(request).await.unwrap();
     let mut buf = Vec::new();
     let mut answers = Vec::new();
+    let mut eof = false;
     loop {
-        while let Some((end, status, body)) = response_at(&buf) {
+        while let Some((end, status, body)) =
+            response_at(&buf, head_first && answers.is_empty(), eof)
+        {
             buf.drain(..end);
+            let interim = (100..200).contains(&status);
             answers.push((status, body));
+            if interim && answers.len() > 2000 {
+                break;
+            }
+        }
+        if eof {
+            break;
         }
         let mut chunk = [0u8; 16 * 1024];
         match tokio::time::timeout(Duration::from_millis(800), stream.read(&mut chunk)).await {
             Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => break,
+            Ok(_) => eof = true,
+            Err(_) => break,
         }
     }
     if !buf.is_empty() {
@@ -230,29 +246,68 @@ async fn client(proxy: SocketAddr, request: &[u8]) -> Seen {
     Seen { answers }
 }
 
-/// A whole `content-length` response at the start of `buf`.
-fn response_at(buf: &[u8]) -> Option<(usize, u16, String)> {
+/// A whole response at the start of `buf`, read as RFC 9112 section 6.3
+/// says (`eof`: the sender closed); its length, status and body.
+fn response_at(buf: &[u8], head: bool, eof: bool) -> Option<(usize, u16, String)> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut res = httparse::Response::new(&mut headers);
-    let httparse::Status::Complete(head) = res.parse(buf).ok()? else {
+    let httparse::Status::Complete(at) = res.parse(buf).ok()? else {
         return None;
     };
-    let length = res
-        .headers
-        .iter()
-        .find(|h| h.name.eq_ignore_ascii_case("content-length"))
-        .map_or(0, |h| {
-            std::str::from_utf8(h.value)
-                .unwrap()
-                .trim()
-                .parse::<usize>()
-                .unwrap()
-        });
-    if buf.len() < head + length {
-        return None;
+    let status = res.code.unwrap();
+    let value = |name: &str| {
+        res.headers
+            .iter()
+            .rfind(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).trim().to_ascii_lowercase())
+    };
+    let chunked = value("transfer-encoding")
+        .is_some_and(|v| v.rsplit(',').next().unwrap_or("").trim() == "chunked");
+    if head || (100..200).contains(&status) || status == 204 || status == 304 {
+        return Some((at, status, String::new()));
     }
-    let body = String::from_utf8_lossy(&buf[head..head + length]).into_owned();
-    Some((head + length, res.code.unwrap(), body))
+    if chunked {
+        let end = chunked_end(buf, at)?.ok()?;
+        return Some((end, status, dechunk(&buf[at..end])));
+    }
+    if value("transfer-encoding").is_some() {
+        return eof.then(|| {
+            (
+                buf.len(),
+                status,
+                String::from_utf8_lossy(&buf[at..]).into_owned(),
+            )
+        });
+    }
+    match value("content-length") {
+        Some(length) => {
+            let end = at + length.parse::<usize>().ok()?;
+            let body = String::from_utf8_lossy(buf.get(at..end)?).into_owned();
+            Some((end, status, body))
+        }
+        None => eof.then(|| {
+            (
+                buf.len(),
+                status,
+                String::from_utf8_lossy(&buf[at..]).into_owned(),
+            )
+        }),
+    }
+}
+
+/// The data of a whole chunked body.
+fn dechunk(mut body: &[u8]) -> String {
+    let mut out = Vec::new();
+    while let Some(line) = find(body, b"\r\n") {
+        let text = String::from_utf8_lossy(&body[..line]).into_owned();
+        let size = usize::from_str_radix(text.split(';').next().unwrap_or("").trim(), 16).unwrap();
+        if size == 0 {
+            break;
+        }
+        out.extend_from_slice(&body[line + 2..line + 2 + size]);
+        body = &body[line + 4 + size..];
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Two proxies, each with its own origin: the relay's and the full path's.
@@ -580,4 +635,231 @@ async fn chunked_bodies_that_parsers_read_differently_never_desync() {
     // a body): past it, the relay refuses.
     pair.check_refused("chunk-size line past the bound", &chunked_then_b(&long_ext))
         .await;
+}
+
+/// A response the proxy must never pass on as an answer: it is what a
+/// misframed upstream stream reads as the next response.
+const SMUGGLED_RESPONSE: &str = "HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nsmuggled";
+
+/// An origin answering `/1` with `answer` (and, `late` after it, with
+/// `extra`), and any other target with the target, as [`Origin`] does.
+async fn scripted_origin(answer: Vec<u8>, late: Duration, extra: Vec<u8>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let script = Arc::new((answer, late, extra));
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let script = script.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    while let Some(Ok((end, target))) = origin_parse(&buf) {
+                        buf.drain(..end);
+                        let (answer, late, extra) = &*script;
+                        if target == "/1" {
+                            let _ = stream.write_all(answer).await;
+                            if !extra.is_empty() {
+                                tokio::time::sleep(*late).await;
+                                let _ = stream.write_all(extra).await;
+                            }
+                        } else {
+                            let answer = format!(
+                                "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{target}",
+                                target.len()
+                            );
+                            let _ = stream.write_all(answer.as_bytes()).await;
+                        }
+                    }
+                    let mut chunk = [0u8; 16 * 1024];
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// What clients of a proxy in front of `origin` get for `first` (a
+/// request for `/1`), then `GET /2` on the same connection, then `GET /3`
+/// on another: none of them may be an answer the origin gave to another
+/// request.
+async fn answers_after(proxy: &TestProxy, first: &str) -> Vec<(u16, String)> {
+    let head = first.starts_with("HEAD");
+    let mut seen = client_head_first(proxy.addr, first.as_bytes(), head)
+        .await
+        .answers;
+    let second = format!("{first}GET /2 HTTP/1.1\r\nHost: t\r\n\r\n");
+    seen.extend(
+        client_head_first(proxy.addr, second.as_bytes(), head)
+            .await
+            .answers,
+    );
+    let third = b"GET /3 HTTP/1.1\r\nHost: t\r\n\r\n";
+    seen.extend(client(proxy.addr, third).await.answers);
+    seen
+}
+
+const GET_1: &str = "GET /1 HTTP/1.1\r\nHost: t\r\n\r\n";
+const HEAD_1: &str = "HEAD /1 HTTP/1.1\r\nHost: t\r\n\r\n";
+
+#[tokio::test]
+async fn responses_that_parsers_read_differently_never_answer_another_request() {
+    let now = Duration::ZERO;
+    let late = Duration::from_millis(100);
+    let s = SMUGGLED_RESPONSE;
+    let cases: Vec<(&str, &str, String, Duration, &str)> = vec![
+        (
+            "CL then TE",
+            GET_1,
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{s}"
+            ),
+            now,
+            "",
+        ),
+        (
+            "TE then CL",
+            GET_1,
+            format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 0\r\n\r\n3\r\none\r\n0\r\n\r\n{s}"
+            ),
+            now,
+            "",
+        ),
+        (
+            "two different CL",
+            GET_1,
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\nContent-Length: {}\r\n\r\n{s}",
+                s.len()
+            ),
+            now,
+            "",
+        ),
+        (
+            "CL +",
+            GET_1,
+            format!("HTTP/1.1 200 OK\r\nContent-Length: +0\r\n\r\n{s}"),
+            now,
+            "",
+        ),
+        (
+            "CL past u64",
+            GET_1,
+            format!("HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551617\r\n\r\n{s}"),
+            now,
+            "",
+        ),
+        (
+            "TE chunked, gzip",
+            GET_1,
+            format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n{s}"),
+            now,
+            "",
+        ),
+        (
+            "bad chunk size",
+            GET_1,
+            format!("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-1\r\n{s}"),
+            now,
+            "",
+        ),
+        (
+            "bare LF before CL",
+            GET_1,
+            format!(
+                "HTTP/1.1 200 OK\r\nX: y\nContent-Length: {}\r\n\r\n{s}",
+                s.len()
+            ),
+            now,
+            "",
+        ),
+        (
+            "obs-fold",
+            GET_1,
+            format!(
+                "HTTP/1.1 200 OK\r\nX: y\r\n Content-Length: {}\r\n\r\n{s}",
+                s.len()
+            ),
+            now,
+            "",
+        ),
+        (
+            "HEAD answered with a body",
+            HEAD_1,
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{s}", s.len()),
+            now,
+            "",
+        ),
+        (
+            "204 with a length, its body late",
+            GET_1,
+            format!(
+                "HTTP/1.1 204 No Content\r\nContent-Length: {}\r\n\r\n",
+                s.len()
+            ),
+            late,
+            s,
+        ),
+        (
+            "204 with a length and a body",
+            GET_1,
+            format!(
+                "HTTP/1.1 204 No Content\r\nContent-Length: {}\r\n\r\n{s}",
+                s.len()
+            ),
+            now,
+            "",
+        ),
+        (
+            "a second response, unasked",
+            GET_1,
+            format!("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok{s}"),
+            now,
+            "",
+        ),
+    ];
+    for (name, first, answer, after, extra) in cases {
+        let a = scripted_origin(answer.clone().into_bytes(), after, extra.into()).await;
+        let b = scripted_origin(answer.into_bytes(), after, extra.into()).await;
+        let relay = start_proxy_with(a, EMPTY, &[("FAULTLINE_WORKERS", "1")]).await;
+        let hyper = start_proxy_with(b, FULL_PATH, &[("FAULTLINE_WORKERS", "1")]).await;
+        let (relayed, full) =
+            tokio::join!(answers_after(&relay, first), answers_after(&hyper, first));
+        // Bytes that come late after a whole response are the relay's
+        // concern here: the full path's pool (hyper's client) reuses the
+        // connection as soon as the response ends, as it always has.
+        let paths = if extra.is_empty() {
+            vec![("relay", &relayed), ("hyper", &full)]
+        } else {
+            vec![("relay", &relayed)]
+        };
+        for (path, seen) in paths {
+            assert!(
+                !seen.iter().any(|(_, body)| body == "smuggled"),
+                "{name} ({path}): a client got the answer to another request: {seen:?}"
+            );
+            assert!(
+                seen.iter().any(|a| *a == (200, "/3".to_owned())),
+                "{name} ({path}): the next client was not served: {seen:?}"
+            );
+        }
+        eprintln!("{name}\n  relay {relayed:?}\n  hyper {full:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_length_sent_with_the_chunked_coding_never_reaches_the_client() {
+    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n0\r\n\r\n";
+    let origin = scripted_origin(answer.to_vec(), Duration::ZERO, Vec::new()).await;
+    let proxy = start_proxy(origin, EMPTY).await;
+    let (out, _) = raw_exchange(proxy.addr, GET_1.as_bytes(), Duration::from_secs(5)).await;
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\none\r\n0\r\n\r\n"
+    );
+    assert_eq!(proxy.metric(RELAYED).await, 1.0);
 }

@@ -489,21 +489,38 @@ async fn exchange(
         })
         .observe(latency);
     let close = response.close || early;
+    let mut head_len = response.len;
+    if response.drop_length {
+        head_len = drop_length(&mut bufs.upstream, head_len);
+    }
     let mut body = response.body;
     let until_close = body.ends_at_close();
     let answered = |e| Failure::new(Failed::Body(e), Stage::Answered);
-    relay_body(&mut stream, io, &mut bufs.upstream, &mut body, response.len)
+    relay_body(&mut stream, io, &mut bufs.upstream, &mut body, head_len)
         .await
         .map_err(answered)?;
     io.flush()
         .await
         .map_err(|e| answered(BodyError::Write(e)))?;
-    // Bytes past the response were never asked for; a client's
-    // `Connection: close` went upstream too, and the upstream closes.
-    if !close && !head.close && !until_close && bufs.upstream.is_empty() {
+    // Bytes past the response were never asked for, and a body announced
+    // but not due may come late; a client's `Connection: close` went
+    // upstream too, and the upstream closes.
+    let reusable = !response.announced_body && bufs.upstream.is_empty();
+    if !close && !head.close && !until_close && reusable {
         pool.put(dest, stream);
     }
     Ok(close)
+}
+
+/// Removes the `Content-Length` lines from the response head of `len`
+/// bytes at the start of `buf`; returns the head's new length.
+fn drop_length(buf: &mut BytesMut, len: usize) -> usize {
+    let head = head::without_length(&buf[..len]);
+    let mut rebuilt = BytesMut::with_capacity(buf.len());
+    rebuilt.extend_from_slice(&head);
+    rebuilt.extend_from_slice(&buf[len..]);
+    *buf = rebuilt;
+    head.len()
 }
 
 enum SendError {

@@ -217,6 +217,27 @@ pub struct ResponseHead {
     pub body: Framing,
     /// The connection cannot carry another exchange after this one.
     pub close: bool,
+    /// A `Content-Length` came with the chunked coding: an intermediary
+    /// must remove it before passing the response on (RFC 9112 section
+    /// 6.3), or a client that reads the length would frame it otherwise.
+    pub drop_length: bool,
+    /// A 204 that announced a body (a length or a coding, which RFC 9110
+    /// section 8.6 forbids it): an upstream that thinks it has one may
+    /// send it late, read by the next request as its response, so the
+    /// connection is not reused. A `HEAD`'s or 304's length is the norm.
+    pub announced_body: bool,
+}
+
+/// The response head `head` without its `Content-Length` lines. Its lines
+/// end in CRLF, and no field name is followed by a space: [`response`]
+/// refused any other.
+pub fn without_length(head: &[u8]) -> Vec<u8> {
+    const NAME: &[u8] = b"content-length:";
+    head.split_inclusive(|b| *b == b'\n')
+        .filter(|line| !(line.len() > NAME.len() && line[..NAME.len()].eq_ignore_ascii_case(NAME)))
+        .flatten()
+        .copied()
+        .collect()
 }
 
 /// An upstream response head the relay cannot frame.
@@ -228,6 +249,8 @@ pub enum BadResponse {
     Length,
     #[error("failed to read the upstream's response: its head is over {0} bytes")]
     TooLarge(usize),
+    #[error("failed to read the upstream's response: a line of its head ends in LF alone")]
+    BareLf,
 }
 
 /// Parses the response head at the start of `buf`; `head_request` says the
@@ -239,6 +262,11 @@ pub fn response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>, 
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial => return Ok(None),
     };
+    // Passed on as it is, such a head frames the body by a header a client
+    // that splits lines at CRLF never sees.
+    if has_bare_lf(&buf[..len]) {
+        return Err(BadResponse::BareLf);
+    }
     let status = res.code.unwrap_or(0);
     let mut length = None;
     let mut coding: Option<&[u8]> = None;
@@ -264,13 +292,16 @@ pub fn response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>, 
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
         }
     }
+    let mut drop_length = false;
     let bodiless = head_request || (100..200).contains(&status) || status == 204 || status == 304;
+    let announced_body = status == 204 && (coding.is_some() || length.is_some_and(|n| n > 0));
     let body = match (coding, length) {
         _ if bodiless => Framing::Empty,
         // RFC 9112 section 6.3: the coding wins over a length, and such a
         // message ends the connection.
         (Some(coding), _) if coding.eq_ignore_ascii_case(b"chunked") => {
             close |= length.is_some();
+            drop_length = length.is_some();
             Framing::Chunked(Chunked::default())
         }
         (Some(_), _) => Framing::UntilClose,
@@ -284,5 +315,7 @@ pub fn response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>, 
         status,
         body,
         close,
+        drop_length,
+        announced_body,
     }))
 }

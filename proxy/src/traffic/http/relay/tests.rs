@@ -252,3 +252,59 @@ fn response_framing_follows_rfc_9112() {
     );
     assert!(response("NOT HTTP\r\n\r\n", false).is_err());
 }
+
+#[test]
+fn a_bare_lf_in_a_head_is_never_passed_on() {
+    assert!(relayed("GET / HTTP/1.1\r\nhost: a\r\nx: y\ncontent-length: 5\r\n\r\n").is_none());
+    assert!(relayed("GET / HTTP/1.1\nhost: a\n\n").is_none());
+    assert_eq!(
+        response("HTTP/1.1 200 OK\r\nx: y\ncontent-length: 5\r\n\r\n", false).err(),
+        Some(BadResponse::BareLf)
+    );
+}
+
+#[test]
+fn a_length_sent_with_the_chunked_coding_is_dropped_from_the_response() {
+    let head = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nx: 1\r\nTransfer-Encoding: chunked\r\ncontent-length: 5\r\n\r\n";
+    let parsed = response(head, false).unwrap().unwrap();
+    assert!(parsed.drop_length);
+    assert_eq!(
+        String::from_utf8(head::without_length(head.as_bytes())).unwrap(),
+        "HTTP/1.1 200 OK\r\nx: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    let plain = response("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", false);
+    assert!(!plain.unwrap().unwrap().drop_length);
+}
+
+#[test]
+fn a_204_announcing_a_body_keeps_the_connection_from_reuse() {
+    let announced = |head: &str, head_request| {
+        response(head, head_request)
+            .unwrap()
+            .unwrap()
+            .announced_body
+    };
+    let no_content = "HTTP/1.1 204 No Content\r\n";
+    assert!(announced(
+        &format!("{no_content}content-length: 5\r\n\r\n"),
+        false
+    ));
+    assert!(announced(
+        &format!("{no_content}transfer-encoding: chunked\r\n\r\n"),
+        false
+    ));
+    assert!(!announced(
+        &format!("{no_content}content-length: 0\r\n\r\n"),
+        false
+    ));
+    assert!(!announced(&format!("{no_content}\r\n"), false));
+    // A HEAD's or a 304's length is the body a GET would get.
+    assert!(!announced(
+        "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+        true
+    ));
+    assert!(!announced(
+        "HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
+        false
+    ));
+}
