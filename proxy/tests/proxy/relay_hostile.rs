@@ -863,3 +863,180 @@ async fn a_length_sent_with_the_chunked_coding_never_reaches_the_client() {
     );
     assert_eq!(proxy.metric(RELAYED).await, 1.0);
 }
+
+fn get(target: &str) -> String {
+    format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n")
+}
+
+#[tokio::test]
+async fn pipelined_requests_across_the_handover_to_hyper_stay_in_step() {
+    let pair = Pair::start().await;
+    let n = SMUGGLED.len();
+    let absolute = "GET http://t/2 HTTP/1.1\r\nHost: t\r\n\r\n";
+    let hop = "GET /2 HTTP/1.1\r\nHost: t\r\nTE: trailers\r\n\r\n";
+    let post = format!("POST /p HTTP/1.1\r\nHost: t\r\nContent-Length: {n}\r\n\r\n{SMUGGLED}");
+    let chunked = format!(
+        "POST /c HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n{n:x}\r\n{SMUGGLED}\r\n0\r\n\r\n"
+    );
+    let cases: Vec<(&str, String, usize)> = vec![
+        (
+            "relayed then hyper's",
+            format!("{}{absolute}{}", get("/1"), get("/3")),
+            3,
+        ),
+        (
+            "hyper's then relayed",
+            format!("{hop}{}{}", get("/3"), get("/4")),
+            3,
+        ),
+        (
+            "a body that reads as a request",
+            format!("{post}{}", get("/3")),
+            2,
+        ),
+        (
+            "a chunk that reads as a request",
+            format!("{chunked}{}", get("/3")),
+            2,
+        ),
+        (
+            "a body then hyper's",
+            format!("{post}{absolute}{}", get("/3")),
+            3,
+        ),
+        (
+            "hyper's then a body",
+            format!("{hop}{post}{}", get("/3")),
+            3,
+        ),
+        (
+            "a chunked body then hyper's",
+            format!("{chunked}{hop}{}", get("/3")),
+            3,
+        ),
+    ];
+    for (name, request, count) in &cases {
+        let fate = pair.check(name, request.as_bytes()).await;
+        assert_eq!(
+            fate.seen.answers.len(),
+            *count,
+            "{name}: not every request was answered: {fate:?}"
+        );
+    }
+    assert!(pair.relay.0.metric(RELAYED).await >= 7.0);
+}
+
+#[tokio::test]
+async fn odd_hosts_methods_targets_and_versions_get_hypers_answer() {
+    let pair = Pair::start().await;
+    let cases: Vec<(&str, String)> = vec![
+        ("no Host", "GET /a HTTP/1.1\r\n\r\n".to_owned()),
+        (
+            "two Hosts",
+            "GET /a HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n".to_owned(),
+        ),
+        (
+            "Host with a space",
+            "GET /a HTTP/1.1\r\nHost: t u\r\n\r\n".to_owned(),
+        ),
+        (
+            "Host with @",
+            "GET /a HTTP/1.1\r\nHost: u@t\r\n\r\n".to_owned(),
+        ),
+        ("empty Host", "GET /a HTTP/1.1\r\nHost:\r\n\r\n".to_owned()),
+        (
+            "absolute form, another Host",
+            "GET http://u/a HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "lowercase method",
+            "get /a HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "lowercase head",
+            "head /a HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "target with a space",
+            "GET /a b HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "OPTIONS *",
+            "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "fragment",
+            "GET /a#f HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "control byte in target",
+            "GET /a\x01b HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "DEL in target",
+            "GET /a\x7fb HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        ("HTTP/1.0", "GET /a HTTP/1.0\r\nHost: t\r\n\r\n".to_owned()),
+        ("HTTP/0.9", "GET /a\r\n\r\n".to_owned()),
+        (
+            "HTTP/2.0 line",
+            "GET /a HTTP/2.0\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "HTTP/1.10",
+            "GET /a HTTP/1.10\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "two spaces",
+            "GET  /a HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "tab separator",
+            "GET\t/a HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+    ];
+    for (name, request) in &cases {
+        pair.check(name, format!("{request}{}", get("/next")).as_bytes())
+            .await;
+    }
+}
+
+/// Trickles a head that never ends, a byte a second, under either policy:
+/// the connection is cut at the head's 30 s deadline, however busy the
+/// client looks, and the origin sees nothing.
+#[tokio::test]
+async fn a_head_trickled_a_byte_a_second_is_cut_at_the_deadline() {
+    let pair = Pair::start().await;
+    let trickle = |proxy: SocketAddr| async move {
+        let started = std::time::Instant::now();
+        let mut stream = TcpStream::connect(proxy).await.unwrap();
+        stream
+            .write_all(b"GET /a HTTP/1.1\r\nHost: t\r\nx-slow: ")
+            .await
+            .unwrap();
+        let mut byte = [0u8; 1];
+        loop {
+            tokio::select! {
+                read = stream.read(&mut byte) => {
+                    assert!(matches!(read, Ok(0) | Err(_)), "an answer to half a head");
+                    return started.elapsed();
+                }
+                () = tokio::time::sleep(Duration::from_secs(1)) => {
+                    if stream.write_all(b"a").await.is_err() {
+                        return started.elapsed();
+                    }
+                }
+            }
+            assert!(started.elapsed() < Duration::from_secs(45), "never cut");
+        }
+    };
+    let (relay, hyper) = tokio::join!(trickle(pair.relay.0.addr), trickle(pair.hyper.0.addr));
+    for (path, after) in [("relay", relay), ("hyper", hyper)] {
+        assert!(
+            after >= Duration::from_secs(29) && after < Duration::from_secs(40),
+            "{path}: cut after {after:?}"
+        );
+    }
+    assert_eq!(pair.relay.1.take(), Served::default());
+    assert_eq!(pair.hyper.1.take(), Served::default());
+}
