@@ -251,6 +251,8 @@ pub enum BadResponse {
     TooLarge(usize),
     #[error("failed to read the upstream's response: a line of its head ends in LF alone")]
     BareLf,
+    #[error("failed to read the upstream's response: status {0} is not 100-999")]
+    Status(u16),
 }
 
 /// Parses the response head at the start of `buf`; `head_request` says the
@@ -267,7 +269,12 @@ pub fn response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>, 
     if has_bare_lf(&buf[..len]) {
         return Err(BadResponse::BareLf);
     }
+    // What hyper and the `http` crate accept; a client may read a lower
+    // one as anything.
     let status = res.code.unwrap_or(0);
+    if status < 100 {
+        return Err(BadResponse::Status(status));
+    }
     let mut length = None;
     let mut coding: Option<&[u8]> = None;
     // HTTP/1.0 closes unless it says otherwise; the relay does not try.

@@ -251,6 +251,10 @@ fn response_framing_follows_rfc_9112() {
             .is_none()
     );
     assert!(response("NOT HTTP\r\n\r\n", false).is_err());
+    assert_eq!(
+        response("HTTP/1.1 099 Odd\r\n\r\n", false).err(),
+        Some(BadResponse::Status(99))
+    );
 }
 
 #[test]
