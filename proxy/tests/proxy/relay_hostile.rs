@@ -1035,6 +1035,42 @@ async fn odd_hosts_methods_targets_and_versions_get_hypers_answer() {
             "tab separator",
             "GET\t/a HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
         ),
+        (
+            "trailing space",
+            "GET /a HTTP/1.1 \r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "CR in the line",
+            "GET /a\rHTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "leading CRLF",
+            "\r\nGET /a HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "leading LF",
+            "\nGET /a HTTP/1.1\r\nHost: t\r\n\r\n".to_owned(),
+        ),
+        (
+            "obs-text value",
+            "GET /a HTTP/1.1\r\nHost: t\r\nX: \u{e9}\r\n\r\n".to_owned(),
+        ),
+        (
+            "obs-text Host",
+            "GET /a HTTP/1.1\r\nHost: \u{e9}\r\n\r\n".to_owned(),
+        ),
+        (
+            "Host with a tab",
+            "GET /a HTTP/1.1\r\nHost:\tt\t\r\n\r\n".to_owned(),
+        ),
+        (
+            "Host with a port",
+            "GET /a HTTP/1.1\r\nHost: t:80\r\n\r\n".to_owned(),
+        ),
+        (
+            "Host with a bad port",
+            "GET /a HTTP/1.1\r\nHost: t:8x\r\n\r\n".to_owned(),
+        ),
     ];
     for (name, request) in &cases {
         pair.check(name, format!("{request}{}", get("/next")).as_bytes())

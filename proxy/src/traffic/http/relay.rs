@@ -146,6 +146,7 @@ impl Relay {
         }
         let bufs = self.bufs.get_or_insert_with(Buffers::new);
         let head = loop {
+            bufs.client.advance(head::empty_lines(&bufs.client));
             match head::request(&bufs.client, |req| decide(ctx, req)) {
                 Parsed::Done(head) => break head,
                 Parsed::Refused => return self.hand_to_hyper(),

@@ -97,6 +97,16 @@ pub fn request<D>(
     })
 }
 
+/// The bytes of the empty lines (CRLF) before a request line, which a
+/// server ignores (RFC 9112 section 2.2) and hyper does: httparse would
+/// count them in the head, passed on to an upstream that may not.
+pub fn empty_lines(buf: &[u8]) -> usize {
+    buf.chunks_exact(2)
+        .take_while(|pair| *pair == b"\r\n")
+        .count()
+        * 2
+}
+
 /// Whether a head ends a line with LF alone. httparse accepts that, as
 /// RFC 9112 section 2.2 allows, but a recipient that splits lines at CRLF
 /// reads `X: a<LF>Content-Length: 5` as one field: the relay, which passes

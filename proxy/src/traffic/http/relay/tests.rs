@@ -312,3 +312,11 @@ fn a_204_announcing_a_body_keeps_the_connection_from_reuse() {
         false
     ));
 }
+
+#[test]
+fn empty_lines_before_a_request_line_are_counted_whole() {
+    assert_eq!(head::empty_lines(b"\r\n\r\nGET"), 4);
+    assert_eq!(head::empty_lines(b"\r\n\r"), 2);
+    assert_eq!(head::empty_lines(b"\nGET"), 0);
+    assert_eq!(head::empty_lines(b"GET / HTTP/1.1\r\n"), 0);
+}
