@@ -113,6 +113,8 @@ enum Failed {
     Body(#[source] BodyError),
     #[error("failed to relay the response: the upstream switched protocols unasked")]
     Switched,
+    #[error("failed to wait for the response: the client closed")]
+    ClientGone(#[source] std::io::Error),
 }
 
 /// A body the relay could not carry to its end.
@@ -585,7 +587,10 @@ async fn read_head(
     head_request: bool,
 ) -> Result<head::ResponseHead, ReadHead> {
     let mut answered = false;
-    let buf = &mut bufs.upstream;
+    let Buffers {
+        client,
+        upstream: buf,
+    } = bufs;
     loop {
         match head::response(buf, head_request) {
             Ok(Some(response)) if response.status == 101 => {
@@ -607,7 +612,16 @@ async fn read_head(
             Ok(None) => {}
             Err(error) => return Err(ReadHead::Failed(error.into(), answered)),
         }
-        match fill(upstream, buf, MAX_HEADER_BYTES).await {
+        // Nothing times out an upstream that never answers: a client that
+        // gives up must free the upstream connection, as hyper's path
+        // does (it also closes when a client half-closes).
+        let read = tokio::select! {
+            read = fill(upstream, buf, MAX_HEADER_BYTES) => read,
+            gone = client_gone(io, client) => {
+                return Err(ReadHead::Failed(Failed::ClientGone(gone), true));
+            }
+        };
+        match read {
             Ok(0) if buf.is_empty() && !answered => {
                 return Err(ReadHead::Nothing(std::io::ErrorKind::UnexpectedEof.into()));
             }
@@ -620,6 +634,21 @@ async fn read_head(
             Err(error) => return Err(ReadHead::Failed(Failed::Upstream(error), answered)),
         }
     }
+}
+
+/// Reads what the client sends while it waits for a response (pipelined
+/// requests, kept for their turn) until it closes or fails, which it
+/// returns; once `buf` holds [`MAX_HEADER_BYTES`], stops reading and
+/// never returns.
+async fn client_gone(io: &mut ClientIo, buf: &mut BytesMut) -> std::io::Error {
+    while buf.len() < MAX_HEADER_BYTES {
+        match fill(io, buf, MAX_HEADER_BYTES).await {
+            Ok(0) => return std::io::ErrorKind::UnexpectedEof.into(),
+            Ok(_) => {}
+            Err(error) => return error,
+        }
+    }
+    std::future::pending().await
 }
 
 /// Relays a body from `src` to `dst`: the first `head` bytes of `buf` (a
