@@ -1163,3 +1163,48 @@ async fn a_client_giving_up_on_a_silent_upstream_frees_the_upstream_connection()
         .await;
     }
 }
+
+/// An upstream that answers a head and part of its body, then stalls;
+/// counts the connections the proxy has closed.
+async fn stalling_upstream() -> (SocketAddr, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = Arc::new(Mutex::new(0));
+    let c = closed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nten bytes.")
+                    .await;
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                *c.lock().unwrap() += 1;
+            });
+        }
+    });
+    (addr, closed)
+}
+
+#[tokio::test]
+async fn a_client_giving_up_on_a_stalled_body_frees_the_upstream_connection() {
+    for (path, policy) in [("hyper", FULL_PATH), ("relay", EMPTY)] {
+        let (upstream, closed) = stalling_upstream().await;
+        let proxy = start_proxy(upstream, policy).await;
+        let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+        client.write_all(get("/a").as_bytes()).await.unwrap();
+        let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut client))
+            .await
+            .unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        drop(client);
+        eventually(
+            &format!("{path}: the upstream connection closed"),
+            Duration::from_secs(5),
+            || async { *closed.lock().unwrap() == 1 },
+        )
+        .await;
+    }
+}

@@ -499,7 +499,7 @@ async fn exchange(
     let mut body = response.body;
     let until_close = body.ends_at_close();
     let answered = |e| Failure::new(Failed::Body(e), Stage::Answered);
-    relay_body(&mut stream, io, &mut bufs.upstream, &mut body, head_len)
+    relay_response_body(&mut stream, io, bufs, &mut body, head_len)
         .await
         .map_err(answered)?;
     io.flush()
@@ -666,26 +666,73 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut head = head;
-    loop {
-        let (n, done) = framing.scan(&buf[head..])?;
-        let out = head + n;
-        if out > 0 {
-            dst.write_all(&buf[..out]).await.map_err(BodyError::Write)?;
-            buf.advance(out);
-            head = 0;
-        }
-        if done {
+    while !pass_on(dst, buf, framing, head).await? {
+        head = 0;
+        let read = fill(src, buf, BUF_SIZE).await;
+        if at_end(read, framing)? {
             return Ok(());
         }
-        if buf.len() >= MAX_LINE {
-            // Only an unfinished chunk-size or trailer line stays behind.
-            return Err(Malformed::ChunkSize.into());
+    }
+    Ok(())
+}
+
+/// [`relay_body`] for a response: what the client sends meanwhile is read
+/// into `bufs.client`, and the client closing ends the body, as hyper's
+/// path drops a response whose client has gone (an upstream that stalls
+/// mid-body would otherwise hold the exchange for ever).
+async fn relay_response_body(
+    upstream: &mut TcpStream,
+    io: &mut ClientIo,
+    bufs: &mut Buffers,
+    framing: &mut Framing,
+    head: usize,
+) -> Result<(), BodyError> {
+    let Buffers {
+        client,
+        upstream: buf,
+    } = bufs;
+    let mut head = head;
+    while !pass_on(io, buf, framing, head).await? {
+        head = 0;
+        let read = tokio::select! {
+            read = fill(upstream, buf, BUF_SIZE) => read,
+            gone = client_gone(io, client) => return Err(BodyError::Write(gone)),
+        };
+        if at_end(read, framing)? {
+            return Ok(());
         }
-        match fill(src, buf, BUF_SIZE).await.map_err(BodyError::Read)? {
-            0 if framing.ends_at_close() => return Ok(()),
-            0 => return Err(BodyError::Cut),
-            _ => {}
-        }
+    }
+    Ok(())
+}
+
+/// Writes the head's `head` bytes and the body bytes after them at the
+/// start of `buf` to `dst`; true once the body has ended.
+async fn pass_on<W: AsyncWrite + Unpin>(
+    dst: &mut W,
+    buf: &mut BytesMut,
+    framing: &mut Framing,
+    head: usize,
+) -> Result<bool, BodyError> {
+    let (n, done) = framing.scan(&buf[head..])?;
+    let out = head + n;
+    if out > 0 {
+        dst.write_all(&buf[..out]).await.map_err(BodyError::Write)?;
+        buf.advance(out);
+    }
+    if !done && buf.len() >= MAX_LINE {
+        // Only an unfinished chunk-size or trailer line stays behind.
+        return Err(Malformed::ChunkSize.into());
+    }
+    Ok(done)
+}
+
+/// Whether a read that came back with `read` ends the body (the sender
+/// closed a close-delimited one), or cuts it.
+fn at_end(read: std::io::Result<usize>, framing: &Framing) -> Result<bool, BodyError> {
+    match read.map_err(BodyError::Read)? {
+        0 if framing.ends_at_close() => Ok(true),
+        0 => Err(BodyError::Cut),
+        _ => Ok(false),
     }
 }
 
