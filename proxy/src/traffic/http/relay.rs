@@ -10,11 +10,10 @@
 //!
 //! - **relay** when the request is unambiguous and needs nothing hyper
 //!   does (see `head::request`: HTTP/1.1, origin form, one valid `Host`,
-//!   one plain length or `chunked`, no upgrade, `Expect` or hop-by-hop
-//!   header but `Connection: keep-alive`/`close`) and the policy can at
-//!   most delay it (`effects::relay_fault`, asked without drawing first):
-//!   the head and body go to the connection's own upstream connection as
-//!   the client sent them, and the response comes back as the upstream
+//!   no body, no upgrade, `Expect` or hop-by-hop header but
+//!   `Connection: keep-alive`/`close`) and the policy can at most delay it
+//!   (`effects::relay_fault`, asked without drawing first): the head goes
+//!   to an upstream connection as the client sent it, and the response comes back as the upstream
 //!   sent it, its framing read off the bytes (`framing`);
 //! - **hyper** otherwise: the bytes read so far are replayed into a hyper
 //!   connection (`keepalive`), which decides and answers as it always has
@@ -107,8 +106,6 @@ enum Failed {
     Upstream(#[source] std::io::Error),
     #[error(transparent)]
     BadResponse(#[from] BadResponse),
-    #[error("failed to read the request body from the client")]
-    ClientBody(#[source] BodyError),
     #[error("failed to relay the response body")]
     Body(#[source] BodyError),
     #[error("failed to relay the response: the upstream switched protocols unasked")]
@@ -311,27 +308,17 @@ async fn failed(ctx: &ConnCtx, io: &mut ClientIo, failure: Failure) -> Step {
             tracing::debug!(error = %reason, client = %ctx.client, "relayed exchange cut short");
             None
         }
-        Stage::ClientBody { malformed } => {
-            if malformed {
-                let labels = DirectionLabels {
-                    direction: ctx.direction,
-                };
-                shared.metrics.bad_requests.get_or_create(&labels).inc();
-            }
-            tracing::debug!(client = %ctx.client, error = %reason, malformed, "refused a client's request");
-            Some(plain(400, "Bad Request", &reason, true))
-        }
-        Stage::Unanswered { consumed } => {
+        Stage::Unanswered => {
             if let Failed::Connect(error) = &failure.error
                 && error.is_connect()
             {
                 shared.metrics.upstream_connect_error(ctx.direction);
             }
             tracing::warn!(dest = %ctx.forward_to, error = %reason, "upstream request failed");
-            Some(plain(502, "Bad Gateway", &reason, !consumed))
+            Some(plain(502, "Bad Gateway", &reason, false))
         }
     };
-    let keep = matches!(failure.stage, Stage::Unanswered { consumed: true });
+    let keep = matches!(failure.stage, Stage::Unanswered);
     if let Some(answer) = answer {
         let written = io.write_all(&answer).await.is_ok() && io.flush().await.is_ok();
         if keep && written {
@@ -374,12 +361,9 @@ struct Failure {
 }
 
 enum Stage {
-    /// No response byte reached the client: it gets a 502, and keeps its
-    /// connection when the request was read to its end (`consumed`).
-    Unanswered { consumed: bool },
-    /// The client's body was cut short or malformed: a 400, as the full
-    /// path answers, and the connection closes.
-    ClientBody { malformed: bool },
+    /// No response byte reached the client: it gets a 502 and keeps its
+    /// connection (the request, bodiless, was read to its end).
+    Unanswered,
     /// Response bytes reached the client: the connection closes.
     Answered,
 }
@@ -404,77 +388,54 @@ async fn exchange(
     let dest = ctx.forward_to;
     let mut pooled = pool.take(dest);
     bufs.upstream.clear();
-    let bodiless = head.body == Framing::Empty;
     let started = Instant::now();
-    // A bodiless request's head stays in the buffer until the response
-    // starts: sent on a connection the upstream closed meanwhile, it is
-    // sent again on a fresh one.
-    let (mut stream, response, early) = loop {
+    // The head stays in the buffer until the response starts: sent on a
+    // connection the upstream closed meanwhile, it is sent again on a
+    // fresh one.
+    let sent = loop {
         let (mut stream, reused) = match pooled.take() {
             Some(stream) => (stream, true),
             None => {
                 // Boxed: connecting is rare, and its state would otherwise
                 // be part of every exchange's future.
-                let stream = Box::pin(crate::upstream::connect(dest))
-                    .await
-                    .map_err(|e| {
-                        let stage = Stage::Unanswered { consumed: bodiless };
-                        if bodiless {
-                            bufs.client.advance(head.len);
-                        }
-                        Failure::new(Failed::Connect(e), stage)
-                    })?;
-                (stream, false)
+                let connected = Box::pin(crate::upstream::connect(dest)).await;
+                match connected {
+                    Ok(stream) => (stream, false),
+                    Err(error) => {
+                        break Err(Failure::new(Failed::Connect(error), Stage::Unanswered));
+                    }
+                }
             }
         };
         // Once, on a fresh connection: what clients do for their own
         // keep-alive connections (RFC 9110 section 9.2.2).
-        let retry = reused && head.idempotent && bodiless;
-        let early = match send_request(io, &mut stream, bufs, head).await {
-            Ok(early) => early,
-            Err(SendError::Client(error)) => {
-                let malformed = matches!(error, BodyError::Malformed(_));
-                let stage = Stage::ClientBody { malformed };
-                return Err(Failure::new(Failed::ClientBody(error), stage));
-            }
-            Err(SendError::Upstream(_)) if retry => continue,
-            Err(SendError::Upstream(error)) => {
-                let stage = Stage::Unanswered { consumed: bodiless };
-                if bodiless {
-                    bufs.client.advance(head.len);
-                }
-                return Err(Failure::new(Failed::Upstream(error), stage));
-            }
-        };
-        match read_head(&mut stream, bufs, io, head.head_method).await {
-            Ok(response) => break (stream, response, early),
-            Err(ReadHead::Nothing(_)) if retry => {
-                tracing::debug!(%dest, "upstream closed an idle connection under a request; sending it again");
+        let retry = reused && head.idempotent;
+        if let Err(error) = stream.write_all(&bufs.client[..head.len]).await {
+            if retry {
                 continue;
             }
+            break Err(Failure::new(Failed::Upstream(error), Stage::Unanswered));
+        }
+        match read_head(&mut stream, bufs, io, head.head_method).await {
+            Ok(response) => break Ok((stream, response)),
+            Err(ReadHead::Nothing(_)) if retry => {
+                tracing::debug!(%dest, "upstream closed an idle connection under a request; sending it again");
+            }
             Err(ReadHead::Nothing(error)) => {
-                if bodiless {
-                    bufs.client.advance(head.len);
-                }
-                let stage = Stage::Unanswered { consumed: !early };
-                return Err(Failure::new(Failed::Upstream(error), stage));
+                break Err(Failure::new(Failed::Upstream(error), Stage::Unanswered));
             }
             Err(ReadHead::Failed(error, answered)) => {
-                if bodiless {
-                    bufs.client.advance(head.len);
-                }
                 let stage = if answered {
                     Stage::Answered
                 } else {
-                    Stage::Unanswered { consumed: !early }
+                    Stage::Unanswered
                 };
-                return Err(Failure::new(error, stage));
+                break Err(Failure::new(error, stage));
             }
         }
     };
-    if bodiless {
-        bufs.client.advance(head.len);
-    }
+    bufs.client.advance(head.len);
+    let (mut stream, response) = sent?;
     let latency = started.elapsed().as_secs_f64();
     let labels = TrafficLabels {
         direction: ctx.direction,
@@ -489,7 +450,7 @@ async fn exchange(
                 .clone()
         })
         .observe(latency);
-    let close = response.close || early;
+    let close = response.close;
     let mut head_len = response.len;
     if response.drop_length {
         head_len = drop_length(&mut bufs.upstream, head_len);
@@ -522,50 +483,6 @@ fn drop_length(buf: &mut BytesMut, len: usize) -> usize {
     rebuilt.extend_from_slice(&buf[len..]);
     *buf = rebuilt;
     head.len()
-}
-
-enum SendError {
-    /// The client's body failed (cut short, malformed): nothing to answer.
-    Client(BodyError),
-    /// Writing to the upstream failed before anything came back.
-    Upstream(std::io::Error),
-}
-
-/// Writes the request to the upstream. True when the upstream answered or
-/// stopped reading before the body was all sent: the rest of it is never
-/// read, so the client connection closes after the response (or the 502,
-/// if none comes).
-async fn send_request(
-    io: &mut ClientIo,
-    upstream: &mut TcpStream,
-    bufs: &mut Buffers,
-    head: &RequestHead<RelayFault>,
-) -> Result<bool, SendError> {
-    if head.body == Framing::Empty {
-        upstream
-            .write_all(&bufs.client[..head.len])
-            .await
-            .map_err(SendError::Upstream)?;
-        return Ok(false);
-    }
-    let mut body = match &head.body {
-        Framing::Length(n) => Framing::Length(*n),
-        _ => Framing::Chunked(framing::Chunked::default()),
-    };
-    let (mut from, mut to) = upstream.split();
-    let mut peek = [0u8; 1];
-    tokio::select! {
-        biased;
-        sent = relay_body(io, &mut to, &mut bufs.client, &mut body, head.len) => match sent {
-            Ok(()) => Ok(false),
-            // The upstream stopped reading: it may have answered already
-            // (and closed), which reading the response tells.
-            Err(BodyError::Write(_)) => Ok(true),
-            Err(error) => Err(SendError::Client(error)),
-        },
-        // An early answer (413, 401...): the upstream stopped reading.
-        _ = from.peek(&mut peek) => Ok(true),
-    }
 }
 
 /// Why no response head came.

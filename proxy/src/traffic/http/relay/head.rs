@@ -13,7 +13,6 @@ pub const MAX_HEADERS: usize = 100;
 pub struct RequestHead<D> {
     /// Bytes of the head, blank line included.
     pub len: usize,
-    pub body: Framing,
     /// `HEAD`: its response has no body, whatever it announces.
     pub head_method: bool,
     /// Safe to send again on a fresh connection (RFC 9110 section 9.2.2).
@@ -86,7 +85,6 @@ pub fn request<D>(
     };
     Parsed::Done(RequestHead {
         len,
-        body: found.body,
         head_method: method == "HEAD",
         idempotent: matches!(
             method,
@@ -121,7 +119,6 @@ fn has_bare_lf(head: &[u8]) -> bool {
 /// What a relayable request's headers say.
 struct RequestHeaders<'a> {
     host: Option<&'a str>,
-    body: Framing,
     close: bool,
 }
 
@@ -165,15 +162,14 @@ impl<'a> RequestHeaders<'a> {
                 return None;
             }
         }
-        let body = match (length, chunked) {
-            (Some(_), true) => return None,
-            (_, true) => Framing::Chunked(Chunked::default()),
-            (Some(0) | None, false) => Framing::Empty,
-            (Some(n), false) => Framing::Length(n),
-        };
+        // A request with a body is hyper's: an upstream may answer while
+        // it still reads the body (an echo, a stream), which takes both
+        // directions at once; the relay carries one at a time.
+        if chunked || length.is_some_and(|n| n > 0) {
+            return None;
+        }
         Some(RequestHeaders {
             host,
-            body,
             close: connection.unwrap_or(false),
         })
     }
