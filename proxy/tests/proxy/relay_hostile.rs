@@ -1105,3 +1105,94 @@ async fn a_head_trickled_a_byte_a_second_is_cut_at_the_deadline() {
     assert_eq!(pair.relay.1.take(), Served::default());
     assert_eq!(pair.hyper.1.take(), Served::default());
 }
+
+/// An upstream that reads and never answers; counts the connections the
+/// proxy has closed.
+async fn silent_upstream() -> (SocketAddr, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = Arc::new(Mutex::new(0));
+    let c = closed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                *c.lock().unwrap() += 1;
+            });
+        }
+    });
+    (addr, closed)
+}
+
+/// A client that gives up on an upstream that never answers frees what
+/// its request held upstream, on the relay as on hyper's path: nothing
+/// times the upstream out, so nothing else would.
+#[tokio::test]
+async fn a_client_giving_up_on_a_silent_upstream_frees_the_upstream_connection() {
+    for (path, policy) in [("hyper", FULL_PATH), ("relay", EMPTY)] {
+        let (upstream, closed) = silent_upstream().await;
+        let proxy = start_proxy(upstream, policy).await;
+        for request in [
+            get("/a"),
+            "POST /b HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\nhi".to_owned(),
+        ] {
+            let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+            client.write_all(request.as_bytes()).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            drop(client);
+        }
+        eventually(
+            &format!("{path}: the upstream connections closed"),
+            Duration::from_secs(5),
+            || async { *closed.lock().unwrap() == 2 },
+        )
+        .await;
+    }
+}
+
+/// An upstream that answers a head and part of its body, then stalls;
+/// counts the connections the proxy has closed.
+async fn stalling_upstream() -> (SocketAddr, Arc<Mutex<usize>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let closed = Arc::new(Mutex::new(0));
+    let c = closed.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nten bytes.")
+                    .await;
+                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
+                *c.lock().unwrap() += 1;
+            });
+        }
+    });
+    (addr, closed)
+}
+
+#[tokio::test]
+async fn a_client_giving_up_on_a_stalled_body_frees_the_upstream_connection() {
+    for (path, policy) in [("hyper", FULL_PATH), ("relay", EMPTY)] {
+        let (upstream, closed) = stalling_upstream().await;
+        let proxy = start_proxy(upstream, policy).await;
+        let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+        client.write_all(get("/a").as_bytes()).await.unwrap();
+        let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut client))
+            .await
+            .unwrap();
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        drop(client);
+        eventually(
+            &format!("{path}: the upstream connection closed"),
+            Duration::from_secs(5),
+            || async { *closed.lock().unwrap() == 1 },
+        )
+        .await;
+    }
+}

@@ -110,6 +110,8 @@ enum Failed {
     Body(#[source] BodyError),
     #[error("failed to relay the response: the upstream switched protocols unasked")]
     Switched,
+    #[error("failed to wait for the response: the client closed")]
+    ClientGone(#[source] std::io::Error),
 }
 
 /// A body the relay could not carry to its end.
@@ -458,7 +460,7 @@ async fn exchange(
     let mut body = response.body;
     let until_close = body.ends_at_close();
     let answered = |e| Failure::new(Failed::Body(e), Stage::Answered);
-    relay_body(&mut stream, io, &mut bufs.upstream, &mut body, head_len)
+    relay_response_body(&mut stream, io, bufs, &mut body, head_len)
         .await
         .map_err(answered)?;
     io.flush()
@@ -502,7 +504,10 @@ async fn read_head(
     head_request: bool,
 ) -> Result<head::ResponseHead, ReadHead> {
     let mut answered = false;
-    let buf = &mut bufs.upstream;
+    let Buffers {
+        client,
+        upstream: buf,
+    } = bufs;
     loop {
         match head::response(buf, head_request) {
             Ok(Some(response)) if response.status == 101 => {
@@ -524,7 +529,16 @@ async fn read_head(
             Ok(None) => {}
             Err(error) => return Err(ReadHead::Failed(error.into(), answered)),
         }
-        match fill(upstream, buf, MAX_HEADER_BYTES).await {
+        // Nothing times out an upstream that never answers: a client that
+        // gives up must free the upstream connection, as hyper's path
+        // does (it also closes when a client half-closes).
+        let read = tokio::select! {
+            read = fill(upstream, buf, MAX_HEADER_BYTES) => read,
+            gone = client_gone(io, client) => {
+                return Err(ReadHead::Failed(Failed::ClientGone(gone), true));
+            }
+        };
+        match read {
             Ok(0) if buf.is_empty() && !answered => {
                 return Err(ReadHead::Nothing(std::io::ErrorKind::UnexpectedEof.into()));
             }
@@ -539,41 +553,80 @@ async fn read_head(
     }
 }
 
-/// Relays a body from `src` to `dst`: the first `head` bytes of `buf` (a
-/// head already read) go first, then the body as `framing` delimits it,
-/// from `buf` and then from `src`. Bytes past the body stay in `buf`.
-async fn relay_body<R, W>(
-    src: &mut R,
+/// Reads what the client sends while it waits for a response (pipelined
+/// requests, kept for their turn) until it closes or fails, which it
+/// returns; once `buf` holds [`MAX_HEADER_BYTES`], stops reading and
+/// never returns.
+async fn client_gone(io: &mut ClientIo, buf: &mut BytesMut) -> std::io::Error {
+    while buf.len() < MAX_HEADER_BYTES {
+        match fill(io, buf, MAX_HEADER_BYTES).await {
+            Ok(0) => return std::io::ErrorKind::UnexpectedEof.into(),
+            Ok(_) => {}
+            Err(error) => return error,
+        }
+    }
+    std::future::pending().await
+}
+
+/// Relays a response body to the client: the first `head` bytes of the
+/// upstream buffer (the head) go first, then the body as `framing`
+/// delimits it. What the client sends meanwhile is read into
+/// `bufs.client`, and the client closing ends the body, as hyper's
+/// path drops a response whose client has gone (an upstream that stalls
+/// mid-body would otherwise hold the exchange for ever).
+async fn relay_response_body(
+    upstream: &mut TcpStream,
+    io: &mut ClientIo,
+    bufs: &mut Buffers,
+    framing: &mut Framing,
+    head: usize,
+) -> Result<(), BodyError> {
+    let Buffers {
+        client,
+        upstream: buf,
+    } = bufs;
+    let mut head = head;
+    while !pass_on(io, buf, framing, head).await? {
+        head = 0;
+        let read = tokio::select! {
+            read = fill(upstream, buf, BUF_SIZE) => read,
+            gone = client_gone(io, client) => return Err(BodyError::Write(gone)),
+        };
+        if at_end(read, framing)? {
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+/// Writes the head's `head` bytes and the body bytes after them at the
+/// start of `buf` to `dst`; true once the body has ended.
+async fn pass_on<W: AsyncWrite + Unpin>(
     dst: &mut W,
     buf: &mut BytesMut,
     framing: &mut Framing,
     head: usize,
-) -> Result<(), BodyError>
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
-{
-    let mut head = head;
-    loop {
-        let (n, done) = framing.scan(&buf[head..])?;
-        let out = head + n;
-        if out > 0 {
-            dst.write_all(&buf[..out]).await.map_err(BodyError::Write)?;
-            buf.advance(out);
-            head = 0;
-        }
-        if done {
-            return Ok(());
-        }
-        if buf.len() >= MAX_LINE {
-            // Only an unfinished chunk-size or trailer line stays behind.
-            return Err(Malformed::ChunkSize.into());
-        }
-        match fill(src, buf, BUF_SIZE).await.map_err(BodyError::Read)? {
-            0 if framing.ends_at_close() => return Ok(()),
-            0 => return Err(BodyError::Cut),
-            _ => {}
-        }
+) -> Result<bool, BodyError> {
+    let (n, done) = framing.scan(&buf[head..])?;
+    let out = head + n;
+    if out > 0 {
+        dst.write_all(&buf[..out]).await.map_err(BodyError::Write)?;
+        buf.advance(out);
+    }
+    if !done && buf.len() >= MAX_LINE {
+        // Only an unfinished chunk-size or trailer line stays behind.
+        return Err(Malformed::ChunkSize.into());
+    }
+    Ok(done)
+}
+
+/// Whether a read that came back with `read` ends the body (the sender
+/// closed a close-delimited one), or cuts it.
+fn at_end(read: std::io::Result<usize>, framing: &Framing) -> Result<bool, BodyError> {
+    match read.map_err(BodyError::Read)? {
+        0 if framing.ends_at_close() => Ok(true),
+        0 => Err(BodyError::Cut),
+        _ => Ok(false),
     }
 }
 
