@@ -301,30 +301,27 @@ impl Relay {
     }
 }
 
-/// Answers what can still be answered of a failed exchange.
+/// Answers what can still be answered of a failed exchange: a 502 when
+/// no response byte reached the client, which then keeps its connection
+/// (its request, bodiless, was read to the end); else the connection
+/// closes.
 async fn failed(ctx: &ConnCtx, io: &mut ClientIo, failure: Failure) -> Step {
-    let shared = &ctx.shared;
     let reason = crate::error_chain(&failure.error);
-    let answer = match failure.stage {
+    match failure.stage {
         Stage::Answered => {
             tracing::debug!(error = %reason, client = %ctx.client, "relayed exchange cut short");
-            None
         }
         Stage::Unanswered => {
             if let Failed::Connect(error) = &failure.error
                 && error.is_connect()
             {
-                shared.metrics.upstream_connect_error(ctx.direction);
+                ctx.shared.metrics.upstream_connect_error(ctx.direction);
             }
             tracing::warn!(dest = %ctx.forward_to, error = %reason, "upstream request failed");
-            Some(plain(502, "Bad Gateway", &reason, false))
-        }
-    };
-    let keep = matches!(failure.stage, Stage::Unanswered);
-    if let Some(answer) = answer {
-        let written = io.write_all(&answer).await.is_ok() && io.flush().await.is_ok();
-        if keep && written {
-            return Step::Next;
+            let answer = bad_gateway(&reason);
+            if io.write_all(&answer).await.is_ok() && io.flush().await.is_ok() {
+                return Step::Next;
+            }
         }
     }
     let _ = io.shutdown().await;
@@ -644,14 +641,12 @@ async fn fill<R: AsyncRead + Unpin>(
     src.read_buf(buf).await
 }
 
-/// An answer of the proxy's own, as the full HTTP path words it
-/// (`response::bad_gateway`, `response::refused`).
-fn plain(status: u16, phrase: &str, reason: &str, close: bool) -> Vec<u8> {
+/// The 502 the full HTTP path words (`response::bad_gateway`).
+fn bad_gateway(reason: &str) -> Vec<u8> {
     let body = format!("faultline: {reason}\n");
-    let connection = if close { "connection: close\r\n" } else { "" };
     format!(
-        "HTTP/1.1 {status} {phrase}\r\ncontent-type: text/plain; charset=utf-8\r\n\
-         content-length: {}\r\n{connection}\r\n{body}",
+        "HTTP/1.1 502 Bad Gateway\r\ncontent-type: text/plain; charset=utf-8\r\n\
+         content-length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
