@@ -21,6 +21,7 @@ use crate::body::ProxyBody;
 
 mod connect;
 mod h1;
+mod idle;
 mod raw;
 
 pub use connect::{CONNECT_TIMEOUT, UpstreamError, connect};

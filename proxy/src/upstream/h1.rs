@@ -9,13 +9,11 @@
 //! used first (its socket is warm and least likely to have been closed by
 //! the upstream's own idle timeout); connections idle for longer than the
 //! pool's idle timeout are closed by a reaper task on the worker.
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -24,6 +22,7 @@ use hyper::client::conn::http1::{Builder, SendRequest};
 use hyper_util::rt::TokioIo;
 
 use super::connect::{UpstreamError, connect};
+use super::idle::{IdleConns, Reusable};
 use crate::body::ProxyBody;
 
 type Sender = SendRequest<ProxyBody>;
@@ -36,20 +35,15 @@ type Sender = SendRequest<ProxyBody>;
 /// 9.2.2). Connections reused sooner are not worth the copy.
 pub const STALE_AFTER: Duration = Duration::from_secs(1);
 
-struct Idle {
-    sender: Sender,
-    since: Instant,
-}
-
-struct PoolInner {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
-    idle_timeout: Duration,
-    stale_after: Duration,
-    reaper_started: AtomicBool,
-}
-
 pub struct H1Pool {
-    inner: Arc<PoolInner>,
+    idle: Arc<IdleConns<Sender>>,
+    stale_after: Duration,
+}
+
+impl Reusable for Sender {
+    fn reusable(&self) -> bool {
+        !self.is_closed()
+    }
 }
 
 impl H1Pool {
@@ -59,12 +53,9 @@ impl H1Pool {
 
     fn with_timeouts(idle_timeout: Duration, stale_after: Duration) -> Self {
         H1Pool {
-            inner: Arc::new(PoolInner {
-                idle: Mutex::new(HashMap::new()),
-                idle_timeout,
-                stale_after,
-                reaper_started: AtomicBool::new(false),
-            }),
+            // Bounded by the client connections that use it, one each.
+            idle: IdleConns::new(idle_timeout, usize::MAX),
+            stale_after,
         }
     }
 
@@ -75,14 +66,14 @@ impl H1Pool {
         dest: SocketAddr,
         mut req: http::Request<ProxyBody>,
     ) -> Result<http::Response<PooledBody>, UpstreamError> {
-        while let Some((mut sender, since)) = self.inner.checkout(dest) {
+        while let Some((mut sender, since)) = self.idle.take(dest) {
             // Ready once its driver task has seen the last exchange end; an
             // error means the upstream closed the connection meanwhile.
             if sender.ready().await.is_err() {
                 continue;
             }
             let idle = crate::clock::coarse_now().saturating_duration_since(since);
-            let replay = if idle >= self.inner.stale_after {
+            let replay = if idle >= self.stale_after {
                 replayable(&req)
             } else {
                 None
@@ -122,7 +113,7 @@ impl H1Pool {
         response: http::Response<Incoming>,
     ) -> http::Response<PooledBody> {
         let home = Home {
-            pool: Arc::downgrade(&self.inner),
+            pool: Arc::downgrade(&self.idle),
             dest,
             sender,
         };
@@ -134,10 +125,7 @@ impl H1Pool {
 
     /// Idle connections to `dest` (for tests).
     pub fn idle_count(&self, dest: SocketAddr) -> usize {
-        self.inner
-            .idle
-            .lock()
-            .map_or(0, |idle| idle.get(&dest).map_or(0, Vec::len))
+        self.idle.count(dest)
     }
 }
 
@@ -164,63 +152,6 @@ fn replayable(req: &http::Request<ProxyBody>) -> Option<http::Request<ProxyBody>
     Some(copy)
 }
 
-impl PoolInner {
-    /// The most recently used live connection to `dest`, and since when it
-    /// has been idle.
-    fn checkout(&self, dest: SocketAddr) -> Option<(Sender, Instant)> {
-        let mut idle = self.idle.lock().ok()?;
-        let conns = idle.get_mut(&dest)?;
-        while let Some(conn) = conns.pop() {
-            if !conn.sender.is_closed() {
-                return Some((conn.sender, conn.since));
-            }
-        }
-        None
-    }
-
-    fn checkin(self: &Arc<Self>, dest: SocketAddr, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.entry(dest).or_default().push(Idle {
-                sender,
-                since: crate::clock::coarse_now(),
-            });
-        }
-        if !self.reaper_started.swap(true, Ordering::Relaxed) {
-            // Spawned on the worker that owns this pool.
-            tokio::spawn(reap(Arc::downgrade(self), self.idle_timeout));
-        }
-    }
-
-    /// Closes connections idle for longer than the timeout, and forgets
-    /// those the upstream closed.
-    fn reap(&self, now: Instant) {
-        let Ok(mut idle) = self.idle.lock() else {
-            return;
-        };
-        idle.retain(|_, conns| {
-            conns.retain(|c| {
-                !c.sender.is_closed() && now.saturating_duration_since(c.since) < self.idle_timeout
-            });
-            !conns.is_empty()
-        });
-    }
-}
-
-async fn reap(pool: Weak<PoolInner>, idle_timeout: Duration) {
-    let mut tick = tokio::time::interval((idle_timeout / 2).max(Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(pool) = pool.upgrade() else {
-            return;
-        };
-        pool.reap(crate::clock::coarse_now());
-    }
-}
-
 async fn open(dest: SocketAddr) -> Result<Sender, UpstreamError> {
     let stream = connect(dest).await?;
     let (sender, conn) = Builder::new()
@@ -240,15 +171,17 @@ async fn open(dest: SocketAddr) -> Result<Sender, UpstreamError> {
 
 /// Where a connection goes back to when its response body is done.
 struct Home {
-    pool: Weak<PoolInner>,
+    pool: Weak<IdleConns<Sender>>,
     dest: SocketAddr,
     sender: Sender,
 }
 
 impl Home {
     fn checkin(self) {
-        if let Some(pool) = self.pool.upgrade() {
-            pool.checkin(self.dest, self.sender);
+        if let Some(pool) = self.pool.upgrade()
+            && !self.sender.is_closed()
+        {
+            pool.put(self.dest, self.sender);
         }
     }
 }

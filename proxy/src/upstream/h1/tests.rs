@@ -1,7 +1,7 @@
 //! The pool against a real hyper upstream on 127.0.0.1:0 that counts the
 //! connections it accepted and still has open.
 use std::convert::Infallible;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::service::service_fn;
