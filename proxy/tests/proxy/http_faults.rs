@@ -16,11 +16,9 @@ async fn clean_traffic_passes_with_streamed_bodies_and_keep_alive() {
         assert_eq!(response.text().await.unwrap(), "hello");
     }
     // A 2 MiB chunked upload streamed through and echoed back.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..32).map(|i| Ok(vec![i as u8; 64 * 1024])).collect();
     let response = client
         .post(proxy.url("/echo"))
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .body(streamed_body(32))
         .send()
         .await
         .unwrap();

@@ -272,11 +272,9 @@ async fn requests_with_a_body_are_left_to_hyper_which_streams_both_ways() {
     let upstream = http_upstream().await;
     let proxy = start_proxy(upstream.addr, EMPTY).await;
     let client = reqwest::Client::new();
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        (0..64).map(|i| Ok(vec![i as u8; 64 * 1024])).collect();
     let response = client
         .post(proxy.url("/echo"))
-        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .body(streamed_body(64))
         .send()
         .await
         .unwrap();

@@ -158,6 +158,14 @@ fn grpc_response(message: Bytes, copies: usize) -> Response<Body> {
         .unwrap()
 }
 
+/// A request body of `chunks` chunks of 64 KiB, chunk `i` filled with the
+/// byte `i`, streamed as the proxy reads it (for `/echo`).
+pub fn streamed_body(chunks: u8) -> reqwest::Body {
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..chunks).map(|i| Ok(vec![i; 64 * 1024])).collect();
+    reqwest::Body::wrap_stream(futures::stream::iter(chunks))
+}
+
 /// A TCP echo server; with `greeting`, it speaks first (like NATS/MySQL).
 pub async fn tcp_echo(greeting: Option<&'static [u8]>) -> Upstream {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
