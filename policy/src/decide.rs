@@ -255,6 +255,33 @@ impl CompiledPolicy {
             || (!self.request_stage(method).is_empty() && !self.expired())
     }
 
+    /// Whether any rule could act on an HTTP request of connection `conn`,
+    /// whatever the request: only its direction, port and addresses are
+    /// known. When not, a data plane may carry the connection's requests
+    /// without reading them. A `fromHeaders` rule counts for every
+    /// connection (its headers are stripped from every request); an
+    /// expired policy for none.
+    pub fn may_act_on_http(&self, conn: &ConnInfo) -> bool {
+        if self.control_headers {
+            return true;
+        }
+        if self.expired() {
+            return false;
+        }
+        self.on_request
+            .iter()
+            .chain(&self.on_response)
+            .filter_map(|i| self.rules.get(*i))
+            .any(|rule| {
+                rule.matcher.l4_matches(
+                    conn.direction,
+                    conn.destination_port,
+                    conn.source_ip,
+                    conn.destination_ip,
+                )
+            })
+    }
+
     /// What the request-stage rules this request matches could do to it,
     /// found without drawing `percent` or spending a `first` budget: a data
     /// plane that can only carry out some faults asks before

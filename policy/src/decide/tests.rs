@@ -968,3 +968,31 @@ fn request_reach_tells_request_delays_from_other_faults_without_drawing() {
     let replace = compiled("rules: [{match: {response: {status: 5xx}}, replace: {status: 503}}]");
     assert!(replace.may_act_on_request(&Method::GET));
 }
+
+#[test]
+fn may_act_on_http_asks_only_what_a_connection_tells() {
+    let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+    let to = |port| conn(Direction::Inbound, port, ip("10.0.0.2"), ip("10.0.0.1"));
+    let out = conn(Direction::Outbound, 8080, ip("10.0.0.1"), ip("10.0.0.9"));
+    assert!(!compiled("rules: []").may_act_on_http(&to(8080)));
+    // Any request-stage rule, even one no request may ever match.
+    let never = compiled("rules: [{match: {path: /never, methods: [POST]}, delay: {fixed: 0s}}]");
+    assert!(never.may_act_on_http(&to(8080)));
+    let on_port = compiled("rules: [{match: {port: 9090}, abort: {status: 503}}]");
+    assert!(on_port.may_act_on_http(&to(9090)));
+    assert!(!on_port.may_act_on_http(&to(8080)));
+    let outbound = compiled("rules: [{match: {direction: outbound}, delay: {fixed: 1s}}]");
+    assert!(outbound.may_act_on_http(&out));
+    assert!(!outbound.may_act_on_http(&to(8080)));
+    // Response-stage rules read every response of the connection.
+    let replace = compiled("rules: [{match: {response: {status: 5xx}}, replace: {status: 503}}]");
+    assert!(replace.may_act_on_http(&to(8080)));
+    // Connection-level and raw-stream rules never see a request.
+    let tcp = compiled(
+        "rules:\n- {match: {protocol: tcp}, delay: {fixed: 1s}}\n- {partition: {mode: reject}}\n",
+    );
+    assert!(!tcp.may_act_on_http(&to(8080)));
+    // A `fromHeaders` rule strips its headers from every request.
+    let from_headers = compiled("rules: [{match: {port: 1}, fromHeaders: {maxDelay: 1s}}]");
+    assert!(from_headers.may_act_on_http(&to(8080)));
+}

@@ -14,6 +14,8 @@
 //!   verbatim or served by hyper, and no buffers held while idle;
 //! - `http/relay.rs`: the HTTP/1.1 relay, for requests that need nothing
 //!   of hyper;
+//! - `http/h2relay.rs`: the HTTP/2 relay, for h2c connections no rule can
+//!   reach;
 //! - the header-read timeout runs on the coarse clock of `crate::clock`.
 //!
 //! Bodies are streamed frame by frame in both directions, trailers
@@ -30,6 +32,7 @@ use crate::events::{DRAIN, KILL, STOP};
 use crate::metrics::{DirectionLabels, Protocol};
 use crate::state::ProxyState;
 
+mod h2relay;
 mod keepalive;
 mod relay;
 pub mod request;
@@ -88,6 +91,14 @@ pub async fn serve(shared: Arc<ProxyState>, ctx: Arc<ConnCtx>, io: ClientIo) {
 }
 
 async fn serve_h2(ctx: Arc<ConnCtx>, io: ClientIo) -> hyper::Result<()> {
+    let io = if h2relay::relays(&ctx) {
+        match h2relay::serve(&ctx, io).await {
+            Ok(()) => return Ok(()),
+            Err(io) => io,
+        }
+    } else {
+        io
+    };
     let service = {
         let ctx = ctx.clone();
         service_fn(move |req| service::handle(ctx.clone(), req))
