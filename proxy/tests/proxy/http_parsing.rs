@@ -193,7 +193,14 @@ async fn a_malformed_chunked_body_is_the_clients_fault() {
 #[tokio::test]
 async fn an_http2_host_must_agree_with_the_authority() {
     let upstream = http_upstream().await;
-    let proxy = start_proxy(upstream.addr, "rules: []\n").await;
+    // A rule that reaches the connection (and never fires): the proxy reads
+    // its requests. With none, the HTTP/2 relay carries them as they are,
+    // to an upstream connection of that client's own (`h2relay.rs`).
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules: [{percent: 0, abort: {status: 503}}]\n",
+    )
+    .await;
     let mut client = h2_client(proxy.addr).await;
     let request = |host: &str| {
         Request::get("http://a.example/hello")

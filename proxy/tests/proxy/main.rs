@@ -8,6 +8,7 @@ mod control;
 mod delay_distributions;
 mod dns;
 mod grpc;
+mod h2relay;
 mod header_faults;
 mod http_edges;
 mod http_faults;

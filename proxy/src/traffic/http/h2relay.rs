@@ -331,7 +331,10 @@ impl Requests {
             }
         });
         if let Err(error) = decoded {
-            tracing::debug!(?error, "failed to decode a relayed HPACK block; counting requests without it");
+            tracing::debug!(
+                ?error,
+                "failed to decode a relayed HPACK block; counting requests without it"
+            );
             self.hpack = None;
         }
         self.block.clear();
@@ -368,7 +371,9 @@ impl Sink for UpSink<'_, '_> {
             return;
         }
         if r.block.len() + bytes.len() > MAX_HEADER_BYTES {
-            tracing::debug!("relayed HPACK block over the header bound; counting requests without it");
+            tracing::debug!(
+                "relayed HPACK block over the header bound; counting requests without it"
+            );
             r.hpack = None;
             r.block = Vec::new();
             return;

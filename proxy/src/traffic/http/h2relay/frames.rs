@@ -303,7 +303,14 @@ mod tests {
         let kinds: Vec<(u8, u32)> = whole.frames.iter().map(|f| (f.kind, f.stream)).collect();
         assert_eq!(
             kinds,
-            [(0x4, 0), (HEADERS, 1), (CONTINUATION, 1), (DATA, 1), (HEADERS, 3), (0x6, 0)]
+            [
+                (0x4, 0),
+                (HEADERS, 1),
+                (CONTINUATION, 1),
+                (DATA, 1),
+                (HEADERS, 3),
+                (0x6, 0)
+            ]
         );
         for size in 1..bytes.len() {
             let mut cut = Seen::default();
@@ -355,7 +362,10 @@ mod tests {
         assert_eq!(seen.ended, 0);
         let mut seen = Seen::default();
         let mut scanner = Scanner::server();
-        scanner.feed(&frame(HEADERS, PADDED | END_HEADERS, 1, &[200, b'x']), &mut seen);
+        scanner.feed(
+            &frame(HEADERS, PADDED | END_HEADERS, 1, &[200, b'x']),
+            &mut seen,
+        );
         assert!(seen.block.is_empty());
         assert_eq!(seen.ended, 1);
         // The reserved bit is no part of the stream.
