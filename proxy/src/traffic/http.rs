@@ -91,13 +91,9 @@ pub async fn serve(shared: Arc<ProxyState>, ctx: Arc<ConnCtx>, io: ClientIo) {
 }
 
 async fn serve_h2(ctx: Arc<ConnCtx>, io: ClientIo) -> hyper::Result<()> {
-    let io = if h2relay::relays(&ctx) {
-        match h2relay::serve(&ctx, io).await {
-            Ok(()) => return Ok(()),
-            Err(io) => io,
-        }
-    } else {
-        io
+    let io = match h2relay::serve(&ctx, io).await {
+        Ok(()) => return Ok(()),
+        Err(io) => io,
     };
     let service = {
         let ctx = ctx.clone();

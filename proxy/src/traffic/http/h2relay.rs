@@ -51,8 +51,9 @@ mod frames;
 
 use frames::{FrameHead, Scanner, Sink};
 
-/// Each direction's buffer: one read's worth, forwarded before the next.
-const BUF_SIZE: usize = 16 * 1024;
+/// Each direction's buffer, as the raw TCP copy's: one read's worth,
+/// forwarded before the next.
+const BUF_SIZE: usize = 8 * 1024;
 /// Open streams followed at once; past this, requests are still counted,
 /// but not timed, and only the client closing ends the connection after
 /// a GOAWAY.
@@ -66,7 +67,7 @@ const MAX_HPACK_TABLE: usize = 64 * 1024;
 
 /// Whether the relay may carry this h2c connection: no rule of the
 /// current policy can act on any of its requests.
-pub fn relays(ctx: &ConnCtx) -> bool {
+fn relays(ctx: &ConnCtx) -> bool {
     let conn = effects::conn_info(ctx.direction, ctx.client, ctx.original_dst);
     !ctx.shared
         .store
@@ -74,9 +75,16 @@ pub fn relays(ctx: &ConnCtx) -> bool {
 }
 
 /// Relays the connection until either side closes it, the proxy stops, or
-/// after a GOAWAY its streams are over. When the upstream cannot be
-/// reached, hands the connection back, nothing read, for hyper to serve.
+/// after a GOAWAY its streams are over. When a rule can reach it, or the
+/// upstream cannot be reached, hands the connection back, nothing read,
+/// for hyper to serve.
 pub async fn serve(ctx: &ConnCtx, mut client: ClientIo) -> Result<(), ClientIo> {
+    // Watched from before the look at the policy: a change in between is
+    // still seen.
+    let mut policy = ctx.shared.store.subscribe();
+    if !relays(ctx) {
+        return Err(client);
+    }
     let mut upstream = match Box::pin(crate::upstream::connect(ctx.forward_to)).await {
         Ok(upstream) => upstream,
         Err(error) => {
@@ -86,7 +94,6 @@ pub async fn serve(ctx: &ConnCtx, mut client: ClientIo) -> Result<(), ClientIo> 
         }
     };
     let mut relay = Relay::new(ctx);
-    let mut policy = ctx.shared.store.subscribe();
     let mut watching = true;
     let mut awaited = DRAIN | KILL | STOP;
     let mut grace: Option<tokio::time::Instant> = None;
