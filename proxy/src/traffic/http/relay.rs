@@ -156,7 +156,9 @@ impl Relay {
                 }
                 Parsed::Partial => {}
             }
+            // Biased, in the order written: no random draw per wakeup.
             let read = tokio::select! {
+                biased;
                 read = fill(io, &mut bufs.client, MAX_HEADER_BYTES) => read,
                 _ = ctx.events.raised(DRAIN | KILL | STOP) => return Step::Close,
                 () = &mut deadline => return Step::Close,
@@ -174,6 +176,7 @@ impl Relay {
         };
         drop(deadline);
         let step = tokio::select! {
+            biased;
             step = self.relay(ctx, io, head) => step,
             // Dropped at once: a reset fault or the end of the drain.
             _ = ctx.events.raised(KILL | STOP) => return Step::Close,
@@ -530,6 +533,7 @@ async fn read_head(
         // gives up must free the upstream connection, as hyper's path
         // does (it also closes when a client half-closes).
         let read = tokio::select! {
+            biased;
             read = fill(upstream, buf, MAX_HEADER_BYTES) => read,
             gone = client_gone(io, client) => {
                 return Err(ReadHead::Failed(Failed::ClientGone(gone), true));
@@ -586,6 +590,7 @@ async fn relay_response_body(
     while !pass_on(io, buf, framing, head).await? {
         head = 0;
         let read = tokio::select! {
+            biased;
             read = fill(upstream, buf, BUF_SIZE) => read,
             gone = client_gone(io, client) => return Err(BodyError::Write(gone)),
         };

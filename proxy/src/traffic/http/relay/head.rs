@@ -1,6 +1,8 @@
 //! Request and response heads as the relay reads them (httparse), and
 //! what it makes of them: whether a request is one it may carry verbatim,
 //! and how each message's body is framed (RFC 9112 section 6).
+use std::mem::MaybeUninit;
+
 use super::framing::{Chunked, Framing};
 use crate::traffic::http::request::is_host;
 
@@ -52,9 +54,9 @@ pub fn request<D>(
     buf: &[u8],
     decide: impl FnOnce(&Request<'_>) -> Option<D>,
 ) -> Parsed<RequestHead<D>> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut headers) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Refused,
@@ -111,9 +113,7 @@ pub fn empty_lines(buf: &[u8]) -> usize {
 /// heads on as they are, would frame the message by a header the next
 /// parser never sees. hyper writes the head anew, with CRLFs.
 fn has_bare_lf(head: &[u8]) -> bool {
-    head.iter()
-        .enumerate()
-        .any(|(i, b)| *b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
 }
 
 /// What a relayable request's headers say.
