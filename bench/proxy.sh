@@ -22,7 +22,8 @@
 #   CPU us   user+system CPU time of the target per request during that run
 #            (less noisy than throughput: it does not depend on how the
 #            cores were shared with the load generator and the upstream)
-#   h2c rps  saturated h2c throughput (h2load, 10 streams per connection; peers)
+#   h2c rps  saturated h2c throughput (h2load, 10 streams per connection; peers),
+#            and the target's CPU per request during that run
 #   tcp      saturated raw TCP echo exchanges (bench-client tcp, 64 bytes)
 #            and the target's CPU per exchange (direct, proxy, haproxy-tcp)
 #   fast     proxy and proxy+20% at 5k req/s on a pool of connections: p50
@@ -267,11 +268,15 @@ h1() { # NAME
   echo "   wrk: ${result[$1.h1]##* } req/s, ${result[$1.cpu]##* } us CPU per request" >&2
 }
 h2() { # NAME
-  local h v
+  local h v n cpu0 cpu1
+  cpu0=$(cpu_ticks "${tpid[$1]}")
   h=$(h2load -t"$threads" -c"$conns" -m10 -D"$secs" "http://127.0.0.1:${h2port[$1]}/" 2>&1)
+  cpu1=$(cpu_ticks "${tpid[$1]}")
   v=$(sed -nE 's/^finished in [^,]+, ([0-9.]+) req\/s.*/\1/p' <<<"$h" | cut -d. -f1)
+  n=$(sed -nE 's/^requests: .* ([0-9]+) succeeded.*/\1/p' <<<"$h")
   add "$1.h2" "${v:-0}"
-  echo "   h2load: ${v:-0} req/s ($(grep -E '^requests:' <<<"$h"))" >&2
+  add "$1.h2cpu" "$(per_op "$cpu0" "$cpu1" "${n:-0}")"
+  echo "   h2load: ${v:-0} req/s, ${result[$1.h2cpu]##* } us CPU per request ($(grep -E '^requests:' <<<"$h"))" >&2
 }
 tcp() { # NAME
   local out cpu0 cpu1 rps
@@ -339,27 +344,30 @@ goal() {
 summary() {
   echo "faultline-proxy benchmark $(date -u +%Y-%m-%dT%H:%MZ): $(nproc) cores, $threads worker threads each, medians of $rounds interleaved rounds of ${secs}s"
   echo "load average before: $load_before, after: $load_after"
-  printf '%-13s | %8s %8s | %8s %8s | %8s %6s | %7s %6s | %8s %6s | %8s %6s | %6s %6s\n' \
-    target "+p50 5k" "+p99 5k" "+p50 1k" "+p99 1k" "h1 rps" "/nginx" "CPU us" "/htcp" "h2c rps" "/nginx" "tcp x/s" "CPU us" "RSS MB" "1k MB"
+  printf '%-13s | %8s %8s | %8s %8s | %8s %6s | %7s %6s | %8s %6s %6s %6s | %8s %6s | %6s %6s\n' \
+    target "+p50 5k" "+p99 5k" "+p50 1k" "+p99 1k" "h1 rps" "/nginx" "CPU us" "/htcp" "h2c rps" "/nginx" "CPU us" "/htcp" "tcp x/s" "CPU us" "RSS MB" "1k MB"
   for name in "${peers[@]}" "${ruled[@]}"; do
-    local l1p50=- l1p99=- h2=- tcp=- tcpcpu=- rss=- rss1k=-
+    local l1p50=- l1p99=- h2=- h2cpu=- tcp=- tcpcpu=- rss=- rss1k=-
     if [ -n "${result[$name.l1.p50]:-}" ]; then
       l1p50=$(added "$name" l1.p50) l1p99=$(added "$name" l1.p99) h2=$(m "$name" h2)
+      h2cpu=$(m "$name" h2cpu)
       rss=$(mib "${result[$name.rss_idle]}") rss1k=$(mib "${result[$name.rss_1k]}")
     fi
     if [ -n "${result[$name.tcp]:-}" ]; then tcp=$(m "$name" tcp) tcpcpu=$(m "$name" tcpcpu); fi
-    printf '%-13s | %8s %8s | %8s %8s | %8s %6s | %7s %6s | %8s %6s | %8s %6s | %6s %6s\n' "$name" \
+    printf '%-13s | %8s %8s | %8s %8s | %8s %6s | %7s %6s | %8s %6s %6s %6s | %8s %6s | %6s %6s\n' "$name" \
       "$(added "$name" l5.p50)" "$(added "$name" l5.p99)" "$l1p50" "$l1p99" \
       "$(m "$name" h1)" "$(ratio "$(m "$name" h1)" "$(m nginx h1)")" \
       "$(m "$name" cpu)" "$(ratio "$(m "$name" cpu)" "$(m haproxy-tcp cpu)")" \
-      "$h2" "$(ratio "$h2" "$(m nginx h2)")" "$tcp" "$tcpcpu" "$rss" "$rss1k"
+      "$h2" "$(ratio "$h2" "$(m nginx h2)")" "$h2cpu" "$(ratio "$h2cpu" "$(m haproxy-tcp h2cpu)")" \
+      "$tcp" "$tcpcpu" "$rss" "$rss1k"
   done
   for name in "${split[@]}"; do
     printf '%-13s | pooled at %s/s, requests under 100 ms: p50 %s us, p99 %s us; over 100 ms: %s %%\n' \
       "$name" "$rate" "$(m "$name" f.p50)" "$(m "$name" f.p99)" "$(m "$name" f.slow)"
   done
   echo "(+p50/+p99: added over direct at a fixed rate, median of the per-round differences; direct's own row is 0;"
-  echo " CPU us: user+system CPU of the target per request in the wrk run, /htcp: over haproxy-tcp's; direct: the upstream's)"
+  echo " CPU us: user+system CPU of the target per request in the wrk (h1) or h2load (h2c) run, /htcp: over haproxy-tcp's;"
+  echo " direct: the upstream's)"
   echo "goals (ratios of medians of this run):"
   for name in "${ruled[@]}"; do
     goal "$name throughput / proxy (>= 0.9)" "$(ratio "$(m "$name" h1)" "$(m proxy h1)")" ">=" 0.90
@@ -378,6 +386,7 @@ summary() {
   goal "proxy h1 CPU per request / haproxy-tcp (<= 1.05)" "$(ratio "$(m proxy cpu)" "$(m haproxy-tcp cpu)")" "<=" 1.05
   goal "proxy h2c throughput / nginx (>= 1.1)" "$(ratio "$(m proxy h2)" "$(m nginx h2)")" ">=" 1.10
   goal "proxy h2c throughput / haproxy-tcp (>= 1)" "$(ratio "$(m proxy h2)" "$(m haproxy-tcp h2)")" ">=" 1.00
+  goal "proxy h2c CPU per request / haproxy-tcp (<= 1.05)" "$(ratio "$(m proxy h2cpu)" "$(m haproxy-tcp h2cpu)")" "<=" 1.05
   goal "proxy tcp exchanges / haproxy-tcp (>= 1)" "$(ratio "$(m proxy tcp)" "$(m haproxy-tcp tcp)")" ">=" 1.00
   goal "proxy tcp CPU per exchange / haproxy-tcp (<= 1.05)" "$(ratio "$(m proxy tcpcpu)" "$(m haproxy-tcp tcpcpu)")" "<=" 1.05
 }

@@ -2,9 +2,9 @@
 //! (`traffic::http::relay`), one pool per worker, as [`super::H1Pool`]
 //! keeps hyper's.
 //!
-//! A relayed client connection owns one upstream connection while it is
-//! busy, and gives it back here when it goes idle or closes, so idle
-//! clients hold no upstream socket and the next client reuses a warm one.
+//! A relayed exchange takes one upstream connection and gives it back here
+//! once its response has ended cleanly, so idle clients hold no upstream
+//! socket and the next request, of any client, reuses a warm one.
 //! A connection is checked when taken (a non-blocking read: the upstream
 //! closed it, or sent bytes nobody asked for, and it is dropped) and
 //! closed once idle for longer than the pool's idle timeout.

@@ -19,9 +19,11 @@
 //!   connection (`keepalive`), which decides and answers as it always has
 //!   and, once idle, hands the connection back to the relay.
 //!
-//! The relay owns one upstream connection per client connection while it
-//! is busy (as an L4 proxy does), taken from and given back to the worker's
-//! pool (`upstream::RawPool`) when the client connection goes idle or ends.
+//! Each exchange takes an upstream connection from the worker's pool
+//! (`upstream::RawPool`) and gives it back once its response has ended
+//! cleanly, so a client between two requests holds no upstream socket.
+//! (Keeping it for the client's next request instead, as an L4 proxy
+//! keeps its one, measured no cheaper.)
 //! Its buffers, like hyper's, are freed once the connection has been idle
 //! for a clock tick. Reads and writes go through [`ClientIo`], so the
 //! connection-level faults on bytes keep applying.
