@@ -264,9 +264,12 @@ pub enum BadResponse {
 /// Parses the response head at the start of `buf`; `head_request` says the
 /// request was `HEAD` (its response has no body).
 pub fn response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>, BadResponse> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
-    let len = match res.parse(buf).map_err(BadResponse::Syntax)? {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut headers)
+        .map_err(BadResponse::Syntax)?;
+    let len = match parsed {
         httparse::Status::Complete(len) => len,
         httparse::Status::Partial => return Ok(None),
     };
