@@ -48,6 +48,8 @@ use crate::traffic::client_io::ClientIo;
 use crate::traffic::effects;
 
 mod frames;
+#[cfg(test)]
+mod tests;
 
 use frames::{FrameHead, Scanner, Sink};
 
