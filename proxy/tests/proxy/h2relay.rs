@@ -301,3 +301,32 @@ async fn goaway_goes_in_between_frames_of_a_download_in_flight() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_client_that_ignores_goaway_is_closed_once_its_streams_are_over() {
+    let upstream = http_upstream().await;
+    let proxy = start_proxy(upstream.addr, "rules: []\n").await;
+    // A client that opens a connection and never closes it.
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut out = PREFACE.to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    stream.write_all(&out).await.unwrap();
+    eventually(
+        "the connection to be relayed",
+        Duration::from_secs(5),
+        || async { proxy.metric(ACTIVE).await == 1.0 },
+    )
+    .await;
+    proxy
+        .set_policy("rules:\n- {match: {path: /hello}, abort: {status: 503}}\n")
+        .await;
+    // The upstream's SETTINGS (and its ACK), then the relay's GOAWAY, then
+    // the end: the relay closes the connection itself, a grace period
+    // after the GOAWAY, since no stream is open.
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut back))
+        .await
+        .expect("the relay closes the connection")
+        .unwrap();
+    assert!(kinds(&back).contains(&0x7), "a GOAWAY came back: {back:?}");
+}

@@ -39,6 +39,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
 
 use super::MAX_HEADER_BYTES;
 use crate::conn::ConnCtx;
@@ -98,13 +99,7 @@ pub async fn serve(ctx: &ConnCtx, mut client: ClientIo) -> Result<(), ClientIo> 
     let mut relay = Relay::new(ctx);
     let mut watching = true;
     let mut awaited = DRAIN | KILL | STOP;
-    let mut grace: Option<tokio::time::Instant> = None;
     let ended = loop {
-        if grace.is_none()
-            && let Some(sent) = relay.goaway.sent
-        {
-            grace = Some((sent + GOAWAY_GRACE).into());
-        }
         tokio::select! {
             biased;
             flags = ctx.events.raised(awaited) => {
@@ -120,10 +115,6 @@ pub async fn serve(ctx: &ConnCtx, mut client: ClientIo) -> Result<(), ClientIo> 
                 if watching && !relays(ctx) {
                     relay.goaway.ask("a rule now reaches the connection");
                 }
-            }
-            () = tokio::time::sleep_until(grace.unwrap_or_else(tokio::time::Instant::now)),
-                if grace.is_some() && !relay.may_close => {
-                relay.may_close = true;
             }
             ended = poll_fn(|cx| relay.poll(cx, &mut client, &mut upstream)) => break ended,
         }
@@ -157,7 +148,8 @@ struct Relay<'c> {
     requests: Requests,
     streams: Streams<'c>,
     goaway: GoAway,
-    /// The grace after the GOAWAY is over.
+    /// Runs from the GOAWAY; once over, the relay may close the connection.
+    grace: Option<Pin<Box<Sleep>>>,
     may_close: bool,
 }
 
@@ -169,6 +161,7 @@ impl<'c> Relay<'c> {
             requests: Requests::new(),
             streams: Streams::new(ctx),
             goaway: GoAway::default(),
+            grace: None,
             may_close: false,
         }
     }
@@ -192,6 +185,14 @@ impl<'c> Relay<'c> {
             .poll(cx, upstream, client, &mut down_sink, Some(&mut self.goaway))?;
         if up.is_ready() && down.is_ready() {
             return Poll::Ready(Ok(Ended::Closed));
+        }
+        if let Some(sent) = self.goaway.sent
+            && !self.may_close
+        {
+            let grace = self.grace.get_or_insert_with(|| {
+                Box::pin(tokio::time::sleep_until((sent + GOAWAY_GRACE).into()))
+            });
+            self.may_close = grace.as_mut().poll(cx).is_ready();
         }
         if self.may_close && self.streams.all_over() {
             return Poll::Ready(Ok(Ended::StreamsOver));
