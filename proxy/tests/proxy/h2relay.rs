@@ -207,14 +207,18 @@ fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// A client's opening: the preface and an empty SETTINGS frame.
+fn opening() -> Vec<u8> {
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(0x4, 0, 0, &[]));
+    out
+}
 
 /// Sends `bytes` after the preface and an empty SETTINGS, then reads what
 /// comes back until the connection closes (within 5 s).
 async fn raw_h2(addr: std::net::SocketAddr, bytes: &[u8]) -> Vec<u8> {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let mut out = PREFACE.to_vec();
-    out.extend(frame(0x4, 0, 0, &[]));
+    let mut out = opening();
     out.extend_from_slice(bytes);
     stream.write_all(&out).await.unwrap();
     let mut back = Vec::new();
@@ -252,8 +256,7 @@ async fn hostile_frames_reach_the_upstream_as_sent_and_cost_the_proxy_nothing() 
     assert!(kinds(&back).contains(&0x7), "a GOAWAY came back: {back:?}");
     // A 16 MiB DATA frame announced and never sent, then the client leaves.
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut out = PREFACE.to_vec();
-    out.extend(frame(0x4, 0, 0, &[]));
+    let mut out = opening();
     out.extend_from_slice(&[0xff, 0xff, 0xff, 0x0, 0, 0, 0, 0, 3]);
     stream.write_all(&out).await.unwrap();
     drop(stream);
@@ -308,9 +311,7 @@ async fn a_client_that_ignores_goaway_is_closed_once_its_streams_are_over() {
     let proxy = start_proxy(upstream.addr, "rules: []\n").await;
     // A client that opens a connection and never closes it.
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut out = PREFACE.to_vec();
-    out.extend(frame(0x4, 0, 0, &[]));
-    stream.write_all(&out).await.unwrap();
+    stream.write_all(&opening()).await.unwrap();
     eventually(
         "the connection to be relayed",
         Duration::from_secs(5),
