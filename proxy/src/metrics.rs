@@ -199,7 +199,7 @@ impl Metrics {
         let requests_relayed = Family::<DirectionLabels, Counter>::default();
         registry.register(
             "requests_relayed",
-            "HTTP/1.1 requests relayed verbatim by the fast path (also counted in requests)",
+            "HTTP/1.1 and HTTP/2 requests relayed verbatim by a relay (also counted in requests)",
             requests_relayed.clone(),
         );
         let connections = Family::<TrafficLabels, Counter>::default();
