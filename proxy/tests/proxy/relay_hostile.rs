@@ -1106,9 +1106,10 @@ async fn a_head_trickled_a_byte_a_second_is_cut_at_the_deadline() {
     assert_eq!(pair.hyper.1.take(), Served::default());
 }
 
-/// An upstream that reads and never answers; counts the connections the
-/// proxy has closed.
-async fn silent_upstream() -> (SocketAddr, Arc<Mutex<usize>>) {
+/// An upstream that reads a request and sends `reply` (nothing: it never
+/// answers), then holds the connection until the proxy closes it; counts
+/// the connections the proxy has closed.
+async fn held_upstream(reply: &'static [u8]) -> (SocketAddr, Arc<Mutex<usize>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let closed = Arc::new(Mutex::new(0));
@@ -1118,6 +1119,10 @@ async fn silent_upstream() -> (SocketAddr, Arc<Mutex<usize>>) {
             let c = c.clone();
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
+                if !reply.is_empty() {
+                    let _ = stream.read(&mut buf).await;
+                    let _ = stream.write_all(reply).await;
+                }
                 while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
                 *c.lock().unwrap() += 1;
             });
@@ -1132,7 +1137,7 @@ async fn silent_upstream() -> (SocketAddr, Arc<Mutex<usize>>) {
 #[tokio::test]
 async fn a_client_giving_up_on_a_silent_upstream_frees_the_upstream_connection() {
     for (path, policy) in [("hyper", FULL_PATH), ("relay", EMPTY)] {
-        let (upstream, closed) = silent_upstream().await;
+        let (upstream, closed) = held_upstream(b"").await;
         let proxy = start_proxy(upstream, policy).await;
         for request in [
             get("/a"),
@@ -1152,34 +1157,12 @@ async fn a_client_giving_up_on_a_silent_upstream_frees_the_upstream_connection()
     }
 }
 
-/// An upstream that answers a head and part of its body, then stalls;
-/// counts the connections the proxy has closed.
-async fn stalling_upstream() -> (SocketAddr, Arc<Mutex<usize>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let closed = Arc::new(Mutex::new(0));
-    let c = closed.clone();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let c = c.clone();
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = stream.read(&mut buf).await;
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nten bytes.")
-                    .await;
-                while matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {}
-                *c.lock().unwrap() += 1;
-            });
-        }
-    });
-    (addr, closed)
-}
-
 #[tokio::test]
 async fn a_client_giving_up_on_a_stalled_body_frees_the_upstream_connection() {
     for (path, policy) in [("hyper", FULL_PATH), ("relay", EMPTY)] {
-        let (upstream, closed) = stalling_upstream().await;
+        // A head and part of its body, then a stall.
+        let (upstream, closed) =
+            held_upstream(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nten bytes.").await;
         let proxy = start_proxy(upstream, policy).await;
         let mut client = TcpStream::connect(proxy.addr).await.unwrap();
         client.write_all(get("/a").as_bytes()).await.unwrap();
