@@ -306,9 +306,8 @@ impl Pump {
 /// The client's request header blocks, gathered and decoded.
 struct Requests {
     block: Vec<u8>,
-    /// The stream the block belongs to; true when it opened it.
-    stream: u32,
-    opens: bool,
+    /// The stream the block being gathered opens, if it opens one.
+    opening: Option<u32>,
     /// The highest client stream seen.
     last: u32,
     /// `None` once the table is out of step (a block too large, an error):
@@ -322,8 +321,7 @@ impl Requests {
         hpack.set_max_allowed_table_size(MAX_HPACK_TABLE);
         Requests {
             block: Vec::new(),
-            stream: 0,
-            opens: false,
+            opening: None,
             last: 0,
             hpack: Some(hpack),
         }
@@ -363,10 +361,9 @@ impl Sink for UpSink<'_, '_> {
             frames::HEADERS => {
                 let r = &mut *self.requests;
                 r.block.clear();
-                r.stream = head.stream;
                 // Client streams are odd and each new one is higher.
-                r.opens = head.stream % 2 == 1 && head.stream > r.last;
-                if r.opens {
+                r.opening = (head.stream % 2 == 1 && head.stream > r.last).then_some(head.stream);
+                if r.opening.is_some() {
                     r.last = head.stream;
                 }
             }
@@ -398,8 +395,7 @@ impl Sink for UpSink<'_, '_> {
             return;
         }
         let grpc = self.requests.decode();
-        if self.requests.opens && head.stream == self.requests.stream {
-            self.requests.opens = false;
+        if self.requests.opening.take() == Some(head.stream) {
             self.streams.open(head.stream, grpc);
         }
     }
