@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use http::{HeaderMap, Method};
 use rand::Rng;
 
-use crate::action::{Action, Decision};
+use crate::action::{Action, BodyRewrite, Decision};
 use crate::compile::matchers::Pattern;
 use crate::compile::{
     Asked, Chance, CompiledFault, CompiledPolicy, CompiledRule, DelaySampler, HostMatcher,
@@ -346,6 +346,34 @@ impl CompiledPolicy {
                     .is_some_and(|r| r.matcher.request_matches(req, probe, path))
             })
             .collect()
+    }
+
+    /// Whether one of `candidates` (from [`Self::response_candidates`])
+    /// matches on the response's headers: when none does, the decision
+    /// reads only its status, and a data plane may ask with no headers.
+    pub fn response_reads_headers(&self, candidates: &[usize]) -> bool {
+        candidates
+            .iter()
+            .filter_map(|i| self.rules.get(*i))
+            .any(|rule| {
+                rule.matcher
+                    .response
+                    .as_ref()
+                    .is_some_and(|r| !r.headers.is_empty())
+            })
+    }
+
+    /// Whether one of `candidates` may need the response's whole body to
+    /// apply its fault (a JSON merge `patch`): a data plane that streams
+    /// bodies verbatim leaves such requests to one that can hold a body.
+    pub fn response_needs_body(&self, candidates: &[usize]) -> bool {
+        candidates
+            .iter()
+            .filter_map(|i| self.rules.get(*i))
+            .any(|rule| {
+                matches!(&rule.fault, CompiledFault::Rewrite(r)
+                    if matches!(r.body, Some(BodyRewrite::MergePatch(_))))
+            })
     }
 
     /// The fault for an upstream's response to a request whose

@@ -996,3 +996,29 @@ fn may_act_on_http_asks_only_what_a_connection_tells() {
     let from_headers = compiled("rules: [{match: {port: 1}, fromHeaders: {maxDelay: 1s}}]");
     assert!(from_headers.may_act_on_http(&to(8080)));
 }
+
+#[test]
+fn a_data_plane_learns_which_response_rules_need_headers_or_the_body() {
+    let policy = compiled(
+        "rules:\n\
+         - {name: status, match: {path: /s, response: {status: 5xx}}, replace: {status: 503}}\n\
+         - {name: header, match: {path: /h, response: {headers: {x-cache: MISS}}}, abort: {status: 500}}\n\
+         - {name: merge, match: {path: /m}, patch: {body: {merge: {a: 1}}}}\n\
+         - {name: set, match: {path: /p}, patch: {headers: {set: {x-a: b}}}}\n\
+         - {name: replaced, match: {path: /r}, replace: {body: x}}\n",
+    );
+    let at = |path: &str| {
+        let mut req = Req::new();
+        req.path = path.into();
+        policy.response_candidates(&req.info())
+    };
+    assert!(!policy.response_reads_headers(&at("/s")));
+    assert!(policy.response_reads_headers(&at("/h")));
+    assert!(!policy.response_needs_body(&at("/s")));
+    assert!(policy.response_needs_body(&at("/m")));
+    // Headers set, or a body replaced, need no body read.
+    assert!(!policy.response_needs_body(&at("/p")));
+    assert!(!policy.response_needs_body(&at("/r")));
+    assert!(!policy.response_needs_body(&at("/none")));
+    assert!(!policy.response_reads_headers(&[]));
+}

@@ -185,19 +185,38 @@ fn decide<'p, B>(
 /// What the HTTP/1.1 relay (`http::relay`) may do with a request.
 #[derive(Debug)]
 pub enum RelayFault {
-    /// Forward it as it is.
-    None,
-    /// Wait this long, then forward it.
-    Delay(Duration, Injected<HttpFault>),
+    /// Forward it, after `delay` when one was decided; `response` holds
+    /// the response-stage rules its response is judged by, if any.
+    Forward {
+        delay: Option<RelayDelay>,
+        response: Option<PendingResponse>,
+    },
     /// The full HTTP path must take it: a rule could do more than delay
-    /// it, reads its control headers, or may act on its response. Nothing
-    /// was drawn or spent, so that path decides it once, from scratch.
+    /// it, reads its control headers, or may need its response's whole
+    /// body. Nothing was drawn or spent, so that path decides it once,
+    /// from scratch.
     FullPath,
+}
+
+/// A request delay the relay carries out, and the rule it came from.
+#[derive(Debug)]
+pub struct RelayDelay {
+    pub delay: Duration,
+    pub rule: Arc<str>,
+    pub kind: &'static str,
+}
+
+impl RelayFault {
+    pub const PLAIN: RelayFault = RelayFault::Forward {
+        delay: None,
+        response: None,
+    };
 }
 
 /// The relay's decision for an HTTP/1.1 request (never gRPC): the same
 /// policy as [`request_fault`], asked first whether anything but a request
-/// delay could apply ([`CompiledPolicy::request_reach`]).
+/// delay could apply ([`CompiledPolicy::request_reach`]). Response-stage
+/// rules stay with the relay unless one may patch the body.
 pub fn relay_fault(
     store: &PolicyStore,
     conn: &ConnInfo,
@@ -217,28 +236,63 @@ pub fn relay_fault(
         destination_ip: conn.destination_ip,
         host,
     };
-    store.with_compiled(|compiled| {
-        if compiled.reads_control_headers()
-            || (compiled.has_response_rules() && !compiled.response_candidates(&info).is_empty())
-        {
-            return RelayFault::FullPath;
-        }
-        match compiled.request_reach(&info) {
-            RequestReach::Nothing => RelayFault::None,
-            RequestReach::Other => RelayFault::FullPath,
-            RequestReach::RequestDelay => {
-                let outcome = compiled.decide_request_outcome(&info, &mut rand::rng());
-                match outcome.decision.and_then(|d| injected(d, http_fault)) {
-                    None => RelayFault::None,
-                    Some(injected) => match injected.fault {
-                        HttpFault::DelayRequest(delay) => RelayFault::Delay(delay, injected),
-                        // `request_reach` saw request delays only.
-                        _ => RelayFault::FullPath,
+    if !store.with_compiled(CompiledPolicy::has_response_rules) {
+        return store.with_compiled(|compiled| relay_request_fault(compiled, &info, None));
+    }
+    // One policy for both stages: the candidates are its rules' indices.
+    let policy = store.compiled();
+    let candidates = policy.response_candidates(&info);
+    if candidates.is_empty() {
+        return relay_request_fault(&policy, &info, None);
+    }
+    if policy.response_needs_body(&candidates) {
+        return RelayFault::FullPath;
+    }
+    let pending = PendingResponse {
+        policy: Arc::clone(&policy),
+        candidates,
+        client: conn.source_ip,
+    };
+    relay_request_fault(&policy, &info, Some(pending))
+}
+
+/// The request stage of [`relay_fault`].
+fn relay_request_fault(
+    compiled: &CompiledPolicy,
+    info: &RequestInfo<'_>,
+    response: Option<PendingResponse>,
+) -> RelayFault {
+    if compiled.reads_control_headers() {
+        return RelayFault::FullPath;
+    }
+    match compiled.request_reach(info) {
+        RequestReach::Nothing => RelayFault::Forward {
+            delay: None,
+            response,
+        },
+        RequestReach::Other => RelayFault::FullPath,
+        RequestReach::RequestDelay => {
+            let outcome = compiled.decide_request_outcome(info, &mut rand::rng());
+            match outcome.decision.and_then(|d| injected(d, http_fault)) {
+                None => RelayFault::Forward {
+                    delay: None,
+                    response,
+                },
+                Some(injected) => match injected.fault {
+                    HttpFault::DelayRequest(delay) => RelayFault::Forward {
+                        delay: Some(RelayDelay {
+                            delay,
+                            rule: injected.rule,
+                            kind: injected.kind,
+                        }),
+                        response,
                     },
-                }
+                    // `request_reach` saw request delays only.
+                    _ => RelayFault::FullPath,
+                },
             }
         }
-    })
+    }
 }
 
 /// The rules that may still fault a forwarded request once its response
@@ -276,17 +330,35 @@ pub fn response_fault<B>(
     pending: &PendingResponse,
     response: &http::Response<B>,
 ) -> Option<Injected<HttpFault>> {
-    let info = ResponseInfo {
-        status: response.status().as_u16(),
-        headers: response.headers(),
-    };
+    response_head_fault(
+        pending,
+        &ResponseInfo {
+            status: response.status().as_u16(),
+            headers: response.headers(),
+        },
+    )
+}
+
+/// The fault for an upstream's response head as the relay read it.
+pub fn response_head_fault(
+    pending: &PendingResponse,
+    info: &ResponseInfo<'_>,
+) -> Option<Injected<HttpFault>> {
     let decision = pending.policy.decide_response(
         &pending.candidates,
         pending.client,
-        &info,
+        info,
         &mut rand::rng(),
     )?;
     injected(decision, http_fault)
+}
+
+impl PendingResponse {
+    /// Whether the decision reads the response's headers, or only its
+    /// status.
+    pub fn reads_headers(&self) -> bool {
+        self.policy.response_reads_headers(&self.candidates)
+    }
 }
 
 /// The connection-level decision (partition, reset) when a connection is

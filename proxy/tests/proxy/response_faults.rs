@@ -579,3 +579,200 @@ rules:
     assert_eq!(response.headers()["etag"], "\"v1\"");
     assert_eq!(response.headers()["x-faultline"], "patched");
 }
+
+/// Every way a response-stage rule changes an HTTP/1.1 response, each
+/// request of it sent on one keep-alive connection.
+const ON_RESPONSE: &str = r#"
+- {name: replaced, match: {path: /status/502}, replace: {status: 503, headers: {x-replaced: "1"}, body: replaced}}
+- {name: aborted, match: {path: /status/500, response: {status: 5xx}}, abort: {status: 418, body: teapot, headers: {x-abort: "1"}}}
+- {name: patched, match: {path: /json-chunked}, patch: {status: 202, headers: {set: {x-a: b}, remove: [x-upstream]}}}
+- {name: headers, match: {path: /json}, replace: {headers: {x-only: "1"}}}
+- {name: emptied, match: {path: /text}, patch: {status: 204}}
+- {name: refreshed, match: {path: /status/304}, replace: {status: 200, body: fresh}}
+- {name: seen, match: {path: /status/201, response: {headers: {x-upstream: "y*"}}}, patch: {headers: {set: {x-seen: "1"}}}}
+- {name: unseen, match: {path: /status/202, response: {headers: {x-upstream: "n*"}}}, patch: {headers: {set: {x-seen: "1"}}}}
+- {name: gone, match: {path: /gated}, replace: {body: short}}
+"#;
+
+/// The requests of [`ON_RESPONSE`], in order.
+const ASKED: [(&str, &str); 12] = [
+    ("GET", "/status/502"),
+    ("HEAD", "/status/502"),
+    ("GET", "/status/500"),
+    ("GET", "/json-chunked"),
+    ("GET", "/json"),
+    ("HEAD", "/json"),
+    ("GET", "/text"),
+    ("GET", "/status/304"),
+    ("GET", "/status/201"),
+    ("GET", "/status/202"),
+    ("GET", "/gated"),
+    ("GET", "/status/200"),
+];
+
+/// Status, headers but `date` (sorted) and body of each of [`ASKED`],
+/// sent one after the other on one HTTP/1.1 connection.
+async fn answers_on_one_connection(proxy: &TestProxy) -> Vec<(u16, Vec<String>, Bytes)> {
+    let mut client = h1_client(proxy.addr).await;
+    let mut answers = Vec::new();
+    for (method, path) in ASKED {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "test")
+            .body(full(""))
+            .unwrap();
+        let response = client.send_request(request).await.unwrap();
+        let (head, body) = response.into_parts();
+        assert!(
+            head.headers.contains_key("date"),
+            "{method} {path}: {head:?}"
+        );
+        let mut headers: Vec<String> = head
+            .headers
+            .iter()
+            .filter(|(name, _)| *name != "date")
+            .map(|(name, value)| format!("{name}: {}", value.to_str().unwrap()))
+            .collect();
+        headers.sort();
+        let body = body.collect().await.unwrap().to_bytes();
+        answers.push((head.status.as_u16(), headers, body));
+    }
+    answers
+}
+
+#[tokio::test]
+async fn the_relay_answers_response_faults_as_hyper_does() {
+    let upstream = Answers::start().await;
+    let relayed = start_proxy(upstream.addr, &format!("rules:{ON_RESPONSE}")).await;
+    // A rule that could abort any request sends every one to hyper.
+    let full_path =
+        format!("rules:\n- {{name: never, abort: {{status: 599}}, percent: 0}}{ON_RESPONSE}");
+    let by_hyper = start_proxy(upstream.addr, &full_path).await;
+    let on_relay = answers_on_one_connection(&relayed).await;
+    let on_hyper = answers_on_one_connection(&by_hyper).await;
+    for (i, (method, path)) in ASKED.iter().enumerate() {
+        assert_eq!(on_relay[i], on_hyper[i], "{method} {path}");
+    }
+    let relayed_total = r#"faultline_requests_relayed_total{direction="inbound"}"#;
+    assert_eq!(relayed.metric(relayed_total).await, ASKED.len() as f64);
+    assert_eq!(by_hyper.metric(relayed_total).await, 0.0);
+    // What each looks like, so agreement is not agreement on nothing.
+    let answer = |i: usize| &on_relay[i];
+    assert_eq!((answer(0).0, &answer(0).2[..]), (503, &b"replaced"[..]));
+    assert!(answer(0).1.contains(&"x-replaced: 1".to_owned()));
+    assert!(!answer(0).1.iter().any(|h| h.starts_with("etag")));
+    assert_eq!((answer(1).0, answer(1).2.len()), (503, 0));
+    assert!(answer(1).1.contains(&"content-length: 8".to_owned()));
+    assert_eq!((answer(2).0, &answer(2).2[..]), (418, &b"teapot"[..]));
+    assert_eq!(answer(3).0, 202);
+    assert!(
+        answer(3)
+            .1
+            .contains(&"transfer-encoding: chunked".to_owned())
+    );
+    assert!(answer(3).1.contains(&"x-a: b".to_owned()));
+    assert!(!answer(3).1.iter().any(|h| h.starts_with("x-upstream")));
+    assert_eq!(&answer(3).2[..], JSON.as_bytes());
+    assert!(answer(4).1.contains(&"x-only: 1".to_owned()));
+    assert!(
+        answer(4)
+            .1
+            .contains(&"content-type: application/json".to_owned())
+    );
+    assert_eq!(&answer(4).2[..], JSON.as_bytes());
+    assert_eq!((answer(6).0, answer(6).2.len()), (204, 0));
+    assert_eq!((answer(7).0, &answer(7).2[..]), (200, &b"fresh"[..]));
+    assert!(answer(8).1.contains(&"x-seen: 1".to_owned()));
+    assert!(!answer(9).1.contains(&"x-seen: 1".to_owned()));
+    assert_eq!(&answer(10).2[..], b"short");
+    assert_eq!(&answer(11).2[..], b"status 200");
+    for rule in [
+        "replaced", "aborted", "patched", "headers", "emptied", "seen", "gone",
+    ] {
+        let kind = match rule {
+            "aborted" => "abort",
+            "patched" | "emptied" | "seen" => "patch",
+            _ => "replace",
+        };
+        let count = if matches!(rule, "replaced" | "headers") {
+            2.0
+        } else {
+            1.0
+        };
+        assert_eq!(relayed.metric(&injected(rule, kind)).await, count, "{rule}");
+        assert_eq!(
+            by_hyper.metric(&injected(rule, kind)).await,
+            count,
+            "{rule}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_reset_decided_on_a_relayed_response_resets_the_client() {
+    let upstream = Answers::start().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- {name: cut, match: {response: {status: 503}}, abort: {reset: true}}\n",
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = exchange_head(&mut stream, "GET /status/200 HTTP/1.1\r\nhost: t\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let mut rest = [0u8; 10];
+    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut rest)
+        .await
+        .unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stream,
+        b"GET /status/503 HTTP/1.1\r\nhost: t\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        read.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::ConnectionReset)
+    );
+    assert_eq!(upstream.hits(), 2);
+    assert_eq!(proxy.metric(&injected("cut", "abort")).await, 1.0);
+    let relayed = r#"faultline_requests_relayed_total{direction="inbound"}"#;
+    assert_eq!(proxy.metric(relayed).await, 2.0);
+}
+
+#[tokio::test]
+async fn a_response_answered_instead_on_the_relay_keeps_the_clients_close() {
+    let upstream = Answers::start().await;
+    let proxy = start_proxy(
+        upstream.addr,
+        "rules:\n- {name: swap, match: {path: /json}, replace: {body: swapped}}\n",
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut stream,
+        b"GET /json HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut all = Vec::new();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_to_end(&mut stream, &mut all),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let all = String::from_utf8(all).unwrap();
+    assert!(all.starts_with("HTTP/1.1 200 OK\r\n"), "{all}");
+    assert!(all.contains("\r\nconnection: close\r\n"), "{all}");
+    assert!(all.contains("\r\ncontent-length: 7\r\n"), "{all}");
+    assert!(all.ends_with("\r\n\r\nswapped"), "{all}");
+}

@@ -12,9 +12,12 @@
 //!   does (see `head::request`: HTTP/1.1, origin form, one valid `Host`,
 //!   no body, no upgrade, `Expect` or hop-by-hop header but
 //!   `Connection: keep-alive`/`close`) and the policy can at most delay it
+//!   before sending it, or fault its response without holding the body
 //!   (`effects::relay_fault`, asked without drawing first): the head goes
-//!   to an upstream connection as the client sent it, and the response comes back as the upstream
-//!   sent it, its framing read off the bytes (`framing`);
+//!   to an upstream connection as the client sent it, and the response
+//!   comes back as the upstream sent it, its framing read off the bytes
+//!   (`framing`), unless a rule decided on its head changes it
+//!   (`respond`);
 //! - **hyper** otherwise: the bytes read so far are replayed into a hyper
 //!   connection (`keepalive`), which decides and answers as it always has
 //!   and, once idle, hands the connection back to the relay.
@@ -48,14 +51,17 @@ use crate::metrics::{DirectionLabels, TrafficLabels};
 use crate::traffic::client_io::ClientIo;
 use crate::traffic::effects::{self, RelayFault};
 use crate::upstream::UpstreamError;
+use faultline_policy::ResponseInfo;
 
 mod framing;
 mod head;
+mod respond;
 #[cfg(test)]
 mod tests;
 
 use framing::{Framing, Malformed};
 use head::{BadResponse, Parsed, RequestHead};
+use respond::Answer;
 
 /// Each direction's buffer, as hyper's: a request in flight costs no more
 /// than on hyper's path. A longer request or response head grows it up to
@@ -265,12 +271,15 @@ impl Relay {
     ) -> Step {
         let shared = &ctx.shared;
         match &head.decided {
-            RelayFault::None => {}
             RelayFault::FullPath => return self.hand_to_hyper(),
-            RelayFault::Delay(delay, injected) => {
-                shared.metrics.fault(&injected.rule, injected.kind);
-                tracing::debug!(rule = %injected.rule, kind = injected.kind, "fault injected");
-                tokio::time::sleep(*delay).await;
+            RelayFault::Forward { delay: None, .. } => {}
+            RelayFault::Forward {
+                delay: Some(delayed),
+                ..
+            } => {
+                shared.metrics.fault(&delayed.rule, delayed.kind);
+                tracing::debug!(rule = %delayed.rule, kind = delayed.kind, "fault injected");
+                tokio::time::sleep(delayed.delay).await;
             }
         }
         let labels = TrafficLabels {
@@ -340,7 +349,7 @@ fn decide(ctx: &ConnCtx, req: &head::Request<'_>) -> Option<RelayFault> {
     let method = http::Method::from_bytes(req.method.as_bytes()).ok()?;
     // Most requests meet no rule for their method: they cost no HeaderMap.
     if !store.with_compiled(|compiled| compiled.may_act_on_request(&method)) {
-        return Some(RelayFault::None);
+        return Some(RelayFault::PLAIN);
     }
     let mut headers = HeaderMap::with_capacity(req.headers.len());
     for h in req.headers {
@@ -456,7 +465,32 @@ async fn exchange(
         .observe(latency);
     let close = response.close;
     let mut head_len = response.len;
-    if response.drop_length {
+    let mut rewritten = false;
+    match on_response(ctx, head, &bufs.upstream[..head_len], &response) {
+        Answer::Pass => {}
+        Answer::Delay(delay) => tokio::time::sleep(delay).await,
+        Answer::Head(new) => {
+            head_len = replace_head(&mut bufs.upstream, head_len, &new);
+            rewritten = true;
+        }
+        Answer::Instead(answer) => {
+            // The upstream connection goes, its body unread.
+            let written = match io.write_all(&answer).await {
+                Ok(()) => io.flush().await,
+                Err(error) => Err(error),
+            };
+            written
+                .map_err(|e| Failure::new(Failed::Body(BodyError::Write(e)), Stage::Answered))?;
+            return Ok(false);
+        }
+        Answer::Reset => {
+            ctx.kill();
+            // `next` sees the kill and drops this exchange.
+            return std::future::pending().await;
+        }
+    }
+    // A rewritten head was written without the length.
+    if response.drop_length && !rewritten {
         head_len = drop_length(&mut bufs.upstream, head_len);
     }
     let mut body = response.body;
@@ -482,11 +516,62 @@ async fn exchange(
 /// bytes at the start of `buf`; returns the head's new length.
 fn drop_length(buf: &mut BytesMut, len: usize) -> usize {
     let head = head::without_length(&buf[..len]);
-    let mut rebuilt = BytesMut::with_capacity(buf.len());
-    rebuilt.extend_from_slice(&head);
+    replace_head(buf, len, &head)
+}
+
+/// Puts `head` in place of the `len` bytes at the start of `buf`; returns
+/// its length.
+fn replace_head(buf: &mut BytesMut, len: usize, head: &[u8]) -> usize {
+    let mut rebuilt = BytesMut::with_capacity(buf.len() - len + head.len());
+    rebuilt.extend_from_slice(head);
     rebuilt.extend_from_slice(&buf[len..]);
     *buf = rebuilt;
     head.len()
+}
+
+/// The response-stage rules' word on the upstream's response head
+/// `bytes`, and what it makes of the exchange.
+fn on_response(
+    ctx: &ConnCtx,
+    head: &RequestHead<RelayFault>,
+    bytes: &[u8],
+    response: &head::ResponseHead,
+) -> Answer {
+    let RelayFault::Forward {
+        response: Some(pending),
+        ..
+    } = &head.decided
+    else {
+        return Answer::Pass;
+    };
+    // Most rules read the status alone: no fields are gathered for them.
+    let mut fields = HeaderMap::new();
+    if pending.reads_headers() {
+        fields = head::response_fields(bytes);
+    }
+    let info = ResponseInfo {
+        status: response.status,
+        headers: &fields,
+    };
+    let Some(injected) = effects::response_head_fault(pending, &info) else {
+        return Answer::Pass;
+    };
+    ctx.shared.metrics.fault(&injected.rule, injected.kind);
+    tracing::debug!(rule = %injected.rule, kind = injected.kind, status = response.status, "fault injected on a response");
+    if fields.is_empty() {
+        fields = head::response_fields(bytes);
+    }
+    let upstream = respond::Upstream {
+        status: response.status,
+        fields,
+        framing: &response.body,
+        close: response.close,
+    };
+    let asked = respond::Asked {
+        head_method: head.head_method,
+        close: head.close,
+    };
+    respond::answer(&injected.fault, upstream, asked)
 }
 
 /// Why no response head came.

@@ -126,7 +126,7 @@ pub async fn rewrite(
 }
 
 /// Statuses whose responses never have content (RFC 9110 section 6.4.1).
-fn no_body(status: StatusCode) -> bool {
+pub(crate) fn no_body(status: StatusCode) -> bool {
     status.is_informational()
         || matches!(
             status,
@@ -142,7 +142,7 @@ const BODY_HEADERS: [header::HeaderName; 3] = [
     header::CONTENT_TYPE,
 ];
 
-fn rewrite_headers(headers: &mut HeaderMap, rewrite: &Rewrite) {
+pub(crate) fn rewrite_headers(headers: &mut HeaderMap, rewrite: &Rewrite) {
     if let Some(replacement) = &rewrite.replace_headers {
         let mut kept = HeaderMap::with_capacity(replacement.len() + BODY_HEADERS.len());
         let body_passes = rewrite.body.is_none();
@@ -180,7 +180,7 @@ const BODY_CHECKSUMS: [&str; 5] = [
 
 /// Removes the upstream's [`BODY_CHECKSUMS`] once its body was changed;
 /// those the rule itself sets are the rule's and stay.
-fn drop_checksums(headers: &mut HeaderMap, rewrite: &Rewrite) {
+pub(crate) fn drop_checksums(headers: &mut HeaderMap, rewrite: &Rewrite) {
     for name in BODY_CHECKSUMS {
         let set_by_rule = rewrite.set_headers.contains_key(name)
             || rewrite

@@ -246,6 +246,33 @@ pub fn without_length(head: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// The fields of a response head that [`response`] accepted, for a rule
+/// that reads or rewrites them; a field the `http` crate refuses is left
+/// out (no rule can name or match it).
+pub fn response_fields(head: &[u8]) -> http::HeaderMap {
+    let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut res,
+        head,
+        &mut headers,
+    );
+    let mut fields = http::HeaderMap::new();
+    if parsed.is_err() {
+        return fields;
+    }
+    fields.reserve(res.headers.len());
+    for h in res.headers.iter() {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(h.name.as_bytes()),
+            http::HeaderValue::from_bytes(h.value),
+        ) {
+            fields.append(name, value);
+        }
+    }
+    fields
+}
+
 /// An upstream response head the relay cannot frame.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BadResponse {

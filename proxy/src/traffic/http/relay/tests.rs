@@ -2,6 +2,8 @@
 //! end, read off raw bytes.
 use super::framing::{Chunked, Framing, Malformed};
 use super::head::{self, BadResponse, Parsed};
+use super::respond;
+use crate::traffic::effects::HttpFault;
 
 /// How the relay reads `request`: `Some(head length)` when it carries it.
 fn relayed(request: &str) -> Option<usize> {
@@ -315,4 +317,122 @@ fn empty_lines_before_a_request_line_are_counted_whole() {
     assert_eq!(head::empty_lines(b"\r\n\r"), 2);
     assert_eq!(head::empty_lines(b"\nGET"), 0);
     assert_eq!(head::empty_lines(b"GET / HTTP/1.1\r\n"), 0);
+}
+
+/// What a response-stage `fault` makes of the upstream's response `head`.
+fn answered(fault: &HttpFault, head: &str, head_method: bool) -> respond::Answer {
+    let parsed = head::response(head.as_bytes(), head_method)
+        .unwrap()
+        .unwrap();
+    let upstream = respond::Upstream {
+        status: parsed.status,
+        fields: head::response_fields(head.as_bytes()),
+        framing: &parsed.body,
+        close: parsed.close,
+    };
+    let asked = respond::Asked {
+        head_method,
+        close: false,
+    };
+    respond::answer(fault, upstream, asked)
+}
+
+fn written(answer: respond::Answer) -> String {
+    match answer {
+        respond::Answer::Head(bytes) | respond::Answer::Instead(bytes) => {
+            String::from_utf8(bytes).unwrap()
+        }
+        other => panic!("nothing written: {other:?}"),
+    }
+}
+
+fn rewrite(status: Option<u16>, set: &[(&'static str, &'static str)]) -> HttpFault {
+    let mut set_headers = http::HeaderMap::new();
+    for (name, value) in set {
+        set_headers.insert(*name, http::HeaderValue::from_static(value));
+    }
+    HttpFault::Rewrite(std::sync::Arc::new(faultline_policy::Rewrite {
+        status: status.map(|s| http::StatusCode::from_u16(s).unwrap()),
+        replace_headers: None,
+        set_headers,
+        remove_headers: Box::new([]),
+        body: None,
+    }))
+}
+
+#[test]
+fn a_rewritten_head_keeps_the_framing_of_the_body_that_follows() {
+    // Chunked with a length: the length goes, as on a relayed head.
+    let chunked =
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\nX-A: 1\r\n\r\n";
+    let head = written(answered(
+        &rewrite(Some(201), &[("x-b", "2")]),
+        chunked,
+        false,
+    ));
+    assert!(head.starts_with("HTTP/1.1 201 Created\r\n"), "{head}");
+    assert!(
+        head.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{head}"
+    );
+    assert!(!head.contains("content-length"), "{head}");
+    assert!(
+        head.contains("\r\nx-a: 1\r\n") && head.contains("\r\nx-b: 2\r\n"),
+        "{head}"
+    );
+    // Such a message ends its connection, and says so.
+    assert!(head.contains("\r\nconnection: close\r\n"), "{head}");
+    assert!(
+        head.ends_with("\r\n\r\n") && head.contains("\r\ndate: "),
+        "{head}"
+    );
+    // A body that runs until the upstream closes: the client must know.
+    let until_close = written(answered(
+        &rewrite(None, &[]),
+        "HTTP/1.0 200 OK\r\n\r\n",
+        false,
+    ));
+    assert!(
+        until_close.contains("\r\nconnection: close\r\n"),
+        "{until_close}"
+    );
+    // A length passes as it was, with a HEAD's too.
+    let length = "HTTP/1.1 200 OK\r\ncontent-length: 12\r\n\r\n";
+    for head_method in [false, true] {
+        let head = written(answered(&rewrite(None, &[("x", "y")]), length, head_method));
+        assert!(head.contains("\r\ncontent-length: 12\r\n"), "{head}");
+        assert!(!head.contains("connection"), "{head}");
+    }
+}
+
+#[test]
+fn an_answer_instead_has_the_length_of_its_body_and_no_body_to_head() {
+    let fault = HttpFault::Respond {
+        status: http::StatusCode::SERVICE_UNAVAILABLE,
+        headers: http::HeaderMap::new(),
+        body: bytes::Bytes::from_static(b"abc"),
+    };
+    let upstream = "HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\r\n";
+    let get = written(answered(&fault, upstream, false));
+    assert!(
+        get.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+        "{get}"
+    );
+    assert!(get.ends_with("\r\ncontent-length: 3\r\n\r\nabc"), "{get}");
+    let head = written(answered(&fault, upstream, true));
+    assert!(head.ends_with("\r\ncontent-length: 3\r\n\r\n"), "{head}");
+    // A status without content: no length, no body, and the upstream's
+    // body (which would follow) is not relayed.
+    let emptied = answered(&rewrite(Some(304), &[]), upstream, false);
+    assert!(matches!(emptied, respond::Answer::Instead(_)));
+    let emptied = written(emptied);
+    assert!(
+        emptied.starts_with("HTTP/1.1 304 Not Modified\r\n"),
+        "{emptied}"
+    );
+    assert!(!emptied.contains("content-length") && emptied.ends_with("\r\n\r\n"));
+    assert_eq!(
+        answered(&HttpFault::Reset, upstream, false),
+        respond::Answer::Reset
+    );
 }
