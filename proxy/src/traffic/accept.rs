@@ -107,7 +107,10 @@ pub async fn accept_loop(shared: Arc<ProxyState>, listener: TcpListener, kind: L
                         }
                     };
                     let events = shared2.events.register();
+                    // Biased: polled for every wakeup of the connection,
+                    // so no random draw each time.
                     tokio::select! {
+                        biased;
                         result = handle(&shared2, stream, client, kind, local, worker, &events) => {
                             if let Err(error) = result {
                                 tracing::warn!(%client, error = %crate::error_chain(&error), "connection refused");

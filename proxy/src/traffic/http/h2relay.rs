@@ -428,7 +428,8 @@ impl Sink for DownSink<'_, '_> {
 /// The client streams whose response has not ended, and the metrics.
 struct Streams<'c> {
     ctx: &'c ConnCtx,
-    open: HashMap<u32, Open>,
+    /// foldhash: a stream is looked up for every frame of it.
+    open: HashMap<u32, Open, foldhash::fast::RandomState>,
     /// More than [`MAX_TRACKED`] were open at once.
     untracked: bool,
     grpc: Option<(Counter, Histogram)>,
@@ -458,7 +459,7 @@ impl<'c> Streams<'c> {
             .clone();
         Streams {
             ctx,
-            open: HashMap::new(),
+            open: HashMap::default(),
             untracked: false,
             grpc: None,
             relayed,
