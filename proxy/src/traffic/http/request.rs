@@ -97,15 +97,46 @@ pub fn check_head(
 
 /// Whether a `Host` value is a host and port (see [`is_authority_byte`]).
 pub fn is_host(value: &[u8]) -> bool {
-    value.iter().all(|b| is_authority_byte(*b))
+    AUTHORITY.all(value)
 }
 
 /// What `uri-host [":" port]` is made of (RFC 3986: unreserved,
 /// pct-encoded, sub-delims, and `:` `[` `]` for ports and IPv6). No `@`:
 /// user info has no place in `Host`. Empty is allowed (RFC 9112 section
 /// 3.2, a target without authority).
-fn is_authority_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=:[]".contains(&b)
+const AUTHORITY: ByteSet = ByteSet::alphanumeric_and(b"-._~%!$&'()*+,;=:[]");
+
+/// A set of bytes, each looked up with one load. The relay checks every
+/// byte of every request's target and `Host` against one: searching a
+/// list of punctuation for each byte cost 2,300 of the 15,700
+/// instructions of a relayed request with an 86-byte target.
+pub struct ByteSet([bool; 256]);
+
+impl ByteSet {
+    /// ASCII letters and digits, and the bytes of `extra`.
+    pub const fn alphanumeric_and(extra: &[u8]) -> Self {
+        let mut set = [false; 256];
+        let mut b = 0;
+        while b < 256 {
+            set[b] = (b as u8).is_ascii_alphanumeric();
+            b += 1;
+        }
+        let mut i = 0;
+        while i < extra.len() {
+            set[extra[i] as usize] = true;
+            i += 1;
+        }
+        ByteSet(set)
+    }
+
+    pub fn contains(&self, b: u8) -> bool {
+        self.0[usize::from(b)]
+    }
+
+    /// Whether every byte of `bytes` is in the set.
+    pub fn all(&self, bytes: &[u8]) -> bool {
+        bytes.iter().all(|b| self.contains(*b))
+    }
 }
 
 /// An error reading the client's request body, as the upstream exchange

@@ -4,7 +4,7 @@
 use std::mem::MaybeUninit;
 
 use super::framing::{Chunked, Framing};
-use crate::traffic::http::request::is_host;
+use crate::traffic::http::request::{ByteSet, is_host};
 
 /// Headers read per head, as hyper's server and client default to: a
 /// request with more falls back to hyper, which refuses it.
@@ -209,10 +209,8 @@ fn content_length(value: &[u8]) -> Option<u64> {
 /// unreserved, sub-delims, `:` `@` `/` `?` and `%`. Anything else (a
 /// fragment, quotes, braces, non-ASCII) is hyper's to accept or refuse.
 fn is_origin_form(target: &str) -> bool {
-    target.starts_with('/')
-        && target
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b))
+    const TARGET: ByteSet = ByteSet::alphanumeric_and(b"-._~!$&'()*+,;=:@/?%");
+    target.starts_with('/') && TARGET.all(target.as_bytes())
 }
 
 /// A response head the relay passes on.

@@ -5,7 +5,8 @@
 //! A rule that keeps the upstream's body (a `replace` or `patch` of the
 //! status or headers) gets a new head, and the body follows with the
 //! upstream's own framing: its `Transfer-Encoding` and `Content-Length`
-//! stay what they were, since the bytes that follow are the upstream's. A
+//! stay what they were (but a length sent with chunked, removed as from
+//! any relayed head), since the bytes that follow are the upstream's. A
 //! rule that answers instead (an `abort`, a replaced body, a status that
 //! has no content) writes the whole answer, and the upstream connection,
 //! its body unread, is closed rather than pooled. A JSON merge `patch`
