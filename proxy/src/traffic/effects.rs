@@ -236,8 +236,11 @@ pub fn relay_fault(
         destination_ip: conn.destination_ip,
         host,
     };
-    if !store.with_compiled(CompiledPolicy::has_response_rules) {
-        return store.with_compiled(|compiled| relay_request_fault(compiled, &info, None));
+    let without_response_rules = store.with_compiled(|compiled| {
+        (!compiled.has_response_rules()).then(|| relay_request_fault(compiled, &info, None))
+    });
+    if let Some(fault) = without_response_rules {
+        return fault;
     }
     // One policy for both stages: the candidates are its rules' indices.
     let policy = store.compiled();

@@ -545,8 +545,9 @@ fn on_response(
         return Answer::Pass;
     };
     // Most rules read the status alone: no fields are gathered for them.
+    let read = pending.reads_headers();
     let mut fields = HeaderMap::new();
-    if pending.reads_headers() {
+    if read {
         fields = head::response_fields(bytes);
     }
     let info = ResponseInfo {
@@ -558,7 +559,7 @@ fn on_response(
     };
     ctx.shared.metrics.fault(&injected.rule, injected.kind);
     tracing::debug!(rule = %injected.rule, kind = injected.kind, status = response.status, "fault injected on a response");
-    if fields.is_empty() {
+    if !read {
         fields = head::response_fields(bytes);
     }
     let upstream = respond::Upstream {

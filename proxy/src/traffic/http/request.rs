@@ -95,7 +95,7 @@ pub fn check_head(
     }
 }
 
-/// Whether a `Host` value is a host and port (see [`is_authority_byte`]).
+/// Whether a `Host` value is a host and port (see [`AUTHORITY`]).
 pub fn is_host(value: &[u8]) -> bool {
     AUTHORITY.all(value)
 }

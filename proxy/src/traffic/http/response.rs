@@ -36,7 +36,13 @@ pub fn grpc_status(code: u8, message: &str) -> Response<ProxyBody> {
 /// A trailers-only gRPC response with prebuilt header values.
 pub fn grpc_abort(status: HeaderValue, message: Option<HeaderValue>) -> Response<ProxyBody> {
     let mut response = Response::new(empty());
-    let headers = response.headers_mut();
+    *response.headers_mut() = grpc_abort_headers(status, message);
+    response
+}
+
+/// The head of [`grpc_abort`]'s response, for the HTTP/1.1 relay too.
+pub fn grpc_abort_headers(status: HeaderValue, message: Option<HeaderValue>) -> HeaderMap {
+    let mut headers = HeaderMap::with_capacity(3);
     headers.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
@@ -45,7 +51,7 @@ pub fn grpc_abort(status: HeaderValue, message: Option<HeaderValue>) -> Response
     if let Some(message) = message {
         headers.insert("grpc-message", message);
     }
-    response
+    headers
 }
 
 /// The upstream could not be reached or failed: 502 with a body that says

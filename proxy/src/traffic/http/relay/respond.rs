@@ -23,7 +23,7 @@ use faultline_policy::{BodyRewrite, Rewrite};
 
 use super::framing::Framing;
 use crate::traffic::effects::HttpFault;
-use crate::traffic::http::response::strip_hop_headers;
+use crate::traffic::http::response::{grpc_abort_headers, strip_hop_headers};
 use crate::traffic::http::rewrite::{drop_checksums, no_body, rewrite_headers};
 
 /// What the relay does with the exchange.
@@ -71,15 +71,7 @@ pub fn answer(fault: &HttpFault, upstream: Upstream<'_>, asked: Asked) -> Answer
             body,
         } => Answer::Instead(fixed(*status, headers.clone(), body, asked)),
         HttpFault::Grpc { status, message } => {
-            let mut headers = HeaderMap::new();
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/grpc"),
-            );
-            headers.insert("grpc-status", status.clone());
-            if let Some(message) = message {
-                headers.insert("grpc-message", message.clone());
-            }
+            let headers = grpc_abort_headers(status.clone(), message.clone());
             Answer::Instead(fixed(StatusCode::OK, headers, &Bytes::new(), asked))
         }
         HttpFault::Reset => Answer::Reset,
@@ -128,12 +120,8 @@ fn rewritten(how: &Rewrite, upstream: Upstream<'_>, asked: Asked) -> Answer {
     rewrite_headers(&mut fields, how);
     if no_body(status) && !upstream_bodiless {
         // A status changed to one without content: the upstream's body
-        // would break the client's framing.
-        fields.remove(header::CONTENT_LENGTH);
-        if asked.close {
-            fields.insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        return Answer::Instead(head(status, &fields));
+        // would break the client's framing (`fixed` gives it no length).
+        return Answer::Instead(fixed(status, fields, &Bytes::new(), asked));
     }
     match &how.body {
         Some(BodyRewrite::Replace(bytes)) if !no_body(status) => {
