@@ -49,7 +49,11 @@ async fn kubectl_fault_inject_list_status_recover() -> anyhow::Result<()> {
     eprintln!("{fresh}");
     let rows = status_rows(&fresh);
     anyhow::ensure!(
-        rows.len() == 2 && !fresh.contains("-0") && !fresh.contains("Pods without a proxy"),
+        // `-0` as a count: looked for in the pods' cells, since the
+        // namespace's random suffix may itself start with 0.
+        rows.len() == 2
+            && rows.iter().flatten().all(|cell| cell != "-0")
+            && !fresh.contains("Pods without a proxy"),
         "status after a rollout: {fresh}"
     );
     let ips = web_ips(cluster, &ns).await?;
